@@ -1,0 +1,3 @@
+from rexcarcer.cli.main import main
+
+main()

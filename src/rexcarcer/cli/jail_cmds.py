@@ -1,0 +1,173 @@
+"""Jail verbs: up, build, check, plan, ls, exec, start, stop, restart, destroy."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from rexcarcer.cli.main import Ctx, pass_ctx
+
+if TYPE_CHECKING:
+    from rexcarcer.rexfile.ast import Rexfile
+
+REXFILE = click.Path(path_type=Path, dir_okay=False)
+
+
+def _load(path: Path) -> Rexfile:
+    from rexcarcer.rexfile.parser import load
+
+    return load(path)
+
+
+def _name(rexfile: Rexfile, name: str | None) -> str:
+    from rexcarcer.names import check_jail_name
+
+    return check_jail_name(name or rexfile.default_name)
+
+
+@click.command()
+@click.argument("file", type=REXFILE)
+@click.option("--name", help="Jail name (default: the file's stem).")
+@pass_ctx
+def up(ctx: Ctx, file: Path, name: str | None) -> None:
+    """Build (cached), create, start and publish the jail FILE describes.
+
+    Idempotent: with nothing changed, a second run changes nothing. A failure
+    at any step rolls back what this run created and names the step."""
+    from rexcarcer.engine import jails
+
+    rexfile = _load(file)
+    jail = _name(rexfile, name)
+    host = ctx.host()
+    try:
+        info = jails.up(host, rexfile, jail)
+    finally:
+        host.close()
+    summary = f"{info.name} is {info.state}: {info.address or 'no address'} ({info.hostname})"
+    ctx.emit(info.as_json(), lambda: click.echo(summary))
+
+
+@click.command()
+@click.argument("file", type=REXFILE)
+@pass_ctx
+def build(ctx: Ctx, file: Path) -> None:
+    """Run FILE's PROVISION steps (cached) and print the image snapshot."""
+    from rexcarcer.engine import build as builder
+    from rexcarcer.engine import jails
+
+    rexfile = _load(file)
+    host = ctx.host()
+    try:
+        host.storage.ensure_layout()
+        image = builder.build(host, rexfile, jails.resolve_base(host, rexfile))
+    finally:
+        host.close()
+    full = f"{host.config.dataset}/{image}"
+    ctx.emit({"image": full}, lambda: click.echo(full))
+
+
+@click.command()
+@click.argument("file", type=REXFILE)
+@pass_ctx
+def check(ctx: Ctx, file: Path) -> None:
+    """Parse and validate FILE without touching the host."""
+    rexfile = _load(file)
+    ctx.emit(rexfile.canonical(), lambda: click.echo(f"{file}: ok"))
+
+
+@click.command()
+@click.argument("file", type=REXFILE)
+@click.option("--name", help="Jail name (default: the file's stem).")
+@pass_ctx
+def plan(ctx: Ctx, file: Path, name: str | None) -> None:
+    """Print what `rex up FILE` would change, with command lines; change nothing."""
+    from rexcarcer.engine.plan import plan_up
+
+    rexfile = _load(file)
+    jail = _name(rexfile, name)
+    host = ctx.host()
+    try:
+        actions = plan_up(host, rexfile, jail)
+    finally:
+        host.close()
+
+    def text() -> None:
+        for a in actions:
+            click.echo(f"{a.kind:8} {a.description}")
+            for cmd in a.commands:
+                click.echo(f"           $ {cmd}")
+
+    ctx.emit([a.as_json() for a in actions], text)
+
+
+@click.command(name="ls")
+@pass_ctx
+def ls_(ctx: Ctx) -> None:
+    """List jails: name, state, addresses, host name, services, base, host."""
+    from rexcarcer.cli.output import table
+    from rexcarcer.engine import jails
+
+    host = ctx.host()
+    try:
+        infos = jails.list_jails(host)
+    finally:
+        host.close()
+    rows = [
+        [i.name, i.state, i.address or "-", i.hostname,
+         ",".join(f"{s['name']}/{s['proto']}:{s['port']}" for s in i.services) or "-",
+         i.base, i.host]
+        for i in infos
+    ]  # fmt: skip
+    headers = ["name", "state", "ip", "hostname", "services", "base", "host"]
+    ctx.emit([i.as_json() for i in infos], lambda: click.echo(table(headers, rows)))
+
+
+@click.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_ctx
+def exec_(ctx: Ctx, name: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in the running jail NAME; its exit status is rex's.
+
+    \b
+    rex exec web -- wget -qO- http://198.51.100.3/"""
+    from rexcarcer.engine import jails
+
+    host = ctx.host()
+    try:
+        done = jails.exec_in(host, name, list(command), interactive=True)
+    finally:
+        host.close()
+    sys.exit(done.returncode)
+
+
+def _lifecycle(verb: str, doc: str) -> click.Command:
+    @click.command(name=verb, help=doc)
+    @click.argument("names", nargs=-1, required=True)
+    @pass_ctx
+    def cmd(ctx: Ctx, names: tuple[str, ...]) -> None:
+        from rexcarcer.engine import jails
+
+        action = {"start": jails.start, "stop": jails.stop, "restart": jails.restart,
+                  "destroy": jails.destroy}[verb]  # fmt: skip
+        host = ctx.host()
+        try:
+            for name in names:
+                action(host, name)
+        finally:
+            host.close()
+
+    return cmd
+
+
+def register(group: click.Group) -> None:
+    for cmd in (up, build, check, plan, ls_, exec_):
+        group.add_command(cmd)
+    group.add_command(_lifecycle("start", "Start stopped jails."))
+    group.add_command(_lifecycle("stop", "Stop jails (their datasets and addresses stay)."))
+    group.add_command(_lifecycle("restart", "Stop and start jails."))
+    group.add_command(_lifecycle(
+        "destroy", "Stop jails, release their addresses and destroy their datasets."))  # fmt: skip

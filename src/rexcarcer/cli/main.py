@@ -1,0 +1,126 @@
+"""The ``rex`` command: the only place that prints or exits.
+
+Heavy modules are imported inside the commands that need them, so that
+``rex --help`` and ``rex ls`` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from rexcarcer.errors import RexError
+
+if TYPE_CHECKING:
+    from rexcarcer.config import Config
+    from rexcarcer.engine.host import Host
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Ctx:
+    root: Path | None
+    config_file: Path | None
+    output: str
+    debug: bool
+    _config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from rexcarcer.config import load_config
+
+            self._config = load_config(config_file=self.config_file, root=self.root)
+        return self._config
+
+    def host(self) -> Host:
+        from rexcarcer.cli.output import ConsoleProgress
+        from rexcarcer.engine.host import open_host
+
+        return open_host(self.config, ConsoleProgress(quiet=self.output == "json"))
+
+    def emit(self, data: Any, text: Callable[[], None]) -> None:
+        if self.output == "json":
+            click.echo(json.dumps(data, indent=2, sort_keys=True))
+        else:
+            text()
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--root", type=click.Path(path_type=Path), envvar="REX_ROOT",
+              help="State directory (/var/lib/rexcarcer; FreeBSD: /var/db/rexcarcer).")  # fmt: skip
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="Configuration file (TOML).")  # fmt: skip
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+              help="Output format for commands that print data.")  # fmt: skip
+@click.option("--debug", is_flag=True, help="Log every OS command; show tracebacks.")
+@click.version_option(package_name="rexcarcer", prog_name="rex")
+@click.pass_context
+def cli(
+    ctx: click.Context, root: Path | None, config_file: Path | None, output: str, debug: bool
+) -> None:
+    """RexCarcer: declarative jails from signed bases, on FreeBSD (jail(8)) and Linux
+    (namespaces).
+
+    \b
+    A jail is described by a .rex file (see docs/rexfile.md):
+        BASE busybox
+        PROVISION COPY index.html /var/www/index.html
+        SERVICE web PORT 80
+    and `rex up web.rex` builds it (each step cached as a ZFS snapshot), gives it an
+    address, writes its configuration and starts it.
+
+    \b
+    Exit status: 0 success; 2 usage; 10 .rex error; 11 not found; 12 conflict;
+    20-27 OS, storage, runtime, state, address, build, path and capability errors.
+    """
+    ctx.obj = Ctx(root=root, config_file=config_file, output=output, debug=debug)
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(message)s", stream=sys.stderr
+    )
+
+
+def _register() -> None:
+    from rexcarcer.cli import base_cmds, host_cmds, jail_cmds
+
+    jail_cmds.register(cli)
+    base_cmds.register(cli)
+    host_cmds.register(cli)
+
+
+def main() -> None:
+    _register()
+    debug = "--debug" in sys.argv
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except RexError as exc:
+        if debug:
+            logging.getLogger("rexcarcer").exception("traceback")
+        click.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)

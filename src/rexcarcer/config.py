@@ -1,0 +1,174 @@
+"""Configuration: built-in defaults, then a TOML file, then ``REX_*`` variables.
+
+Each setting is declared once in ``SETTINGS``; the TOML key, the environment
+variable and the documentation come from that one declaration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import platform
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from rexcarcer.errors import ConfigError
+from rexcarcer.runtime.base import RuntimeKind
+
+IS_FREEBSD = platform.system() == "FreeBSD"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    key: str
+    env: str
+    doc: str
+
+
+SETTINGS = (
+    Setting("root", "REX_ROOT", "state directory (SQLite store, caches, run files)"),
+    Setting("dataset", "REX_DATASET", "parent ZFS dataset, e.g. zroot/rex"),
+    Setting("subnet", "REX_SUBNET", "this host's jail subnet; its first address is the host's"),
+    Setting("zone", "REX_ZONE", "cluster DNS zone"),
+    Setting("unbound_control", "REX_UNBOUND_CONTROL", "unbound control socket"),
+    Setting("etcd", "REX_ETCD", "etcd endpoints, comma-separated; unset = single host"),
+    Setting("host", "REX_HOST", "this host's name in the cluster"),
+    Setting("runtime", "REX_RUNTIME", "jail runtime: freebsd or linux (default: from the OS)"),
+    Setting("interface", "REX_INTERFACE", "host interface jail addresses live on"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    root: Path
+    dataset: str
+    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network
+    zone: str
+    unbound_control: Path
+    etcd: tuple[str, ...]
+    host: str
+    runtime: RuntimeKind
+    interface: str
+
+    @property
+    def host_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        """The host's own address in the jail subnet: the first usable one."""
+        return ipaddress.ip_address(next(iter(self.subnet.hosts())).compressed)
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "state.db"
+
+
+def _defaults() -> dict[str, str]:
+    root = "/var/db/rexcarcer" if IS_FREEBSD else "/var/lib/rexcarcer"
+    return {
+        "root": root,
+        "dataset": "zroot/rex" if IS_FREEBSD else "rexpool/rex",
+        # A documentation range (RFC 5737): it collides with nothing on a real
+        # network; production hosts set their own subnet.
+        "subnet": "198.51.100.0/24",
+        "zone": "rex.internal",
+        "unbound_control": (
+            "/var/run/local_unbound.ctl" if IS_FREEBSD else f"{root}/unbound/control.sock"
+        ),
+        "etcd": "",
+        "host": socket.gethostname().split(".")[0] or "localhost",
+        "runtime": str(RuntimeKind.FREEBSD if IS_FREEBSD else RuntimeKind.LINUX),
+        "interface": "rex0",
+    }
+
+
+def _config_file(explicit: Path | None, root: str) -> Path | None:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"configuration file not found: {explicit}")
+        return explicit
+    system = Path("/usr/local/etc/rexcarcer.toml" if IS_FREEBSD else "/etc/rexcarcer.toml")
+    for candidate in (Path(root) / "rexcarcer.toml", system):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, str]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}", hint="fix the TOML syntax") from exc
+    known = {s.key for s in SETTINGS}
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(
+                f"{path}: unknown setting {key!r}",
+                hint=f"known settings: {', '.join(sorted(known))}",
+            )
+        out[key] = ",".join(value) if isinstance(value, list) else str(value)
+    return out
+
+
+def load_config(
+    *,
+    config_file: Path | None = None,
+    root: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Merge defaults, the TOML file and the environment (``--root`` beats all)."""
+    env = os.environ if environ is None else environ
+    values = _defaults()
+    root_hint = str(root) if root else env.get("REX_ROOT", values["root"])
+    path = _config_file(config_file, root_hint)
+    if path is not None:
+        values.update(_read_toml(path))
+    for setting in SETTINGS:
+        if env.get(setting.env):
+            values[setting.key] = env[setting.env]
+    if root is not None:
+        values["root"] = str(root)
+    return _build(values)
+
+
+def _parse(key: str, text: str, conv: Callable[[str], object]) -> object:
+    try:
+        return conv(text)
+    except ValueError as exc:
+        setting = next(s for s in SETTINGS if s.key == key)
+        raise ConfigError(
+            f"bad value for {key} ({setting.env}): {text!r}: {exc}", hint=setting.doc
+        ) from exc
+
+
+def _build(v: dict[str, str]) -> Config:
+    subnet = _parse("subnet", v["subnet"], lambda t: ipaddress.ip_network(t, strict=True))
+    assert isinstance(subnet, ipaddress.IPv4Network | ipaddress.IPv6Network)
+    if subnet.num_addresses < 4:
+        raise ConfigError(f"jail subnet {subnet} is too small", hint="use a /29 or larger")
+    runtime = _parse("runtime", v["runtime"], RuntimeKind)
+    assert isinstance(runtime, RuntimeKind)
+    if "/" not in v["dataset"] or v["dataset"].startswith("/") or " " in v["dataset"]:
+        raise ConfigError(
+            f"bad dataset {v['dataset']!r}", hint="REX_DATASET is POOL/PATH, e.g. zroot/rex"
+        )
+    if len(v["interface"]) > 15:
+        raise ConfigError(f"interface name {v['interface']!r} is longer than 15 characters")
+    root = Path(v["root"]).absolute()
+    return Config(
+        root=root,
+        dataset=v["dataset"].rstrip("/"),
+        subnet=subnet,
+        zone=v["zone"].strip(".").lower(),
+        unbound_control=Path(v["unbound_control"]),
+        etcd=tuple(e for e in v["etcd"].split(",") if e),
+        host=v["host"],
+        runtime=runtime,
+        interface=v["interface"],
+    )
+
+
+def describe(config: Config) -> dict[str, str]:
+    """The effective configuration, for ``rex doctor`` and ``--debug``."""
+    return {f.name: str(getattr(config, f.name)) for f in fields(config)}

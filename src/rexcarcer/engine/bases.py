@@ -1,0 +1,125 @@
+"""Local bases: ``bases/<name>@<version>``, made from a directory or tarball."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from rexcarcer.engine.host import Host
+from rexcarcer.errors import CommandFailed, Conflict, NotFound, StorageError, UsageError
+
+BASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_VERSION_LINE = re.compile(r'^USERLAND_VERSION="([^"]+)"', re.M)
+
+
+@dataclass(frozen=True, slots=True)
+class BaseInfo:
+    name: str
+    version: str
+    snapshot: str  # relative: bases/<name>@<version>
+    props: dict[str, str]
+
+
+def check_base_name(name: str) -> str:
+    if not BASE_NAME.match(name) or name in (".", ".."):
+        raise UsageError(
+            f"bad base name {name!r}",
+            hint="use letters, digits, '.', '_' and '-', starting with a letter or digit",
+        )
+    return name
+
+
+def freebsd_version(root: Path) -> str | None:
+    """USERLAND_VERSION from the root's /bin/freebsd-version (a sh script), if any."""
+    try:
+        text = (root / "bin" / "freebsd-version").read_text(errors="replace")
+    except OSError:
+        return None
+    m = _VERSION_LINE.search(text)
+    return m.group(1) if m else None
+
+
+def find_base(host: Host, name: str) -> BaseInfo:
+    check_base_name(name)
+    ds = f"bases/{name}"
+    if not host.storage.exists(ds):
+        raise NotFound(
+            f"base {name!r} does not exist on this host",
+            hint=f"import one with `rex base import DIR {name}` or name a URL in BASE",
+        )
+    props = host.storage.get_props(ds)
+    version = props.get("version")
+    snapshot = f"{ds}@{version}"
+    if not version or not host.storage.exists(snapshot):
+        raise NotFound(
+            f"base {name!r} is incomplete (no snapshot)",
+            hint=f"remove it with `rex base rm {name}` and import it again",
+        )
+    return BaseInfo(name, version, snapshot, props)
+
+
+def list_bases(host: Host) -> list[BaseInfo]:
+    out = []
+    for ds in host.storage.datasets("bases"):
+        version = ds.props.get("version", "")
+        out.append(
+            BaseInfo(ds.name.split("/", 1)[1], version, f"{ds.name}@{version}", dict(ds.props))
+        )
+    return out
+
+
+def import_base(host: Host, source: Path, name: str, *, version: str | None = None) -> BaseInfo:
+    """Make ``bases/<name>@<version>`` from a directory or a tarball."""
+    check_base_name(name)
+    if not source.exists():
+        raise NotFound(f"{source} does not exist", hint="give a directory or a tar archive")
+    ds = f"bases/{name}"
+    host.storage.ensure_layout()
+    with host.lock(f"base-{name}"):
+        if host.storage.exists(ds):
+            raise Conflict(f"base {name!r} already exists", hint=f"rex base rm {name}")
+        host.progress.step(f"Creating base {name} from {source}")
+        mnt = host.storage.create(ds)
+        try:
+            _fill(host, source, mnt)
+            version = version or freebsd_version(mnt) or time.strftime("%Y%m%d%H%M%S")
+            host.storage.set_props(ds, {
+                "version": version, "id": uuid.uuid4().hex, "origin": str(source.resolve()),
+                "osrelease": freebsd_version(mnt) or "",
+            })  # fmt: skip
+            host.storage.snapshot(f"{ds}@{version}")
+        except BaseException:
+            host.storage.destroy(ds, recursive=True)
+            raise
+    return find_base(host, name)
+
+
+def _fill(host: Host, source: Path, mnt: Path) -> None:
+    if source.is_dir():
+        argv = ["cp", "-a", f"{source}/.", f"{mnt}/"]
+    else:
+        argv = ["tar", "-x", "-p", "-f", str(source), "-C", str(mnt)]
+    try:
+        host.runner.run(argv)
+    except CommandFailed as exc:
+        raise StorageError(f"cannot copy {source} into the base: {exc.stderr}") from exc
+
+
+def remove_base(host: Host, name: str, users: list[str]) -> None:
+    info = find_base(host, name)
+    if users:
+        raise Conflict(
+            f"base {name!r} is used by jails: {', '.join(sorted(users))}",
+            hint="destroy those jails first",
+        )
+    # cached images cloned from this base go with it
+    images = [
+        i for i in host.storage.datasets("images") if i.props.get("base") == info.props.get("id")
+    ]
+    # deepest first: a step's image is a clone of the one before it
+    for image in sorted(images, key=lambda i: -int(i.props.get("depth", "0"))):
+        host.storage.destroy(image.name, recursive=True)
+    host.storage.destroy(f"bases/{name}", recursive=True)

@@ -1,0 +1,160 @@
+"""Cached builds: each PROVISION step becomes ``images/<key>@img``.
+
+The key of step N hashes (the key or id of its parent snapshot, the step's
+instruction, the digest of what it copies). A step whose snapshot exists is not
+run again; changing step N changes the keys of N and every step after it. A
+step that fails, or a run that is killed mid-step, leaves a dataset without its
+``@img`` snapshot, which the next build of that key destroys and redoes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rexcarcer.engine import files
+from rexcarcer.engine.bases import BaseInfo
+from rexcarcer.engine.host import Host
+from rexcarcer.errors import BuildError, RexError, UnsafePath
+from rexcarcer.rexfile.ast import Copy, Rexfile, Run, Step
+from rexcarcer.runtime.base import jail_env
+
+IMG = "img"
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    index: int  # 1-based
+    step: Step
+    key: str
+    parent: str  # the snapshot this step starts from
+    cached: bool
+
+    @property
+    def dataset(self) -> str:
+        return f"images/{self.key}"
+
+    @property
+    def snapshot(self) -> str:
+        return f"{self.dataset}@{IMG}"
+
+
+def step_key(parent_id: str, step: Step, content: str) -> str:
+    text = json.dumps([parent_id, step.describe(), content], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def copy_sources(rexfile: Rexfile) -> dict[int, Path]:
+    """Check every COPY source before anything is built (bad input changes nothing)."""
+    out: dict[int, Path] = {}
+    for i, step in enumerate(rexfile.steps, 1):
+        if isinstance(step, Copy):
+            try:
+                out[i] = files.checked_source(rexfile.context_dir, step.src)
+            except UnsafePath as exc:
+                where = f"{rexfile.path}:{step.pos.line}:{step.pos.col}: " if rexfile.path else ""
+                raise UnsafePath(where + exc.message, hint=exc.hint) from exc
+    return out
+
+
+def plan_build(host: Host, rexfile: Rexfile, base: BaseInfo) -> list[StepPlan]:
+    sources = copy_sources(rexfile)
+    parent_id = base.props.get("id", base.snapshot)
+    parent = base.snapshot
+    plans: list[StepPlan] = []
+    for i, step in enumerate(rexfile.steps, 1):
+        content = files.content_digest(sources[i]) if i in sources else ""
+        key = step_key(parent_id, step, content)
+        cached = host.storage.exists(f"images/{key}@{IMG}")
+        plans.append(StepPlan(i, step, key, parent, cached))
+        parent_id, parent = key, f"images/{key}@{IMG}"
+    return plans
+
+
+def image_of(plans: list[StepPlan], base: BaseInfo) -> str:
+    return plans[-1].snapshot if plans else base.snapshot
+
+
+def build(host: Host, rexfile: Rexfile, base: BaseInfo) -> str:
+    """Run the steps that are not cached; return the image snapshot."""
+    plans = plan_build(host, rexfile, base)
+    sources = copy_sources(rexfile)
+    sweep_incomplete(host)
+    for plan in plans:
+        with host.lock(f"image-{plan.key}"):
+            if host.storage.exists(plan.snapshot):
+                host.progress.step(
+                    f"Step {plan.index}/{len(plans)}: {plan.step.describe()} (cached)"
+                )
+                continue
+            host.progress.step(f"Step {plan.index}/{len(plans)}: {plan.step.describe()}")
+            _run_step(host, rexfile, base, plan, sources.get(plan.index))
+    return image_of(plans, base)
+
+
+def sweep_incomplete(host: Host) -> None:
+    """Destroy images a killed run left half-built (nobody holds their lock)."""
+    for ds in host.storage.datasets("images"):
+        if ds.props.get("complete") == "1":
+            continue
+        key = ds.name.split("/", 1)[1]
+        with host.try_lock(f"image-{key}") as got:
+            if got and not host.storage.exists(f"{ds.name}@{IMG}"):
+                host.progress.step(f"Removing the half-built image {ds.name}")
+                host.storage.destroy(ds.name, recursive=True)
+
+
+def _where(rexfile: Rexfile, step: Step) -> str:
+    return f"{rexfile.path or '<input>'}:{step.pos.line}"
+
+
+def _run_step(
+    host: Host, rexfile: Rexfile, base: BaseInfo, plan: StepPlan, source: Path | None
+) -> None:
+    storage = host.storage
+    storage.destroy(plan.dataset, recursive=True)  # a half-built leftover of a killed run
+    root = storage.clone(plan.parent, plan.dataset, props={
+        "base": base.props.get("id", ""), "depth": str(plan.index), "parent": plan.parent,
+        "step": plan.step.describe()[:200], "created": str(int(time.time())),
+    })  # fmt: skip
+    try:
+        if isinstance(plan.step, Run):
+            _run(host, rexfile, root, plan.step)
+        else:
+            assert source is not None
+            try:
+                files.copy_into(root, source, plan.step.dst)
+            except UnsafePath as exc:
+                raise BuildError(
+                    f"step {plan.index} ({_where(rexfile, plan.step)}: {plan.step.describe()}) "
+                    f"failed: {exc.message}",
+                    hint="a symlink in the image must not lead the destination out of the jail",
+                ) from exc
+            except OSError as exc:
+                raise BuildError(
+                    f"step {plan.index} ({_where(rexfile, plan.step)}: {plan.step.describe()}) "
+                    f"failed: {exc}"
+                ) from exc
+        storage.snapshot(plan.snapshot)
+        storage.set_props(plan.dataset, {"complete": "1"})
+    except BaseException:
+        storage.destroy(plan.dataset, recursive=True)
+        raise
+
+
+def _run(host: Host, rexfile: Rexfile, root: Path, step: Run) -> None:
+    try:
+        done = host.runtime.build_run(
+            root, step.command, env=jail_env(rexfile.env), on_output=host.progress.output
+        )
+    except RexError as exc:
+        raise BuildError(f"{_where(rexfile, step)}: {step.describe()}: {exc.message}") from exc
+    if done.returncode != 0:
+        tail = "\n".join(done.stdout.splitlines()[-15:])
+        raise BuildError(
+            f"{_where(rexfile, step)}: {step.describe()} failed with exit status {done.returncode}",
+            hint=("last output:\n" + tail) if tail else "the command printed nothing",
+        )

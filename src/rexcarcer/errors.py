@@ -1,0 +1,146 @@
+"""The one error tree of RexCarcer.
+
+Every error a user can see is a ``RexError``: a message, an optional hint and a
+stable exit code. Foreign exceptions (``OSError``, ``sqlite3.Error``, a failed
+process) are translated where they happen, at the driver boundary, with
+``raise ... from exc``. Only the CLI prints and exits.
+
+::
+
+    RexError (exit 3)
+    ├── UsageError (2)              bad command-line arguments or configuration
+    │   └── ConfigError (4)         rexcarcer.toml or REX_* variables
+    ├── RexfileError (10)           .rex syntax or validation, with file:line:col
+    ├── NotFound (11)               a jail, base or image that does not exist
+    ├── Conflict (12)               a name or address already taken, a changed definition
+    ├── CommandFailed (20)          an OS command exited non-zero (argv, status, stderr)
+    ├── StorageError (21)           ZFS
+    ├── RuntimeBackendError (22)    jail(8) / namespaces
+    ├── StateError (23)             the state store
+    ├── AddressError (24)           IPAM: subnet exhausted, address outside subnet
+    ├── BuildError (25)             a PROVISION step failed
+    ├── UnsafePath (26)             a path that would escape its root
+    └── NotSupported (27)           a capability this host lacks
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class RexError(Exception):
+    """Base of every error RexCarcer reports to a user."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(RexError):
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    exit_code = 4
+
+
+class RexfileError(RexError):
+    """A ``.rex`` file is malformed or invalid; carries its position."""
+
+    exit_code = 10
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str = "<input>",
+        line: int = 1,
+        col: int = 1,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(f"{file}:{line}:{col}: {message}", hint=hint)
+        self.reason = message
+        self.file = file
+        self.line = line
+        self.col = col
+
+
+class NotFound(RexError):
+    exit_code = 11
+
+
+class Conflict(RexError):
+    exit_code = 12
+
+
+class CommandFailed(RexError):
+    """An OS command exited with a non-zero status."""
+
+    exit_code = 20
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int,
+        stderr: str = "",
+        *,
+        hint: str | None = None,
+    ) -> None:
+        import shlex
+
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        lines = self.stderr.splitlines()
+        # zfs(8) follows some errors with its whole usage text: keep the start
+        short = "\n".join(lines[:6]) + ("\n..." if len(lines) > 6 else "")
+        detail = f": {short}" if short else ""
+        super().__init__(
+            f"command failed with exit status {returncode}: {shlex.join(self.argv)}{detail}",
+            hint=hint,
+        )
+
+
+class StorageError(RexError):
+    exit_code = 21
+
+
+class RuntimeBackendError(RexError):
+    exit_code = 22
+
+
+class StateError(RexError):
+    exit_code = 23
+
+
+class AddressError(RexError):
+    exit_code = 24
+
+
+class BuildError(RexError):
+    exit_code = 25
+
+
+class UnsafePath(RexError):
+    exit_code = 26
+
+
+class NotSupported(RexError):
+    exit_code = 27
+
+
+def all_error_classes() -> list[type[RexError]]:
+    """Every class of the tree, for the documented table and the uniqueness test."""
+    seen: list[type[RexError]] = []
+    stack: list[type[RexError]] = [RexError]
+    while stack:
+        cls = stack.pop()
+        seen.append(cls)
+        stack.extend(cls.__subclasses__())
+    return seen

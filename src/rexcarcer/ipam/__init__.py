@@ -1,0 +1,83 @@
+"""IP address management through the state store.
+
+An address is taken when the key ``ipam/<address>`` exists; claiming is a
+create-if-absent transaction, so two ``rex up`` runs (or two hosts, on etcd)
+can never hold one address. The host's own address (the subnet's first) is
+never handed out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from rexcarcer.errors import AddressError, Conflict
+from rexcarcer.rexfile.ast import IPInterface
+from rexcarcer.state.base import Compare, Delete, Store, create_json
+
+PREFIX = "ipam/"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    address: IPInterface
+    jail: str
+
+
+def _key(addr: Address) -> str:
+    return f"{PREFIX}{addr}"
+
+
+def owner(store: Store, addr: Address) -> str | None:
+    entry = store.get(_key(addr))
+    return str(entry.json()["jail"]) if entry else None
+
+
+def taken(store: Store) -> dict[str, str]:
+    """address → jail, for every claimed address."""
+    return {e.key[len(PREFIX) :]: str(e.json()["jail"]) for e in store.list(PREFIX)}
+
+
+def allocate(store: Store, subnet: Network, jail: str, *, host: str = "") -> IPInterface:
+    """Claim the lowest free address of ``subnet`` for ``jail``."""
+    reserved = {next(iter(subnet.hosts()))}
+    for _ in range(1000):
+        used = {ipaddress.ip_address(a) for a in taken(store)}
+        candidate = next((a for a in subnet.hosts() if a not in used and a not in reserved), None)
+        if candidate is None:
+            raise AddressError(
+                f"no free address left in the jail subnet {subnet}",
+                hint="destroy unused jails or set a larger REX_SUBNET",
+            )
+        if create_json(store, _key(candidate), {"jail": jail, "host": host}):
+            return ipaddress.ip_interface(f"{candidate}/{subnet.prefixlen}")
+    raise AddressError(f"could not claim an address in {subnet}: too much contention")
+
+
+def claim(store: Store, address: IPInterface, jail: str, *, host: str = "") -> None:
+    """Claim a fixed address; already ours is fine."""
+    if create_json(store, _key(address.ip), {"jail": jail, "host": host}):
+        return
+    holder = owner(store, address.ip)
+    if holder == jail:
+        return
+    raise Conflict(
+        f"address {address.ip} is already used by jail {holder!r}",
+        hint="pick another IP, or leave IP out so that rex assigns one",
+    )
+
+
+def release(store: Store, addr: Address, jail: str) -> None:
+    """Release ``addr`` if ``jail`` holds it (a no-op otherwise)."""
+    entry = store.get(_key(addr))
+    if entry is None or entry.json()["jail"] != jail:
+        return
+    store.commit([Compare(entry.key, entry.revision)], [Delete(entry.key)])
+
+
+def release_all(store: Store, jail: str) -> None:
+    for addr, holder in taken(store).items():
+        if holder == jail:
+            release(store, ipaddress.ip_address(addr), jail)

@@ -1,0 +1,1 @@
+"""The .rex language: lexer, parser, AST. Pure: no I/O beyond reading the file."""

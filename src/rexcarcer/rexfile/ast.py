@@ -1,0 +1,113 @@
+"""The typed AST of a ``.rex`` file. Pure values; positions do not take part
+in equality, so two files that say the same thing compare equal."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+
+class Proto(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+@dataclass(frozen=True, slots=True)
+class Pos:
+    line: int
+    col: int
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    """``BASE <url-or-name> [sha256:<hex>]``."""
+
+    ref: str
+    pin: str | None = None  # lower-case hex digest of the manifest, without "sha256:"
+    pos: Pos = field(default=Pos(1, 1), compare=False)
+
+    @property
+    def is_url(self) -> bool:
+        return "://" in self.ref
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """``PROVISION RUN <shell command>``: run with ``/bin/sh -c`` in the jail."""
+
+    command: str
+    pos: Pos = field(default=Pos(1, 1), compare=False)
+
+    def describe(self) -> str:
+        return f"PROVISION RUN {self.command}"
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """``PROVISION COPY <src> <dst>``: src relative to the .rex file's directory."""
+
+    src: str
+    dst: str
+    pos: Pos = field(default=Pos(1, 1), compare=False)
+
+    def describe(self) -> str:
+        return f"PROVISION COPY {self.src} {self.dst}"
+
+
+Step = Run | Copy
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """``SERVICE <name> PORT <n> [PROTO tcp|udp]``."""
+
+    name: str
+    port: int
+    proto: Proto = Proto.TCP
+    pos: Pos = field(default=Pos(1, 1), compare=False)
+
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+@dataclass(frozen=True, slots=True)
+class Rexfile:
+    base: Base
+    steps: tuple[Step, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    hostname: str | None = None
+    ip: IPInterface | None = None
+    services: tuple[Service, ...] = ()
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def context_dir(self) -> Path:
+        """The directory COPY sources are relative to."""
+        return self.path.parent if self.path is not None else Path.cwd()
+
+    @property
+    def default_name(self) -> str:
+        return self.path.stem if self.path is not None else "jail"
+
+    def canonical(self) -> dict[str, object]:
+        """A JSON-able form, without positions: what "the definition" means."""
+        return {
+            "base": {"ref": self.base.ref, "pin": self.base.pin},
+            "steps": [
+                {"run": s.command} if isinstance(s, Run) else {"copy": [s.src, s.dst]}
+                for s in self.steps
+            ],
+            "env": [list(kv) for kv in self.env],
+            "hostname": self.hostname,
+            "ip": str(self.ip) if self.ip is not None else None,
+            "services": [[s.name, s.port, str(s.proto)] for s in self.services],
+        }
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical form (does not cover COPY contents)."""
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()

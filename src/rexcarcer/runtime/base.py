@@ -1,0 +1,107 @@
+"""The runtime driver: what starts, stops and enters a jail.
+
+``freebsd`` drives jail(8); ``linux`` stands a jail up from namespaces; ``fake``
+keeps jails in memory for unit tests. The engine only sees this Protocol.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from rexcarcer.rexfile.ast import IPInterface
+from rexcarcer.run import Completed, OutputSink
+
+
+class RuntimeKind(StrEnum):
+    FREEBSD = "freebsd"
+    LINUX = "linux"
+    FAKE = "fake"
+
+
+class JailState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class JailSpec:
+    """Everything a runtime needs to start one jail."""
+
+    name: str  # a DNS label: [a-z0-9-], no dots (jail(8) reads dots as hierarchy)
+    root: Path  # the jail's root directory on the host (the mounted clone)
+    hostname: str
+    address: IPInterface | None
+    interface: str  # host interface the address lives on (FreeBSD ip4.addr, Linux bridge)
+    gateway: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None  # host side address
+    env: tuple[tuple[str, str], ...] = ()
+    osrelease: str | None = None  # FreeBSD: the base's freebsd-version
+
+
+@dataclass(frozen=True, slots=True)
+class JailStatus:
+    name: str
+    state: JailState
+    pid: int | None = None  # FreeBSD: jid; Linux: the jail's init PID on the host
+
+
+class Runtime(Protocol):
+    kind: RuntimeKind
+
+    def start(self, spec: JailSpec) -> None:
+        """Create and start the jail; runs ``/bin/sh /etc/rc`` when the root has one.
+        Raises ``RuntimeBackendError`` and leaves nothing running on failure."""
+        ...
+
+    def stop(self, name: str) -> None:
+        """Stop the jail and every process in it; a no-op when it is not running.
+        Also removes what start created on the host (alias, netns, veth)."""
+        ...
+
+    def status(self, names: Sequence[str]) -> dict[str, JailStatus]:
+        """The state of each named jail (every name gets an entry)."""
+        ...
+
+    def exec(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        interactive: bool = False,
+        on_output: OutputSink | None = None,
+    ) -> Completed:
+        """Run argv in the running jail, as root, with exactly ``env``.
+        The exit status is returned, not raised."""
+        ...
+
+    def build_run(
+        self,
+        root: Path,
+        command: str,
+        *,
+        env: Mapping[str, str],
+        on_output: OutputSink | None = None,
+    ) -> Completed:
+        """Run ``/bin/sh -c command`` in a throw-away jail on ``root`` (a PROVISION
+        step). Every process it started is gone when this returns."""
+        ...
+
+    def remove(self, name: str) -> None:
+        """Forget the jail: stop it if needed and remove any configuration the
+        runtime keeps for it (jail.conf.d file, run files). Idempotent."""
+        ...
+
+
+JAIL_PATH = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"
+
+
+def jail_env(env: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """The environment of every process rex starts in a jail."""
+    out = {"PATH": JAIL_PATH, "HOME": "/root", "USER": "root", "SHELL": "/bin/sh", "TERM": "dumb"}
+    out.update(dict(env))
+    return out

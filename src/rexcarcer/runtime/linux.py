@@ -1,0 +1,348 @@
+"""The Linux runtime: a jail is a network namespace with a veth on the host
+bridge, plus pid/mount/uts/ipc namespaces and the jail's clone as root.
+
+Start (command lines from notes/linux-testbed.md §3, which measured them):
+
+    ip netns add NS; ip link add VETH type veth peer name eth0 netns NS; ...
+    nsenter --net=/run/netns/NS -- unshare --fork --pid --mount --uts --ipc \\
+        --kill-child --mount-proc=ROOT/proc /bin/sh -c SETUP rex-jail ROOT HOSTNAME
+
+SETUP gives the jail a private minimal /dev (tmpfs plus bind-mounted device
+nodes), sets the host name, makes ROOT the namespace's root with
+``pivot_root . .`` + ``umount -l .`` (pivot_root(2)'s documented idiom) and
+execs ``/bin/sh -c INIT``. A chroot would keep a copy of every host mount in the
+jail's mount namespace, and a copied zfs-fuse mount of another jail keeps that
+jail's dataset "busy" until this one stops. INIT runs
+``/bin/sh /etc/rc`` when the root has one (as FreeBSD's exec.start does), leaves
+its exit status in the jail's private /dev, then waits; SIGTERM ends it, and with
+it the pid namespace and every process of the jail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from rexcarcer.errors import CommandFailed, RuntimeBackendError
+from rexcarcer.rexfile.ast import IPInterface
+from rexcarcer.run import Completed, OutputSink, Runner
+from rexcarcer.runtime import procfs
+from rexcarcer.runtime.base import JailSpec, JailState, JailStatus, RuntimeKind, jail_env
+
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+# Runs on the host, inside the new namespaces, before the pivot. $1 = root,
+# $2 = host name, $3 = what to run in the jail. No value is ever pasted into it.
+SETUP = """set -e
+mount -t tmpfs -o mode=755,size=1m,nosuid,noexec tmpfs "$1/dev"
+for d in DEVICES; do : > "$1/dev/$d"; mount --bind "/dev/$d" "$1/dev/$d"; done
+ln -s /proc/self/fd "$1/dev/fd"; ln -s fd/0 "$1/dev/stdin"
+ln -s fd/1 "$1/dev/stdout"; ln -s fd/2 "$1/dev/stderr"
+mkdir -p "$1/dev/shm" "$1/dev/pts"
+hostname "$2"
+cd "$1"
+pivot_root . .
+umount -l .
+cd /
+exec /bin/sh -c "$3"
+""".replace("DEVICES", " ".join(DEVICES))
+
+RC_STATUS = "dev/.rex-rc"
+INIT = f"""trap 'exit 0' TERM
+if [ -f /etc/rc ]; then /bin/sh /etc/rc </dev/null; echo $? > /{RC_STATUS}.tmp
+else echo 0 > /{RC_STATUS}.tmp; fi
+mv /{RC_STATUS}.tmp /{RC_STATUS}
+while :; do sleep 3600 & wait $!; done
+"""
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+def short_hash(*parts: str, n: int = 10) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:n]
+
+
+def veth_name(token: str, name: str) -> str:
+    """Deterministic and at most 15 characters (IFNAMSIZ - 1)."""
+    return "rx" + short_hash(token, name)
+
+
+def netns_name(token: str, name: str) -> str:
+    return f"rex-{token}-{name}"
+
+
+def start_argv(netns: str, root: Path, hostname: str) -> list[str]:
+    return [
+        "nsenter", f"--net=/run/netns/{netns}", "--",
+        "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--kill-child",
+        f"--mount-proc={root}/proc",
+        "/bin/sh", "-c", SETUP, "rex-jail", str(root), hostname, INIT,
+    ]  # fmt: skip
+
+
+def build_argv(root: Path, command: str) -> list[str]:
+    return [
+        "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "--kill-child",
+        f"--mount-proc={root}/proc",
+        "/bin/sh", "-c", SETUP, "rex-build", str(root), "build", command,
+    ]  # fmt: skip
+
+
+def exec_argv(pid: int, argv: Sequence[str]) -> list[str]:
+    return [
+        "nsenter", f"--target={pid}", "--pid", "--mount", "--uts", "--ipc", "--net",
+        "--root", "--wd", "--", *argv,
+    ]  # fmt: skip
+
+
+class LinuxRuntime:
+    kind = RuntimeKind.LINUX
+
+    def __init__(
+        self, runner: Runner, *, run_dir: Path, bridge: str, host_address: IPInterface, token: str
+    ) -> None:
+        self.runner = runner
+        self.run_dir = run_dir
+        self.bridge = bridge
+        self.host_address = host_address
+        self.token = token
+
+    # -- run files: what we know of a started jail ------------------------
+
+    def _run_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
+    def _read_run(self, name: str) -> dict[str, object] | None:
+        try:
+            data: dict[str, object] = json.loads(self._run_file(name).read_text())
+            return data
+        except (OSError, ValueError):
+            return None
+
+    def _running_pid(self, name: str) -> int | None:
+        info = self._read_run(name)
+        if info is None:
+            return None
+        pid, start = info.get("init_pid"), info.get("init_start")
+        # PID plus start time names one process for the life of the system
+        if isinstance(pid, int) and isinstance(start, int) and procfs.alive(pid, start):
+            return pid
+        return None
+
+    # -- network ------------------------------------------------------------
+
+    def _ip(self, *args: str, check: bool = True) -> Completed:
+        try:
+            return self.runner.run(["ip", *args], check=check)
+        except CommandFailed as exc:
+            raise RuntimeBackendError(exc.message) from exc
+
+    def ensure_bridge(self) -> None:
+        if self._ip("link", "show", "dev", self.bridge, check=False).ok:
+            return
+        added = self._ip("link", "add", self.bridge, "type", "bridge", check=False)
+        if not added.ok and "File exists" not in added.stderr:
+            raise RuntimeBackendError(f"cannot create bridge {self.bridge}: {added.stderr.strip()}")
+        addr = self._ip("addr", "add", str(self.host_address), "dev", self.bridge, check=False)
+        if not addr.ok and "exists" not in addr.stderr:
+            raise RuntimeBackendError(f"cannot address bridge {self.bridge}: {addr.stderr.strip()}")
+        self._ip("link", "set", self.bridge, "up")
+
+    def _plumb(self, spec: JailSpec, netns: str) -> None:
+        veth = veth_name(self.token, spec.name)
+        if not self._ip("netns", "add", netns, check=False).ok:
+            self._ip("netns", "del", netns, check=False)  # left by a killed run
+            self._ip("netns", "add", netns)
+        self._ip("-n", netns, "link", "set", "lo", "up")
+        if spec.address is None:
+            return
+        self._ip("link", "del", veth, check=False)
+        self._ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        self._ip("link", "set", veth, "master", self.bridge, "up")
+        self._ip("-n", netns, "addr", "add", str(spec.address), "dev", "eth0")
+        self._ip("-n", netns, "link", "set", "eth0", "up")
+        if spec.address.ip not in self.host_address.network:
+            # A fixed address outside the jail subnet: reach it on the bridge and
+            # let the jail reach the host.
+            self._ip("route", "replace", f"{spec.address.ip}/{spec.address.max_prefixlen}",
+                     "dev", self.bridge)  # fmt: skip
+            self._ip("-n", netns, "route", "add", str(self.host_address.ip), "dev", "eth0")
+
+    def _unplumb(self, name: str, address: str | None) -> None:
+        netns = netns_name(self.token, name)
+        if Path("/run/netns", netns).exists():
+            self._ip("netns", "del", netns, check=False)
+        self._ip("link", "del", veth_name(self.token, name), check=False)
+        if address:
+            addr = ipaddress.ip_interface(address)
+            if addr.ip not in self.host_address.network:
+                self._ip("route", "del", f"{addr.ip}/{addr.max_prefixlen}", "dev", self.bridge,
+                         check=False)  # fmt: skip
+
+    # -- the Protocol ---------------------------------------------------------
+
+    def start(self, spec: JailSpec) -> None:
+        if self._running_pid(spec.name) is not None:
+            return
+        netns = netns_name(self.token, spec.name)
+        for d in ("proc", "dev"):
+            _ensure_dir(spec.root, d)
+        self.ensure_bridge()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        console = self.run_dir / f"{spec.name}.console.log"
+        try:
+            self._plumb(spec, netns)
+            env = jail_env(spec.env)
+            upid = self.runner.spawn(start_argv(netns, spec.root, spec.hostname), env=env,
+                                     log_path=str(console))  # fmt: skip
+            ipid = self._wait_init(upid)
+            st = procfs.stat(ipid)
+            info = {
+                "unshare_pid": upid, "init_pid": ipid, "init_start": st.starttime if st else 0,
+                "root": str(spec.root), "netns": netns,
+                "address": str(spec.address) if spec.address else None,
+            }  # fmt: skip
+            self._run_file(spec.name).write_text(json.dumps(info))
+            self._wait_rc(spec.name, ipid, console)
+        except BaseException:
+            self._kill(spec.name)
+            self._unplumb(spec.name, str(spec.address) if spec.address else None)
+            self._run_file(spec.name).unlink(missing_ok=True)
+            raise
+
+    def _wait_init(self, upid: int) -> int:
+        """The jail's init: unshare's only child (PID 1 of the new pid namespace)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            for child in procfs.children(upid):
+                return child
+            if not procfs.alive(upid):
+                procfs.reap(upid)
+                raise RuntimeBackendError("the jail's init exited during start")
+            time.sleep(0.002)
+        raise RuntimeBackendError(f"the jail did not start within {START_TIMEOUT:.0f} s")
+
+    def _wait_rc(self, name: str, ipid: int, console: Path) -> None:
+        status = Path(f"/proc/{ipid}/root/{RC_STATUS}")
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                text = status.read_text().strip()
+            except OSError:
+                if not procfs.alive(ipid):
+                    raise RuntimeBackendError(
+                        "the jail exited while /etc/rc ran", hint=_tail(console)
+                    ) from None
+                time.sleep(0.003)
+                continue
+            if text != "0":
+                raise RuntimeBackendError(f"/etc/rc exited with status {text}", hint=_tail(console))
+            return
+        raise RuntimeBackendError(f"/etc/rc did not finish within {START_TIMEOUT:.0f} s")
+
+    def _kill(self, name: str) -> None:
+        info = self._read_run(name) or {}
+        init_pid, upid = info.get("init_pid"), info.get("unshare_pid")
+        start = info.get("init_start")
+        if isinstance(init_pid, int) and procfs.alive(
+            init_pid, start if isinstance(start, int) else None
+        ):
+            _signal(init_pid, signal.SIGTERM)
+            if not _wait_dead(init_pid, STOP_TIMEOUT):
+                _signal(init_pid, signal.SIGKILL)
+                _wait_dead(init_pid, STOP_TIMEOUT)
+        if isinstance(upid, int):
+            _wait_dead(upid, STOP_TIMEOUT)
+            procfs.reap(upid)
+
+    def stop(self, name: str) -> None:
+        info = self._read_run(name)
+        if info is None:
+            self._unplumb(name, None)
+            return
+        self._kill(name)
+        address = info.get("address")
+        self._unplumb(name, address if isinstance(address, str) else None)
+        self._run_file(name).unlink(missing_ok=True)
+
+    def status(self, names: Sequence[str]) -> dict[str, JailStatus]:
+        out: dict[str, JailStatus] = {}
+        for name in names:
+            pid = self._running_pid(name)
+            state = JailState.RUNNING if pid is not None else JailState.STOPPED
+            out[name] = JailStatus(name, state, pid)
+        return out
+
+    def exec(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        interactive: bool = False,
+        on_output: OutputSink | None = None,
+    ) -> Completed:
+        pid = self._running_pid(name)
+        if pid is None:
+            raise RuntimeBackendError(f"jail {name} is not running", hint=f"rex start {name}")
+        return self.runner.run(
+            exec_argv(pid, argv), check=False, env=env, interactive=interactive, on_output=on_output
+        )
+
+    def build_run(
+        self,
+        root: Path,
+        command: str,
+        *,
+        env: Mapping[str, str],
+        on_output: OutputSink | None = None,
+    ) -> Completed:
+        for d in ("proc", "dev"):
+            _ensure_dir(root, d)
+        return self.runner.run(
+            build_argv(root, command), check=False, env=env, on_output=on_output,
+            die_with_parent=True,
+        )  # fmt: skip
+
+    def remove(self, name: str) -> None:
+        self.stop(name)
+        (self.run_dir / f"{name}.console.log").unlink(missing_ok=True)
+
+
+def _ensure_dir(root: Path, name: str) -> None:
+    """mkdir ROOT/NAME, refusing a symlink planted in the image."""
+    path = root / name
+    if path.is_symlink():
+        raise RuntimeBackendError(f"{path} is a symlink; refusing to mount over it")
+    path.mkdir(mode=0o755, exist_ok=True)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _wait_dead(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while procfs.alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        procfs.reap(pid)
+        time.sleep(0.002)
+    return True
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return "no console output"
+    return "console output:\n" + "\n".join(text) if text else "no console output"

@@ -1,0 +1,81 @@
+"""The storage driver: ZFS datasets and snapshots under one parent dataset.
+
+Names are relative to the parent (``REX_DATASET``): ``bases/<name>``,
+``images/<hash>``, ``jails/<name>``; a snapshot is ``<dataset>@<snap>``. Listings
+never leave the parent (iocage became slow scanning whole pools).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+PROP_PREFIX = "rexcarcer:"
+LAYOUT = ("bases", "images", "jails")
+# The user properties rex sets (as rexcarcer:<key>); listings fetch these.
+KNOWN_PROPS = (
+    "jail", "version", "id", "origin", "osrelease", "base", "depth", "step", "parent",
+    "created", "url", "digest", "signer", "complete",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    name: str  # relative to the parent dataset
+    mountpoint: Path | None
+    origin: str | None = None  # relative snapshot name, when a clone of ours
+    props: Mapping[str, str] = field(default_factory=dict)  # rexcarcer:* without the prefix
+
+
+class Storage(Protocol):
+    parent: str
+
+    def ensure_layout(self) -> None:
+        """Create the parent dataset and ``bases``/``images``/``jails`` if missing."""
+        ...
+
+    def exists(self, name: str) -> bool:
+        """Whether a dataset or snapshot (``a/b@s``) exists."""
+        ...
+
+    def create(self, name: str, *, props: Mapping[str, str] | None = None) -> Path:
+        """Create a mounted filesystem; returns its mountpoint."""
+        ...
+
+    def clone(self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None) -> Path:
+        """Clone ``snapshot`` to a mounted filesystem ``name``; returns its mountpoint."""
+        ...
+
+    def snapshot(self, snapshot: str) -> None: ...
+
+    def mountpoint(self, name: str) -> Path:
+        """Where a (mounted) filesystem is mounted."""
+        ...
+
+    def destroy(self, name: str, *, recursive: bool = False, missing_ok: bool = True) -> None:
+        """Destroy a dataset or snapshot (recursive: with its snapshots)."""
+        ...
+
+    def get_props(self, name: str) -> dict[str, str]:
+        """The ``rexcarcer:*`` user properties set on ``name`` (prefix stripped)."""
+        ...
+
+    def set_props(self, name: str, props: Mapping[str, str]) -> None: ...
+
+    def datasets(self, kind: str) -> list[Dataset]:
+        """Datasets directly under ``kind`` (one of LAYOUT), with props and origin."""
+        ...
+
+    def snapshots(self, name: str) -> list[str]:
+        """Snapshot names (``name@snap``) of one dataset."""
+        ...
+
+    def send(self, snapshot: str, out: IO[bytes]) -> None:
+        """Write a ``zfs send`` stream of ``snapshot`` to ``out``."""
+        ...
+
+    def receive(self, name: str, stream: IO[bytes]) -> None:
+        """``zfs receive -u`` a stream into the new dataset ``name`` (left unmounted)."""
+        ...

@@ -1,0 +1,241 @@
+"""ZFS through zfs(8): OpenZFS on FreeBSD and Linux, and zfs-fuse (pool v23).
+
+zfs-fuse quirks handled here (notes/linux-testbed.md §1):
+- ``destroy``/``rename`` of a mounted filesystem answer "dataset is busy": unmount,
+  then retry with backoff (about 2 s);
+- no ``zfs list -p`` (``zfs get -Hp`` works), one property per ``zfs set``;
+- no lz4/zstd, no ``receive -o``: modern flags only when ``Capabilities`` says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import IO
+
+from rexcarcer.errors import CommandFailed, NotFound, StorageError
+from rexcarcer.run import Completed, Runner
+from rexcarcer.storage.base import KNOWN_PROPS, LAYOUT, PROP_PREFIX, Dataset
+
+BUSY_RETRY_SECONDS = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What this zfs(8) can do. zfs-fuse has no ``zfs version``; OpenZFS has."""
+
+    openzfs: bool
+
+    @property
+    def compression(self) -> str:
+        return "lz4" if self.openzfs else "on"
+
+
+def detect_capabilities(runner: Runner) -> Capabilities:
+    return Capabilities(openzfs=runner.run(["zfs", "version"], check=False).ok)
+
+
+# -- argv builders (pure) ---------------------------------------------------
+
+
+def _opts(props: Mapping[str, str] | None) -> list[str]:
+    out: list[str] = []
+    for key, value in (props or {}).items():
+        out += ["-o", f"{key}={value}"]
+    return out
+
+
+def user_props(props: Mapping[str, str] | None) -> dict[str, str]:
+    return {f"{PROP_PREFIX}{k}": v for k, v in (props or {}).items()}
+
+
+def list_children_argv(full: str, props: Sequence[str]) -> list[str]:
+    cols = ",".join(["name", "origin", "mountpoint", *(PROP_PREFIX + p for p in props)])
+    return ["zfs", "list", "-H", "-o", cols, "-t", "filesystem", "-r", "-d", "1", full]
+
+
+# -- parsers of machine output (pure) ---------------------------------------
+
+
+def parse_get(text: str) -> dict[str, str]:
+    """``zfs get -Hp -o property,value ...`` → {property: value}; unset user props
+    print ``-`` and are left out."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        prop, _, value = line.partition("\t")
+        if prop and value != "-":
+            out[prop] = value
+    return out
+
+
+def parse_children(text: str, parent: str, props: Sequence[str]) -> list[Dataset]:
+    """Rows of :func:`list_children_argv` below ``parent``, names made relative."""
+    prefix = parent + "/"
+    out: list[Dataset] = []
+    for line in text.splitlines():
+        cols = line.split("\t")
+        if len(cols) != 3 + len(props) or not cols[0].startswith(prefix):
+            continue
+        name, origin, mnt = cols[0], cols[1], cols[2]
+        rel = name[len(prefix) :]
+        if "/" not in rel:  # the kind dataset itself
+            continue
+        values = {p: v for p, v in zip(props, cols[3:], strict=True) if v != "-"}
+        out.append(
+            Dataset(
+                name=rel,
+                mountpoint=Path(mnt) if mnt.startswith("/") else None,
+                origin=origin[len(prefix) :] if origin.startswith(prefix) else None,
+                props=values,
+            )
+        )
+    return out
+
+
+# -- the driver ---------------------------------------------------------------
+
+
+class ZfsStorage:
+    def __init__(self, runner: Runner, parent: str, *, caps: Capabilities | None = None) -> None:
+        self.runner = runner
+        self.parent = parent
+        self._caps = caps
+
+    @cached_property
+    def caps(self) -> Capabilities:
+        return self._caps or detect_capabilities(self.runner)
+
+    def full(self, name: str) -> str:
+        if not name or name.startswith(("/", "@")) or ".." in name.split("/"):
+            raise StorageError(f"bad dataset name {name!r}")
+        return f"{self.parent}/{name}"
+
+    def _zfs(self, *args: str, check: bool = True) -> Completed:
+        try:
+            return self.runner.run(["zfs", *args], check=check)
+        except CommandFailed as exc:
+            raise StorageError(exc.message, hint=exc.hint) from exc
+
+    def ensure_layout(self) -> None:
+        have = self._zfs("list", "-H", "-o", "name", "-r", "-d", "1", self.parent, check=False)
+        names = set(have.stdout.split()) if have.ok else set()
+        if not have.ok:
+            if "dataset does not exist" not in have.stderr:
+                raise StorageError(
+                    f"cannot read dataset {self.parent}: {have.stderr.strip()}",
+                    hint="is zfs running and does the pool exist? try `rex doctor`",
+                )
+            props = {"compression": self.caps.compression, "atime": "off"}
+            self._zfs("create", "-p", *_opts(props), self.parent)
+        for kind in LAYOUT:
+            if f"{self.parent}/{kind}" not in names:
+                self._zfs("create", f"{self.parent}/{kind}")
+
+    def exists(self, name: str) -> bool:
+        return self._zfs("list", "-H", "-o", "name", "-t", "all", self.full(name), check=False).ok
+
+    def mountpoint(self, name: str) -> Path:
+        done = self._zfs("get", "-Hp", "-o", "value", "mountpoint", self.full(name))
+        value = done.stdout.strip()
+        if not value.startswith("/"):
+            raise StorageError(f"dataset {self.full(name)} has no mountpoint ({value})")
+        return Path(value)
+
+    def create(self, name: str, *, props: Mapping[str, str] | None = None) -> Path:
+        self._zfs("create", *_opts(user_props(props)), self.full(name))
+        return self.mountpoint(name)
+
+    def clone(self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None) -> Path:
+        self._zfs("clone", *_opts(user_props(props)), self.full(snapshot), self.full(name))
+        return self.mountpoint(name)
+
+    def snapshot(self, snapshot: str) -> None:
+        self._zfs("snapshot", self.full(snapshot))
+
+    def snapshots(self, name: str) -> list[str]:
+        done = self._zfs(
+            "list", "-H", "-o", "name", "-t", "snapshot", "-r", "-d", "1", self.full(name),
+            check=False,
+        )  # fmt: skip
+        prefix = self.parent + "/"
+        return [n[len(prefix) :] for n in done.stdout.split() if n.startswith(prefix)]
+
+    def destroy(self, name: str, *, recursive: bool = False, missing_ok: bool = True) -> None:
+        full = self.full(name)
+        if not self.exists(name):
+            if missing_ok:
+                return
+            raise NotFound(f"dataset {full} does not exist")
+        if "@" not in name:
+            for child in self._mounted_below(full):
+                self._zfs("umount", child, check=False)
+        argv = ["zfs", "destroy", *(["-r"] if recursive else []), full]
+        self._retry_busy(argv)
+
+    def _mounted_below(self, full: str) -> list[str]:
+        done = self._zfs(
+            "list", "-H", "-o", "name,mounted", "-t", "filesystem", "-r", full, check=False
+        )
+        rows = [line.split("\t") for line in done.stdout.splitlines()]
+        # deepest first, so that parents unmount after their children
+        return sorted((r[0] for r in rows if len(r) == 2 and r[1] == "yes"), reverse=True)
+
+    def _retry_busy(self, argv: list[str]) -> None:
+        deadline = time.monotonic() + BUSY_RETRY_SECONDS
+        delay = 0.05
+        while True:
+            done = self.runner.run(argv, check=False)
+            if done.ok:
+                return
+            busy = "busy" in done.stderr
+            if not busy or time.monotonic() > deadline:
+                raise StorageError(
+                    CommandFailed(argv, done.returncode, done.stderr).message,
+                    hint="a process may still use the dataset (a running jail?)" if busy else None,
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.4)
+
+    def get_props(self, name: str) -> dict[str, str]:
+        done = self._zfs(
+            "get", "-Hp", "-s", "local,received", "-o", "property,value", "all", self.full(name)
+        )
+        return {
+            k[len(PROP_PREFIX) :]: v
+            for k, v in parse_get(done.stdout).items()
+            if k.startswith(PROP_PREFIX)
+        }
+
+    def set_props(self, name: str, props: Mapping[str, str]) -> None:
+        # zfs-fuse takes one property per `zfs set`
+        for key, value in user_props(props).items():
+            if value:
+                self._zfs("set", f"{key}={value}", self.full(name))
+            else:  # zfs(8) refuses an empty value; unset instead
+                self._zfs("inherit", key, self.full(name))
+
+    def datasets(self, kind: str) -> list[Dataset]:
+        if kind not in LAYOUT:
+            raise StorageError(f"unknown dataset kind {kind!r}")
+        done = self._zfs(*list_children_argv(self.full(kind), KNOWN_PROPS)[1:], check=False)
+        if not done.ok:
+            return []
+        return parse_children(done.stdout, self.parent, KNOWN_PROPS)
+
+    def send(self, snapshot: str, out: IO[bytes]) -> None:
+        argv = ["zfs", "send", self.full(snapshot)]
+        done = self.runner.run(argv, check=False, stdout=out)
+        if not done.ok:
+            raise StorageError(CommandFailed(argv, done.returncode, done.stderr).message)
+
+    def receive(self, name: str, stream: IO[bytes]) -> None:
+        argv = ["zfs", "receive", "-u", self.full(name)]
+        done = self.runner.run(argv, check=False, stdin=stream)
+        if not done.ok:
+            raise StorageError(
+                CommandFailed(argv, done.returncode, done.stderr).message,
+                hint="is it a ZFS send stream?",
+            )

@@ -1,0 +1,117 @@
+"""End to end on the Linux backend: real zfs-fuse, namespaces, the rex CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.integration.conftest import Rex, copy_example, sh
+
+
+def test_hello_example_serves_its_page_to_a_second_jail(rex: Rex, tmp_path: Path) -> None:
+    ex = copy_example(tmp_path)
+    up = rex.run("up", ex / "hello.rex")
+    assert "Step 1/2: PROVISION COPY index.html" in up.stderr
+    rex.run("up", ex / "client.rex")
+    jails = rex.jails()
+    assert jails["hello"]["state"] == "running"
+    assert jails["client"]["state"] == "running"
+    assert jails["hello"]["services"] == [{"name": "web", "port": 80, "proto": "tcp"}]
+    ip = rex.ip_of("hello")
+    assert ip.startswith("203.0.113.")
+    page = rex.run("exec", "client", "--", "wget", "-qO-", f"http://{ip}/")
+    assert page.stdout.strip() == "<h1>hello from a RexCarcer jail</h1>"
+    # the host reaches it too, over the bridge
+    assert "hello from" in rex.in_netns("/bin/busybox", "wget", "-qO-", f"http://{ip}/").stdout
+
+
+def test_second_up_changes_nothing(rex: Rex, tmp_path: Path) -> None:
+    ex = copy_example(tmp_path)
+    rex.run("up", ex / "hello.rex")
+    before = rex.jails()["hello"]
+    again = rex.run("up", ex / "hello.rex")
+    assert "Step" not in again.stderr and "Starting" not in again.stderr, again.stderr
+    assert rex.jails()["hello"] == before
+    plan = rex.json("plan", str(ex / "hello.rex"))
+    assert [a["action"] for a in plan] == ["none"]  # type: ignore[index]
+
+
+def test_exec_passes_exit_status_env_hostname_and_files(rex: Rex, tmp_path: Path) -> None:
+    ex = copy_example(tmp_path)
+    rex.run("up", ex / "hello.rex")
+    assert rex.run("exec", "hello", "--", "sh", "-c", "exit 7", check=False).returncode == 7
+    out = rex.run("exec", "hello", "--", "sh", "-c", "echo $GREETING; hostname").stdout.split()
+    assert out == ["hello", "hello.jail.rex.internal"]
+    resolv = rex.run("exec", "hello", "--", "cat", "/etc/resolv.conf").stdout
+    assert "nameserver 203.0.113.1" in resolv
+    assert "search svc.rex.internal jail.rex.internal" in resolv
+    env = rex.run("exec", "hello", "--", "cat", "/etc/rexcarcer/env").stdout
+    assert env == "GREETING='hello'\n"
+
+
+def test_stop_start_restart_destroy_leave_nothing(rex: Rex, tmp_path: Path) -> None:
+    ex = copy_example(tmp_path)
+    rex.run("up", ex / "hello.rex")
+    rex.run("stop", "hello")
+    assert rex.jails()["hello"]["state"] == "stopped"
+    assert rex.run("exec", "hello", "--", "true", check=False).returncode != 0
+    rex.run("start", "hello")
+    rex.run("restart", "hello")
+    assert rex.jails()["hello"]["state"] == "running"
+    ip = rex.ip_of("hello")
+    rex.run("destroy", "hello")
+    assert rex.jails() == {}
+    assert rex.leftovers() == {"netns": [], "datasets": [], "mounts": [], "processes": []}
+    # the address is free again
+    rex.run("up", ex / "hello.rex")
+    assert rex.ip_of("hello") == ip
+
+
+def test_cached_steps_rebuild_from_the_changed_one(rex: Rex, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a.txt").write_text("one\n")
+    rexfile = ctx / "app.rex"
+    rexfile.write_text(
+        "BASE busybox\n"
+        "PROVISION RUN echo step1 > /s1\n"
+        "PROVISION COPY a.txt /a.txt\n"
+        "PROVISION RUN cat /a.txt > /s3\n"
+    )
+    first = rex.run("build", rexfile)
+    assert first.stderr.count("(cached)") == 0
+    again = rex.run("build", rexfile)
+    assert again.stderr.count("(cached)") == 3
+    assert again.stdout == first.stdout
+    (ctx / "a.txt").write_text("two\n")  # step 2's content changes
+    third = rex.run("build", rexfile)
+    assert "Step 1/3: PROVISION RUN echo step1 > /s1 (cached)" in third.stderr
+    assert "Step 2/3: PROVISION COPY a.txt /a.txt (cached)" not in third.stderr
+    assert "Step 3/3: PROVISION RUN cat /a.txt > /s3 (cached)" not in third.stderr
+    rex.run("up", rexfile)
+    assert rex.run("exec", "app", "--", "cat", "/s3").stdout == "two\n"
+
+
+def test_failing_step_names_itself_and_rolls_back(rex: Rex, tmp_path: Path) -> None:
+    rexfile = tmp_path / "bad.rex"
+    rexfile.write_text("BASE busybox\nPROVISION RUN echo about to fail; exit 3\n")
+    done = rex.run("up", rexfile, check=False)
+    assert done.returncode == 25
+    assert (
+        f"{rexfile}:2: PROVISION RUN echo about to fail; exit 3 failed with exit status 3"
+        in done.stderr
+    )
+    assert "about to fail" in done.stderr
+    assert rex.jails() == {}
+    assert rex.leftovers() == {"netns": [], "datasets": [], "mounts": [], "processes": []}
+    images = sh("zfs", "list", "-H", "-o", "name", "-r", f"{rex.dataset}/images").stdout.split()
+    assert images == [f"{rex.dataset}/images"]
+
+
+def test_ls_json_fields(rex: Rex, tmp_path: Path) -> None:
+    ex = copy_example(tmp_path)
+    rex.run("up", ex / "hello.rex", "--name", "web1")
+    data = json.loads(rex.run("-o", "json", "ls").stdout)
+    assert data[0]["name"] == "web1"
+    assert set(data[0]) >= {"name", "state", "ips", "hostname", "services", "base", "host"}
+    assert data[0]["host"] == "testhost"

@@ -1,0 +1,90 @@
+"""Paths inside a jail root never lead out of it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rexcarcer.engine import files
+from rexcarcer.errors import UnsafePath
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    (r / "usr/local/etc").mkdir(parents=True)
+    os.symlink("/usr/local/etc", r / "etc")  # absolute: means inside the jail
+    os.symlink("../../../../../../../..", r / "up")  # climbs out
+    os.symlink("loop", r / "loop")
+    return r
+
+
+def test_absolute_symlink_is_resolved_inside_the_root(root: Path) -> None:
+    assert files.resolve_in_root(root, "/etc/rc.conf") == root / "usr/local/etc/rc.conf"
+
+
+def test_dotdot_above_the_root_is_refused(root: Path) -> None:
+    with pytest.raises(UnsafePath, match="outside the jail root"):
+        files.resolve_in_root(root, "/up/etc/passwd")
+    with pytest.raises(UnsafePath):
+        files.resolve_in_root(root, "/../etc")
+
+
+def test_symlink_loops_are_refused(root: Path) -> None:
+    with pytest.raises(UnsafePath, match="too many levels"):
+        files.resolve_in_root(root, "/loop/x")
+
+
+def test_write_file_replaces_a_final_symlink_instead_of_following_it(
+    root: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.write_text("keep")
+    (root / "usr/local/etc/x").symlink_to(outside)
+    files.write_file(root, "/etc/x", b"new", mode=0o600)
+    assert outside.read_text() == "keep"
+    assert (root / "usr/local/etc/x").read_bytes() == b"new"
+    assert (root / "usr/local/etc/x").stat().st_mode & 0o777 == 0o600
+
+
+def test_copy_tree_keeps_modes_and_links(tmp_path: Path, root: Path) -> None:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub/run.sh").write_text("#!/bin/sh\n")
+    (src / "sub/run.sh").chmod(0o755)
+    os.symlink("/etc/passwd", src / "link")
+    files.copy_into(root, src, "/opt/app")
+    assert (root / "opt/app/sub/run.sh").stat().st_mode & 0o777 == 0o755
+    assert os.readlink(root / "opt/app/link") == "/etc/passwd"
+
+
+def test_copy_file_into_directory(tmp_path: Path, root: Path) -> None:
+    f = tmp_path / "page.html"
+    f.write_text("x")
+    files.copy_into(root, f, "/var/www/")
+    assert (root / "var/www/page.html").read_text() == "x"
+
+
+def test_checked_source_refuses_escapes(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "ok").write_text("1")
+    os.symlink("/etc", ctx / "etc")
+    assert files.checked_source(ctx, "ok") == (ctx / "ok").resolve()
+    for bad in ["../ctx/../x", "etc/passwd", "/etc/passwd"]:
+        with pytest.raises(UnsafePath):
+            files.checked_source(ctx, bad)
+
+
+def test_content_digest_sees_content_mode_and_names(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a").write_text("1")
+    first = files.content_digest(d)
+    (d / "a").chmod(0o600)
+    second = files.content_digest(d)
+    (d / "a").write_text("2")
+    third = files.content_digest(d)
+    assert len({first, second, third}) == 3

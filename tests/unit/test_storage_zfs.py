@@ -1,0 +1,92 @@
+"""ZFS driver: argv built, output parsed (saved from zfs-fuse), quirks retried."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rexcarcer.errors import StorageError
+from rexcarcer.run import Completed, ScriptedRunner
+from rexcarcer.storage import zfs
+from rexcarcer.storage.zfs import Capabilities, ZfsStorage
+
+DATA = Path(__file__).parent.parent / "data" / "zfs"
+
+
+def test_parse_children_on_saved_output() -> None:
+    text = (DATA / "list-children.txt").read_text()
+    got = zfs.parse_children(text, "tank/s", ["jail", "created"])
+    assert [d.name for d in got] == ["jails/c1", "jails/plain", "jails/web"]
+    c1, plain, web = got
+    assert c1.origin == "jails/web@x" and c1.props == {"jail": "c1"}
+    assert plain.props == {} and plain.origin is None
+    assert web.props == {"jail": "web", "created": "1764380000"}
+    assert web.mountpoint == Path("/var/lib/rexcarcer/mnt/s/jails/web")
+
+
+def test_parse_get_skips_unset_user_properties() -> None:
+    assert zfs.parse_get((DATA / "get-unset.txt").read_text()) == {"rexcarcer:jail": "web"}
+    assert zfs.parse_get((DATA / "get-local.txt").read_text()) == {
+        "rexcarcer:jail": "web",
+        "rexcarcer:created": "1764380000",
+    }
+
+
+def _storage(runner: ScriptedRunner, openzfs: bool = False) -> ZfsStorage:
+    return ZfsStorage(runner, "tank/rex", caps=Capabilities(openzfs=openzfs))
+
+
+def test_clone_sets_user_properties_and_reads_the_mountpoint() -> None:
+    r = ScriptedRunner()
+    r.on(["zfs", "get", "-Hp", "-o", "value", "mountpoint"], "/tank/rex/jails/web\n")
+    mnt = _storage(r).clone("images/abc@img", "jails/web", props={"jail": "web"})
+    assert mnt == Path("/tank/rex/jails/web")
+    assert r.calls[0] == (
+        "zfs", "clone", "-o", "rexcarcer:jail=web", "tank/rex/images/abc@img", "tank/rex/jails/web",
+    )  # fmt: skip
+
+
+def test_set_props_one_property_per_call_and_empty_means_inherit() -> None:
+    r = ScriptedRunner()
+    _storage(r).set_props("bases/bb", {"version": "1", "osrelease": ""})
+    assert r.calls == [
+        ("zfs", "set", "rexcarcer:version=1", "tank/rex/bases/bb"),
+        ("zfs", "inherit", "rexcarcer:osrelease", "tank/rex/bases/bb"),
+    ]
+
+
+@pytest.mark.parametrize(("openzfs", "compression"), [(True, "lz4"), (False, "on")])
+def test_layout_uses_capabilities(openzfs: bool, compression: str) -> None:
+    r = ScriptedRunner()
+    r.on(["zfs", "list", "-H", "-o", "name", "-r", "-d", "1", "tank/rex"],
+         Completed((), 1, "", "cannot open 'tank/rex': dataset does not exist"))  # fmt: skip
+    _storage(r, openzfs).ensure_layout()
+    assert r.calls[1] == (
+        "zfs", "create", "-p", "-o", f"compression={compression}", "-o", "atime=off", "tank/rex",
+    )  # fmt: skip
+    assert [c[-1] for c in r.calls[2:]] == ["tank/rex/bases", "tank/rex/images", "tank/rex/jails"]
+
+
+def test_destroy_unmounts_then_retries_busy() -> None:
+    r = ScriptedRunner()
+    r.on(["zfs", "list", "-H", "-o", "name,mounted"], "tank/rex/jails/web\tyes\n")
+    attempts = iter([Completed((), 1, "", "cannot destroy: dataset is busy"), Completed((), 0)])
+    r.on(["zfs", "destroy"], lambda argv: next(attempts))
+    _storage(r).destroy("jails/web", recursive=True)
+    assert ("zfs", "umount", "tank/rex/jails/web") in r.calls
+    assert r.calls.count(("zfs", "destroy", "-r", "tank/rex/jails/web")) == 2
+
+
+def test_destroy_reports_other_errors_at_once() -> None:
+    r = ScriptedRunner()
+    r.on(["zfs", "destroy"], Completed((), 1, "", "cannot destroy: snapshot has dependent clones"))
+    with pytest.raises(StorageError, match="dependent clones"):
+        _storage(r).destroy("images/x@img")
+    assert sum(1 for c in r.calls if c[1] == "destroy") == 1
+
+
+@pytest.mark.parametrize("bad", ["", "/abs", "a/../b", "@snap"])
+def test_names_cannot_leave_the_parent(bad: str) -> None:
+    with pytest.raises(StorageError):
+        _storage(ScriptedRunner()).full(bad)
