@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from rexcarcer.config import Config
+from rexcarcer.engine.hooks import JailHook, default_hooks
 from rexcarcer.errors import StateError
 from rexcarcer.run import Runner, SubprocessRunner
 from rexcarcer.runtime.base import Runtime, RuntimeKind
@@ -46,6 +47,7 @@ class Host:
     runtime: Runtime
     store: Store
     progress: Progress = field(default_factory=QuietProgress)
+    hooks: list[JailHook] = field(default_factory=list)
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
@@ -115,4 +117,5 @@ def open_host(config: Config, progress: Progress | None = None) -> Host:
         runtime=make_runtime(config, runner),
         store=SqliteStore(config.db_path),
         progress=progress or QuietProgress(),
+        hooks=default_hooks(config),
     )

@@ -178,6 +178,10 @@ def _reclaim(host: Host, name: str) -> dict[str, Any] | None:
 
 def _cleanup(host: Host, name: str) -> None:
     """Remove everything of jail ``name``; each part may already be gone."""
+    rec = record(host, name) or {"name": name}
+    for hook in reversed(host.hooks):
+        hook.stopped(host, rec)
+        hook.destroyed(host, rec)
     host.runtime.remove(name)
     host.storage.destroy(f"jails/{name}", recursive=True)
     ipam.release_all(host.store, name)
@@ -241,7 +245,15 @@ def start(host: Host, name: str) -> None:
     spec = spec_for(host, rec)
     host.progress.step(f"Starting {name}")
     write_jail_files(host, spec)
+    for hook in host.hooks:
+        hook.prepare(host, rec, spec)
     host.runtime.start(spec)
+    try:
+        for hook in host.hooks:
+            hook.started(host, rec, spec)
+    except BaseException:
+        _stop_runtime(host, rec)
+        raise
     if rec.get("desired") != "running":
         rec["desired"] = "running"
         _save(host, name, rec)
@@ -250,9 +262,15 @@ def start(host: Host, name: str) -> None:
 def stop(host: Host, name: str) -> None:
     rec = _require(host, name)
     host.progress.step(f"Stopping {name}")
-    host.runtime.stop(name)
+    _stop_runtime(host, rec)
     rec["desired"] = "stopped"
     _save(host, name, rec)
+
+
+def _stop_runtime(host: Host, rec: dict[str, Any]) -> None:
+    for hook in reversed(host.hooks):
+        hook.stopped(host, rec)
+    host.runtime.stop(rec["name"])
 
 
 def restart(host: Host, name: str) -> None:
