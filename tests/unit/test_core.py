@@ -1,0 +1,93 @@
+"""Runner, errors, configuration and /proc parsing."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from rexcarcer.config import load_config
+from rexcarcer.errors import CommandFailed, ConfigError, RexError, all_error_classes
+from rexcarcer.run import ScriptedRunner, SubprocessRunner
+from rexcarcer.runtime import procfs
+from rexcarcer.runtime.base import RuntimeKind
+
+
+def test_exit_codes_are_unique() -> None:
+    codes = [c.exit_code for c in all_error_classes()]
+    assert len(codes) == len(set(codes))
+
+
+def test_subprocess_runner_reports_argv_status_and_stderr() -> None:
+    r = SubprocessRunner()
+    assert r.run(["sh", "-c", "echo out"]).stdout == "out\n"
+    with pytest.raises(CommandFailed) as err:
+        r.run(["sh", "-c", "echo oops >&2; exit 4"])
+    assert err.value.returncode == 4
+    assert "sh -c 'echo oops >&2; exit 4'" in err.value.message
+    assert err.value.message.endswith(": oops")
+    assert not r.run(["false"], check=False).ok
+
+
+def test_subprocess_runner_streams_lines() -> None:
+    lines: list[str] = []
+    done = SubprocessRunner().run(["sh", "-c", "echo a; echo b >&2"], on_output=lines.append)
+    assert sorted(lines) == ["a\n", "b\n"]
+    assert done.ok
+
+
+def test_missing_command_is_a_clear_error() -> None:
+    with pytest.raises(RexError, match="command not found: no-such-tool-xyz"):
+        SubprocessRunner().run(["no-such-tool-xyz"])
+
+
+def test_scripted_runner_longest_prefix_wins() -> None:
+    r = ScriptedRunner(strict=True)
+    r.on(["zfs"], "generic")
+    r.on(["zfs", "list"], "specific")
+    assert r.run(["zfs", "list", "-H"]).stdout == "specific"
+    assert r.run(["zfs", "get"]).stdout == "generic"
+    with pytest.raises(AssertionError):
+        r.run(["ip", "link"])
+
+
+def test_config_layers(tmp_path: Path) -> None:
+    (tmp_path / "rexcarcer.toml").write_text('zone = "corp.internal"\nsubnet = "10.9.0.0/24"\n')
+    cfg = load_config(root=tmp_path, environ={"REX_SUBNET": "203.0.113.0/25"})
+    assert cfg.zone == "corp.internal"  # from the file
+    assert cfg.subnet == ipaddress.ip_network("203.0.113.0/25")  # env beats file
+    assert cfg.host_address == ipaddress.ip_address("203.0.113.1")
+    assert cfg.root == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"REX_SUBNET": "203.0.113.5/24"}, "REX_SUBNET"),
+        ({"REX_SUBNET": "203.0.113.0/31"}, "too small"),
+        ({"REX_RUNTIME": "solaris"}, "REX_RUNTIME"),
+        ({"REX_DATASET": "nopool"}, "POOL/PATH"),
+        ({"REX_INTERFACE": "a-very-long-interface-name"}, "15"),
+    ],
+)
+def test_bad_config_is_refused(tmp_path: Path, env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(root=tmp_path, environ=env)
+    assert needle in err.value.message + (err.value.hint or "")
+
+
+def test_unknown_toml_key(tmp_path: Path) -> None:
+    (tmp_path / "rexcarcer.toml").write_text("zonee = 'x'\n")
+    with pytest.raises(ConfigError, match="unknown setting 'zonee'"):
+        load_config(root=tmp_path, environ={})
+
+
+def test_runtime_default_follows_the_os(tmp_path: Path) -> None:
+    assert load_config(root=tmp_path, environ={}).runtime is RuntimeKind.LINUX
+
+
+def test_parse_stat_with_spaces_and_parens_in_comm() -> None:
+    text = "1234 (we (ird) name) S 1 1234 1234 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 0 0"
+    st = procfs.parse_stat(text)
+    assert (st.pid, st.state, st.ppid, st.starttime) == (1234, "S", 1, 98765)

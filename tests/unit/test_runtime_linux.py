@@ -1,0 +1,55 @@
+"""Linux runtime: the exact command lines, recorded by a scripted runner."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from rexcarcer.run import ScriptedRunner
+from rexcarcer.runtime import linux
+from rexcarcer.runtime.linux import LinuxRuntime
+
+
+def test_interface_names_are_deterministic_and_short() -> None:
+    names = {linux.veth_name("abc123", f"jail-{i}") for i in range(1000)}
+    assert len(names) == 1000
+    assert all(len(n) <= 15 for n in names)
+    assert linux.veth_name("abc123", "web") == linux.veth_name("abc123", "web")
+
+
+def test_start_argv_passes_values_as_arguments_not_script_text() -> None:
+    argv = linux.start_argv("rex-t-web", Path("/pool/jails/web"), "web.jail.rex.internal")
+    assert argv[:3] == ["nsenter", "--net=/run/netns/rex-t-web", "--"]
+    assert "--mount-proc=/pool/jails/web/proc" in argv
+    script = argv[argv.index("-c") + 1]
+    assert "web.jail" not in script and "/pool/jails" not in script
+    assert argv[-3:-1] == ["/pool/jails/web", "web.jail.rex.internal"]
+
+
+def test_exec_argv_enters_every_namespace_and_the_root() -> None:
+    assert linux.exec_argv(42, ["true"]) == [
+        "nsenter", "--target=42", "--pid", "--mount", "--uts", "--ipc", "--net",
+        "--root", "--wd", "--", "true",
+    ]  # fmt: skip
+
+
+def test_bridge_is_created_once(tmp_path: Path) -> None:
+    r = ScriptedRunner()
+    r.on(["ip", "link", "show"], "", returncode=1)
+    rt = LinuxRuntime(r, run_dir=tmp_path, bridge="rex0",
+                      host_address=ipaddress.ip_interface("203.0.113.1/24"), token="t")  # fmt: skip
+    rt.ensure_bridge()
+    assert r.calls[1:] == [
+        ("ip", "link", "add", "rex0", "type", "bridge"),
+        ("ip", "addr", "add", "203.0.113.1/24", "dev", "rex0"),
+        ("ip", "link", "set", "rex0", "up"),
+    ]
+
+
+def test_stop_of_an_unknown_jail_only_cleans_network(tmp_path: Path) -> None:
+    r = ScriptedRunner()
+    rt = LinuxRuntime(r, run_dir=tmp_path, bridge="rex0",
+                      host_address=ipaddress.ip_interface("203.0.113.1/24"), token="t")  # fmt: skip
+    rt.stop("ghost")
+    assert r.calls == [("ip", "link", "del", linux.veth_name("t", "ghost"))]
+    assert rt.status(["ghost"])["ghost"].state == "stopped"
