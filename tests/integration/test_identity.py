@@ -1,0 +1,206 @@
+"""Jail identity for real: rex up issues certificates into jails, and the real
+``openssl`` completes (or refuses) TLS handshakes between two jails' network
+namespaces with them: server in jail A's netns, client in jail B's."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.integration.conftest import STRICT, Rex, sh
+
+PORT = "4433"
+
+
+def require_openssl() -> None:
+    if shutil.which("openssl") is None:
+        if STRICT:
+            pytest.fail("missing capability: openssl (REX_TESTS_STRICT=1: CI must have it)")
+        pytest.skip("missing capability: openssl")
+
+
+def write_rex(tmp_path: Path, name: str, extra: str = "") -> Path:
+    path = tmp_path / f"{name}.rex"
+    path.write_text(f"BASE busybox\nPROVISION RUN true\n{extra}")
+    return path
+
+
+def jail_netns(rex: Rex, name: str) -> str:
+    return f"/run/netns/rex-{rex.token}-{name}"
+
+
+def fetch(rex: Rex, jail: str, dest: Path) -> dict[str, Path]:
+    """The jail's /etc/ssl/rc, as the jail sees it, copied out for openssl."""
+    out = {}
+    for f in ("host.key", "host.crt", "cluster.crt"):
+        text = rex.run("exec", jail, "--", "cat", f"/etc/ssl/rc/{f}").stdout
+        out[f] = dest / f"{jail}-{f}"
+        out[f].write_text(text)
+    return out
+
+
+@contextmanager
+def s_server(netns: str, cert: Path, key: Path, *extra: str) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        ["nsenter", f"--net={netns}", "--", "openssl", "s_server", "-accept", PORT,
+         "-cert", str(cert), "-key", str(key), *extra],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 10
+        line = ""
+        while "ACCEPT" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+        assert "ACCEPT" in line, "openssl s_server did not start"
+        yield proc
+    finally:
+        proc.kill()  # ours, by PID
+        proc.wait()
+
+
+def s_client(netns: str, address: str, ca: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["nsenter", f"--net={netns}", "--", "openssl", "s_client", "-brief",
+         "-connect", f"{address}:{PORT}", "-CAfile", str(ca), "-verify_return_error", *extra],
+        input="", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def two_jails(rex: Rex, tmp_path: Path) -> dict[str, object]:
+    require_openssl()
+    rex.run("up", write_rex(tmp_path, "a", "SERVICE web PORT 4433\n"))
+    rex.run("up", write_rex(tmp_path, "b"))
+    return {
+        "a": fetch(rex, "a", tmp_path), "b": fetch(rex, "b", tmp_path),
+        "a_ip": rex.ip_of("a"), "a_ns": jail_netns(rex, "a"), "b_ns": jail_netns(rex, "b"),
+    }  # fmt: skip
+
+
+def test_files_in_the_jail_and_what_openssl_says_of_them(rex: Rex, tmp_path: Path,
+                                                        two_jails: dict) -> None:  # type: ignore[type-arg]  # fmt: skip
+    mode = rex.run("exec", "a", "--", "stat", "-c", "%a %u", "/etc/ssl/rc/host.key").stdout
+    assert mode.split() == ["600", "0"]
+    a = two_jails["a"]
+    ok = sh("openssl", "verify", "-CAfile", a["cluster.crt"], a["host.crt"])
+    assert ok.stdout.strip().endswith(": OK")
+    text = sh("openssl", "x509", "-in", a["host.crt"], "-noout", "-ext",
+              "subjectAltName,keyUsage,extendedKeyUsage,basicConstraints").stdout  # fmt: skip
+    assert "DNS:a.jail.rex.internal" in text and "DNS:web.svc.rex.internal" in text
+    assert f"IP Address:{two_jails['a_ip']}" in text
+    assert "TLS Web Server Authentication, TLS Web Client Authentication" in text
+    assert "CA:FALSE" in text and "Digital Signature" in text
+    pub = sh("openssl", "pkey", "-in", a["host.key"], "-pubout").stdout
+    assert pub == sh("openssl", "x509", "-in", a["host.crt"], "-noout", "-pubkey").stdout
+    show = rex.run("ca", "show").stdout
+    assert "sha256:" in show and "CN=RexCarcer CA" in show and "mode:              self-signed" in show
+
+
+def test_tls_between_jails_with_the_real_openssl(two_jails: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    a, b = two_jails["a"], two_jails["b"]
+    ip, a_ns, b_ns = two_jails["a_ip"], two_jails["a_ns"], two_jails["b_ns"]
+    with s_server(a_ns, a["host.crt"], a["host.key"]):
+        good = s_client(b_ns, ip, b["cluster.crt"], "-verify_hostname", "a.jail.rex.internal")
+        assert good.returncode == 0, good.stderr
+        assert "Verification: OK" in good.stderr
+        by_service = s_client(b_ns, ip, b["cluster.crt"], "-verify_hostname", "web.svc.rex.internal")
+        assert by_service.returncode == 0, by_service.stderr
+        by_ip = s_client(b_ns, ip, b["cluster.crt"], "-verify_ip", ip)
+        assert by_ip.returncode == 0, by_ip.stderr
+        wrong = s_client(b_ns, ip, b["cluster.crt"], "-verify_hostname", "b.jail.rex.internal")
+        assert wrong.returncode != 0 and "hostname mismatch" in wrong.stderr, wrong.stderr
+    # a server whose certificate names A but comes from another CA
+    other = trustme.CA().issue_cert("a.jail.rex.internal")
+    other.cert_chain_pems[0].write_to_path(str(tmp_path / "other.crt"))
+    other.private_key_pem.write_to_path(str(tmp_path / "other.key"))
+    with s_server(a_ns, tmp_path / "other.crt", tmp_path / "other.key"):
+        foreign = s_client(b_ns, ip, b["cluster.crt"], "-verify_hostname", "a.jail.rex.internal")
+        assert foreign.returncode != 0
+        assert "unable to get local issuer certificate" in foreign.stderr, foreign.stderr
+
+
+def test_mutual_tls_with_the_clients_jail_certificate(two_jails: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    a, b = two_jails["a"], two_jails["b"]
+    ip, a_ns, b_ns = two_jails["a_ip"], two_jails["a_ns"], two_jails["b_ns"]
+    name = ("-verify_hostname", "a.jail.rex.internal")
+    require_client = ("-Verify", "1", "-verify_return_error", "-CAfile", str(a["cluster.crt"]))
+    stranger = trustme.CA().issue_cert("b.jail.rex.internal")
+    stranger.cert_chain_pems[0].write_to_path(str(tmp_path / "s.crt"))
+    stranger.private_key_pem.write_to_path(str(tmp_path / "s.key"))
+    with s_server(a_ns, a["host.crt"], a["host.key"], *require_client) as server:
+        mutual = s_client(b_ns, ip, b["cluster.crt"], *name,
+                          "-cert", str(b["host.crt"]), "-key", str(b["host.key"]))  # fmt: skip
+        assert mutual.returncode == 0, mutual.stderr
+        # TLS 1.2, so that the client sees the server refuse its certificate
+        # (in TLS 1.3 the client may finish before the server's verdict arrives)
+        anonymous = s_client(b_ns, ip, b["cluster.crt"], *name, "-tls1_2")
+        assert anonymous.returncode != 0
+        forged = s_client(b_ns, ip, b["cluster.crt"], *name, "-tls1_2",
+                          "-cert", str(tmp_path / "s.crt"), "-key", str(tmp_path / "s.key"))  # fmt: skip
+        assert forged.returncode != 0
+        server.kill()
+        log = server.stdout.read() if server.stdout else ""
+    assert "CN = b.jail.rex.internal\nverify return:1" in log, log  # the server checked B
+    assert "unable to get local issuer certificate" in log, log  # and refused the stranger
+
+
+def test_renew_and_destroy_revoke_and_the_crl_says_so(rex: Rex, tmp_path: Path) -> None:
+    require_openssl()
+    rex.run("up", write_rex(tmp_path, "a"))
+    (tmp_path / "old").mkdir()
+    old = fetch(rex, "a", tmp_path / "old")
+    renewed = rex.run("ca", "renew", "a")
+    assert "a: renewed (renewal was asked for)" in renewed.stdout
+    new = fetch(rex, "a", tmp_path)
+    assert new["host.crt"].read_text() != old["host.crt"].read_text()
+    crl = tmp_path / "crl.pem"
+    rex.run("ca", "crl", "--out", crl)
+    sh("openssl", "crl", "-in", crl, "-CAfile", new["cluster.crt"], "-noout")  # signature ok
+    revoked = sh("openssl", "verify", "-crl_check", "-CRLfile", crl, "-CAfile", new["cluster.crt"],
+                 old["host.crt"], check=False)  # fmt: skip
+    assert revoked.returncode != 0 and "certificate revoked" in revoked.stdout + revoked.stderr
+    good = sh("openssl", "verify", "-crl_check", "-CRLfile", crl, "-CAfile", new["cluster.crt"],
+              new["host.crt"], check=False)  # fmt: skip
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert rex.run("up", write_rex(tmp_path, "a")).stderr.count("Issuing") == 0
+    rex.run("destroy", "a")
+    rex.run("ca", "crl", "--out", crl)
+    gone = sh("openssl", "verify", "-crl_check", "-CRLfile", crl, "-CAfile", new["cluster.crt"],
+              new["host.crt"], check=False)  # fmt: skip
+    assert "certificate revoked" in gone.stdout + gone.stderr
+    reasons = {e["reason"] for e in rex.json("ca", "crl")}  # type: ignore[union-attr]
+    assert reasons == {"superseded", "cessationOfOperation"}
+
+
+def test_jails_chain_to_a_user_supplied_intermediate(rex: Rex, tmp_path: Path) -> None:
+    require_openssl()
+    root = trustme.CA()
+    inter = root.create_child_ca()
+    (tmp_path / "int.pem").write_bytes(inter.cert_pem.bytes() + root.cert_pem.bytes())
+    inter.private_key_pem.write_to_path(str(tmp_path / "int.key"))
+    root.cert_pem.write_to_path(str(tmp_path / "root.pem"))
+    # refused first, with nothing written: a key that is not the intermediate's
+    root.private_key_pem.write_to_path(str(tmp_path / "wrong.key"))
+    bad = rex.run("ca", "init", "--intermediate", tmp_path / "int.pem", "--key",
+                  tmp_path / "wrong.key", check=False)  # fmt: skip
+    assert bad.returncode == 29 and "does not belong to the certificate" in bad.stderr
+    assert not (rex.root / "ca").exists()
+    rex.run("ca", "init", "--intermediate", tmp_path / "int.pem", "--key", tmp_path / "int.key")
+    rex.run("up", write_rex(tmp_path, "a"))
+    rex.run("up", write_rex(tmp_path, "b"))
+    a, b = fetch(rex, "a", tmp_path), fetch(rex, "b", tmp_path)
+    assert b["cluster.crt"].read_text() == (tmp_path / "root.pem").read_text()
+    assert a["host.crt"].read_text().count("BEGIN CERTIFICATE") == 2  # leaf + intermediate
+    # s_server sends only the first certificate of -cert; -cert_chain adds the rest
+    with s_server(jail_netns(rex, "a"), a["host.crt"], a["host.key"], "-cert_chain", str(a["host.crt"])):
+        done = s_client(jail_netns(rex, "b"), rex.ip_of("a"), tmp_path / "root.pem",
+                        "-verify_hostname", "a.jail.rex.internal")  # fmt: skip
+        assert done.returncode == 0, done.stderr
