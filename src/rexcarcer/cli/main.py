@@ -93,15 +93,42 @@ def cli(
 
 
 def _register() -> None:
-    from rexcarcer.cli import base_cmds, host_cmds, jail_cmds
+    from rexcarcer.cli import (
+        base_cmds, ca_cmds, dns_cmds, host_cmds, jail_cmds, log_cmds, trust_cmds,
+    )  # fmt: skip
 
     jail_cmds.register(cli)
     base_cmds.register(cli)
     host_cmds.register(cli)
+    dns_cmds.register(cli)
+    ca_cmds.register(cli)
+    log_cmds.register(cli)
+    trust_cmds.register(cli)
+    __import__("rexcarcer.cli.cluster_cmds", fromlist=["register"]).register(cli)
+
+
+def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Ctx).output = value
+
+
+def _add_output_option(cmd: click.Command) -> None:
+    """``-o json`` is accepted after the verb too (``rex ls -o json``)."""
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _add_output_option(sub)
+        return
+    if not any(p.name == "output" for p in cmd.params):
+        cmd.params.append(click.Option(
+            ["-o", "--output"], type=click.Choice(["text", "json"]), default=None,
+            expose_value=False, callback=_set_output, help="Output format.",
+        ))  # fmt: skip
 
 
 def main() -> None:
     _register()
+    for command in cli.commands.values():
+        _add_output_option(command)
     debug = "--debug" in sys.argv
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
