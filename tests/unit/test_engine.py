@@ -141,3 +141,14 @@ def test_base_in_use_cannot_be_removed(host: Host, tmp_path: Path) -> None:
     bases.remove_base(host, "bb", jails.base_users(host, "bb"))
     assert host.storage.datasets("images") == []
     assert host.storage.datasets("bases") == []
+
+
+def test_env_change_rebuilds_run_steps_but_not_copies() -> None:
+    run, copy = Run("echo $X"), Copy("a", "/a")
+    assert builder.step_key("p", run, "", (("X", "1"),)) != builder.step_key(
+        "p", run, "", (("X", "2"),)
+    )
+    assert builder.step_key("p", copy, "d", (("X", "1"),)) == builder.step_key("p", copy, "d", ())
+    assert builder.step_key("p", Copy("a /b", "/c"), "d") != builder.step_key(
+        "p", Copy("a", "/b /c"), "d"
+    )

@@ -42,8 +42,14 @@ class StepPlan:
         return f"{self.dataset}@{IMG}"
 
 
-def step_key(parent_id: str, step: Step, content: str) -> str:
-    text = json.dumps([parent_id, step.describe(), content], separators=(",", ":"))
+def step_key(
+    parent_id: str, step: Step, content: str, env: tuple[tuple[str, str], ...] = ()
+) -> str:
+    # The step's fields, not its description (which does not quote paths); a RUN
+    # step also sees the ENV variables, so they take part in its key.
+    what = ["run", step.command, [list(kv) for kv in env]] if isinstance(step, Run) else [
+        "copy", step.src, step.dst]  # fmt: skip
+    text = json.dumps([parent_id, what, content], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -67,7 +73,7 @@ def plan_build(host: Host, rexfile: Rexfile, base: BaseInfo) -> list[StepPlan]:
     plans: list[StepPlan] = []
     for i, step in enumerate(rexfile.steps, 1):
         content = files.content_digest(sources[i]) if i in sources else ""
-        key = step_key(parent_id, step, content)
+        key = step_key(parent_id, step, content, rexfile.env)
         cached = host.storage.exists(f"images/{key}@{IMG}")
         plans.append(StepPlan(i, step, key, parent, cached))
         parent_id, parent = key, f"images/{key}@{IMG}"

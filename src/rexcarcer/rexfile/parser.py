@@ -160,7 +160,7 @@ class _Parser:
     def _copy(self, line: Line, keyword: Token, sub: Token) -> None:
         args = line.shell_words(sub.end)
         if len(args) < 2:
-            what = "a source path" if not args else "a destination path after the source"
+            what = "a source and a destination path" if not args else "a destination path"
             raise line.error(len(line.text), f"expected {what} after PROVISION COPY", COPY_HINT)
         if len(args) > 2:
             raise _extra(line, args[2], "PROVISION COPY takes exactly two paths", COPY_HINT)
