@@ -1,4 +1,5 @@
-"""Test layers by directory: tests/unit → ``unit``, tests/integration → ``integration``."""
+"""Test layers by directory: tests/unit → ``unit``, tests/integration → ``integration``,
+tests/cluster → ``cluster``."""
 
 from __future__ import annotations
 
@@ -12,3 +13,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.unit)
         elif "/tests/integration/" in path:
             item.add_marker(pytest.mark.integration)
+        elif "/tests/cluster/" in path:
+            item.add_marker(pytest.mark.cluster)

@@ -1,0 +1,201 @@
+"""Cluster verbs: rex cluster init / join / leave, rex hosts, rex agent."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from rexcarcer.cli.main import Ctx, pass_ctx
+
+if TYPE_CHECKING:
+    from rexcarcer.state.etcd import EtcdStore
+
+
+def _endpoints(ctx: Ctx, etcd: str | None) -> list[str]:
+    from rexcarcer.errors import UsageError
+
+    urls = [u.strip() for u in (etcd or "").split(",") if u.strip()] or list(ctx.config.etcd)
+    if not urls:
+        raise UsageError(
+            "no etcd endpoints", hint="pass --etcd http://HOST:2379,... or set REX_ETCD"
+        )
+    return urls
+
+
+def _store(urls: list[str]) -> EtcdStore:
+    from rexcarcer.state.etcd import EtcdStore
+
+    return EtcdStore(urls)
+
+
+def _config_path(ctx: Ctx) -> Path:
+    return ctx.config_file or ctx.config.root / "rexcarcer.toml"
+
+
+@click.group()
+def cluster() -> None:
+    """Form a cluster of hosts on etcd (docs/cluster.md)."""
+
+
+@cluster.command()
+@click.option("--etcd", help="etcd client URLs, comma-separated (default: REX_ETCD).")
+@click.option(
+    "--cidr",
+    default="203.0.113.0/24",
+    show_default=True,
+    help="The range every host's jail subnet is cut from.",
+)
+@click.option("--zone", default=None, help="DNS zone (default: REX_ZONE, rex.internal).")
+@click.option(
+    "--host-prefix",
+    type=int,
+    default=27,
+    show_default=True,
+    help="Prefix length of each host's jail subnet.",
+)
+@pass_ctx
+def init(ctx: Ctx, etcd: str | None, cidr: str, zone: str | None, host_prefix: int) -> None:
+    """Store the cluster's settings in etcd (once; again with the same settings is fine)."""
+    from rexcarcer.cluster.membership import init as do_init
+    from rexcarcer.cluster.model import make_settings
+
+    wanted = make_settings(cidr, zone or ctx.config.zone, host_prefix)
+    store = _store(_endpoints(ctx, etcd))
+    try:
+        conf, created = do_init(store, wanted)
+    finally:
+        store.close()
+    data = {**conf.as_json(), "created": created}
+    verb = "created" if created else "already set up"
+    ctx.emit(
+        data,
+        lambda: click.echo(
+            f"cluster {verb}: CIDR {conf.cidr}, host subnets /{conf.host_prefix}, zone {conf.zone}"
+        ),
+    )
+
+
+@cluster.command()
+@click.option("--etcd", help="etcd client URLs, comma-separated (default: REX_ETCD).")
+@click.option("--host-name", help="This host's name (default: REX_HOST, then the machine's).")
+@click.option(
+    "--address",
+    help="The address other hosts reach this one on (default: the source address towards etcd).",
+)
+@pass_ctx
+def join(ctx: Ctx, etcd: str | None, host_name: str | None, address: str | None) -> None:
+    """Register this host, claim its jail subnet, write its configuration."""
+    from rexcarcer.cluster import hostconf
+    from rexcarcer.cluster.membership import join as do_join
+    from rexcarcer.cluster.membership import local_address
+
+    urls = _endpoints(ctx, etcd)
+    name = host_name or ctx.config.host
+    store = _store(urls)
+    try:
+        joined = do_join(store, store, name, address or local_address(urls[0]))
+    finally:
+        store.close()
+    path = _config_path(ctx)
+    hostconf.update(
+        path,
+        {
+            "etcd": urls,
+            "host": joined.name,
+            "subnet": str(joined.subnet),
+            "zone": joined.settings.zone,
+        },
+    )
+    ctx.emit(
+        {**joined.as_json(), "config": str(path)},
+        lambda: click.echo(
+            f"joined as {joined.name} ({joined.address}); jail subnet {joined.subnet}; "
+            f"wrote {path}\nnext: run `rex agent` (contrib/ has a systemd unit and an rc.d script)"
+        ),
+    )
+
+
+@cluster.command()
+@click.option("--force", is_flag=True, help="Leave even if jails of this host remain.")
+@pass_ctx
+def leave(ctx: Ctx, force: bool) -> None:
+    """Release this host's subnet and registration; remove etcd from its configuration."""
+    from rexcarcer.cluster import hostconf
+    from rexcarcer.cluster.membership import leave as do_leave
+
+    store = _store(_endpoints(ctx, None))
+    try:
+        removed = do_leave(store, ctx.config.host, force=force)
+    finally:
+        store.close()
+    path = _config_path(ctx)
+    hostconf.update(path, {"etcd": None, "subnet": None})
+    ctx.emit(
+        {"host": ctx.config.host, "removed": removed},
+        lambda: click.echo(f"{ctx.config.host} left the cluster ({len(removed)} keys)"),
+    )
+
+
+@click.command()
+@pass_ctx
+def hosts(ctx: Ctx) -> None:
+    """The cluster's hosts: liveness, address, jail subnet, jail count."""
+    from rexcarcer.cli.output import table
+    from rexcarcer.cluster.membership import list_hosts
+
+    store = _store(_endpoints(ctx, None))
+    try:
+        found = list_hosts(store)
+    finally:
+        store.close()
+    rows = [
+        [h.name, "alive" if h.alive else "DOWN", h.address, h.subnet, str(h.jails)] for h in found
+    ]
+    ctx.emit(
+        [h.as_json() for h in found],
+        lambda: click.echo(table(["host", "state", "address", "subnet", "jails"], rows)),
+    )
+
+
+@click.command()
+@click.option(
+    "--lease-ttl",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Seconds without this agent before the host counts as dead.",
+)
+@click.option(
+    "--idle",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds between periodic checks (unbound reloads, routes).",
+)
+@click.option("--no-routes", is_flag=True, help="Do not install routes to other hosts' jails.")
+@pass_ctx
+def agent(ctx: Ctx, lease_ttl: int, idle: float, no_routes: bool) -> None:
+    """The per-host daemon (foreground): lease, DNS of the whole cluster, routes."""
+    from rexcarcer.cluster.agent import build
+    from rexcarcer.state.etcd import EtcdStore
+
+    logging.getLogger("rexcarcer").setLevel(logging.INFO)
+    _endpoints(ctx, None)
+    host = ctx.host()
+    assert isinstance(host.store, EtcdStore)
+    stop = threading.Event()
+    try:
+        build(host, host.store, ttl=lease_ttl, idle=idle, routes=not no_routes).run(stop)
+    finally:
+        stop.set()
+        host.close()
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(cluster)
+    cli.add_command(hosts)
+    cli.add_command(agent)

@@ -1,0 +1,38 @@
+"""Many hosts on one etcd (DESIGN section 6).
+
+::
+
+    model.py       pure: the key layout, records, subnet planning, the views the
+                   agent and ``rex hosts`` compute from a snapshot of the store
+    membership.py  ``rex cluster init / join / leave``, ``rex hosts``
+    hostconf.py    the host's rexcarcer.toml, rewritten by join and leave
+    routes.py      routes to the other hosts' jail subnets (argv + parser + sync)
+    dnssync.py     the local unbound made to serve every live host's records
+    agent.py       ``rex agent``: lease, watch, DNS, routes
+
+Keys under ``/rexcarcer/v1/`` (state/etcd.py)::
+
+    cluster/config         {"cidr", "zone", "host_prefix", "version"}   init, no lease
+    hosts/<host>           {"name", "address", "subnet", "joined"}      join, no lease
+    hosts/<host>/alive     {"since", "pid"}                             the host's lease
+    subnets/<net>_<len>    {"host"}                                     create-if-absent
+    jails/<jail>           the jail record (engine/jails.py)            create-if-absent
+    ipam/<address>         {"jail", "host"}                             create-if-absent
+    names/<fqdn>           {"jail", "host"}                             create-if-absent
+    dns/<jail>             {"jail", "host", "records"}                  dns/publish.py
+
+Claims (subnets, jails, addresses, names) never sit on a lease; only the
+``alive`` marker does. A host whose lease lapses keeps its claims, but every
+agent stops serving its DNS records until it is back.
+"""
+
+from __future__ import annotations
+
+from rexcarcer.errors import RexError
+
+
+class ClusterError(RexError):
+    """Cluster membership: no cluster at the endpoints, a host name taken, a CIDR
+    exhausted (exit 37)."""
+
+    exit_code = 37

@@ -1,0 +1,135 @@
+"""``rex agent``: the per-host daemon of a cluster.
+
+It keeps the host's lease (``hosts/<h>/alive``, refreshed at TTL/3,
+re-registered when lost), watches everything under ``/rexcarcer/v1/`` and, on
+every change and every ``idle`` seconds, makes the host match the cluster:
+
+- DNS (dnssync.py): the local unbound serves every live host's records;
+- routes (routes.py): the other hosts' jail subnets via their addresses.
+
+When etcd is unreachable it keeps serving what it last saw, retries, and on
+reconnect resumes the watch (or reads everything again after a compaction).
+It never revokes its lease on exit: a restarted agent finds its host still
+alive, and a dead one disappears when the TTL runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rexcarcer.cluster import model
+from rexcarcer.cluster.dnssync import DnsSync
+from rexcarcer.cluster.membership import alive_value
+from rexcarcer.cluster.routes import RouteSync
+from rexcarcer.errors import RexError
+from rexcarcer.state.base import Entry
+from rexcarcer.state.lease import LeaseKeeper
+from rexcarcer.state.watch import Kind, Update, apply
+
+if TYPE_CHECKING:
+    from rexcarcer.engine.host import Host
+    from rexcarcer.state.etcd import EtcdStore
+
+log = logging.getLogger("rexcarcer.agent")
+
+
+@dataclass
+class Agent:
+    name: str
+    store: EtcdStore
+    keeper: LeaseKeeper
+    dns: DnsSync | None = None
+    routes: RouteSync | None = None
+    idle: float = 5.0
+    view: dict[str, Entry] = field(default_factory=dict)
+    syncs: int = 0
+
+    def run(self, stop: threading.Event) -> None:
+        self.keeper.start()
+        log.info(
+            "agent %s: lease TTL %d s; watching %s", self.name, self.keeper.ttl, self.store.prefix
+        )
+        try:
+            for update in self.store.watch("", idle=self.idle).updates(stop):
+                self.handle(update)
+        finally:
+            self.keeper.stop()
+
+    def handle(self, update: Update) -> None:
+        changed = apply(self.view, update)
+        if update.kind is Kind.RESET:
+            log.info("agent: read %d keys at revision %d", len(self.view), update.revision)
+        if changed or update.kind is not Kind.CHANGES:  # idle: periodic repair
+            self.reconcile()
+
+    def reconcile(self) -> None:
+        self.syncs += 1
+        if self.dns is not None:
+            try:
+                self.dns.sync(self.view)
+            except RexError as exc:
+                log.warning("DNS: %s", exc)
+        if self.routes is not None:
+            try:
+                self.routes.sync(model.routes(self.view, self.name))
+            except RexError as exc:
+                log.warning("routes: %s", exc)
+
+
+def enable_forwarding(host: Host) -> None:
+    """Jail traffic between hosts passes through each host (per network namespace)."""
+    from rexcarcer.runtime.base import RuntimeKind
+
+    if host.config.runtime is RuntimeKind.LINUX:
+        try:
+            Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+        except OSError as exc:
+            log.warning("cannot enable IPv4 forwarding: %s", exc)
+    elif host.config.runtime is RuntimeKind.FREEBSD:
+        host.runner.run(["sysctl", "net.inet.ip.forwarding=1"])
+
+
+def dns_sync_for(host: Host, cidr: model.Network) -> DnsSync | None:
+    from rexcarcer.dns.hook import backend_for, dns_enabled
+    from rexcarcer.dns.layout import layout_for
+    from rexcarcer.dns.records import check_zone, reverse_zones
+
+    if not dns_enabled(host.config):
+        log.warning(
+            "DNS: no unbound answers on %s: not programming DNS "
+            "(run `rex host serve` or `rex host setup`)",
+            host.config.unbound_control,
+        )
+        return None
+    zone = check_zone(host.config.zone)
+    return DnsSync(
+        backend=backend_for(host.config),
+        zone=zone,
+        zones=(f"{zone}.", *reverse_zones(cidr)),
+        data_file=layout_for(host.config).data,
+        lock=lambda: host.lock("dns"),
+    )
+
+
+def build(host: Host, store: EtcdStore, *, ttl: int, idle: float, routes: bool) -> Agent:
+    from rexcarcer.cluster.membership import settings
+
+    name = host.config.host
+    if store.get(model.host_key(name)) is None:
+        from rexcarcer.cluster import ClusterError
+
+        raise ClusterError(
+            f"host {name!r} has not joined the cluster",
+            hint="run `rex cluster join --etcd URLS` first",
+        )
+    conf = settings(store)
+    keeper = LeaseKeeper(store, ttl, {model.alive_key(name): alive_value()})
+    route_sync = None
+    if routes:
+        enable_forwarding(host)
+        route_sync = RouteSync(host.runner, host.config.runtime)
+    return Agent(name, store, keeper, dns_sync_for(host, conf.cidr), route_sync, idle)

@@ -1,0 +1,159 @@
+"""A prefix watch read straight from the gateway's streaming ``/v3/watch``.
+
+The watch first reads the prefix (a ``reset`` update with every entry and the
+revision R of that read), then streams changes from R+1. When the stream
+breaks or goes quiet for ``idle`` seconds, it is opened again from the last
+revision seen + 1, on whichever endpoint answers, so no change is lost or
+repeated. When that revision was compacted meanwhile, etcd cancels the watch
+with ``compact_revision`` (etcd3gw hangs there, etcd#8668): the watch reads the
+whole prefix again and hands out a new ``reset``. While etcd is unreachable it
+hands out ``idle`` updates, so the consumer keeps serving what it has.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from rexcarcer.errors import StateError
+from rexcarcer.state.base import Entry
+from rexcarcer.state.gateway import StreamIdle, Transient, as_int, b64, prefix_end, unb64
+
+if TYPE_CHECKING:
+    from rexcarcer.state.etcd import EtcdStore
+
+log = logging.getLogger("rexcarcer.etcd")
+
+
+class Kind(StrEnum):
+    RESET = "reset"  # ``entries`` is the whole prefix: replace the view
+    CHANGES = "changes"  # ``events`` in revision order
+    IDLE = "idle"  # nothing happened (or etcd is unreachable): do periodic work
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    key: str
+    value: str | None  # None: deleted
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    kind: Kind
+    revision: int
+    entries: tuple[Entry, ...] = ()
+    events: tuple[Event, ...] = ()
+
+
+def apply(view: dict[str, Entry], update: Update) -> bool:
+    """Fold ``update`` into ``view`` (key -> entry); whether anything changed."""
+    if update.kind is Kind.RESET:
+        fresh = {e.key: e for e in update.entries}
+        changed = fresh != view
+        view.clear()
+        view.update(fresh)
+        return changed
+    for ev in update.events:
+        if ev.value is None:
+            view.pop(ev.key, None)
+        else:
+            view[ev.key] = Entry(ev.key, ev.value, ev.revision)
+    return bool(update.events)
+
+
+class Compacted(Exception):
+    def __init__(self, revision: int) -> None:
+        super().__init__(f"revision compacted up to {revision}")
+        self.revision = revision
+
+
+class Watch:
+    def __init__(self, store: EtcdStore, prefix: str, *, idle: float = 5.0) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.idle = idle
+        self.revision = 0  # last revision folded into the consumer's view
+        self.resets = 0  # full reads after the first (compactions), for tests and logs
+
+    def updates(self, stop: threading.Event) -> Iterator[Update]:
+        """Updates until ``stop`` is set (checked at least every ``idle`` seconds)."""
+        backoff = 0.2
+        reset_needed = True
+        while not stop.is_set():
+            try:
+                if reset_needed:
+                    yield self._reset()
+                    reset_needed = False
+                yield from self._stream(stop)
+                backoff = 0.2
+            except Compacted as exc:
+                log.warning("etcd watch on %s: %s; reading it again", self.prefix, exc)
+                self.resets += 1
+                reset_needed = True
+            except (StateError, Transient, OSError) as exc:
+                log.warning("etcd watch on %s: %s; retrying in %.1f s", self.prefix, exc, backoff)
+                yield Update(Kind.IDLE, self.revision)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.idle)
+            except StreamIdle:
+                yield Update(Kind.IDLE, self.revision)
+
+    def _reset(self) -> Update:
+        entries, revision = self.store.snapshot(self.prefix)
+        self.revision = revision
+        return Update(Kind.RESET, revision, entries=tuple(entries))
+
+    def _body(self) -> dict[str, Any]:
+        full = self.store.prefix + self.prefix
+        return {
+            "create_request": {
+                "key": b64(full),
+                "range_end": prefix_end(full),
+                "start_revision": str(self.revision + 1),
+            }
+        }
+
+    def _stream(self, stop: threading.Event) -> Iterator[Update]:
+        with self.store.gateway.stream("watch", self._body(), idle=self.idle) as messages:
+            for msg in messages:
+                if msg.get("canceled"):
+                    compact = as_int(msg.get("compact_revision"))
+                    if compact:
+                        raise Compacted(compact)
+                    raise Transient(str(msg.get("cancel_reason") or "watch canceled"), safe=True)
+                events = tuple(self._event(ev) for ev in msg.get("events", []))
+                if events:
+                    self.revision = max(self.revision, events[-1].revision)
+                    yield Update(Kind.CHANGES, self.revision, events=events)
+                if stop.is_set():
+                    return
+
+    def _event(self, ev: dict[str, Any]) -> Event:
+        kv = ev.get("kv", {})
+        key = unb64(kv.get("key"))[len(self.store.prefix) :]
+        revision = as_int(kv.get("mod_revision"))
+        if ev.get("type") == "DELETE":
+            return Event(key, None, revision)
+        return Event(key, unb64(kv.get("value")), revision)
+
+
+def wait_for(
+    store: EtcdStore, prefix: str, predicate: Any, *, timeout: float = 10.0
+) -> dict[str, Entry]:
+    """Watch ``prefix`` until ``predicate(view)`` holds; the view (tests, benches)."""
+    stop = threading.Event()
+    view: dict[str, Entry] = {}
+    deadline = time.monotonic() + timeout
+    for update in store.watch(prefix, idle=min(1.0, timeout)).updates(stop):
+        apply(view, update)
+        if predicate(view):
+            return view
+        if time.monotonic() > deadline:
+            break
+    raise StateError(f"timed out after {timeout} s waiting on {prefix}")

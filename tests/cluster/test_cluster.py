@@ -1,0 +1,164 @@
+"""Scenarios on the three-host test bed (conftest.py): joining, the same jail
+name raced from two hosts, a host whose agent dies, one etcd member stopped."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from tests.cluster.conftest import ClusterHost, Testbed, stop
+from tests.integration.conftest import copy_example
+
+
+def test_hosts_joined_with_distinct_subnets(testbed: Testbed) -> None:
+    listed = testbed.hosts[2].hosts()
+    assert sorted(listed) == ["h1", "h2", "h3"]
+    subnets = {str(h["subnet"]) for h in listed.values()}
+    assert subnets == {"203.0.113.0/26", "203.0.113.64/26", "203.0.113.128/26"}
+    assert listed["h2"]["address"] == "198.51.100.12"
+    conf = (testbed.hosts[0].root / "rexcarcer.toml").read_text()
+    assert 'subnet = "203.0.113.0/26"' in conf and "198.51.100.11:2379" in conf
+
+
+def test_same_jail_name_raced_from_two_hosts(zfs_hosts: list[ClusterHost], tmp_path: Path) -> None:
+    h1, h2 = zfs_hosts[0], zfs_hosts[1]
+    src = copy_example(tmp_path)
+    rexfile = src / "hello.rex"
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+
+    def up(h: ClusterHost) -> None:
+        results[h.name] = h.rex("up", rexfile, "--name", "racer", check=False)
+
+    threads = [threading.Thread(target=up, args=(h,)) for h in (h1, h2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [n for n, r in results.items() if r.returncode == 0]
+    assert len(winners) == 1, {n: r.stderr for n, r in results.items()}
+    loser = results["h2" if winners == ["h1"] else "h1"]
+    assert loser.returncode == 12, loser.stderr
+    assert "already exists on host" in loser.stderr or "being created" in loser.stderr
+    # the loser left nothing behind, and cannot destroy the winner's jail
+    winner = h1 if winners == ["h1"] else h2
+    other = h2 if winner is h1 else h1
+    assert other.rex("destroy", "racer", check=False).returncode == 12
+    listed = {j["name"]: j for j in json.loads(other.rex("-o", "json", "ls").stdout)}
+    assert listed["racer"]["host"] == winner.name
+    winner.rex("destroy", "racer")
+
+
+def _wait(pred: object, timeout: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():  # type: ignore[operator]
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def test_a_host_whose_agent_dies_disappears_and_comes_back(testbed: Testbed) -> None:
+    h1, h2 = testbed.hosts[0], testbed.hosts[1]
+    a1 = h1.popen("agent", "--lease-ttl", "2", "--idle", "1")
+    a2 = h2.popen("agent", "--lease-ttl", "2", "--idle", "1", "--no-routes")
+    try:
+        _wait(lambda: h1.hosts()["h2"]["alive"], 10)
+        # h1's agent routes to the other hosts' jail subnets through their addresses
+        _wait(lambda: "203.0.113.64/26 via 198.51.100.12" in h1.ns("ip", "route").stdout, 10)
+        stop(a2, signal.SIGKILL)
+        gone = _wait(lambda: not h1.hosts()["h2"]["alive"], 2 + 5)
+        assert gone < 2 + 3, gone
+        a2 = h2.popen("agent", "--lease-ttl", "2", "--idle", "1", "--no-routes")
+        _wait(lambda: h1.hosts()["h2"]["alive"], 10)
+    finally:
+        stop(a1)
+        stop(a2)
+    assert "203.0.113.64/26" in h1.ns("ip", "route").stdout  # routes outlive the agent
+
+
+def test_one_etcd_member_stopped_changes_nothing(testbed: Testbed) -> None:
+    h1 = testbed.hosts[0]
+    member = testbed.etcd.members[0]  # h1's first endpoint
+    member.stop()
+    try:
+        assert sorted(h1.hosts()) == ["h1", "h2", "h3"]
+        h1.rex("cluster", "join")  # writes go through too
+        done = h1.rex("cluster", "init", "--cidr", "203.0.113.0/24", "--host-prefix", "26")
+        assert "already set up" in done.stdout
+    finally:
+        member.start(testbed.etcd.initial, state="existing")
+        testbed.etcd.wait_healthy(member)
+    assert sorted(testbed.hosts[2].hosts()) == ["h1", "h2", "h3"]
+
+
+def _serve_dns(h: ClusterHost) -> None:
+    h.rex("host", "serve", "--detach")
+
+
+def _stop_dns(h: ClusterHost) -> None:
+    import os
+
+    h.rex("host", "serve", "--stop", check=False)
+    try:
+        procs = json.loads((h.root / "unbound" / "serve.json").read_text())
+    except (OSError, ValueError):
+        return
+    for proc in procs.values():  # never leave a daemon of ours behind
+        if Path(f"/proc/{proc['pid']}").exists():
+            os.kill(proc["pid"], signal.SIGKILL)
+
+
+def _dig(h: ClusterHost, server: str, name: str, rtype: str = "A") -> str:
+    return h.ns("dig", "+short", "+time=1", "+tries=1", f"@{server}", name, rtype).stdout.strip()
+
+
+def test_a_service_on_host2_resolves_on_host1_until_host2_dies(
+    zfs_hosts: list[ClusterHost], tmp_path: Path
+) -> None:
+    import shutil
+
+    if shutil.which("unbound") is None or shutil.which("dig") is None:
+        import pytest
+
+        pytest.skip("missing capability: unbound, dig")
+    h1, h2 = zfs_hosts[0], zfs_hosts[1]
+    _serve_dns(h1)
+    _serve_dns(h2)
+    a1 = h1.popen("agent", "--lease-ttl", "2", "--idle", "1")
+    a2 = h2.popen("agent", "--lease-ttl", "2", "--idle", "1")
+    try:
+        src = copy_example(tmp_path)
+        h1.rex("up", src / "client.rex", "--name", "cli1")  # brings up h1's bridge too
+        h2.rex("up", src / "hello.rex", "--name", "svc2")
+        listed = {j["name"]: j for j in json.loads(h2.rex("-o", "json", "ls").stdout)}
+        ip = str(listed["svc2"]["ips"][0]).split("/")[0]
+        try:
+            seen = _wait(lambda: _dig(h1, "203.0.113.1", "svc2.jail.rex.internal") == ip, 10)
+        except AssertionError:
+            full = h1.ns("dig", "+time=1", "+tries=1", "@203.0.113.1", "svc2.jail.rex.internal")
+            raise AssertionError(
+                f"{ip=}\n{full.stdout}{full.stderr}\n"
+                f"{(h1.root / 'agent.log').read_text()}\n"
+                f"{h1.ns('ip', '-br', 'addr').stdout}"
+            ) from None
+        srv = _dig(h1, "203.0.113.1", "_web._tcp.svc.rex.internal", "SRV")
+        assert srv == "10 100 80 svc2.jail.rex.internal.", srv
+        assert _dig(h1, "203.0.113.1", "web.svc.rex.internal") == ip
+        # the name resolves inside a jail on h1 too (through h1's unbound)
+        out = h1.rex("exec", "cli1", "--", "nslookup", "svc2.jail.rex.internal").stdout
+        assert ip in out, out
+        stop(a2, signal.SIGKILL)
+        gone = _wait(lambda: _dig(h1, "203.0.113.1", "svc2.jail.rex.internal") == "", 10)
+        print(f"propagation {seen:.2f} s (polled); withdrawn {gone:.2f} s after the kill")
+        assert gone < 2 + 3
+    finally:
+        stop(a1)
+        stop(a2)
+        h2.rex("destroy", "svc2", check=False)
+        h1.rex("destroy", "cli1", check=False)
+        _stop_dns(h1)
+        _stop_dns(h2)
