@@ -38,6 +38,9 @@ SETTINGS = (
     Setting("host", "REX_HOST", "this host's name in the cluster"),
     Setting("runtime", "REX_RUNTIME", "jail runtime: freebsd or linux (default: from the OS)"),
     Setting("interface", "REX_INTERFACE", "host interface jail addresses live on"),
+    Setting("ca_bundle", "REX_CA_BUNDLE", "CA certificates (PEM) for https base downloads"),
+    Setting("dns", "REX_DNS", "publish jails in DNS: auto (if unbound runs), on, off"),
+    Setting("dns_forward", "REX_DNS_FORWARD", "rex's unbound forwards to these; unset: recurse"),
 )
 
 
@@ -52,6 +55,9 @@ class Config:
     host: str
     runtime: RuntimeKind
     interface: str
+    ca_bundle: Path | None
+    dns: str
+    dns_forward: tuple[str, ...]
 
     @property
     def host_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -72,13 +78,15 @@ def _defaults() -> dict[str, str]:
         # network; production hosts set their own subnet.
         "subnet": "198.51.100.0/24",
         "zone": "rex.internal",
-        "unbound_control": (
-            "/var/run/local_unbound.ctl" if IS_FREEBSD else f"{root}/unbound/control.sock"
-        ),
+        # FreeBSD: local_unbound's socket; Linux: rex's own unbound, under the
+        # state directory actually in use (filled in by _build)
+        "unbound_control": "/var/run/local_unbound.ctl" if IS_FREEBSD else "",
         "etcd": "",
         "host": socket.gethostname().split(".")[0] or "localhost",
         "runtime": str(RuntimeKind.FREEBSD if IS_FREEBSD else RuntimeKind.LINUX),
         "interface": "rex0",
+        "dns": "auto",
+        "dns_forward": "",
     }
 
 
@@ -161,12 +169,31 @@ def _build(v: dict[str, str]) -> Config:
         dataset=v["dataset"].rstrip("/"),
         subnet=subnet,
         zone=v["zone"].strip(".").lower(),
-        unbound_control=Path(v["unbound_control"]),
+        unbound_control=Path(v["unbound_control"] or root / "unbound" / "control.sock"),
         etcd=tuple(e for e in v["etcd"].split(",") if e),
         host=v["host"],
         runtime=runtime,
         interface=v["interface"],
+        ca_bundle=Path(v["ca_bundle"]) if v.get("ca_bundle") else None,
+        dns=_dns_mode(v["dns"]),
+        dns_forward=_forwarders(v["dns_forward"]),
     )
+
+
+def _dns_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in ("auto", "on", "off"):
+        raise ConfigError(f"bad value for dns (REX_DNS): {text!r}", hint="use auto, on or off")
+    return mode
+
+
+def _forwarders(text: str) -> tuple[str, ...]:
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if item:
+            addr = _parse("dns_forward", item, ipaddress.ip_address)
+            out.append(str(addr))
+    return tuple(out)
 
 
 def describe(config: Config) -> dict[str, str]:

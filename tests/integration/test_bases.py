@@ -159,6 +159,19 @@ def test_publish_fetch_list_and_remove_over_https(rex: Rex, site: Site, keys: Ke
     assert site.server.control.gets(".zfs.bz2") == [None]
 
 
+def test_plain_http_and_file_urls(rex: Rex, site: Site) -> None:
+    with FileServer(site.dir.parent, netns=rex.netns) as plain:
+        done = rex.run("base", "fetch", f"{plain.url}/bases/bbpub")
+        assert done.stdout.strip() == f"{rex.dataset}/bases/bbpub@1.0"
+        assert plain.control.gets(".zfs.bz2") == [None]
+    rex.run("base", "rm", "bbpub")
+    shutil.rmtree(rex.root / "cache")
+    done = rex.run("base", "fetch", f"file://{site.base}.zfs.bz2")
+    assert "downloading bbpub.zfs.bz2" in done.stderr
+    [entry] = [b for b in rex.json("base", "ls") if b["name"] == "bbpub"]  # type: ignore[attr-defined]
+    assert entry["url"] == f"file://{site.base}"
+
+
 def test_a_base_published_with_sha256sum_and_openssl_only(rex: Rex, site: Site, keys: Keys) -> None:
     hand = site.dir / "handmade"
     shutil.copy(f"{site.base}.zfs.bz2", f"{hand}.zfs.bz2")

@@ -1,17 +1,35 @@
-"""Base verbs: rex base import / ls / rm."""
+"""Base verbs: rex base import / import-release / fetch / publish / sign / ls / rm."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rexcarcer.cli.main import Ctx, pass_ctx
 
+if TYPE_CHECKING:
+    from rexcarcer.engine.bases import BaseInfo
+
+FILE = click.Path(path_type=Path, dir_okay=False)
+
 
 @click.group()
 def base() -> None:
     """Manage bases: the read-only snapshots jails are cloned from."""
+
+
+def _emit_base(ctx: Ctx, info: BaseInfo) -> None:
+    data = {"name": info.name, "version": info.version, "snapshot": info.snapshot,
+            "url": info.props.get("url", ""), "digest": info.props.get("digest", ""),
+            "signer": _signers(info)}  # fmt: skip
+    ctx.emit(data, lambda: click.echo(f"{ctx.config.dataset}/{info.snapshot}"))
+
+
+def _signers(info: BaseInfo) -> list[str]:
+    """The fingerprints of the signers a base was verified with."""
+    return [s for s in info.props.get("signer", "").split(",") if len(s) == 64]
 
 
 @base.command(name="import")
@@ -33,29 +51,158 @@ def import_(ctx: Ctx, path: Path, name: str, version: str | None) -> None:
         info = import_base(host, path, name, version=version)
     finally:
         host.close()
-    ctx.emit({"name": info.name, "version": info.version, "snapshot": info.snapshot},
-             lambda: click.echo(f"{host.config.dataset}/{info.snapshot}"))  # fmt: skip
+    _emit_base(ctx, info)
+
+
+@base.command(name="import-release")
+@click.argument("url")
+@click.argument("name")
+@pass_ctx
+def import_release(ctx: Ctx, url: str, name: str) -> None:
+    """Make base NAME from a FreeBSD release directory at URL (base.txz + MANIFEST).
+
+    base.txz is checked against the MANIFEST beside it: integrity, not
+    authenticity. Publish the result with `rex base publish` to sign it."""
+    from rexcarcer.base.release import import_release as run
+
+    host = ctx.host()
+    try:
+        info = run(host, url, name)
+    finally:
+        host.close()
+    _emit_base(ctx, info)
+
+
+@base.command()
+@click.argument("url")
+@click.argument("pin", required=False)
+@pass_ctx
+def fetch(ctx: Ctx, url: str, pin: str | None) -> None:
+    """Fetch, verify and receive the published base at URL.
+
+    \b
+    URL is https://, http:// or file:// and names NAME in NAME.sha256,
+    NAME.sha256sig.<fingerprint>, NAME.base and NAME.zfs.bz2. Only signatures by
+    certificates in the trust directory count (`rex trust add`). PIN, as
+    sha256:HEX, must be the manifest's digest. Downloads are cached by digest
+    and resumed."""
+    from rexcarcer.base.receive import fetch_base
+
+    host = ctx.host()
+    try:
+        info = fetch_base(host, url, pin=pin)
+    finally:
+        host.close()
+    _emit_base(ctx, info)
+
+
+def _pairs(keys: tuple[Path, ...], certs: tuple[Path, ...]) -> list[tuple[Path, Path]]:
+    from rexcarcer.errors import UsageError
+
+    if len(keys) != len(certs):
+        raise UsageError("give one --cert for each --key, in the same order")
+    return list(zip(keys, certs, strict=True))
+
+
+@base.command()
+@click.argument("name")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--key", "keys", multiple=True, required=True, type=FILE,
+              help="Signer's private key (PEM, RSA 2048+ or ECDSA P-256); repeatable.")  # fmt: skip
+@click.option("--cert", "certs", multiple=True, required=True, type=FILE,
+              help="Signer's X.509 certificate, one per --key.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Replace a base already published in DIRECTORY.")
+@pass_ctx
+def publish(
+    ctx: Ctx, name: str, directory: Path, keys: tuple[Path, ...], certs: tuple[Path, ...],
+    force: bool,
+) -> None:  # fmt: skip
+    """Write base NAME, signed, into DIRECTORY as NAME.zfs.bz2, NAME.base, NAME.sha256
+    and NAME.sha256sig.<fingerprint> (one per signer)."""
+    from rexcarcer.base.publish import load_signers, publish_base
+
+    signers = load_signers(_pairs(keys, certs))
+    host = ctx.host()
+    try:
+        done = publish_base(host, name, directory, signers, force=force)
+    finally:
+        host.close()
+    data = {"files": [str(f) for f in done.files], "digest": done.digest,
+            "signers": [s.fingerprint for s in done.signers]}  # fmt: skip
+
+    def text() -> None:
+        for f in done.files:
+            click.echo(str(f))
+        click.echo(f"pin: sha256:{done.digest}")
+
+    ctx.emit(data, text)
+
+
+@base.command()
+@click.argument("path")
+@click.option("--key", "keys", multiple=True, required=True, type=FILE, help="Private key.")
+@click.option("--cert", "certs", multiple=True, required=True, type=FILE, help="Certificate.")
+@pass_ctx
+def sign(ctx: Ctx, path: str, keys: tuple[Path, ...], certs: tuple[Path, ...]) -> None:
+    """Add signatures to a base published at PATH (DIR/NAME), after checking that
+    its manifest matches the files beside it."""
+    from rexcarcer.base.publish import load_signers, sign_published
+
+    written = sign_published(path, load_signers(_pairs(keys, certs)))
+    ctx.emit([str(p) for p in written], lambda: click.echo("\n".join(map(str, written))))
 
 
 @base.command(name="ls")
 @pass_ctx
 def ls_(ctx: Ctx) -> None:
-    """List bases with their version, origin and the jails using them."""
+    """List bases: version, origin, signer, size and the jails using them."""
     from rexcarcer.cli.output import table
-    from rexcarcer.engine.bases import list_bases
-    from rexcarcer.engine.jails import base_users
+    from rexcarcer.engine.bases import jails_using, list_bases
 
     host = ctx.host()
     try:
         bases = list_bases(host)
-        users = {b.name: base_users(host, b.name) for b in bases}
+        users = {b.name: jails_using(host, b) for b in bases}
     finally:
         host.close()
-    data = [{"name": b.name, "version": b.version, "origin": b.props.get("origin", ""),
-             "jails": users[b.name]} for b in bases]  # fmt: skip
-    rows = [[b.name, b.version, b.props.get("origin", ""), ",".join(users[b.name]) or "-"]
+    names = _signer_names(ctx, [fp for b in bases for fp in _signers(b)])
+    data = [_ls_json(b, users[b.name]) for b in bases]
+    rows = [[b.name, b.version, b.props.get("origin", ""),
+             ",".join(names.get(s, s) for s in _signers(b)) or b.props.get("signer") or "-",
+             _size(b.props.get("size")), ",".join(users[b.name]) or "-"]
             for b in bases]  # fmt: skip
-    ctx.emit(data, lambda: click.echo(table(["name", "version", "origin", "jails"], rows)))
+    headers = ["name", "version", "origin", "signer", "size", "jails"]
+    ctx.emit(data, lambda: click.echo(table(headers, rows)))
+
+
+def _ls_json(b: BaseInfo, users: list[str]) -> dict[str, Any]:
+    size = b.props.get("size", "")
+    return {
+        "name": b.name, "version": b.version, "origin": b.props.get("origin", ""),
+        "url": b.props.get("url", ""), "digest": b.props.get("digest", ""),
+        "signer": _signers(b), "osrelease": b.props.get("osrelease", ""),
+        "size": int(size) if size.isdigit() else None, "jails": users,
+    }  # fmt: skip
+
+
+def _signer_names(ctx: Ctx, fingerprints: list[str]) -> dict[str, str]:
+    """Fingerprint → "subject (fp…)" for the signers still in the trust directory."""
+    if not fingerprints:
+        return {}
+    from rexcarcer.base.trust import TrustStore, trust_dir
+
+    out = {fp: fp[:16] for fp in fingerprints}
+    for info in TrustStore(trust_dir(ctx.config.root)).list():
+        out[info.fingerprint] = f"{info.subject} ({info.fingerprint[:8]})"
+    return out
+
+
+def _size(text: str | None) -> str:
+    if not text or not text.isdigit():
+        return "-"
+    from rexcarcer.base.progress import human
+
+    return human(int(text))
 
 
 @base.command(name="rm")
@@ -63,12 +210,11 @@ def ls_(ctx: Ctx) -> None:
 @pass_ctx
 def rm(ctx: Ctx, name: str) -> None:
     """Remove base NAME and its cached images; refused while jails use it."""
-    from rexcarcer.engine.bases import remove_base
-    from rexcarcer.engine.jails import base_users
+    from rexcarcer.engine.bases import find_base, jails_using, remove_base
 
     host = ctx.host()
     try:
-        remove_base(host, name, base_users(host, name))
+        remove_base(host, name, jails_using(host, find_base(host, name)))
     finally:
         host.close()
 

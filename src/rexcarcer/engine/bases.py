@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from rexcarcer.base.manifest import NAME
 from rexcarcer.engine.host import Host
 from rexcarcer.errors import CommandFailed, Conflict, NotFound, StorageError, UsageError
 
-BASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+BASE_NAME = NAME  # one rule for local names and published ones
+# A base being received is bases/_recv-<name>: no base name starts with "_".
+TEMP_PREFIX = "_recv-"
 _VERSION_LINE = re.compile(r'^USERLAND_VERSION="([^"]+)"', re.M)
 
 
@@ -64,6 +69,8 @@ def find_base(host: Host, name: str) -> BaseInfo:
 def list_bases(host: Host) -> list[BaseInfo]:
     out = []
     for ds in host.storage.datasets("bases"):
+        if ds.name.startswith(f"bases/{TEMP_PREFIX}"):  # a base being received
+            continue
         version = ds.props.get("version", "")
         out.append(
             BaseInfo(ds.name.split("/", 1)[1], version, f"{ds.name}@{version}", dict(ds.props))
@@ -76,6 +83,23 @@ def import_base(host: Host, source: Path, name: str, *, version: str | None = No
     check_base_name(name)
     if not source.exists():
         raise NotFound(f"{source} does not exist", hint="give a directory or a tar archive")
+    return create_base(host, source, name, version=version, origin=str(source.resolve()))
+
+
+def create_base(
+    host: Host,
+    source: Path,
+    name: str,
+    *,
+    version: str | None = None,
+    origin: str,
+    props: Mapping[str, str] | None = None,
+    need_osrelease: bool = False,
+) -> BaseInfo:
+    """Fill a new ``bases/<name>`` from a directory or tarball and snapshot it at
+    ``version`` (default: its freebsd-version, else a timestamp); ``props`` are
+    recorded beside ``version``, ``id``, ``origin``, ``osrelease`` and ``size``."""
+    check_base_name(name)
     ds = f"bases/{name}"
     host.storage.ensure_layout()
     with host.lock(f"base-{name}"):
@@ -85,16 +109,34 @@ def import_base(host: Host, source: Path, name: str, *, version: str | None = No
         mnt = host.storage.create(ds)
         try:
             _fill(host, source, mnt)
-            version = version or freebsd_version(mnt) or time.strftime("%Y%m%d%H%M%S")
+            osrelease = freebsd_version(mnt)
+            if need_osrelease and not osrelease:
+                raise NotFound(
+                    f"{source} has no /bin/freebsd-version",
+                    hint="is it a FreeBSD release's base.txz?",
+                )
+            version = version or osrelease or time.strftime("%Y%m%d%H%M%S")
             host.storage.set_props(ds, {
-                "version": version, "id": uuid.uuid4().hex, "origin": str(source.resolve()),
-                "osrelease": freebsd_version(mnt) or "",
+                "version": version, "id": uuid.uuid4().hex, "origin": origin,
+                "osrelease": osrelease or "", "size": str(tree_size(mnt)), **(props or {}),
             })  # fmt: skip
             host.storage.snapshot(f"{ds}@{version}")
         except BaseException:
             host.storage.destroy(ds, recursive=True)
             raise
     return find_base(host, name)
+
+
+def tree_size(root: Path) -> int:
+    """Bytes of the files under ``root`` (as ``du --apparent-size`` counts them)."""
+    total = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for n in names:
+            try:
+                total += os.lstat(os.path.join(dirpath, n)).st_size
+            except OSError:
+                continue
+    return total
 
 
 def _fill(host: Host, source: Path, mnt: Path) -> None:
@@ -123,3 +165,26 @@ def remove_base(host: Host, name: str, users: list[str]) -> None:
     for image in sorted(images, key=lambda i: -int(i.props.get("depth", "0"))):
         host.storage.destroy(image.name, recursive=True)
     host.storage.destroy(f"bases/{name}", recursive=True)
+
+
+def jails_using(host: Host, info: BaseInfo) -> list[str]:
+    """Jails whose BASE names this base: by name, or by the URL it was fetched from."""
+    refs = {info.name} | ({info.props["url"]} if info.props.get("url") else set())
+    out = []
+    for entry in host.store.list("jails/"):
+        rec = entry.json()
+        if rec.get("base") in refs or _url_base(rec.get("base")) in refs:
+            out.append(str(rec.get("name")))
+    return sorted(out)
+
+
+def _url_base(ref: object) -> str | None:
+    """The normalized location of a BASE URL (as recorded on a fetched base)."""
+    if not isinstance(ref, str) or "://" not in ref:
+        return None
+    from rexcarcer.base.manifest import parse_location
+
+    try:
+        return parse_location(ref).url
+    except UsageError:
+        return None

@@ -122,10 +122,14 @@ def _run_step(
 ) -> None:
     storage = host.storage
     storage.destroy(plan.dataset, recursive=True)  # a half-built leftover of a killed run
-    root = storage.clone(plan.parent, plan.dataset, props={
+    props = {
         "base": base.props.get("id", ""), "depth": str(plan.index), "parent": plan.parent,
         "step": plan.step.describe()[:200], "created": str(int(time.time())),
-    })  # fmt: skip
+        # the jail's osrelease (jail(8)) comes from its image; carry the base's along
+        "osrelease": base.props.get("osrelease", ""),
+    }  # fmt: skip
+    # zfs(8) refuses `-o prop=` with an empty value
+    root = storage.clone(plan.parent, plan.dataset, props={k: v for k, v in props.items() if v})
     try:
         if isinstance(plan.step, Run):
             _run(host, rexfile, root, plan.step)

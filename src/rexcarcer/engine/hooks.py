@@ -39,5 +39,16 @@ class JailHook(Protocol):
 
 
 def default_hooks(config: Config) -> list[JailHook]:
+    from rexcarcer.dns.hook import dns_hook
+
     hooks: list[JailHook] = []
+    dns = dns_hook(config)  # None when DNS is off or no unbound is set up
+    if dns is not None:
+        hooks.append(dns)
+    # identity: /etc/ssl/rc from the cluster CA (made on first use); logs: syslog
+    # forwarding to the host's collector (pki/hook.py, logs/hook.py)
+    from rexcarcer.logs.hook import LogHook
+    from rexcarcer.pki.hook import IdentityHook
+
+    hooks += [IdentityHook(), LogHook()]
     return hooks

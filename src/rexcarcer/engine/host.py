@@ -105,8 +105,18 @@ def make_runtime(config: Config, runner: Runner) -> Runtime:
     return FakeRuntime()
 
 
-def open_host(config: Config, progress: Progress | None = None) -> Host:
+def open_store(config: Config) -> Store:
+    """etcd when the host is in a cluster (REX_ETCD), else the embedded SQLite store."""
+    if config.etcd:
+        from rexcarcer.state.etcd import EtcdStore
+
+        return EtcdStore(config.etcd)
     from rexcarcer.state.sqlite import SqliteStore
+
+    return SqliteStore(config.db_path)
+
+
+def open_host(config: Config, progress: Progress | None = None) -> Host:
     from rexcarcer.storage.zfs import ZfsStorage
 
     runner = SubprocessRunner()
@@ -115,7 +125,7 @@ def open_host(config: Config, progress: Progress | None = None) -> Host:
         runner=runner,
         storage=ZfsStorage(runner, config.dataset),
         runtime=make_runtime(config, runner),
-        store=SqliteStore(config.db_path),
+        store=open_store(config),
         progress=progress or QuietProgress(),
         hooks=default_hooks(config),
     )

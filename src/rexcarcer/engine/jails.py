@@ -63,14 +63,18 @@ def hostname_for(host: Host, rexfile: Rexfile, name: str) -> str:
 
 
 def resolve_base(host: Host, rexfile: Rexfile) -> BaseInfo:
-    if rexfile.base.is_url:
-        from rexcarcer.errors import NotSupported
+    if rexfile.base.is_url:  # fetched, verified and received once; then local
+        from rexcarcer.base.receive import ensure_base
 
-        raise NotSupported(
-            f"fetching bases from URLs ({rexfile.base.ref}) is not available yet",
-            hint="import the base with `rex base import PATH NAME` and write BASE NAME",
+        return ensure_base(host, rexfile.base.ref, rexfile.base.pin)
+    info = find_base(host, rexfile.base.ref)
+    if rexfile.base.pin and info.props.get("digest") != rexfile.base.pin.lower():
+        raise Conflict(
+            f"base {info.name!r} does not match the pin sha256:{rexfile.base.pin} "
+            f"(its digest: {info.props.get('digest') or 'none, it was not fetched'})",
+            hint="pin a fetched base's digest (`rex base ls -o json`), or remove the pin",
         )
-    return find_base(host, rexfile.base.ref)
+    return info
 
 
 # -- rex up ---------------------------------------------------------------------
@@ -107,6 +111,9 @@ def up(host: Host, rexfile: Rexfile, name: str) -> JailInfo:
         "desired": "running", "created": int(time.time()), "address": None, "image": "",
     }  # fmt: skip
     if not create_json(host.store, PREFIX + name, rec):
+        other = record(host, name)
+        if other is not None:  # in a cluster: claimed on another host just now
+            ensure_local(host, name, other)
         raise Conflict(f"jail {name!r} is being created by another rex run", hint="try again")
     try:
         _create(host, rexfile, name, base, rec)
@@ -161,6 +168,8 @@ def _my_start() -> int:
 def _reclaim(host: Host, name: str) -> dict[str, Any] | None:
     """The existing record, after removing the leftovers of a killed run."""
     rec = record(host, name)
+    if rec is not None:
+        ensure_local(host, name, rec)
     if rec is None or rec.get("status") != "creating":
         return rec
     pid, start_time = rec.get("pid"), rec.get("pid_start")
@@ -197,7 +206,26 @@ def _require(host: Host, name: str) -> dict[str, Any]:
     rec = record(host, name)
     if rec is None:
         raise NotFound(f"no jail named {name!r}", hint="`rex ls` lists the jails")
+    ensure_local(host, name, rec)
     return rec
+
+
+def _remote(host: Host, rec: dict[str, Any]) -> str | None:
+    """In a cluster, the other host a jail record belongs to (None: ours)."""
+    owner = rec.get("host")
+    if host.config.etcd and owner and owner != host.config.host:
+        return str(owner)
+    return None
+
+
+def ensure_local(host: Host, name: str, rec: dict[str, Any]) -> None:
+    """Jail names are cluster-wide: never touch another host's jail from here."""
+    owner = _remote(host, rec)
+    if owner is not None:
+        raise Conflict(
+            f"jail {name!r} already exists on host {owner!r}",
+            hint=f"run the command on {owner}, or pick another name with --name",
+        )
 
 
 def _is_running(host: Host, name: str) -> bool:
@@ -282,6 +310,8 @@ def destroy(host: Host, name: str) -> None:
     rec = record(host, name)
     if rec is None and not host.storage.exists(f"jails/{name}"):
         raise NotFound(f"no jail named {name!r}", hint="`rex ls` lists the jails")
+    if rec is not None:
+        ensure_local(host, name, rec)
     if rec is not None and rec.get("status") == "creating":
         _reclaim(host, name)  # refuses while a live run owns it
     host.progress.step(f"Destroying {name}")
@@ -305,10 +335,11 @@ def list_jails(host: Host, names: Sequence[str] | None = None) -> list[JailInfo]
     recs = [e.json() for e in host.store.list(PREFIX)]
     if names is not None:
         recs = [r for r in recs if r["name"] in names]
-    status = host.runtime.status([r["name"] for r in recs])
+    status = host.runtime.status([r["name"] for r in recs if _remote(host, r) is None])
     out = []
     for r in recs:
-        state = str(status[r["name"]].state) if r.get("status") == "ready" else "creating"
+        state = str(status[r["name"]].state) if r["name"] in status else r.get("desired", "?")
+        state = state if r.get("status") == "ready" else "creating"
         out.append(JailInfo(
             name=r["name"], state=state, address=r.get("address"), hostname=r.get("hostname", ""),
             services=r.get("services", []), base=r.get("base", ""), image=r.get("image", ""),

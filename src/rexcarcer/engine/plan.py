@@ -17,7 +17,7 @@ from rexcarcer.runtime.base import RuntimeKind
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    kind: str  # build, cached, address, clone, files, start, none
+    kind: str  # fetch, build, cached, address, clone, files, start, none
     description: str
     commands: list[str] = field(default_factory=list)
 
@@ -27,7 +27,18 @@ class Action:
 
 def plan_up(host: Host, rexfile_: Rexfile, name: str) -> list[Action]:
     rec = jails.record(host, name)
-    base = jails.resolve_base(host, rexfile_)
+    if rexfile_.base.is_url:
+        from rexcarcer.base.receive import local_base_for
+
+        fetched = local_base_for(host, rexfile_.base.ref, rexfile_.base.pin)
+        if fetched is None:  # planning never touches the network
+            return [
+                Action("fetch", f"fetch, verify and receive the base {rexfile_.base.ref}"),
+                Action("build", f"then build {len(rexfile_.steps)} step(s) and start {name}"),
+            ]
+        base = fetched
+    else:
+        base = jails.resolve_base(host, rexfile_)
     plans = builder.plan_build(host, rexfile_, base)
     image = builder.image_of(plans, base)
     if rec is not None and rec.get("status") == "ready":

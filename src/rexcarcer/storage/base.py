@@ -17,7 +17,7 @@ LAYOUT = ("bases", "images", "jails")
 # The user properties rex sets (as rexcarcer:<key>); listings fetch these.
 KNOWN_PROPS = (
     "jail", "version", "id", "origin", "osrelease", "base", "depth", "step", "parent",
-    "created", "url", "digest", "signer", "complete",
+    "created", "url", "digest", "signer", "complete", "size",
 )  # fmt: skip
 
 
@@ -78,4 +78,8 @@ class Storage(Protocol):
 
     def receive(self, name: str, stream: IO[bytes]) -> None:
         """``zfs receive -u`` a stream into the new dataset ``name`` (left unmounted)."""
+        ...
+
+    def rename(self, name: str, new: str) -> None:
+        """Rename a dataset, or a snapshot within its dataset (``a@x`` → ``a@y``)."""
         ...

@@ -113,3 +113,23 @@ class FakeStorage:
 
     def receive(self, name: str, stream: IO[bytes]) -> None:
         raise StorageError("the fake storage cannot receive streams")
+
+    def rename(self, name: str, new: str) -> None:
+        if not self.exists(name):
+            raise NotFound(f"dataset {name} does not exist")
+        if self.exists(new):
+            raise StorageError(f"cannot rename to '{self.parent}/{new}': dataset already exists")
+        if name in self.snaps:
+            if name.partition("@")[0] != new.partition("@")[0]:
+                raise StorageError("snapshots can only be renamed within their dataset")
+            self.snaps[new] = self.snaps.pop(name)
+            return
+        self._new(new, self._ds[name].props, self._ds[name].origin)
+        del self._ds[name]
+        self._dir(new).parent.mkdir(parents=True, exist_ok=True)
+        self._dir(name).rename(self._dir(new))
+        for snap in self.snapshots(name):
+            self.snaps[new + snap[len(name) :]] = self.snaps.pop(snap)
+        for entry in self._ds.values():  # clones follow their origin's new name
+            if entry.origin and entry.origin.partition("@")[0] == name:
+                entry.origin = new + entry.origin[len(name) :]

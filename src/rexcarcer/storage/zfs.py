@@ -239,3 +239,17 @@ class ZfsStorage:
                 CommandFailed(argv, done.returncode, done.stderr).message,
                 hint="is it a ZFS send stream?",
             )
+
+    def rename(self, name: str, new: str) -> None:
+        # zfs-fuse answers "dataset is busy" for a mounted filesystem (and has no
+        # `rename -u`): unmount it, rename, mount it again.
+        old_full, new_full = self.full(name), self.full(new)
+        mounted = False
+        if "@" not in name:
+            done = self._zfs("get", "-H", "-o", "value", "mounted", old_full)
+            mounted = done.stdout.strip() == "yes"
+        if mounted:
+            self._retry_busy(["zfs", "umount", old_full])
+        self._retry_busy(["zfs", "rename", old_full, new_full])
+        if mounted:
+            self._zfs("mount", new_full)
