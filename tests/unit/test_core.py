@@ -15,8 +15,18 @@ from rexcarcer.runtime.base import RuntimeKind
 
 
 def test_exit_codes_are_unique() -> None:
-    codes = [c.exit_code for c in all_error_classes()]
-    assert len(codes) == len(set(codes))
+    import importlib
+    import pkgutil
+
+    import rexcarcer
+
+    for mod in pkgutil.walk_packages(rexcarcer.__path__, "rexcarcer."):
+        if not mod.name.endswith("__main__"):
+            importlib.import_module(mod.name)  # every error class, wherever it lives
+    own = [c for c in all_error_classes() if "exit_code" in vars(c)]
+    codes = [c.exit_code for c in own]
+    assert len(own) > 20
+    assert len(codes) == len(set(codes)), sorted((c.exit_code, c.__name__) for c in own)
 
 
 def test_subprocess_runner_reports_argv_status_and_stderr() -> None:
@@ -69,12 +79,22 @@ def test_config_layers(tmp_path: Path) -> None:
         ({"REX_RUNTIME": "solaris"}, "REX_RUNTIME"),
         ({"REX_DATASET": "nopool"}, "POOL/PATH"),
         ({"REX_INTERFACE": "a-very-long-interface-name"}, "15"),
+        ({"REX_CLUSTER_CIDR": "203.0.113.7/24"}, "REX_CLUSTER_CIDR"),
     ],
 )
 def test_bad_config_is_refused(tmp_path: Path, env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(root=tmp_path, environ=env)
     assert needle in err.value.message + (err.value.hint or "")
+
+
+def test_jails_route_the_cluster_cidr_only_in_cluster_mode(tmp_path: Path) -> None:
+    from rexcarcer.engine.host import jail_routes
+
+    cidr = {"REX_CLUSTER_CIDR": "203.0.113.0/24"}
+    assert jail_routes(load_config(root=tmp_path, environ=cidr)) == ()
+    clustered = load_config(root=tmp_path, environ={**cidr, "REX_ETCD": "http://198.51.100.1:2379"})
+    assert jail_routes(clustered) == (ipaddress.ip_network("203.0.113.0/24"),)
 
 
 def test_unknown_toml_key(tmp_path: Path) -> None:
