@@ -37,7 +37,17 @@ def run_checks(config: Config, runner: Runner | None = None) -> list[Check]:
                      "rex must run as root to create jails"))  # fmt: skip
     out.append(_zfs(config, runner))
     out.append(_state(config))
+    out.append(_dns(config))
+    out.append(_syslog(config))
+    out.append(_time(runner))
     return out
+
+
+def _dns(config: Config) -> Check:
+    from rexcarcer.dns.hook import doctor_check
+
+    ok, detail = doctor_check(config)
+    return Check("dns", ok, detail)
 
 
 def _zfs(config: Config, runner: Runner) -> Check:
@@ -64,3 +74,46 @@ def _state(config: Config) -> Check:
         return Check("state", False, f"{config.root}: {exc}")
     ok = os.access(config.root, os.W_OK)
     return Check("state", ok, f"{config.root} {'writable' if ok else 'not writable'}")
+
+
+# Process names (as ps prints them: at most 15 characters on Linux) of daemons
+# that keep the clock: ntpd (ntp.org, ntpsec, FreeBSD's base ntpd, OpenNTPD's
+# "ntpd" too), chronyd, openntpd on some systems, systemd-timesyncd.
+TIME_DAEMONS = ("ntpd", "chronyd", "openntpd", "systemd-timesyn", "timesyncd")
+
+
+def time_keepers(ps_output: str) -> list[str]:
+    """The clock daemons in the output of ``ps -A -o comm=`` (one name a line)."""
+    names = {line.strip().rsplit("/", 1)[-1] for line in ps_output.splitlines()}
+    return sorted(n for n in names if n in TIME_DAEMONS)
+
+
+def _time(runner: Runner) -> Check:
+    """Jails share the host's clock; certificates and log times depend on it."""
+    try:
+        done = runner.run(["ps", "-A", "-o", "comm="], check=False)
+    except RexError as exc:
+        return Check("time", False, exc.message)
+    if not done.ok:
+        return Check("time", False, f"ps failed: {done.stderr.strip()}")
+    keepers = time_keepers(done.stdout)
+    if keepers:
+        return Check("time", True, f"kept by {', '.join(keepers)}")
+    return Check("time", False, "no ntpd, chronyd, openntpd or systemd-timesyncd is running: "
+                 "jails share this clock, and their certificates depend on it")  # fmt: skip
+
+
+def _syslog(config: Config) -> Check:
+    """The jails' log collector (rsyslogd; logs/service.py)."""
+    from rexcarcer.logs import service
+
+    if not service.available():
+        return Check("syslog", False, "rsyslogd not found: jail logs cannot be collected "
+                     "(install rsyslog)")  # fmt: skip
+    paths = service.paths_for(config)
+    pid = service.collector_pid(paths)
+    if pid is None:
+        return Check("syslog", True, "collector not running: jail logs are not collected; "
+                     "run `rex host setup` or `rex host serve`")  # fmt: skip
+    return Check("syslog", True, f"collector rsyslogd {pid} on {config.host_address}:514, "
+                 f"logs in {paths.logs}")  # fmt: skip

@@ -85,15 +85,23 @@ def two_jails(rex: Rex, tmp_path: Path) -> dict[str, object]:
     }  # fmt: skip
 
 
-def test_files_in_the_jail_and_what_openssl_says_of_them(rex: Rex, tmp_path: Path,
-                                                        two_jails: dict) -> None:  # type: ignore[type-arg]  # fmt: skip
+def test_files_in_the_jail_and_what_openssl_says_of_them(
+    rex: Rex, tmp_path: Path, two_jails: dict
+) -> None:  # type: ignore[type-arg]
     mode = rex.run("exec", "a", "--", "stat", "-c", "%a %u", "/etc/ssl/rc/host.key").stdout
     assert mode.split() == ["600", "0"]
     a = two_jails["a"]
     ok = sh("openssl", "verify", "-CAfile", a["cluster.crt"], a["host.crt"])
     assert ok.stdout.strip().endswith(": OK")
-    text = sh("openssl", "x509", "-in", a["host.crt"], "-noout", "-ext",
-              "subjectAltName,keyUsage,extendedKeyUsage,basicConstraints").stdout  # fmt: skip
+    text = sh(
+        "openssl",
+        "x509",
+        "-in",
+        a["host.crt"],
+        "-noout",
+        "-ext",
+        "subjectAltName,keyUsage,extendedKeyUsage,basicConstraints",
+    ).stdout
     assert "DNS:a.jail.rex.internal" in text and "DNS:web.svc.rex.internal" in text
     assert f"IP Address:{two_jails['a_ip']}" in text
     assert "TLS Web Server Authentication, TLS Web Client Authentication" in text
@@ -101,7 +109,9 @@ def test_files_in_the_jail_and_what_openssl_says_of_them(rex: Rex, tmp_path: Pat
     pub = sh("openssl", "pkey", "-in", a["host.key"], "-pubout").stdout
     assert pub == sh("openssl", "x509", "-in", a["host.crt"], "-noout", "-pubkey").stdout
     show = rex.run("ca", "show").stdout
-    assert "sha256:" in show and "CN=RexCarcer CA" in show and "mode:              self-signed" in show
+    assert (
+        "sha256:" in show and "CN=RexCarcer CA" in show and "mode:              self-signed" in show
+    )
 
 
 def test_tls_between_jails_with_the_real_openssl(two_jails: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
@@ -111,7 +121,9 @@ def test_tls_between_jails_with_the_real_openssl(two_jails: dict, tmp_path: Path
         good = s_client(b_ns, ip, b["cluster.crt"], "-verify_hostname", "a.jail.rex.internal")
         assert good.returncode == 0, good.stderr
         assert "Verification: OK" in good.stderr
-        by_service = s_client(b_ns, ip, b["cluster.crt"], "-verify_hostname", "web.svc.rex.internal")
+        by_service = s_client(
+            b_ns, ip, b["cluster.crt"], "-verify_hostname", "web.svc.rex.internal"
+        )
         assert by_service.returncode == 0, by_service.stderr
         by_ip = s_client(b_ns, ip, b["cluster.crt"], "-verify_ip", ip)
         assert by_ip.returncode == 0, by_ip.stderr
@@ -136,15 +148,32 @@ def test_mutual_tls_with_the_clients_jail_certificate(two_jails: dict, tmp_path:
     stranger.cert_chain_pems[0].write_to_path(str(tmp_path / "s.crt"))
     stranger.private_key_pem.write_to_path(str(tmp_path / "s.key"))
     with s_server(a_ns, a["host.crt"], a["host.key"], *require_client) as server:
-        mutual = s_client(b_ns, ip, b["cluster.crt"], *name,
-                          "-cert", str(b["host.crt"]), "-key", str(b["host.key"]))  # fmt: skip
+        mutual = s_client(
+            b_ns,
+            ip,
+            b["cluster.crt"],
+            *name,
+            "-cert",
+            str(b["host.crt"]),
+            "-key",
+            str(b["host.key"]),
+        )
         assert mutual.returncode == 0, mutual.stderr
         # TLS 1.2, so that the client sees the server refuse its certificate
         # (in TLS 1.3 the client may finish before the server's verdict arrives)
         anonymous = s_client(b_ns, ip, b["cluster.crt"], *name, "-tls1_2")
         assert anonymous.returncode != 0
-        forged = s_client(b_ns, ip, b["cluster.crt"], *name, "-tls1_2",
-                          "-cert", str(tmp_path / "s.crt"), "-key", str(tmp_path / "s.key"))  # fmt: skip
+        forged = s_client(
+            b_ns,
+            ip,
+            b["cluster.crt"],
+            *name,
+            "-tls1_2",
+            "-cert",
+            str(tmp_path / "s.crt"),
+            "-key",
+            str(tmp_path / "s.key"),
+        )
         assert forged.returncode != 0
         server.kill()
         log = server.stdout.read() if server.stdout else ""
@@ -164,17 +193,44 @@ def test_renew_and_destroy_revoke_and_the_crl_says_so(rex: Rex, tmp_path: Path) 
     crl = tmp_path / "crl.pem"
     rex.run("ca", "crl", "--out", crl)
     sh("openssl", "crl", "-in", crl, "-CAfile", new["cluster.crt"], "-noout")  # signature ok
-    revoked = sh("openssl", "verify", "-crl_check", "-CRLfile", crl, "-CAfile", new["cluster.crt"],
-                 old["host.crt"], check=False)  # fmt: skip
+    revoked = sh(
+        "openssl",
+        "verify",
+        "-crl_check",
+        "-CRLfile",
+        crl,
+        "-CAfile",
+        new["cluster.crt"],
+        old["host.crt"],
+        check=False,
+    )
     assert revoked.returncode != 0 and "certificate revoked" in revoked.stdout + revoked.stderr
-    good = sh("openssl", "verify", "-crl_check", "-CRLfile", crl, "-CAfile", new["cluster.crt"],
-              new["host.crt"], check=False)  # fmt: skip
+    good = sh(
+        "openssl",
+        "verify",
+        "-crl_check",
+        "-CRLfile",
+        crl,
+        "-CAfile",
+        new["cluster.crt"],
+        new["host.crt"],
+        check=False,
+    )
     assert good.returncode == 0, good.stdout + good.stderr
     assert rex.run("up", write_rex(tmp_path, "a")).stderr.count("Issuing") == 0
     rex.run("destroy", "a")
     rex.run("ca", "crl", "--out", crl)
-    gone = sh("openssl", "verify", "-crl_check", "-CRLfile", crl, "-CAfile", new["cluster.crt"],
-              new["host.crt"], check=False)  # fmt: skip
+    gone = sh(
+        "openssl",
+        "verify",
+        "-crl_check",
+        "-CRLfile",
+        crl,
+        "-CAfile",
+        new["cluster.crt"],
+        new["host.crt"],
+        check=False,
+    )
     assert "certificate revoked" in gone.stdout + gone.stderr
     reasons = {e["reason"] for e in rex.json("ca", "crl")}  # type: ignore[union-attr]
     assert reasons == {"superseded", "cessationOfOperation"}
@@ -189,8 +245,15 @@ def test_jails_chain_to_a_user_supplied_intermediate(rex: Rex, tmp_path: Path) -
     root.cert_pem.write_to_path(str(tmp_path / "root.pem"))
     # refused first, with nothing written: a key that is not the intermediate's
     root.private_key_pem.write_to_path(str(tmp_path / "wrong.key"))
-    bad = rex.run("ca", "init", "--intermediate", tmp_path / "int.pem", "--key",
-                  tmp_path / "wrong.key", check=False)  # fmt: skip
+    bad = rex.run(
+        "ca",
+        "init",
+        "--intermediate",
+        tmp_path / "int.pem",
+        "--key",
+        tmp_path / "wrong.key",
+        check=False,
+    )
     assert bad.returncode == 29 and "does not belong to the certificate" in bad.stderr
     assert not (rex.root / "ca").exists()
     rex.run("ca", "init", "--intermediate", tmp_path / "int.pem", "--key", tmp_path / "int.key")
@@ -200,7 +263,14 @@ def test_jails_chain_to_a_user_supplied_intermediate(rex: Rex, tmp_path: Path) -
     assert b["cluster.crt"].read_text() == (tmp_path / "root.pem").read_text()
     assert a["host.crt"].read_text().count("BEGIN CERTIFICATE") == 2  # leaf + intermediate
     # s_server sends only the first certificate of -cert; -cert_chain adds the rest
-    with s_server(jail_netns(rex, "a"), a["host.crt"], a["host.key"], "-cert_chain", str(a["host.crt"])):
-        done = s_client(jail_netns(rex, "b"), rex.ip_of("a"), tmp_path / "root.pem",
-                        "-verify_hostname", "a.jail.rex.internal")  # fmt: skip
+    with s_server(
+        jail_netns(rex, "a"), a["host.crt"], a["host.key"], "-cert_chain", str(a["host.crt"])
+    ):
+        done = s_client(
+            jail_netns(rex, "b"),
+            rex.ip_of("a"),
+            tmp_path / "root.pem",
+            "-verify_hostname",
+            "a.jail.rex.internal",
+        )
         assert done.returncode == 0, done.stderr

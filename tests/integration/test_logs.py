@@ -4,7 +4,9 @@ jail (busybox syslogd -R, started by rex's rc.pre), and ``rex logs`` shows it.""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -63,8 +65,7 @@ def write_rex(tmp_path: Path, name: str) -> Path:
     """A jail whose /etc/rc logs a line at start."""
     path = tmp_path / f"{name}.rex"
     path.write_text(
-        "BASE busybox\n"
-        "PROVISION RUN printf 'logger -t rc started by /etc/rc\\n' > /etc/rc\n"
+        "BASE busybox\nPROVISION RUN printf 'logger -t rc started by /etc/rc\\n' > /etc/rc\n"
     )
     return path
 
@@ -87,7 +88,9 @@ def test_logger_in_a_jail_shows_up_in_rex_logs(
     out = wait_for(rex, "a", "rextest: hello from jail a")
     line = next(ln for ln in out.splitlines() if "hello from jail a" in ln)
     assert line.split()[1] == rex.ip_of("a")  # busybox sends no host name: the address
-    assert "rc: started by /etc/rc" in out, [(p.name, p.read_text()) for p in collected.logs.iterdir()]  # forwarding runs before the jail's /etc/rc
+    assert "rc: started by /etc/rc" in out, [
+        (p.name, p.read_text()) for p in collected.logs.iterdir()
+    ]  # forwarding runs before the jail's /etc/rc
     rex.run("exec", "a", "--", "logger", "-p", "daemon.err", "second line")
     wait_for(rex, "a", "second line")
     assert rex.run("logs", "a", "-n", "1").stdout.rstrip().endswith("second line")
@@ -105,10 +108,17 @@ def test_the_file_is_chosen_by_source_address_not_by_claimed_host_name(
     # (busybox has no UDP client, so the host's python sends it in b's netns)
     for forged in ("a", "../../../../tmp/escaped", "a.jail.rex.internal"):
         datagram = f"<13>Jan  1 00:00:00 {forged} forger: claims to be {forged}"
-        send = (f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
-                f".sendto({datagram.encode()!r}, ({HOST!r}, 514))")  # fmt: skip
+        send = (
+            f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+            f".sendto({datagram.encode()!r}, ({HOST!r}, 514))"
+        )
         sh("nsenter", f"--net=/run/netns/rex-{rex.token}-b", "--", sys.executable, "-c", send)
+    newline = b"<13>Jan  1 00:00:00 b forger: one line\nJan  1 00:00:00 a forged: second line"
+    send = f"import socket; socket.socket(2, 2).sendto({newline!r}, ({HOST!r}, 514))"
+    sh("nsenter", f"--net=/run/netns/rex-{rex.token}-b", "--", sys.executable, "-c", send)
     wait_for(rex, "b", "claims to be a.jail.rex.internal")
+    out = wait_for(rex, "b", "second line")
+    assert "forger: one line#012Jan  1 00:00:00 a forged: second line" in out  # one line
     assert "claims to be" not in rex.run("logs", "a").stdout
     assert {p.name for p in collected.logs.iterdir()} == {"a.log", "b.log"}
     assert not Path("/tmp/escaped.log").exists()
@@ -142,3 +152,31 @@ def test_follow_destroy_and_unknown_jails(
     assert "while following" in rex.run("logs", "a").stdout  # kept after destroy
     missing = rex.run("logs", "nosuch", check=False)
     assert missing.returncode == 11 and "no jail named 'nosuch'" in missing.stderr
+
+
+def test_rex_host_serve_runs_the_collector_beside_unbound(rex: Rex, tmp_path: Path) -> None:
+    """The collector as a jailer service: started, restarted and stopped by
+    `rex host serve`, with nothing started by the test itself."""
+    require_rsyslog()
+    if shutil.which("unbound") is None:
+        pytest.skip("missing capability: unbound")
+    rex.run("host", "serve", "--detach")
+    try:
+        paths = service.paths_for(load_config(environ=rex.env))
+        first = service.collector_pid(paths)
+        assert first is not None
+        doctor = rex.run("doctor", check=False).stdout
+        assert f"collector rsyslogd {first} on {HOST}:514" in doctor
+        rex.run("up", write_rex(tmp_path, "a"))
+        rex.run("exec", "a", "--", "logger", "-t", "rextest", "served")
+        wait_for(rex, "a", "rextest: served")
+        os.kill(first, signal.SIGKILL)  # the supervisor restarts it
+        deadline = time.monotonic() + 10
+        while service.collector_pid(paths) in (None, first):
+            assert time.monotonic() < deadline, "rsyslogd was not restarted"
+            time.sleep(0.05)
+        rex.run("exec", "a", "--", "logger", "-t", "rextest", "after restart")
+        wait_for(rex, "a", "rextest: after restart")
+    finally:
+        rex.run("host", "serve", "--stop", check=False)
+    assert service.collector_pid(paths) is None

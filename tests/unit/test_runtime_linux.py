@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime import linux
+from rexcarcer.runtime.base import JailSpec
 from rexcarcer.runtime.linux import LinuxRuntime
 
 
@@ -53,3 +54,27 @@ def test_stop_of_an_unknown_jail_only_cleans_network(tmp_path: Path) -> None:
     rt.stop("ghost")
     assert r.calls == [("ip", "link", "del", linux.veth_name("t", "ghost"))]
     assert rt.status(["ghost"])["ghost"].state == "stopped"
+
+
+def _spec(address: str) -> JailSpec:
+    return JailSpec(name="web", root=Path("/j/web"), hostname="web", interface="rex0",
+                    address=ipaddress.ip_interface(address))  # fmt: skip
+
+
+def test_a_cluster_jail_routes_the_cluster_cidr_via_its_host(tmp_path: Path) -> None:
+    r = ScriptedRunner()
+    rt = LinuxRuntime(r, run_dir=tmp_path, bridge="rex0", token="t",
+                      host_address=ipaddress.ip_interface("203.0.113.1/26"),
+                      routes=[ipaddress.ip_network("203.0.113.0/24")])  # fmt: skip
+    rt._plumb(_spec("203.0.113.5/26"), "ns")
+    assert r.calls[-1] == ("ip", "-n", "ns", "route", "replace", "203.0.113.0/24",
+                           "via", "203.0.113.1", "dev", "eth0")  # fmt: skip
+    assert not any("default" in c for c in r.calls)
+
+
+def test_a_single_host_jail_gets_no_extra_route(tmp_path: Path) -> None:
+    r = ScriptedRunner()
+    rt = LinuxRuntime(r, run_dir=tmp_path, bridge="rex0", token="t",
+                      host_address=ipaddress.ip_interface("203.0.113.1/26"))  # fmt: skip
+    rt._plumb(_spec("203.0.113.5/26"), "ns")
+    assert not any("route" in c for c in r.calls)

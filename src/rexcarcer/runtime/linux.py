@@ -12,8 +12,9 @@ nodes), sets the host name, makes ROOT the namespace's root with
 ``pivot_root . .`` + ``umount -l .`` (pivot_root(2)'s documented idiom) and
 execs ``/bin/sh -c INIT``. A chroot would keep a copy of every host mount in the
 jail's mount namespace, and a copied zfs-fuse mount of another jail keeps that
-jail's dataset "busy" until this one stops. INIT runs
-``/bin/sh /etc/rc`` when the root has one (as FreeBSD's exec.start does), leaves
+jail's dataset "busy" until this one stops. INIT runs rex's
+``/etc/rexcarcer/rc.pre`` and then ``/bin/sh /etc/rc`` when the root has them
+(as FreeBSD's exec.start does), stops at the first that fails, leaves
 its exit status in the jail's private /dev, then waits; SIGTERM ends it, and with
 it the pid namespace and every process of the jail.
 """
@@ -36,6 +37,8 @@ from rexcarcer.run import Completed, OutputSink, Runner
 from rexcarcer.runtime import procfs
 from rexcarcer.runtime.base import JailSpec, JailState, JailStatus, RuntimeKind, jail_env
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 # Runs on the host, inside the new namespaces, before the pivot. $1 = root,
@@ -55,9 +58,14 @@ exec /bin/sh -c "$3"
 """.replace("DEVICES", " ".join(DEVICES))
 
 RC_STATUS = "dev/.rex-rc"
+# rex's own start-up script (syslog forwarding, logs/forward.py): the jail's
+# /etc/rc is the user's, so rex's part runs first, from a file rex rewrites.
+RC_PRE = "/etc/rexcarcer/rc.pre"
 INIT = f"""trap 'exit 0' TERM
-if [ -f /etc/rc ]; then /bin/sh /etc/rc </dev/null; echo $? > /{RC_STATUS}.tmp
-else echo 0 > /{RC_STATUS}.tmp; fi
+s=0
+if [ -f {RC_PRE} ]; then /bin/sh {RC_PRE} </dev/null || s="$? {RC_PRE}"; fi
+if [ "$s" = 0 ] && [ -f /etc/rc ]; then /bin/sh /etc/rc </dev/null || s="$? /etc/rc"; fi
+echo "$s" > /{RC_STATUS}.tmp
 mv /{RC_STATUS}.tmp /{RC_STATUS}
 while :; do sleep 3600 & wait $!; done
 """
@@ -107,13 +115,23 @@ class LinuxRuntime:
     kind = RuntimeKind.LINUX
 
     def __init__(
-        self, runner: Runner, *, run_dir: Path, bridge: str, host_address: IPInterface, token: str
+        self,
+        runner: Runner,
+        *,
+        run_dir: Path,
+        bridge: str,
+        host_address: IPInterface,
+        token: str,
+        routes: Sequence[Network] = (),
     ) -> None:
         self.runner = runner
         self.run_dir = run_dir
         self.bridge = bridge
         self.host_address = host_address
         self.token = token
+        # Networks a jail reaches through its host (cluster mode: the cluster
+        # CIDR, so a jail reaches other hosts' jails). Never a default route.
+        self.routes = tuple(routes)
 
     # -- run files: what we know of a started jail ------------------------
 
@@ -175,6 +193,10 @@ class LinuxRuntime:
             self._ip("route", "replace", f"{spec.address.ip}/{spec.address.max_prefixlen}",
                      "dev", self.bridge)  # fmt: skip
             self._ip("-n", netns, "route", "add", str(self.host_address.ip), "dev", "eth0")
+        for net in self.routes:
+            # the jail's own subnet is more specific, so it stays on-link
+            self._ip("-n", netns, "route", "replace", str(net), "via", str(self.host_address.ip),
+                     "dev", "eth0")  # fmt: skip
 
     def _unplumb(self, name: str, address: str | None) -> None:
         netns = netns_name(self.token, name)
@@ -244,7 +266,9 @@ class LinuxRuntime:
                 time.sleep(0.003)
                 continue
             if text != "0":
-                raise RuntimeBackendError(f"/etc/rc exited with status {text}", hint=_tail(console))
+                code, _, script = text.partition(" ")
+                raise RuntimeBackendError(f"{script or '/etc/rc'} exited with status {code}",
+                                          hint=_tail(console))  # fmt: skip
             return
         raise RuntimeBackendError(f"/etc/rc did not finish within {START_TIMEOUT:.0f} s")
 

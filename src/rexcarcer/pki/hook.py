@@ -1,0 +1,216 @@
+"""The identity ``JailHook``: a TLS key and certificate in every jail.
+
+Before a jail starts (``rex up``, ``rex start``) rex makes sure it holds a good
+identity in ``/etc/ssl/rc``::
+
+    host.key     0600, root: the jail's private key, generated in this run
+    host.crt     the jail's certificate, then the CA certificates below the root
+    cluster.crt  the root to trust: verify peers against it
+
+and issues a new one when there is none, when the CA, the jail's names or its
+address changed, when the files are missing or replaced, or when the certificate
+is in the last third of its validity. ``rex destroy`` revokes it.
+
+Without a CA the first jail creates one (``rex ca init`` with its defaults), so
+that every jail has an identity; run ``rex ca init`` first to choose the name,
+the validity or a user-supplied intermediate.
+
+Import cost: this module is imported at every CLI start (engine/hooks.py), and
+``cryptography`` (about 60 ms) only when a certificate is issued, a key file rex
+did not leave there is checked, or a revocation signs a CRL: a start with a
+good certificate decides so from the store, ca.json and two stat/reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rexcarcer.engine.hooks import JailRecord
+    from rexcarcer.engine.host import Host
+    from rexcarcer.pki.ca import Ca
+    from rexcarcer.pki.identity import Identity, OnDisk
+    from rexcarcer.pki.issue import Issued
+    from rexcarcer.pki.layout import CaPaths
+    from rexcarcer.runtime.base import JailSpec
+
+SSL_DIR = "/etc/ssl/rc"
+KEY, CERT, TRUST = "host.key", "host.crt", "cluster.crt"
+
+
+class IdentityHook:
+    name = "identity"
+
+    def prepare(self, host: Host, rec: JailRecord, spec: JailSpec) -> None:
+        ensure_identity(host, rec, spec)
+
+    def started(self, host: Host, rec: JailRecord, spec: JailSpec) -> None:
+        pass
+
+    def stopped(self, host: Host, rec: JailRecord) -> None:
+        pass
+
+    def destroyed(self, host: Host, rec: JailRecord) -> None:
+        revoke(host, str(rec["name"]), "cessationOfOperation")
+
+
+def ca_paths(host: Host) -> CaPaths:
+    from rexcarcer.pki.layout import CaPaths
+
+    return CaPaths.under(host.config.root)
+
+
+def ensure_ca(host: Host) -> Ca:
+    """The CA, created with the defaults when this host has none yet."""
+    from rexcarcer.pki import ca
+
+    paths = ca_paths(host)
+    if not paths.exists():
+        with host.lock("ca"):
+            if not paths.exists():
+                host.progress.step(f"Creating the cluster CA in {paths.dir} (see `rex ca show`)")
+                now = ca.utcnow()
+                ca.install(paths, ca.self_signed(ca.CaSettings(), now), now=now)
+    return ca.load(paths)
+
+
+def ensure_identity(
+    host: Host, rec: JailRecord, spec: JailSpec, *, force: bool = False
+) -> str | None:
+    """Issue and install the jail's identity if it needs one; returns why, or None."""
+    from rexcarcer.pki import identity, registry
+
+    name = str(rec["name"])
+    ident = identity.identity_for(rec, host.config.zone)  # bad names fail before a CA is made
+    stored = registry.current(host.store, name)
+    if not force and _still_good(host, spec, stored, ident):
+        return None  # the normal case at a start: no cryptography imported
+    from rexcarcer.pki import issue
+
+    authority = ensure_ca(host)
+    now = dt.datetime.now(dt.UTC)
+    why = "renewal was asked for" if force else identity.renewal_reason(
+        stored, ident, authority.fingerprint, on_disk(spec, stored), now
+    )  # fmt: skip
+    if why is None:
+        _note_key_file(host, spec, stored)  # e.g. touched: check it cheaply next time
+        return None
+    host.progress.step(f"Issuing a certificate for {name}: {why}")
+    issued = issue.issue(authority, ident, now)
+    new = _record(issued, ident, authority)
+    superseded = registry.record_issued(host.store, name, new, now.timestamp())
+    install(spec, issued)
+    _note_key_file(host, spec, new)
+    if superseded is not None:
+        refresh_crl(host, authority, now)
+    return why
+
+
+def _still_good(host: Host, spec: JailSpec, stored: dict[str, Any] | None, ident: Identity) -> bool:
+    """The full check without cryptography: the CA's fingerprint from ca.json, the
+    certificate compared byte for byte, the key file by its inode, size and mtime
+    as rex left it (any other key file gets the full check)."""
+    from rexcarcer.pki import identity
+
+    fingerprint = ca_paths(host).fingerprint()
+    if stored is None or fingerprint is None:
+        return False
+    disk = identity.OnDisk(_cert_in_jail(spec, stored), stored.get("key_file") == _key_file(spec))
+    now = dt.datetime.now(dt.UTC)
+    return identity.renewal_reason(stored, ident, fingerprint, disk, now) is None
+
+
+def _cert_in_jail(spec: JailSpec, stored: dict[str, Any]) -> bool:
+    from rexcarcer.pki.jailfs import read_small
+
+    crt = read_small(spec.root, f"{SSL_DIR}/{CERT}")
+    return crt is not None and crt.startswith(str(stored.get("pem", "")).encode())
+
+
+def _key_file(spec: JailSpec) -> list[int] | None:
+    """What identifies the key file rex wrote (no key material): inode, size, mtime."""
+    from rexcarcer.pki.jailfs import stat_small
+
+    st = stat_small(spec.root, f"{SSL_DIR}/{KEY}")
+    return None if st is None else [st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode]
+
+
+def _note_key_file(host: Host, spec: JailSpec, stored: dict[str, Any] | None) -> None:
+    from rexcarcer.pki import registry
+
+    key_file = _key_file(spec)
+    if stored is not None and stored.get("key_file") != key_file:
+        registry.record_issued(host.store, spec.name, {**stored, "key_file": key_file})
+
+
+def _record(issued: Issued, ident: Identity, authority: Ca) -> dict[str, Any]:
+    from rexcarcer.pki.keys import cert_pem, fingerprint, spki_sha256
+
+    cert = issued.cert
+    return {
+        "jail": ident.jail, "serial": format(cert.serial_number, "x"),
+        "fingerprint": fingerprint(cert), "issuer": authority.fingerprint,
+        "identity": ident.as_json(), "spki": spki_sha256(cert.public_key()),
+        "not_before": int(cert.not_valid_before_utc.timestamp()),
+        "not_after": int(cert.not_valid_after_utc.timestamp()),
+        "pem": cert_pem(cert).decode(),
+    }  # fmt: skip
+
+
+def on_disk(spec: JailSpec, stored: dict[str, Any] | None) -> OnDisk:
+    """Whether the jail still holds the certificate rex recorded, and its key."""
+    from cryptography.hazmat.primitives import serialization
+
+    from rexcarcer.pki.identity import OnDisk
+    from rexcarcer.pki.jailfs import read_small
+    from rexcarcer.pki.keys import spki_sha256
+
+    if stored is None:
+        return OnDisk(False, False)
+    key_data = read_small(spec.root, f"{SSL_DIR}/{KEY}")
+    key_ok = False
+    if key_data is not None:
+        try:
+            key = serialization.load_pem_private_key(key_data, password=None)
+            key_ok = spki_sha256(key) == stored.get("spki")  # type: ignore[arg-type]
+        except (ValueError, TypeError):
+            key_ok = False
+    return OnDisk(_cert_in_jail(spec, stored), key_ok)
+
+
+def install(spec: JailSpec, issued: Issued) -> None:
+    from rexcarcer.pki import PkiError
+    from rexcarcer.pki.jailfs import replace_files
+
+    entries = [
+        (KEY, issued.key_pem, 0o600),
+        (CERT, issued.host_crt, 0o644),
+        (TRUST, issued.cluster_crt, 0o644),
+    ]
+    try:
+        replace_files(spec.root, SSL_DIR, entries)
+    except OSError as exc:
+        raise PkiError(f"cannot write the identity of {spec.name} into {SSL_DIR}: {exc}") from exc
+
+
+def revoke(host: Host, name: str, reason: str) -> str | None:
+    """Revoke the jail's certificate (idempotent); refresh the CRL when one was."""
+    from rexcarcer.pki import registry
+
+    serial = registry.revoke(host.store, name, reason)
+    paths = ca_paths(host)
+    if serial is not None and paths.exists():
+        from rexcarcer.pki import ca
+
+        refresh_crl(host, ca.load(paths), ca.utcnow())
+    return serial
+
+
+def refresh_crl(host: Host, authority: Ca, now: dt.datetime) -> bytes:
+    from rexcarcer.pki import crl, registry
+
+    entries = registry.revoked(host.store, authority.fingerprint, now.timestamp())
+    data = crl.pem(crl.build(authority, entries, now))
+    crl.write(ca_paths(host), data)
+    return data

@@ -1,0 +1,292 @@
+"""Jail logs without root: the collector's configuration, the jail-side files,
+the lookup table, the hook on the in-memory drivers, and reading/following."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rexcarcer.config import load_config
+from rexcarcer.engine import jails
+from rexcarcer.engine.host import Host, QuietProgress
+from rexcarcer.logs import LogsError, collector, forward, reader, service
+from rexcarcer.logs.hook import LogHook
+from rexcarcer.rexfile.ast import Base, Rexfile, Run
+from rexcarcer.run import ScriptedRunner
+from rexcarcer.runtime.base import RuntimeKind
+from rexcarcer.runtime.fake import FakeRuntime
+from rexcarcer.runtime.linux import INIT, RC_PRE
+from rexcarcer.state.memory import MemoryStore
+from rexcarcer.storage.fake import FakeStorage
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "logs"
+HOST = ipaddress.ip_address("203.0.113.1")
+
+
+# -- the collector's configuration -----------------------------------------------------
+
+
+def test_rsyslog_conf_listens_on_the_bridge_only_and_files_by_address(tmp_path: Path) -> None:
+    paths = collector.CollectorPaths.under(tmp_path)
+    conf = collector.render_conf(paths, collector.CollectorSettings(HOST))
+    assert 'input(type="imudp" address="203.0.113.1" port="514" ipfreebind="1"' in conf
+    assert "imuxsock" not in conf and "imklog" not in conf  # never the host's own logging
+    assert f'lookup_table(name="rexcarcer-jails" file="{paths.table}"' in conf
+    assert 'set $.jail = lookup("rexcarcer-jails", $fromhost-ip);' in conf
+    assert 'property(name="$.jail" securepath="replace")' in conf
+    assert f'constant(value="{paths.logs}/")' in conf
+    assert 'net.enableDNS="off"' in conf
+    assert "HOSTNAME" not in conf.split("RexJailFile")[1].split("}")[0]  # never in the path
+    freebsd = collector.render_conf(paths, collector.CollectorSettings(HOST, freebind=False))
+    assert "ipfreebind" not in freebsd
+
+
+def test_a_path_that_would_break_the_config_is_refused(tmp_path: Path) -> None:
+    paths = collector.CollectorPaths.under(tmp_path / 'x"y')
+    with pytest.raises(LogsError, match="refusing a value"):
+        collector.render_conf(paths, collector.CollectorSettings(HOST))
+
+
+@pytest.mark.skipif(shutil.which("rsyslogd") is None, reason="rsyslogd not installed")
+def test_rsyslogd_accepts_the_rendered_configuration(tmp_path: Path) -> None:
+    config = load_config(root=tmp_path, environ={"REX_SUBNET": "203.0.113.0/24"})
+    service.write_config(config, [{"name": "web", "address": "203.0.113.2/24"}])
+    paths = service.paths_for(config)
+    done = subprocess.run(collector.check_argv(paths), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_check_reports_rsyslogd_refusals_and_absence(tmp_path: Path) -> None:
+    paths = collector.CollectorPaths.under(tmp_path)
+    runner = ScriptedRunner()
+    runner.on(["rsyslogd", "-N1"], "error during parsing", returncode=1)
+    with pytest.raises(LogsError, match="rsyslogd rejects"):
+        service.check(runner, paths)
+
+
+def test_lookup_table_maps_jail_addresses_to_names() -> None:
+    records = [
+        {"name": "web", "address": "203.0.113.2/24"},
+        {"name": "db", "address": None},
+        {"name": "old", "address": "203.0.113.9/24"},
+    ]
+    table = collector.table_of(records, without="old")
+    assert table == {"203.0.113.2": "web"}
+    doc = json.loads(collector.render_table(table))
+    assert doc == {
+        "version": 1,
+        "nomatch": "_unknown",
+        "type": "string",
+        "table": [{"index": "203.0.113.2", "value": "web"}],
+    }
+
+
+def test_argv_and_the_freebsd_rc_script(tmp_path: Path) -> None:
+    paths = collector.CollectorPaths.under(tmp_path)
+    assert collector.run_argv(paths) == [
+        "rsyslogd",
+        "-n",
+        "-f",
+        str(paths.conf),
+        "-i",
+        str(paths.pidfile),
+    ]
+    script = collector.freebsd_rc_script(paths)
+    assert script.startswith("#!/bin/sh\n") and 'rcvar="rexcarcer_logs_enable"' in script
+    assert f'command_args="-f {paths.conf} -i {paths.pidfile}"' in script
+    assert collector.freebsd_steps()[0] == ("sysrc", "rexcarcer_logs_enable=YES")
+
+
+def test_proc_net_udp_parser_on_saved_output() -> None:
+    v4 = service.parse_proc_net_udp((DATA / "proc-net-udp.txt").read_text())
+    assert v4 == {("203.0.113.1", 514)}
+    v6 = service.parse_proc_net_udp((DATA / "proc-net-udp6.txt").read_text())
+    assert v6 == {("::1", 5514)}
+
+
+def test_collector_pid_needs_the_pidfile_a_live_process_and_rex_config(tmp_path: Path) -> None:
+    paths = collector.CollectorPaths.under(tmp_path)
+    assert service.collector_pid(paths) is None
+    paths.dir.mkdir()
+    paths.pidfile.write_text(f"{os.getpid()}\n")  # alive, but not rsyslogd with our config
+    assert service.collector_pid(paths) is None
+    assert service.reload(paths) is False
+
+
+# -- the jail's side -------------------------------------------------------------------
+
+
+def test_linux_rc_pre_starts_busybox_syslogd_towards_the_host() -> None:
+    text = forward.linux_rc_pre(HOST)
+    assert "busybox syslogd -R 203.0.113.1:514 -L" in text
+    assert "[ ! -S /dev/log ]" in text
+    assert "-R [fd00::1]:514" in forward.linux_rc_pre(ipaddress.ip_address("fd00::1"))
+    assert forward.RC_PRE == RC_PRE and RC_PRE in INIT  # the runtime runs what rex writes
+
+
+def test_freebsd_forwarding_keeps_the_users_syslog_conf() -> None:
+    assert forward.freebsd_syslog_d(HOST).endswith("*.*\t@203.0.113.1:514\n")
+    stock = "*.err;kern.warning\t/dev/console\ninclude\t\t\t/etc/syslog.d\n"
+    assert forward.syslog_conf_with_include(stock + "include /usr/local/etc/syslog.d\n") is None
+    mine = "*.* /var/log/all.log"
+    added = forward.syslog_conf_with_include(mine)
+    assert added is not None and added.startswith(mine + "\n")
+    assert added.endswith("include /etc/syslog.d\n")
+    assert forward.syslog_conf_with_include(None) == (
+        "# added by rex, for /etc/syslog.d/rexcarcer.conf (rex logs)\ninclude /etc/syslog.d\n"
+    )
+
+
+# -- the hook on the in-memory drivers ------------------------------------------------------
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Host:
+    config = load_config(
+        root=tmp_path / "state",
+        environ={"REX_SUBNET": "203.0.113.0/24", "REX_RUNTIME": "fake", "REX_HOST": "h1"},
+    )
+    h = Host(
+        config,
+        ScriptedRunner(),
+        FakeStorage(tmp_path / "zfs"),
+        FakeRuntime(),
+        MemoryStore(),
+        QuietProgress(),
+        hooks=[LogHook()],
+    )
+    h.storage.ensure_layout()
+    mnt = h.storage.create("bases/bb", props={"version": "1", "id": "base-id"})
+    (mnt / "bin").mkdir(parents=True)
+    h.storage.snapshot("bases/bb@1")
+    return h
+
+
+def up(host: Host, tmp_path: Path, name: str) -> Path:
+    jails.up(
+        host, Rexfile(base=Base("bb"), steps=(Run("true"),), path=tmp_path / f"{name}.rex"), name
+    )
+    return host.storage.mountpoint(f"jails/{name}")
+
+
+def table(host: Host) -> dict[str, str]:
+    doc = json.loads(service.paths_for(host.config).table.read_text())
+    return {row["index"]: row["value"] for row in doc["table"]}
+
+
+def test_hook_writes_forwarding_and_keeps_the_table(host: Host, tmp_path: Path) -> None:
+    root = up(host, tmp_path, "web")
+    assert "syslogd -R 203.0.113.1:514" in (root / "etc/rexcarcer/rc.pre").read_text()
+    up(host, tmp_path, "db")
+    assert table(host) == {"203.0.113.2": "web", "203.0.113.3": "db"}
+    jails.stop(host, "web")
+    assert table(host) == {"203.0.113.2": "web", "203.0.113.3": "db"}  # the address stays
+    jails.destroy(host, "web")
+    assert table(host) == {"203.0.113.3": "db"}
+
+
+def test_hook_on_freebsd_writes_syslog_d_and_the_include(host: Host, tmp_path: Path) -> None:
+    runtime = host.runtime
+    assert isinstance(runtime, FakeRuntime)
+    runtime.kind = RuntimeKind.FREEBSD
+    root = up(host, tmp_path, "web")
+    assert (root / "etc/syslog.d/rexcarcer.conf").read_text().endswith("@203.0.113.1:514\n")
+    assert (root / "etc/syslog.conf").read_text().endswith("include /etc/syslog.d\n")
+    jails.restart(host, "web")
+    assert (root / "etc/syslog.conf").read_text().count("include /etc/syslog.d") == 1
+    assert not (root / "etc/rexcarcer/rc.pre").exists()
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def test_tail_returns_the_last_lines_across_blocks(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    lines = [f"line {i} " + "x" * 100 + "\n" for i in range(3000)]  # > several 64 KiB blocks
+    log.write_text("".join(lines))
+    got, end = reader.tail(log, 5)
+    assert got == lines[-5:] and end == log.stat().st_size
+    assert reader.tail(log, None)[0] == lines
+    assert reader.tail(log, 0)[0] == []
+    (tmp_path / "b.log").write_text("one\ntwo")  # no final newline
+    assert reader.tail(tmp_path / "b.log", 1)[0] == ["two"]
+
+
+def test_follow_sees_appends_truncation_and_rotation(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("old\n")
+    seen: list[str] = []
+    done = threading.Event()
+    t = threading.Thread(
+        target=reader.follow, args=(log, 4, seen.append), kwargs={"stop": done.is_set, "poll": 0.01}
+    )
+    t.start()
+
+    def wait(n: int) -> None:
+        deadline = time.monotonic() + 5
+        while len(seen) < n:
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.01)
+
+    try:
+        with log.open("a") as f:
+            f.write("one\ntw")
+            f.flush()
+            wait(1)
+            f.write("o\n")
+        wait(2)
+        log.write_text("")  # `: > a.log`, then the collector writes again
+        time.sleep(0.05)
+        with log.open("a") as f:
+            f.write("after truncate\n")
+        wait(3)
+        log.rename(tmp_path / "a.log.1")
+        log.write_text("rotated\n")
+        wait(4)
+    finally:
+        done.set()
+        t.join()
+    assert seen == ["one\n", "two\n", "after truncate\n", "rotated\n"]
+
+
+# -- under `rex host serve` ----------------------------------------------------------------
+
+
+def test_collector_without_rsyslogd_lets_dns_run_and_says_so(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "available", lambda: False)
+    c = service.Collector(host)
+    c.begin()
+    c.keep_alive()
+    assert c.pid is None and not c.wanted
+    assert host.progress.messages == [  # type: ignore[attr-defined]
+        "rsyslogd not found: jail logs are not collected (install rsyslog)"
+    ]
+
+
+def test_collector_that_fails_is_retried_with_a_backoff(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "available", lambda: True)
+    runner = host.runner
+    assert isinstance(runner, ScriptedRunner)
+    runner.on(["rsyslogd", "-N1"], "rsyslogd: error during parsing", returncode=1)
+    c = service.Collector(host)
+    c.begin()
+    c.keep_alive()  # too early: waits for the backoff
+    assert [m.split(":")[0] for m in host.progress.messages] == [  # type: ignore[attr-defined]
+        "the log collector failed to start (retrying in 1 s)"
+    ]
+    c.next_try = 0
+    c.keep_alive()
+    assert "retrying in 2 s" in host.progress.messages[-1]  # type: ignore[attr-defined]
+    assert service.paths_for(host.config).conf.exists()  # written, then refused
