@@ -11,6 +11,13 @@ Measures:
   host's records stay in the other hosts' DNS), TTL 2 s, 5 runs;
 - failover: the first endpoint down, a read through the second.
 No root needed; starts and stops its own etcd members by PID.
+
+    .venv/bin/python bench/bench_cluster.py --testbed [--runs 50]
+
+runs bench/cluster_scenarios.py instead (root: the three-host test bed of
+tests/cluster with zfs-fuse, unbound and agents): DNS propagation from `rex up`
+on one host to the name resolving on the other two, `rex up --host` end to
+end, and a dead host's records withdrawn.
 """
 
 from __future__ import annotations
@@ -109,10 +116,23 @@ def failover(etcd: EtcdCluster, runs: int = 20) -> list[float]:
     return out
 
 
+def testbed(runs: int) -> int:
+    import os
+    import subprocess
+
+    scenarios = Path(__file__).with_name("cluster_scenarios.py")
+    env = {**os.environ, "REX_BENCH_RUNS": str(runs)}
+    argv = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(scenarios)]
+    return subprocess.run(argv, env=env, check=False).returncode
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--testbed", action="store_true", help="the three-host test bed (root)")
     args = parser.parse_args()
+    if args.testbed:
+        sys.exit(testbed(args.runs))
     with tempfile.TemporaryDirectory() as work:
         etcd = local_cluster(Path(work), size=3)
         etcd.start()

@@ -36,6 +36,11 @@ SETTINGS = (
     Setting("unbound_control", "REX_UNBOUND_CONTROL", "unbound control socket"),
     Setting("etcd", "REX_ETCD", "etcd endpoints, comma-separated; unset = single host"),
     Setting("host", "REX_HOST", "this host's name in the cluster"),
+    Setting(
+        "cluster_cidr",
+        "REX_CLUSTER_CIDR",
+        "the cluster's jail CIDR (written by `rex cluster join`); jails route it via the host",
+    ),
     Setting("runtime", "REX_RUNTIME", "jail runtime: freebsd or linux (default: from the OS)"),
     Setting("interface", "REX_INTERFACE", "host interface jail addresses live on"),
     Setting("ca_bundle", "REX_CA_BUNDLE", "CA certificates (PEM) for https base downloads"),
@@ -53,6 +58,7 @@ class Config:
     unbound_control: Path
     etcd: tuple[str, ...]
     host: str
+    cluster_cidr: ipaddress.IPv4Network | ipaddress.IPv6Network | None
     runtime: RuntimeKind
     interface: str
     ca_bundle: Path | None
@@ -82,6 +88,7 @@ def _defaults() -> dict[str, str]:
         # state directory actually in use (filled in by _build)
         "unbound_control": "/var/run/local_unbound.ctl" if IS_FREEBSD else "",
         "etcd": "",
+        "cluster_cidr": "",
         "host": socket.gethostname().split(".")[0] or "localhost",
         "runtime": str(RuntimeKind.FREEBSD if IS_FREEBSD else RuntimeKind.LINUX),
         "interface": "rex0",
@@ -172,12 +179,21 @@ def _build(v: dict[str, str]) -> Config:
         unbound_control=Path(v["unbound_control"] or root / "unbound" / "control.sock"),
         etcd=tuple(e for e in v["etcd"].split(",") if e),
         host=v["host"],
+        cluster_cidr=_cluster_cidr(v["cluster_cidr"]),
         runtime=runtime,
         interface=v["interface"],
         ca_bundle=Path(v["ca_bundle"]) if v.get("ca_bundle") else None,
         dns=_dns_mode(v["dns"]),
         dns_forward=_forwarders(v["dns_forward"]),
     )
+
+
+def _cluster_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    if not text.strip():
+        return None
+    net = _parse("cluster_cidr", text.strip(), lambda t: ipaddress.ip_network(t, strict=True))
+    assert isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network)
+    return net
 
 
 def _dns_mode(text: str) -> str:

@@ -31,7 +31,7 @@ def test_same_jail_name_raced_from_two_hosts(zfs_hosts: list[ClusterHost], tmp_p
     results: dict[str, subprocess.CompletedProcess[str]] = {}
 
     def up(h: ClusterHost) -> None:
-        results[h.name] = h.rex("up", rexfile, "--name", "racer", check=False)
+        results[h.name] = h.rex("up", rexfile, "--name", "racer", "--host", h.name, check=False)
 
     threads = [threading.Thread(target=up, args=(h,)) for h in (h1, h2)]
     for t in threads:
@@ -132,8 +132,8 @@ def test_a_service_on_host2_resolves_on_host1_until_host2_dies(
     a2 = h2.popen("agent", "--lease-ttl", "2", "--idle", "1")
     try:
         src = copy_example(tmp_path)
-        h1.rex("up", src / "client.rex", "--name", "cli1")  # brings up h1's bridge too
-        h2.rex("up", src / "hello.rex", "--name", "svc2")
+        h1.rex("up", src / "client.rex", "--name", "cli1", "--host", "h1")  # h1's bridge too
+        h2.rex("up", src / "hello.rex", "--name", "svc2", "--host", "h2")
         listed = {j["name"]: j for j in json.loads(h2.rex("-o", "json", "ls").stdout)}
         ip = str(listed["svc2"]["ips"][0]).split("/")[0]
         try:
@@ -151,6 +151,12 @@ def test_a_service_on_host2_resolves_on_host1_until_host2_dies(
         # the name resolves inside a jail on h1 too (through h1's unbound)
         out = h1.rex("exec", "cli1", "--", "nslookup", "svc2.jail.rex.internal").stdout
         assert ip in out, out
+        # and a jail on h1 reaches h2's jail by name: routed h1 jail -> h1 -> h2 -> h2 jail
+        _wait(lambda: "203.0.113.0/26 via 198.51.100.11" in h2.ns("ip", "route").stdout, 10)
+        # (Debian's busybox-static 1.35 wget crashes with -T: bound it with timeout)
+        page = h1.rex("exec", "cli1", "--", "timeout", "10", "wget", "-qO-",
+                      "http://svc2.jail.rex.internal/")  # fmt: skip
+        assert "hello from a RexCarcer jail" in page.stdout, page
         stop(a2, signal.SIGKILL)
         gone = _wait(lambda: _dig(h1, "203.0.113.1", "svc2.jail.rex.internal") == "", 10)
         print(f"propagation {seen:.2f} s (polled); withdrawn {gone:.2f} s after the kill")

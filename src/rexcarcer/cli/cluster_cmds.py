@@ -108,6 +108,7 @@ def join(ctx: Ctx, etcd: str | None, host_name: str | None, address: str | None)
             "host": joined.name,
             "subnet": str(joined.subnet),
             "zone": joined.settings.zone,
+            "cluster_cidr": str(joined.settings.cidr),
         },
     )
     ctx.emit(
@@ -133,7 +134,7 @@ def leave(ctx: Ctx, force: bool) -> None:
     finally:
         store.close()
     path = _config_path(ctx)
-    hostconf.update(path, {"etcd": None, "subnet": None})
+    hostconf.update(path, {"etcd": None, "subnet": None, "cluster_cidr": None})
     ctx.emit(
         {"host": ctx.config.host, "removed": removed},
         lambda: click.echo(f"{ctx.config.host} left the cluster ({len(removed)} keys)"),
@@ -177,9 +178,20 @@ def hosts(ctx: Ctx) -> None:
     help="Seconds between periodic checks (unbound reloads, routes).",
 )
 @click.option("--no-routes", is_flag=True, help="Do not install routes to other hosts' jails.")
+@click.option(
+    "--api-port",
+    type=int,
+    default=7443,
+    show_default=True,
+    help="Port of the mutual-TLS API (on the host's cluster address).",
+)
+@click.option("--no-api", is_flag=True, help="Serve no API: jails cannot be placed here.")
 @pass_ctx
-def agent(ctx: Ctx, lease_ttl: int, idle: float, no_routes: bool) -> None:
-    """The per-host daemon (foreground): lease, DNS of the whole cluster, routes."""
+def agent(
+    ctx: Ctx, lease_ttl: int, idle: float, no_routes: bool, api_port: int, no_api: bool
+) -> None:
+    """The per-host daemon (foreground): lease, DNS of the whole cluster, routes,
+    and the API through which `rex up` on other hosts places jails here."""
     from rexcarcer.cluster.agent import build
     from rexcarcer.state.etcd import EtcdStore
 
@@ -189,7 +201,9 @@ def agent(ctx: Ctx, lease_ttl: int, idle: float, no_routes: bool) -> None:
     assert isinstance(host.store, EtcdStore)
     stop = threading.Event()
     try:
-        build(host, host.store, ttl=lease_ttl, idle=idle, routes=not no_routes).run(stop)
+        api_port_or_none = None if no_api else api_port
+        build(host, host.store, ttl=lease_ttl, idle=idle, routes=not no_routes,
+              api_port=api_port_or_none).run(stop)  # fmt: skip
     finally:
         stop.set()
         host.close()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rexcarcer.cli.main import Ctx, pass_ctx
 
 if TYPE_CHECKING:
+    from rexcarcer.engine.host import Host
     from rexcarcer.rexfile.ast import Rexfile
 
 REXFILE = click.Path(path_type=Path, dir_okay=False)
@@ -31,23 +32,43 @@ def _name(rexfile: Rexfile, name: str | None) -> str:
 @click.command()
 @click.argument("file", type=REXFILE)
 @click.option("--name", help="Jail name (default: the file's stem).")
+@click.option("--host", "on_host", help="Cluster: run the jail on this host.")
 @pass_ctx
-def up(ctx: Ctx, file: Path, name: str | None) -> None:
+def up(ctx: Ctx, file: Path, name: str | None, on_host: str | None) -> None:
     """Build (cached), create, start and publish the jail FILE describes.
 
     Idempotent: with nothing changed, a second run changes nothing. A failure
-    at any step rolls back what this run created and names the step."""
-    from rexcarcer.engine import jails
-
+    at any step rolls back what this run created and names the step. In a
+    cluster the jail goes to --host, else to the host whose subnet holds its
+    fixed IP, else to the live host with the fewest jails; the .rex file and
+    its COPY sources travel to that host's agent over mutual TLS."""
     rexfile = _load(file)
     jail = _name(rexfile, name)
     host = ctx.host()
     try:
-        info = jails.up(host, rexfile, jail)
+        info = _up(host, rexfile, jail, on_host)
     finally:
         host.close()
-    summary = f"{info.name} is {info.state}: {info.address or 'no address'} ({info.hostname})"
-    ctx.emit(info.as_json(), lambda: click.echo(summary))
+    ips = info.get("ips") or ["no address"]
+    where = f" on {info['host']}" if ctx.config.etcd else ""
+    summary = f"{info['name']} is {info['state']}: {ips[0]} ({info['hostname']}){where}"
+    ctx.emit(info, lambda: click.echo(summary))
+
+
+def _up(host: Host, rexfile: Rexfile, jail: str, on_host: str | None) -> dict[str, Any]:
+    from rexcarcer.engine import jails
+    from rexcarcer.errors import UsageError
+
+    if host.config.etcd:
+        from rexcarcer.cluster import client
+
+        return client.up(host, rexfile, jail, on_host)
+    if on_host not in (None, host.config.host):
+        raise UsageError(
+            "--host places jails in a cluster; this host is not in one",
+            hint="join a cluster (`rex cluster join`), or leave out --host",
+        )
+    return jails.up(host, rexfile, jail).as_json()
 
 
 @click.command()

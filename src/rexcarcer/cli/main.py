@@ -84,7 +84,8 @@ def cli(
 
     \b
     Exit status: 0 success; 2 usage; 10 .rex error; 11 not found; 12 conflict;
-    20-27 OS, storage, runtime, state, address, build, path and capability errors.
+    20-27 OS, storage, runtime, state, address, build, path and capability errors;
+    28-41 DNS, identity, logs, etcd, cluster and base-verification errors.
     """
     ctx.obj = Ctx(root=root, config_file=config_file, output=output, debug=debug)
     logging.basicConfig(
@@ -94,7 +95,14 @@ def cli(
 
 def _register() -> None:
     from rexcarcer.cli import (
-        base_cmds, ca_cmds, dns_cmds, host_cmds, jail_cmds, log_cmds, trust_cmds,
+        base_cmds,
+        ca_cmds,
+        cluster_cmds,
+        dns_cmds,
+        host_cmds,
+        jail_cmds,
+        log_cmds,
+        trust_cmds,
     )  # fmt: skip
 
     jail_cmds.register(cli)
@@ -104,7 +112,7 @@ def _register() -> None:
     ca_cmds.register(cli)
     log_cmds.register(cli)
     trust_cmds.register(cli)
-    __import__("rexcarcer.cli.cluster_cmds", fromlist=["register"]).register(cli)
+    cluster_cmds.register(cli)
 
 
 def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:

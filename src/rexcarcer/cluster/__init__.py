@@ -36,3 +36,18 @@ class ClusterError(RexError):
     exhausted (exit 37)."""
 
     exit_code = 37
+
+
+class AgentApiError(ClusterError):
+    """The agents' API: no credentials, an agent unreachable or refusing TLS, a
+    bad request (exit 38)."""
+
+    exit_code = 38
+
+
+class RemoteError(RexError):
+    """An error another host's agent reported; it keeps that error's exit code."""
+
+    def __init__(self, host: str, message: str, *, hint: str | None, exit_code: int) -> None:
+        super().__init__(f"on host {host}: {message}", hint=hint)
+        self.exit_code = exit_code

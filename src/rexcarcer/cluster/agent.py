@@ -7,6 +7,10 @@ every change and every ``idle`` seconds, makes the host match the cluster:
 - DNS (dnssync.py): the local unbound serves every live host's records;
 - routes (routes.py): the other hosts' jail subnets via their addresses.
 
+With an API port it also serves the mutual-TLS API (api.py) on the host's
+cluster address, through which ``rex up`` on another host places jails here,
+and publishes its URL in the liveness key.
+
 When etcd is unreachable it keeps serving what it last saw, retries, and on
 reconnect resumes the watch (or reads everything again after a compaction).
 It never revokes its lease on exit: a restarted agent finds its host still
@@ -31,6 +35,7 @@ from rexcarcer.state.lease import LeaseKeeper
 from rexcarcer.state.watch import Kind, Update, apply
 
 if TYPE_CHECKING:
+    from rexcarcer.cluster.api import Server
     from rexcarcer.engine.host import Host
     from rexcarcer.state.etcd import EtcdStore
 
@@ -45,6 +50,7 @@ class Agent:
     dns: DnsSync | None = None
     routes: RouteSync | None = None
     idle: float = 5.0
+    api: Server | None = None
     view: dict[str, Entry] = field(default_factory=dict)
     syncs: int = 0
 
@@ -57,6 +63,10 @@ class Agent:
             for update in self.store.watch("", idle=self.idle).updates(stop):
                 self.handle(update)
         finally:
+            if self.api is not None:
+                self.api.shutdown()
+                self.api.server_close()
+                self.api.api.store.close()
             self.keeper.stop()
 
     def handle(self, update: Update) -> None:
@@ -115,11 +125,31 @@ def dns_sync_for(host: Host, cidr: model.Network) -> DnsSync | None:
     )
 
 
-def build(host: Host, store: EtcdStore, *, ttl: int, idle: float, routes: bool) -> Agent:
+def start_api(host: Host, address: str, port: int) -> tuple[Server, str]:
+    """Issue this host's API credentials if needed and serve the API."""
+    from rexcarcer.cluster import api, tls
+    from rexcarcer.state.etcd import EtcdStore
+
+    files = tls.ensure(host.config, address)
+    # its own store connection: requests run beside the watch
+    server = api.serve(api.Api(host.config, EtcdStore(host.config.etcd)), files, address, port)
+    return server, api.url_for(address, port)
+
+
+def build(
+    host: Host,
+    store: EtcdStore,
+    *,
+    ttl: int,
+    idle: float,
+    routes: bool,
+    api_port: int | None = None,
+) -> Agent:
     from rexcarcer.cluster.membership import settings
 
     name = host.config.host
-    if store.get(model.host_key(name)) is None:
+    rec = store.get(model.host_key(name))
+    if rec is None:
         from rexcarcer.cluster import ClusterError
 
         raise ClusterError(
@@ -127,9 +157,15 @@ def build(host: Host, store: EtcdStore, *, ttl: int, idle: float, routes: bool) 
             hint="run `rex cluster join --etcd URLS` first",
         )
     conf = settings(store)
-    keeper = LeaseKeeper(store, ttl, {model.alive_key(name): alive_value()})
+    server, url = None, None
+    if api_port is not None:
+        try:
+            server, url = start_api(host, str(rec.json()["address"]), api_port)
+        except RexError as exc:  # DNS and liveness matter more: run on without the API
+            log.error("API not served: %s (%s)", exc, exc.hint or "")
+    keeper = LeaseKeeper(store, ttl, {model.alive_key(name): alive_value(url)})
     route_sync = None
     if routes:
         enable_forwarding(host)
         route_sync = RouteSync(host.runner, host.config.runtime)
-    return Agent(name, store, keeper, dns_sync_for(host, conf.cidr), route_sync, idle)
+    return Agent(name, store, keeper, dns_sync_for(host, conf.cidr), route_sync, idle, server)

@@ -123,8 +123,12 @@ def join(store: Store, leases: Leases | None, name: str, address: str, ttl: int 
     return Joined(name, address, subnet, conf)
 
 
-def alive_value() -> str:
-    return dumps({"since": int(time.time()), "pid": os.getpid()})
+def alive_value(api: str | None = None) -> str:
+    """The liveness key's value; with the agent's API URL when it serves one."""
+    value: dict[str, Any] = {"since": int(time.time()), "pid": os.getpid()}
+    if api is not None:
+        value["api"] = api
+    return dumps(value)
 
 
 def leave(store: Store, name: str, *, force: bool = False) -> list[str]:

@@ -84,6 +84,15 @@ def instance_token(config: Config) -> str:
     return hashlib.sha256(str(config.root).encode()).hexdigest()[:6]
 
 
+def jail_routes(config: Config) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """What a Linux jail reaches through its host: in a cluster, the other hosts'
+    jail subnets (the cluster CIDR). FreeBSD jails share the host's routing
+    table, so there this is not needed."""
+    if config.etcd and config.cluster_cidr is not None:
+        return (config.cluster_cidr,)
+    return ()
+
+
 def make_runtime(config: Config, runner: Runner) -> Runtime:
     if config.runtime is RuntimeKind.LINUX:
         from rexcarcer.runtime.linux import LinuxRuntime
@@ -95,6 +104,7 @@ def make_runtime(config: Config, runner: Runner) -> Runtime:
             bridge=config.interface,
             host_address=host_if,
             token=instance_token(config),
+            routes=jail_routes(config),
         )
     if config.runtime is RuntimeKind.FREEBSD:
         from rexcarcer.runtime.freebsd import FreeBSDRuntime

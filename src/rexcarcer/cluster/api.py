@@ -1,0 +1,184 @@
+"""The agent's API: HTTPS with mutual TLS (tls.py), stdlib ``http.server`` in a thread.
+
+::
+
+    GET  /v1/health                        {"host": NAME}
+    POST /v1/up?name=JAIL&file=NAME.rex    body: the build context (context.py)
+         200 {"jail": JailInfo}            the jail runs on this host
+         4xx/5xx {"error", "hint", "exit_code"}
+
+The receiving agent runs the same ``jails.up`` as a local ``rex up``, with its
+own store connection. A peer is served only if its certificate (checked
+against the cluster CA in the TLS handshake) names a registered host and that
+host's address; anything else gets 403 before the body is read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import ssl
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from rexcarcer.cluster import AgentApiError, model
+from rexcarcer.cluster.context import MAX_CONTEXT, unpack
+from rexcarcer.cluster.tls import TlsFiles, host_dns_name
+from rexcarcer.config import Config
+from rexcarcer.errors import RexError
+from rexcarcer.state.base import Store
+
+log = logging.getLogger("rexcarcer.agent")
+
+DEFAULT_PORT = 7443
+Peer = dict[str, Any]  # ssl.SSLSocket.getpeercert()
+
+
+def peer_host(cert: Peer | None, view: model.View, zone: str) -> str | None:
+    """The registered host a verified client certificate belongs to, or None."""
+    if not cert:
+        return None
+    sans = cert.get("subjectAltName", ())
+    dns = {v for k, v in sans if k == "DNS"}
+    ips = {v for k, v in sans if k == "IP Address"}
+    for name, rec in model.host_records(view).items():
+        if host_dns_name(name, zone) in dns and str(rec.get("address")) in ips:
+            return name
+    return None
+
+
+class Api:
+    """What the handler calls; one per agent."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+
+    def caller(self, cert: Peer | None) -> str | None:
+        return peer_host(cert, {e.key: e for e in self.store.list(model.HOSTS)}, self.config.zone)
+
+    def up(self, name: str, rexfile_name: str, body: bytes) -> dict[str, Any]:
+        from rexcarcer.engine import jails
+        from rexcarcer.engine.host import open_host
+        from rexcarcer.rexfile.parser import load
+
+        work = Path(tempfile.mkdtemp(prefix="ctx-", dir=self._work_dir()))
+        try:
+            rexfile = load(unpack(body, work, rexfile_name))
+            host = open_host(self.config)
+            try:
+                return jails.up(host, rexfile, name).as_json()
+            finally:
+                host.close()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _work_dir(self) -> Path:
+        d = self.config.root / "run" / "contexts"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+
+def _error_body(exc: RexError) -> dict[str, Any]:
+    return {"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+    protocol_version = "HTTP/1.1"
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorised(self) -> str | None:
+        conn = self.connection
+        cert = conn.getpeercert() if isinstance(conn, ssl.SSLSocket) else None
+        who = self.server.api.caller(cert)
+        if who is None:
+            self.close_connection = True
+            self._send(403, {"error": "the client certificate names no registered host",
+                             "hint": None, "exit_code": AgentApiError.exit_code})  # fmt: skip
+        return who
+
+    def do_GET(self) -> None:
+        if self._authorised() is None:
+            return
+        if urlsplit(self.path).path != "/v1/health":
+            self._send(404, _error_body(AgentApiError(f"no such endpoint: {self.path}")))
+            return
+        self._send(200, {"host": self.server.api.config.host})
+
+    def do_POST(self) -> None:
+        who = self._authorised()
+        if who is None:
+            return
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        if url.path != "/v1/up" or not query.get("name") or not query.get("file"):
+            self._send(400, _error_body(AgentApiError(f"bad request: {self.path}")))
+            return
+        if length > MAX_CONTEXT:
+            self.close_connection = True
+            self._send(413, _error_body(AgentApiError("the build context is too large")))
+            return
+        body = self.rfile.read(length)
+        log.info("API: %s asks for jail %s (%d bytes of context)", who, query["name"], length)
+        try:
+            info = self.server.api.up(query["name"], query["file"], body)
+        except RexError as exc:
+            log.warning("API: up %s for %s failed: %s", query["name"], who, exc)
+            self._send(422, _error_body(exc))
+            return
+        self._send(200, {"jail": info})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("API: " + format, *args)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], api: Api, files: TlsFiles) -> None:
+        self.api = api
+        self.context = files.server_context()
+        super().__init__(address, Handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = super().get_request()
+        # the handshake runs in the request's thread, at its first read
+        return self.context.wrap_socket(sock, server_side=True,
+                                        do_handshake_on_connect=False), addr  # fmt: skip
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        log.warning("API: request from %s failed: %s", client_address[0], sys.exc_info()[1])
+
+
+def serve(api: Api, files: TlsFiles, address: str, port: int) -> Server:
+    """Start the API in a thread; stop it with ``server.shutdown()``."""
+    try:
+        server = Server((address, port), api, files)
+    except OSError as exc:
+        raise AgentApiError(
+            f"cannot listen on {address}:{port}: {exc}", hint="pick another --api-port"
+        ) from exc
+    threading.Thread(target=server.serve_forever, name="agent-api", daemon=True).start()
+    log.info("API: https://%s:%d (mutual TLS)", address, port)
+    return server
+
+
+def url_for(address: str, port: int) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"https://{host}:{port}"

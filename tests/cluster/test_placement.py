@@ -1,0 +1,125 @@
+"""Placement on the three-host test bed: ``rex up --host``, fewest-jails
+placement, a pinned IP, all through the agents' mutual-TLS API; a client
+without a cluster certificate is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.conftest import ClusterHost, stop
+from tests.integration.conftest import copy_example
+
+API = "https://198.51.100.12:7443"
+
+
+def _share_ca(hosts: list[ClusterHost]) -> None:
+    """One cluster CA: made on h1, copied to the others (docs/cluster.md)."""
+    hosts[0].rex("ca", "init", "--force")
+    for h in hosts[1:]:
+        shutil.rmtree(h.root / "ca", ignore_errors=True)
+        shutil.copytree(hosts[0].root / "ca", h.root / "ca")
+
+
+def _wait_api(h: ClusterHost, others: list[ClusterHost]) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        listed = h.hosts()
+        if all(listed[o.name]["alive"] for o in others):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the agents did not come up")
+
+
+@pytest.fixture(scope="module")
+def agents(zfs_hosts: list[ClusterHost]) -> Iterator[list[ClusterHost]]:
+    _share_ca(zfs_hosts)
+    procs = [h.popen("agent", "--lease-ttl", "3", "--idle", "1") for h in zfs_hosts]
+    try:
+        _wait_api(zfs_hosts[0], zfs_hosts)
+        time.sleep(0.5)  # the API listens before the lease is put; a margin all the same
+        yield zfs_hosts
+    finally:
+        for p in procs:
+            stop(p)
+
+
+def _up(h: ClusterHost, *args: str | Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(h.rex("-o", "json", "up", *args).stdout)
+    return data
+
+
+def _ls(h: ClusterHost) -> dict[str, dict[str, Any]]:
+    return {j["name"]: j for j in json.loads(h.rex("-o", "json", "ls").stdout)}
+
+
+def test_up_with_host_runs_the_jail_there(agents: list[ClusterHost], tmp_path: Path) -> None:
+    h1, h2, _h3 = agents
+    src = copy_example(tmp_path)
+    t0 = time.monotonic()
+    info = _up(h1, src / "hello.rex", "--name", "placed", "--host", "h2")
+    took = time.monotonic() - t0
+    print(f"rex up --host h2 from h1: {took:.2f} s")
+    try:
+        assert info["host"] == "h2" and info["state"] == "running", info
+        local = _ls(h2)["placed"]
+        assert local["host"] == "h2" and local["state"] == "running"
+        ip = str(info["ips"][0]).split("/")[0]
+        assert ip.startswith("203.0.113.") and int(ip.split(".")[-1]) in range(64, 128)
+        # again from h1: the jail stays where it is (nothing to change)
+        assert _up(h1, src / "hello.rex", "--name", "placed")["host"] == "h2"
+        # --host elsewhere is refused: a name lives on one host
+        other = h1.rex("up", src / "hello.rex", "--name", "placed", "--host", "h3", check=False)
+        assert other.returncode == 12 and "already exists on host 'h2'" in other.stderr
+    finally:
+        h2.rex("destroy", "placed", check=False)
+
+
+def test_the_api_refuses_a_client_without_a_cluster_certificate(
+    agents: list[ClusterHost],
+) -> None:
+    h1 = agents[0]
+    bare = h1.ns("curl", "-sk", "--max-time", "5", f"{API}/v1/health")
+    assert bare.returncode != 0, bare.stdout  # the TLS handshake fails: no certificate
+    tls = h1.root / "agent-tls"
+    ok = h1.ns("curl", "-s", "--max-time", "5", "--cacert", str(tls / "cluster.crt"),
+               "--cert", str(tls / "host.crt"), "--key", str(tls / "host.key"),
+               f"{API}/v1/health")  # fmt: skip
+    assert json.loads(ok.stdout) == {"host": "h2"}, ok
+
+
+def test_up_places_on_the_fewest_jails_or_by_pinned_ip(
+    agents: list[ClusterHost], tmp_path: Path
+) -> None:
+    h1, _h2, h3 = agents
+    src = copy_example(tmp_path)
+    pinned = src / "pinned.rex"
+    pinned.write_text("BASE busybox\nIP 203.0.113.140/26\n")  # in h3's subnet
+    made: list[tuple[ClusterHost, str]] = []
+    try:
+        counts = {h["name"]: h["jails"] for h in h1.hosts().values()}
+        expected = min(sorted(counts), key=lambda n: counts[n])
+        first = _up(h1, src / "client.rex", "--name", "auto1")
+        made.append((next(h for h in agents if h.name == first["host"]), "auto1"))
+        assert first["host"] == expected, (first, counts)
+        info = _up(h1, pinned, "--name", "pinned")
+        made.append((h3, "pinned"))
+        assert info["host"] == "h3" and info["ips"] == ["203.0.113.140/26"], info
+    finally:
+        for h, name in made:
+            h.rex("destroy", name, check=False)
+
+
+def test_a_bad_request_reports_the_remote_error(agents: list[ClusterHost], tmp_path: Path) -> None:
+    h1 = agents[0]
+    bad = tmp_path / "bad.rex"
+    bad.write_text("BASE no-such-base\n")
+    done = h1.rex("up", bad, "--host", "h2", check=False)
+    assert done.returncode not in (0, 38), done.stderr
+    assert "on host h2:" in done.stderr, done.stderr
