@@ -30,13 +30,18 @@ SUBNET = "203.0.113.0/24"
 
 
 def sh(*argv: str | Path, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    done: subprocess.CompletedProcess[str] = subprocess.run(
         [str(a) for a in argv],
-        check=check,
+        check=False,
         capture_output=True,
         text=True,
         **kw,  # type: ignore[call-overload]
     )
+    if check and done.returncode != 0:  # say why, not only that
+        raise AssertionError(
+            f"{' '.join(map(str, argv))} exited {done.returncode}: {done.stderr or done.stdout}"
+        )
+    return done
 
 
 @lru_cache
@@ -79,7 +84,12 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     img = work / "pool.img"
     sh("truncate", "-s", "3G", img)
     name = TOKEN
-    sh("zpool", "create", "-o", "cachefile=none", "-m", work / "mnt", name, img)
+    for attempt in range(5):  # zfs-fuse may refuse while it is busy elsewhere
+        made = sh("zpool", "create", "-o", "cachefile=none", "-m", work / "mnt", name, img,
+                  check=attempt == 4)  # fmt: skip
+        if made.returncode == 0:
+            break
+        time.sleep(1)
     yield name
     _sweep_netns(TOKEN)
     for _ in range(30):
