@@ -19,15 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.etcd_support import EtcdCluster, Member, require_etcd
-from tests.integration.conftest import (  # noqa: F401  (fixtures)
-    TOKEN,
-    _sweep_netns,
-    _unmount_below,
-    busybox_root,
-    pool,
-    require,
-    sh,
-)
+from tests.integration.conftest import TOKEN, _unmount_below, require, sh
 
 SWITCH = "198.51.100"
 CIDR = "203.0.113.0/24"
@@ -137,7 +129,7 @@ def _hosts(work: Path, names: list[str], etcd: EtcdCluster) -> list[ClusterHost]
 
 
 @pytest.fixture(scope="module")
-def zfs_hosts(testbed: Testbed, pool: str, busybox_root: Path) -> Iterator[list[ClusterHost]]:  # noqa: F811
+def zfs_hosts(testbed: Testbed, pool: str, busybox_root: Path) -> Iterator[list[ClusterHost]]:
     """The hosts with a dataset each and the busybox base imported."""
     for h in testbed.hosts:
         h.rex("base", "import", busybox_root, "busybox", "--version", "1")

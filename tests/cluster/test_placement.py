@@ -5,7 +5,6 @@ without a cluster certificate is refused."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +18,12 @@ from tests.integration.conftest import copy_example
 API = "https://198.51.100.12:7443"
 
 
-def _share_ca(hosts: list[ClusterHost]) -> None:
-    """One cluster CA: made on h1, copied to the others (docs/cluster.md)."""
-    hosts[0].rex("ca", "init", "--force")
-    for h in hosts[1:]:
-        shutil.rmtree(h.root / "ca", ignore_errors=True)
-        shutil.copytree(hosts[0].root / "ca", h.root / "ca")
+def _same_ca(hosts: list[ClusterHost]) -> str:
+    """`rex cluster init` put h1's CA in etcd and every `rex cluster join` installed it."""
+    prints = {h.name: json.loads(h.rex("-o", "json", "ca", "show").stdout)["fingerprint_sha256"]
+              for h in hosts}  # fmt: skip
+    assert len(set(prints.values())) == 1, prints
+    return next(iter(prints.values()))
 
 
 def _wait_api(h: ClusterHost, others: list[ClusterHost]) -> None:
@@ -39,7 +38,7 @@ def _wait_api(h: ClusterHost, others: list[ClusterHost]) -> None:
 
 @pytest.fixture(scope="module")
 def agents(zfs_hosts: list[ClusterHost]) -> Iterator[list[ClusterHost]]:
-    _share_ca(zfs_hosts)
+    _same_ca(zfs_hosts)
     procs = [h.popen("agent", "--lease-ttl", "3", "--idle", "1") for h in zfs_hosts]
     try:
         _wait_api(zfs_hosts[0], zfs_hosts)

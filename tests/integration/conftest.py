@@ -77,36 +77,6 @@ def require(*names: str) -> None:
         pytest.skip(msg)
 
 
-@pytest.fixture(scope="session")
-def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    require("root", "zfs", "namespaces", "busybox-static", "iproute2")
-    work = tmp_path_factory.mktemp("pool")
-    img = work / "pool.img"
-    sh("truncate", "-s", "3G", img)
-    name = TOKEN
-    for attempt in range(5):  # zfs-fuse may refuse while it is busy elsewhere
-        made = sh("zpool", "create", "-o", "cachefile=none", "-m", work / "mnt", name, img,
-                  check=attempt == 4)  # fmt: skip
-        if made.returncode == 0:
-            break
-        time.sleep(1)
-    yield name
-    _sweep_netns(TOKEN)
-    for _ in range(30):
-        if sh("zpool", "destroy", "-f", name, check=False).returncode == 0:
-            break
-        time.sleep(0.2)
-    img.unlink(missing_ok=True)
-
-
-@pytest.fixture(scope="session")
-def busybox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    require("busybox-static")
-    root = tmp_path_factory.mktemp("bb") / "root"
-    sh(REPO / "examples" / "make-busybox-base.sh", root)
-    return root
-
-
 def _sweep_netns(prefix: str) -> None:
     for ns in sh("ip", "netns", "list", check=False).stdout.split("\n"):
         name = ns.split(" ")[0]

@@ -57,9 +57,21 @@ def cluster() -> None:
     show_default=True,
     help="Prefix length of each host's jail subnet.",
 )
+@click.option(
+    "--share-ca/--no-share-ca",
+    default=True,
+    show_default=True,
+    help="Store this host's cluster CA (created if missing) in etcd for joining hosts.",
+)
 @pass_ctx
-def init(ctx: Ctx, etcd: str | None, cidr: str, zone: str | None, host_prefix: int) -> None:
-    """Store the cluster's settings in etcd (once; again with the same settings is fine)."""
+def init(
+    ctx: Ctx, etcd: str | None, cidr: str, zone: str | None, host_prefix: int, share_ca: bool
+) -> None:
+    """Store the cluster's settings and CA in etcd (once; again with the same ones is fine).
+
+    The CA is this host's (`rex ca init`, or a new ECDSA P-256 root made now),
+    key included: protect etcd accordingly (docs/cluster.md), or pass
+    --no-share-ca and copy $REX_ROOT/ca to every host yourself."""
     from rexcarcer.cluster.membership import init as do_init
     from rexcarcer.cluster.model import make_settings
 
@@ -67,16 +79,40 @@ def init(ctx: Ctx, etcd: str | None, cidr: str, zone: str | None, host_prefix: i
     store = _store(_endpoints(ctx, etcd))
     try:
         conf, created = do_init(store, wanted)
+        ca_fp = _share_ca(ctx, store) if share_ca else None
     finally:
         store.close()
-    data = {**conf.as_json(), "created": created}
+    data = {**conf.as_json(), "created": created, "ca_fingerprint": ca_fp}
     verb = "created" if created else "already set up"
+    shared = f"; CA sha256:{ca_fp} shared" if ca_fp else ""
     ctx.emit(
         data,
         lambda: click.echo(
-            f"cluster {verb}: CIDR {conf.cidr}, host subnets /{conf.host_prefix}, zone {conf.zone}"
+            f"cluster {verb}: CIDR {conf.cidr}, host subnets /{conf.host_prefix}, "
+            f"zone {conf.zone}{shared}"
         ),
     )
+
+
+def _share_ca(ctx: Ctx, store: EtcdStore) -> str:
+    """This host's CA into etcd: the one the cluster has, else ours (made if missing)."""
+    from rexcarcer.cluster import cashare
+    from rexcarcer.pki import ca
+    from rexcarcer.pki.layout import CaPaths
+
+    host = ctx.host()
+    try:
+        paths = CaPaths.under(host.config.root)
+        with host.lock("ca"):
+            fingerprint, _ = cashare.install(store, paths)  # the cluster has one already
+            if fingerprint is not None:
+                return fingerprint
+            if not paths.exists():
+                now = ca.utcnow()
+                ca.install(paths, ca.self_signed(ca.CaSettings(), now), now=now)
+            return cashare.publish(store, paths)[0]
+    finally:
+        host.close()
 
 
 @cluster.command()
@@ -97,7 +133,9 @@ def join(ctx: Ctx, etcd: str | None, host_name: str | None, address: str | None)
     name = host_name or ctx.config.host
     store = _store(urls)
     try:
+        _install_ca(ctx, store, check_only=True)  # a conflicting CA: refused before joining
         joined = do_join(store, store, name, address or local_address(urls[0]))
+        ca_fp, ca_written = _install_ca(ctx, store)
     finally:
         store.close()
     path = _config_path(ctx)
@@ -111,13 +149,39 @@ def join(ctx: Ctx, etcd: str | None, host_name: str | None, address: str | None)
             "cluster_cidr": str(joined.settings.cidr),
         },
     )
+    if ca_fp is None:
+        ca_line = "the cluster keeps its CA off etcd: copy $REX_ROOT/ca from its first host"
+    else:
+        ca_line = f"cluster CA sha256:{ca_fp} " + ("installed" if ca_written else "already here")
     ctx.emit(
-        {**joined.as_json(), "config": str(path)},
+        {
+            **joined.as_json(),
+            "config": str(path),
+            "ca_fingerprint": ca_fp,
+            "ca_installed": ca_written,
+        },  # fmt: skip
         lambda: click.echo(
             f"joined as {joined.name} ({joined.address}); jail subnet {joined.subnet}; "
-            f"wrote {path}\nnext: run `rex agent` (contrib/ has a systemd unit and an rc.d script)"
+            f"wrote {path}\n{ca_line}\n"
+            "next: run `rex agent` (contrib/ has a systemd unit and an rc.d script)"
         ),
     )
+
+
+def _install_ca(ctx: Ctx, store: EtcdStore, *, check_only: bool = False) -> tuple[str | None, bool]:
+    from rexcarcer.cluster import cashare
+    from rexcarcer.pki.layout import CaPaths
+
+    host = ctx.host()
+    try:
+        paths = CaPaths.under(host.config.root)
+        with host.lock("ca"):
+            if check_only:
+                cashare.check(store, paths)
+                return None, False
+            return cashare.install(store, paths)
+    finally:
+        host.close()
 
 
 @cluster.command()
