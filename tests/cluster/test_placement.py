@@ -59,7 +59,7 @@ def _ls(h: ClusterHost) -> dict[str, dict[str, Any]]:
 
 
 def test_up_with_host_runs_the_jail_there(agents: list[ClusterHost], tmp_path: Path) -> None:
-    h1, h2, _h3 = agents
+    h1, h2, h3 = agents
     src = copy_example(tmp_path)
     t0 = time.monotonic()
     info = _up(h1, src / "hello.rex", "--name", "placed", "--host", "h2")
@@ -76,6 +76,18 @@ def test_up_with_host_runs_the_jail_there(agents: list[ClusterHost], tmp_path: P
         # --host elsewhere is refused: a name lives on one host
         other = h1.rex("up", src / "hello.rex", "--name", "placed", "--host", "h3", check=False)
         assert other.returncode == 12 and "already exists on host 'h2'" in other.stderr
+        # stop, start and destroy from other hosts: done by h2's agent
+        h1.rex("stop", "placed")
+        assert _ls(h2)["placed"]["state"] == "stopped"
+        h3.rex("start", "placed")
+        assert _ls(h2)["placed"]["state"] == "running"
+        h1.rex("restart", "placed")
+        assert _ls(h2)["placed"]["state"] == "running"
+        h1.rex("destroy", "placed")
+        assert "placed" not in _ls(h2) and "placed" not in _ls(h1)
+        assert not h2.ns("ip", "netns", "list").stdout.count("placed")
+        missing = h1.rex("stop", "placed", check=False)
+        assert missing.returncode != 0 and "no jail named 'placed'" in missing.stderr
     finally:
         h2.rex("destroy", "placed", check=False)
 

@@ -159,7 +159,7 @@ def join(ctx: Ctx, etcd: str | None, host_name: str | None, address: str | None)
             "config": str(path),
             "ca_fingerprint": ca_fp,
             "ca_installed": ca_written,
-        },  # fmt: skip
+        },
         lambda: click.echo(
             f"joined as {joined.name} ({joined.address}); jail subnet {joined.subnet}; "
             f"wrote {path}\n{ca_line}\n"

@@ -172,12 +172,15 @@ def _lifecycle(verb: str, doc: str) -> click.Command:
     def cmd(ctx: Ctx, names: tuple[str, ...]) -> None:
         from rexcarcer.engine import jails
 
-        action = {"start": jails.start, "stop": jails.stop, "restart": jails.restart,
-                  "destroy": jails.destroy}[verb]  # fmt: skip
         host = ctx.host()
         try:
             for name in names:
-                action(host, name)
+                if host.config.etcd:  # the jail's own host does it
+                    from rexcarcer.cluster import client
+
+                    client.lifecycle(host, name, verb)
+                else:
+                    getattr(jails, verb)(host, name)
         finally:
             host.close()
 
@@ -187,6 +190,7 @@ def _lifecycle(verb: str, doc: str) -> click.Command:
 def register(group: click.Group) -> None:
     for cmd in (up, build, check, plan, ls_, exec_):
         group.add_command(cmd)
+    # in a cluster, a jail on another host is handled by that host's agent
     group.add_command(_lifecycle("start", "Start stopped jails."))
     group.add_command(_lifecycle("stop", "Stop jails (their datasets and addresses stay)."))
     group.add_command(_lifecycle("restart", "Stop and start jails."))

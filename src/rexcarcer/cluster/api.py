@@ -5,6 +5,8 @@
     GET  /v1/health                        {"host": NAME}
     POST /v1/up?name=JAIL&file=NAME.rex    body: the build context (context.py)
          200 {"jail": JailInfo}            the jail runs on this host
+    POST /v1/jails/JAIL/start|stop|restart|destroy
+         200 {"jail": JailInfo}            (destroy: {"jail": {"name", "destroyed": true}})
          4xx/5xx {"error", "hint", "exit_code"}
 
 The receiving agent runs the same ``jails.up`` as a local ``rex up``, with its
@@ -52,6 +54,9 @@ def peer_host(cert: Peer | None, view: model.View, zone: str) -> str | None:
     return None
 
 
+VERBS = ("start", "stop", "restart", "destroy")
+
+
 class Api:
     """What the handler calls; one per agent."""
 
@@ -77,6 +82,24 @@ class Api:
                 host.close()
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def lifecycle(self, name: str, verb: str) -> dict[str, Any]:
+        """``rex start|stop|restart|destroy NAME`` for a jail of this host."""
+        from rexcarcer.engine import jails
+        from rexcarcer.engine.host import open_host
+        from rexcarcer.names import check_jail_name
+
+        check_jail_name(name)
+        host = open_host(self.config)
+        try:
+            if verb not in VERBS:
+                raise AgentApiError(f"no such jail action: {verb}")
+            getattr(jails, verb)(host, name)
+            if verb == "destroy":
+                return {"name": name, "host": self.config.host, "destroyed": True}
+            return jails.info(host, name).as_json()
+        finally:
+            host.close()
 
     def _work_dir(self) -> Path:
         d = self.config.root / "run" / "contexts"
@@ -123,6 +146,10 @@ class Handler(BaseHTTPRequestHandler):
         if who is None:
             return
         url = urlsplit(self.path)
+        parts = url.path.split("/")
+        if len(parts) == 5 and parts[:3] == ["", "v1", "jails"] and parts[4] in VERBS:
+            self._lifecycle(who, parts[3], parts[4])
+            return
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
         if url.path != "/v1/up" or not query.get("name") or not query.get("file"):
@@ -138,6 +165,20 @@ class Handler(BaseHTTPRequestHandler):
             info = self.server.api.up(query["name"], query["file"], body)
         except RexError as exc:
             log.warning("API: up %s for %s failed: %s", query["name"], who, exc)
+            self._send(422, _error_body(exc))
+            return
+        self._send(200, {"jail": info})
+
+    def _lifecycle(self, who: str, name: str, verb: str) -> None:
+        if int(self.headers.get("Content-Length") or 0):
+            self.close_connection = True
+            self._send(400, _error_body(AgentApiError(f"{verb} takes no body")))
+            return
+        log.info("API: %s asks to %s jail %s", who, verb, name)
+        try:
+            info = self.server.api.lifecycle(name, verb)
+        except RexError as exc:
+            log.warning("API: %s %s for %s failed: %s", verb, name, who, exc)
             self._send(422, _error_body(exc))
             return
         self._send(200, {"jail": info})

@@ -1,5 +1,6 @@
 """``rex up`` in a cluster: decide where (placement.py), then run it here or send
-the build context to that host's agent (api.py) over mutual TLS."""
+the build context to that host's agent (api.py) over mutual TLS. ``rex
+start/stop/restart/destroy`` of a jail on another host go to its agent too."""
 
 from __future__ import annotations
 
@@ -58,23 +59,43 @@ def credentials(config: Config, store: Store) -> TlsFiles:
 
 def up_remote(files: TlsFiles, url: str, host: str, rexfile: Rexfile, name: str) -> dict[str, Any]:
     """Send the build context to ``host``'s agent; the jail's info, or its error."""
-    import httpx
-
     from rexcarcer.cluster.context import pack
 
     assert rexfile.path is not None
-    body = pack(rexfile)
+    params = {"name": name, "file": rexfile.path.name}
+    return _post(files, url, host, "/v1/up", params=params, content=pack(rexfile))
+
+
+def _post(files: TlsFiles, url: str, host: str, path: str, **kw: Any) -> dict[str, Any]:
+    import httpx
+
     timeout = httpx.Timeout(TIMEOUT, read=BUILD_TIMEOUT)
     try:
         with httpx.Client(verify=files.client_context(), timeout=timeout) as http:
-            answer = http.post(f"{url}/v1/up", params={"name": name, "file": rexfile.path.name},
-                               content=body)  # fmt: skip
+            answer = http.post(f"{url}{path}", **kw)
     except httpx.HTTPError as exc:
         raise AgentApiError(
             f"cannot reach host {host}'s agent at {url}: {exc}",
             hint="check that `rex agent` runs there and that both hosts share the cluster CA",
         ) from exc
     return _result(host, answer.status_code, answer.content)
+
+
+def lifecycle(host: Host, name: str, verb: str) -> dict[str, Any] | None:
+    """``rex start|stop|restart|destroy NAME`` in a cluster: done by the jail's
+    own host, through its agent when that is not this one. The jail's info
+    from the other host, or None when it was done here."""
+    from rexcarcer.engine import jails
+
+    rec = jails.record(host, name)
+    owner = rec.get("host") if rec is not None else None
+    if owner in (None, host.config.host):
+        getattr(jails, verb)(host, name)
+        return None
+    owner = str(owner)
+    host.progress.step(f"{verb.capitalize()} {name} on {owner}")
+    files = credentials(host.config, host.store)
+    return _post(files, api_url(host.store, owner), owner, f"/v1/jails/{name}/{verb}")
 
 
 def _result(host: str, status: int, content: bytes) -> dict[str, Any]:
