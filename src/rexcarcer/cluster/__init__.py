@@ -8,11 +8,18 @@
     hostconf.py    the host's rexcarcer.toml, rewritten by join and leave
     routes.py      routes to the other hosts' jail subnets (argv + parser + sync)
     dnssync.py     the local unbound made to serve every live host's records
-    agent.py       ``rex agent``: lease, watch, DNS, routes
+    jailsync.py    this host's jails started or stopped as their records want
+    skydns.py      the optional ``/skydns/`` mirror for CoreDNS
+    cashare.py     the cluster CA, published by init and installed by join
+    agent.py       ``rex agent``: lease, watch, DNS, routes, jails, SkyDNS, API
+    api.py         the agents' mutual-TLS API (tls.py: their certificates)
+    client.py      ``rex up`` placed (placement.py) and the lifecycle verbs,
+                   here or through another host's agent (context.py: the tar)
 
 Keys under ``/rexcarcer/v1/`` (state/etcd.py)::
 
     cluster/config         {"cidr", "zone", "host_prefix", "version"}   init, no lease
+    cluster/ca             {"fingerprint", "files"} (the CA, key too)   init, create-if-absent
     hosts/<host>           {"name", "address", "subnet", "joined"}      join, no lease
     hosts/<host>/alive     {"since", "pid"}                             the host's lease
     subnets/<net>_<len>    {"host"}                                     create-if-absent

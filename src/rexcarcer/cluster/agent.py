@@ -5,7 +5,11 @@ re-registered when lost), watches everything under ``/rexcarcer/v1/`` and, on
 every change and every ``idle`` seconds, makes the host match the cluster:
 
 - DNS (dnssync.py): the local unbound serves every live host's records;
-- routes (routes.py): the other hosts' jail subnets via their addresses.
+- routes (routes.py): the other hosts' jail subnets via their addresses;
+- jails (jailsync.py): this host's jails started or stopped as their records
+  want (after a reboot, after a jail's init died);
+- with ``--skydns``, the records mirrored under ``/skydns/`` for CoreDNS
+  (skydns.py; written by the live host with the lowest name).
 
 With an API port it also serves the mutual-TLS API (api.py) on the host's
 cluster address, through which ``rex up`` on another host places jails here,
@@ -27,8 +31,10 @@ from typing import TYPE_CHECKING
 
 from rexcarcer.cluster import model
 from rexcarcer.cluster.dnssync import DnsSync
+from rexcarcer.cluster.jailsync import JailSync
 from rexcarcer.cluster.membership import alive_value
 from rexcarcer.cluster.routes import RouteSync
+from rexcarcer.cluster.skydns import SkyDnsMirror
 from rexcarcer.errors import RexError
 from rexcarcer.state.base import Entry
 from rexcarcer.state.lease import LeaseKeeper
@@ -51,6 +57,8 @@ class Agent:
     routes: RouteSync | None = None
     idle: float = 5.0
     api: Server | None = None
+    jails: JailSync | None = None
+    skydns: SkyDnsMirror | None = None
     view: dict[str, Entry] = field(default_factory=dict)
     syncs: int = 0
 
@@ -67,6 +75,8 @@ class Agent:
                 self.api.shutdown()
                 self.api.server_close()
                 self.api.api.store.close()
+            if self.skydns is not None:
+                self.skydns.store.close()
             self.keeper.stop()
 
     def handle(self, update: Update) -> None:
@@ -88,6 +98,16 @@ class Agent:
                 self.routes.sync(model.routes(self.view, self.name))
             except RexError as exc:
                 log.warning("routes: %s", exc)
+        if self.jails is not None:
+            try:
+                self.jails.sync(self.view)
+            except RexError as exc:
+                log.warning("jails: %s", exc)
+        if self.skydns is not None:
+            try:
+                self.skydns.sync(self.view)
+            except RexError as exc:
+                log.warning("SkyDNS: %s", exc)
 
 
 def enable_forwarding(host: Host) -> None:
@@ -144,6 +164,8 @@ def build(
     idle: float,
     routes: bool,
     api_port: int | None = None,
+    jails: bool = True,
+    skydns: bool = False,
 ) -> Agent:
     from rexcarcer.cluster.membership import settings
 
@@ -168,4 +190,11 @@ def build(
     if routes:
         enable_forwarding(host)
         route_sync = RouteSync(host.runner, host.config.runtime)
-    return Agent(name, store, keeper, dns_sync_for(host, conf.cidr), route_sync, idle, server)
+    mirror = None
+    if skydns:
+        from rexcarcer.cluster import skydns as sky
+        from rexcarcer.state.etcd import EtcdStore
+
+        mirror = SkyDnsMirror(EtcdStore(host.config.etcd, prefix=sky.PREFIX), name)
+    return Agent(name, store, keeper, dns_sync_for(host, conf.cidr), route_sync, idle, server,
+                 JailSync(host, name) if jails else None, mirror)  # fmt: skip

@@ -36,7 +36,12 @@ def decide(store: Store, rexfile: Rexfile, name: str, wanted: str | None, me: st
 def api_url(store: Store, host: str) -> str:
     """The URL the host's agent published beside its liveness key."""
     entry = store.get(model.alive_key(host))
-    url = entry.json().get("api") if entry is not None else None
+    if entry is None:
+        raise AgentApiError(
+            f"host {host!r} is not alive: its agent does not run",
+            hint=f"start `rex agent` on {host}, or run the command there",
+        )
+    url = entry.json().get("api")
     if not url:
         raise AgentApiError(
             f"host {host!r}'s agent serves no API",

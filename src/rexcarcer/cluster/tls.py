@@ -1,7 +1,8 @@
 """The host's credentials for the agents' mutual-TLS API, from the cluster CA.
 
-The CA is ``$REX_ROOT/ca`` (pki/ca.py): ``rex ca init`` on one host, then that
-directory copied to every host, so that all hosts trust one root. A host's
+The CA is ``$REX_ROOT/ca`` (pki/ca.py): stored in etcd by ``rex cluster
+init`` and installed by ``rex cluster join`` (cashare.py), or copied by hand
+with ``--no-share-ca``, so that all hosts trust one root. A host's
 certificate names ``<host>.host.<zone>`` and the host's cluster address
 (serverAuth + clientAuth: the same files serve the agent and ``rex up
 --host``). It lives in ``$REX_ROOT/agent-tls/`` and is issued again when the CA
@@ -76,7 +77,8 @@ def ensure(config: Config, address: str, *, force: bool = False) -> TlsFiles:
     if not paths.exists():
         raise AgentApiError(
             f"no cluster CA in {paths.dir}: the agents' API needs one shared by all hosts",
-            hint="run `rex ca init` on one host and copy its CA directory to every host",
+            hint="run `rex cluster join` again (it installs the cluster's CA from etcd), "
+            "or copy $REX_ROOT/ca from the first host",
         )
     if not force and _current(files, paths.fingerprint(), address):
         return files

@@ -268,7 +268,18 @@ def _sh_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
+def lock_name(name: str) -> str:
+    """The host-local lock a lifecycle change of jail ``name`` holds; the
+    cluster agent takes it too before it starts or stops a jail."""
+    return f"jail-{name}"
+
+
 def start(host: Host, name: str) -> None:
+    with host.lock(lock_name(name)):
+        start_locked(host, name)
+
+
+def start_locked(host: Host, name: str) -> None:
     rec = _require(host, name)
     spec = spec_for(host, rec)
     host.progress.step(f"Starting {name}")
@@ -288,6 +299,11 @@ def start(host: Host, name: str) -> None:
 
 
 def stop(host: Host, name: str) -> None:
+    with host.lock(lock_name(name)):
+        stop_locked(host, name)
+
+
+def stop_locked(host: Host, name: str) -> None:
     rec = _require(host, name)
     host.progress.step(f"Stopping {name}")
     _stop_runtime(host, rec)
@@ -302,8 +318,9 @@ def _stop_runtime(host: Host, rec: dict[str, Any]) -> None:
 
 
 def restart(host: Host, name: str) -> None:
-    stop(host, name)
-    start(host, name)
+    with host.lock(lock_name(name)):
+        stop_locked(host, name)
+        start_locked(host, name)
 
 
 def destroy(host: Host, name: str) -> None:
@@ -315,7 +332,8 @@ def destroy(host: Host, name: str) -> None:
     if rec is not None and rec.get("status") == "creating":
         _reclaim(host, name)  # refuses while a live run owns it
     host.progress.step(f"Destroying {name}")
-    _cleanup(host, name)
+    with host.lock(lock_name(name)):
+        _cleanup(host, name)
 
 
 def exec_in(host: Host, name: str, argv: Sequence[str], *, interactive: bool) -> Completed:
