@@ -63,6 +63,10 @@ def _ls(h: ClusterHost) -> dict[str, dict[str, Any]]:
 def test_up_with_host_runs_the_jail_there(agents: list[ClusterHost], tmp_path: Path) -> None:
     h1, h2, h3 = agents
     src = copy_example(tmp_path)
+    planned = json.loads(h1.rex("-o", "json", "plan", src / "hello.rex", "--name", "placed",
+                                "--host", "h2").stdout)  # fmt: skip
+    assert [a["action"] for a in planned] == ["place", "remote"], planned
+    assert planned[0]["description"].startswith("on host h2:"), planned
     t0 = time.monotonic()
     info = _up(h1, src / "hello.rex", "--name", "placed", "--host", "h2")
     took = time.monotonic() - t0

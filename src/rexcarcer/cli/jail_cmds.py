@@ -102,16 +102,39 @@ def check(ctx: Ctx, file: Path) -> None:
 @click.command()
 @click.argument("file", type=REXFILE)
 @click.option("--name", help="Jail name (default: the file's stem).")
+@click.option("--host", "on_host", help="Cluster: plan for running the jail on this host.")
 @pass_ctx
-def plan(ctx: Ctx, file: Path, name: str | None) -> None:
-    """Print what `rex up FILE` would change, with command lines; change nothing."""
-    from rexcarcer.engine.plan import plan_up
+def plan(ctx: Ctx, file: Path, name: str | None, on_host: str | None) -> None:
+    """Print what `rex up FILE` would change, with command lines; change nothing.
+
+    In a cluster the first line is where the jail would go and why; the steps
+    follow when that is this host (else run `rex plan` on that host)."""
+    from rexcarcer.engine.plan import Action, plan_up
+    from rexcarcer.errors import UsageError
 
     rexfile = _load(file)
     jail = _name(rexfile, name)
     host = ctx.host()
     try:
-        actions = plan_up(host, rexfile, jail)
+        actions: list[Action] = []
+        here = True
+        if host.config.etcd:
+            from rexcarcer.cluster import client
+
+            where = client.decide(host.store, rexfile, jail, on_host, host.config.host)
+            here = where.host == host.config.host
+            actions.append(Action("place", f"on host {where.host}: {where.why}"))
+            if not here:
+                actions.append(Action("remote", f"send {file.name} and its COPY sources to "
+                                      f"{where.host}'s agent, which builds and starts {jail}; "
+                                      f"`rex plan` on {where.host} shows its steps"))  # fmt: skip
+        elif on_host not in (None, host.config.host):
+            raise UsageError(
+                "--host places jails in a cluster; this host is not in one",
+                hint="join a cluster (`rex cluster join`), or leave out --host",
+            )
+        if here:
+            actions += plan_up(host, rexfile, jail)
     finally:
         host.close()
 

@@ -133,10 +133,17 @@ def _add_output_option(cmd: click.Command) -> None:
         ))  # fmt: skip
 
 
+def build_cli() -> click.Group:
+    """The whole command tree (the verbs are registered on first use)."""
+    if not cli.commands:
+        _register()
+        for command in cli.commands.values():
+            _add_output_option(command)
+    return cli
+
+
 def main() -> None:
-    _register()
-    for command in cli.commands.values():
-        _add_output_option(command)
+    build_cli()
     debug = "--debug" in sys.argv
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

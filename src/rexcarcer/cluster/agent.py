@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,27 +89,23 @@ class Agent:
             self.reconcile()
 
     def reconcile(self) -> None:
+        """Each part on its own: one failing (unbound down, a route refused) never
+        keeps the others from running."""
         self.syncs += 1
+        parts: list[tuple[str, Callable[[], object]]] = []
         if self.dns is not None:
-            try:
-                self.dns.sync(self.view)
-            except RexError as exc:
-                log.warning("DNS: %s", exc)
+            parts.append(("DNS", partial(self.dns.sync, self.view)))
         if self.routes is not None:
-            try:
-                self.routes.sync(model.routes(self.view, self.name))
-            except RexError as exc:
-                log.warning("routes: %s", exc)
+            parts.append(("routes", partial(self.routes.sync, model.routes(self.view, self.name))))
         if self.jails is not None:
-            try:
-                self.jails.sync(self.view)
-            except RexError as exc:
-                log.warning("jails: %s", exc)
+            parts.append(("jails", partial(self.jails.sync, self.view)))
         if self.skydns is not None:
+            parts.append(("SkyDNS", partial(self.skydns.sync, self.view)))
+        for label, sync in parts:
             try:
-                self.skydns.sync(self.view)
+                sync()
             except RexError as exc:
-                log.warning("SkyDNS: %s", exc)
+                log.warning("%s: %s", label, exc)
 
 
 def enable_forwarding(host: Host) -> None:
