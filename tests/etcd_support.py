@@ -41,6 +41,9 @@ class Member:
     netns: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(default_factory=Path)
+    # (server certificate, its key, the CA clients must be signed by): https
+    # client URLs with --client-cert-auth
+    tls: tuple[Path, Path, Path] | None = None
 
     def argv(self, cluster: str, state: str) -> list[str]:
         argv = [
@@ -54,6 +57,10 @@ class Member:
             "--auto-compaction-mode=periodic", "--auto-compaction-retention=1h",
             "--logger=zap", "--log-outputs=stderr",
         ]  # fmt: skip
+        if self.tls is not None:
+            cert, key, ca = self.tls
+            argv += ["--cert-file", str(cert), "--key-file", str(key),
+                     "--trusted-ca-file", str(ca), "--client-cert-auth"]  # fmt: skip
         if self.netns:
             return ["nsenter", f"--net=/run/netns/{self.netns}", "--", *argv]
         return argv

@@ -35,6 +35,9 @@ SETTINGS = (
     Setting("zone", "REX_ZONE", "cluster DNS zone"),
     Setting("unbound_control", "REX_UNBOUND_CONTROL", "unbound control socket"),
     Setting("etcd", "REX_ETCD", "etcd endpoints, comma-separated; unset = single host"),
+    Setting("etcd_ca", "REX_ETCD_CA", "CA certificates (PEM) that sign etcd's https endpoints"),
+    Setting("etcd_cert", "REX_ETCD_CERT", "client certificate (PEM) for etcd --client-cert-auth"),
+    Setting("etcd_key", "REX_ETCD_KEY", "the client certificate's private key (PEM)"),
     Setting("host", "REX_HOST", "this host's name in the cluster"),
     Setting(
         "cluster_cidr",
@@ -57,6 +60,9 @@ class Config:
     zone: str
     unbound_control: Path
     etcd: tuple[str, ...]
+    etcd_ca: Path | None
+    etcd_cert: Path | None
+    etcd_key: Path | None
     host: str
     cluster_cidr: ipaddress.IPv4Network | ipaddress.IPv6Network | None
     runtime: RuntimeKind
@@ -178,6 +184,7 @@ def _build(v: dict[str, str]) -> Config:
         zone=v["zone"].strip(".").lower(),
         unbound_control=Path(v["unbound_control"] or root / "unbound" / "control.sock"),
         etcd=tuple(e for e in v["etcd"].split(",") if e),
+        **_etcd_tls(v),
         host=v["host"],
         cluster_cidr=_cluster_cidr(v["cluster_cidr"]),
         runtime=runtime,
@@ -186,6 +193,17 @@ def _build(v: dict[str, str]) -> Config:
         dns=_dns_mode(v["dns"]),
         dns_forward=_forwarders(v["dns_forward"]),
     )
+
+
+def _etcd_tls(v: Mapping[str, str]) -> dict[str, Path | None]:
+    paths = {k: Path(v[k]).absolute() if v.get(k) else None
+             for k in ("etcd_ca", "etcd_cert", "etcd_key")}  # fmt: skip
+    if (paths["etcd_cert"] is None) != (paths["etcd_key"] is None):
+        raise ConfigError(
+            "etcd_cert and etcd_key go together",
+            hint="set both REX_ETCD_CERT and REX_ETCD_KEY (or neither)",
+        )
+    return paths
 
 
 def _cluster_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:

@@ -26,10 +26,10 @@ def _endpoints(ctx: Ctx, etcd: str | None) -> list[str]:
     return urls
 
 
-def _store(urls: list[str]) -> EtcdStore:
-    from rexcarcer.state.etcd import EtcdStore
+def _store(ctx: Ctx, urls: list[str]) -> EtcdStore:
+    from rexcarcer.state.etcd import open_etcd
 
-    return EtcdStore(urls)
+    return open_etcd(ctx.config, urls)
 
 
 def _config_path(ctx: Ctx) -> Path:
@@ -76,7 +76,7 @@ def init(
     from rexcarcer.cluster.model import make_settings
 
     wanted = make_settings(cidr, zone or ctx.config.zone, host_prefix)
-    store = _store(_endpoints(ctx, etcd))
+    store = _store(ctx, _endpoints(ctx, etcd))
     try:
         conf, created = do_init(store, wanted)
         ca_fp = _share_ca(ctx, store) if share_ca else None
@@ -131,7 +131,7 @@ def join(ctx: Ctx, etcd: str | None, host_name: str | None, address: str | None)
 
     urls = _endpoints(ctx, etcd)
     name = host_name or ctx.config.host
-    store = _store(urls)
+    store = _store(ctx, urls)
     try:
         _install_ca(ctx, store, check_only=True)  # a conflicting CA: refused before joining
         joined = do_join(store, store, name, address or local_address(urls[0]))
@@ -147,6 +147,8 @@ def join(ctx: Ctx, etcd: str | None, host_name: str | None, address: str | None)
             "subnet": str(joined.subnet),
             "zone": joined.settings.zone,
             "cluster_cidr": str(joined.settings.cidr),
+            # the TLS files this join used, so that the agent and rex use them too
+            **_tls_settings(ctx),
         },
     )
     if ca_fp is None:
@@ -166,6 +168,12 @@ def join(ctx: Ctx, etcd: str | None, host_name: str | None, address: str | None)
             "next: run `rex agent` (contrib/ has a systemd unit and an rc.d script)"
         ),
     )
+
+
+def _tls_settings(ctx: Ctx) -> dict[str, str]:
+    files = {"etcd_ca": ctx.config.etcd_ca, "etcd_cert": ctx.config.etcd_cert,
+             "etcd_key": ctx.config.etcd_key}  # fmt: skip
+    return {k: str(v) for k, v in files.items() if v is not None}
 
 
 def _install_ca(ctx: Ctx, store: EtcdStore, *, check_only: bool = False) -> tuple[str | None, bool]:
@@ -192,7 +200,7 @@ def leave(ctx: Ctx, force: bool) -> None:
     from rexcarcer.cluster import hostconf
     from rexcarcer.cluster.membership import leave as do_leave
 
-    store = _store(_endpoints(ctx, None))
+    store = _store(ctx, _endpoints(ctx, None))
     try:
         removed = do_leave(store, ctx.config.host, force=force)
     finally:
@@ -212,7 +220,7 @@ def hosts(ctx: Ctx) -> None:
     from rexcarcer.cli.output import table
     from rexcarcer.cluster.membership import list_hosts
 
-    store = _store(_endpoints(ctx, None))
+    store = _store(ctx, _endpoints(ctx, None))
     try:
         found = list_hosts(store)
     finally:

@@ -146,11 +146,11 @@ def dns_sync_for(host: Host, cidr: model.Network) -> DnsSync | None:
 def start_api(host: Host, address: str, port: int) -> tuple[Server, str]:
     """Issue this host's API credentials if needed and serve the API."""
     from rexcarcer.cluster import api, tls
-    from rexcarcer.state.etcd import EtcdStore
+    from rexcarcer.state.etcd import open_etcd
 
     files = tls.ensure(host.config, address)
     # its own store connection: requests run beside the watch
-    server = api.serve(api.Api(host.config, EtcdStore(host.config.etcd)), files, address, port)
+    server = api.serve(api.Api(host.config, open_etcd(host.config)), files, address, port)
     return server, api.url_for(address, port)
 
 
@@ -191,8 +191,8 @@ def build(
     mirror = None
     if skydns:
         from rexcarcer.cluster import skydns as sky
-        from rexcarcer.state.etcd import EtcdStore
+        from rexcarcer.state.etcd import open_etcd
 
-        mirror = SkyDnsMirror(EtcdStore(host.config.etcd, prefix=sky.PREFIX), name)
+        mirror = SkyDnsMirror(open_etcd(host.config, prefix=sky.PREFIX), name)
     return Agent(name, store, keeper, dns_sync_for(host, conf.cidr), route_sync, idle, server,
                  JailSync(host, name) if jails else None, mirror)  # fmt: skip

@@ -118,9 +118,9 @@ def make_runtime(config: Config, runner: Runner) -> Runtime:
 def open_store(config: Config) -> Store:
     """etcd when the host is in a cluster (REX_ETCD), else the embedded SQLite store."""
     if config.etcd:
-        from rexcarcer.state.etcd import EtcdStore
+        from rexcarcer.state.etcd import open_etcd
 
-        return EtcdStore(config.etcd)
+        return open_etcd(config)
     from rexcarcer.state.sqlite import SqliteStore
 
     return SqliteStore(config.db_path)

@@ -15,9 +15,12 @@ longer than the TTL cannot free an address still in use (notes section 4).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from rexcarcer.config import Config
+from rexcarcer.errors import StateError
 from rexcarcer.state.base import Compare, Delete, Entry, Op, Put
 from rexcarcer.state.gateway import EtcdRejected, Gateway, as_int, b64, prefix_end, unb64
 
@@ -27,6 +30,34 @@ if TYPE_CHECKING:
     from rexcarcer.state.watch import Watch
 
 PREFIX = "/rexcarcer/v1/"
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """TLS towards etcd from REX_ETCD_CA / REX_ETCD_CERT / REX_ETCD_KEY; None: defaults
+    (https endpoints are then checked against the system's CAs)."""
+    if config.etcd_ca is None and config.etcd_cert is None:
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=str(config.etcd_ca) if config.etcd_ca else None)
+        if config.etcd_cert is not None:
+            ctx.load_cert_chain(config.etcd_cert, config.etcd_key)
+    except (OSError, ssl.SSLError) as exc:
+        files = ", ".join(str(p) for p in (config.etcd_ca, config.etcd_cert, config.etcd_key) if p)
+        raise StateError(
+            f"cannot load the etcd TLS files ({files}): {exc}",
+            hint="REX_ETCD_CA, REX_ETCD_CERT and REX_ETCD_KEY name PEM files; the key "
+            "must belong to the certificate",
+        ) from exc
+    return ctx
+
+
+def open_etcd(
+    config: Config, endpoints: Sequence[str] | None = None, *, prefix: str = PREFIX
+) -> EtcdStore:
+    """The cluster store with this host's endpoints and TLS settings."""
+    return EtcdStore(endpoints or config.etcd, prefix=prefix, tls=tls_context(config))
+
+
 Entries = list[Entry]  # (``EtcdStore.list`` shadows the builtin in the class body)
 _NOT_FOUND = 5  # gRPC NOT_FOUND: "etcdserver: requested lease not found"
 
@@ -58,9 +89,11 @@ class EtcdStore:
         timeout: float = 5.0,
         retry_for: float = 5.0,
         transport: httpx.BaseTransport | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.prefix = prefix
-        self.gateway = Gateway(endpoints, timeout=timeout, retry_for=retry_for, transport=transport)
+        self.gateway = Gateway(endpoints, timeout=timeout, retry_for=retry_for,
+                               transport=transport, tls=tls)  # fmt: skip
 
     def _key(self, key: str) -> str:
         return b64(self.prefix + key)

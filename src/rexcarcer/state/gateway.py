@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -93,6 +94,26 @@ def _unhealthy(message: str) -> EtcdUnavailable:
     )
 
 
+def _tls_refused(exc: Exception) -> bool:
+    """The TLS handshake failed on a certificate (ours or the server's)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLEOFError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc)
+    return "CERTIFICATE" in text or "certificate" in text
+
+
+def _tls_error(url: str, exc: Exception) -> StateError:
+    return EtcdRejected(
+        f"TLS with etcd at {url} failed: {exc}",
+        code=16,  # UNAUTHENTICATED
+        hint="check REX_ETCD_CA (the CA of etcd's server certificate) and REX_ETCD_CERT/"
+        "REX_ETCD_KEY (a client certificate etcd's --trusted-ca-file signed)",
+    )
+
+
 class Transient(Exception):
     """This endpoint cannot serve now."""
 
@@ -111,6 +132,7 @@ class Gateway:
         timeout: float = 5.0,
         retry_for: float = 5.0,
         transport: httpx.BaseTransport | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         import httpx
 
@@ -120,7 +142,8 @@ class Gateway:
         self.timeout = timeout
         self.retry_for = retry_for
         self.current = 0
-        self.client = httpx.Client(timeout=timeout, headers=HEADERS, transport=transport)
+        self.client = httpx.Client(timeout=timeout, headers=HEADERS, transport=transport,
+                                   verify=tls if tls is not None else True)  # fmt: skip
 
     def close(self) -> None:
         self.client.close()
@@ -157,8 +180,12 @@ class Gateway:
         try:
             resp = self.client.post(url, json=body)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            if _tls_refused(exc):  # no retry fixes a certificate
+                raise _tls_error(url, exc) from exc
             raise Transient(f"cannot connect ({exc})", safe=True) from exc
         except httpx.TransportError as exc:
+            if _tls_refused(exc):
+                raise _tls_error(url, exc) from exc
             raise Transient(f"{type(exc).__name__}: {exc}", safe=False) from exc
         return _decode(resp.status_code, resp.text, url)
 
