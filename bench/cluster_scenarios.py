@@ -9,7 +9,10 @@ unbound, etcd), or ``pytest -q -s bench/cluster_scenarios.py``.
 - ``rex up --host h2`` run on h1, end to end (context over mutual TLS, build
   cached, clone, start, publish);
 - a dead host's records withdrawn: h2's agent killed (SIGKILL), until h2's
-  jail no longer resolves at h1 (lease TTL 2 s).
+  jail no longer resolves at h1 (lease TTL 2 s);
+- a jail whose init died, started again by its host's agent: SIGKILL to the
+  init, until a new init runs (the agent notices at its next idle tick: 1 s
+  here, ``--idle`` 5 s by default; nothing in etcd changes when a jail dies).
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.cluster.conftest import ClusterHost, stop, testbed, zfs_hosts  # noqa: F401
-from tests.cluster.test_placement import _share_ca
-from tests.integration.conftest import busybox_root, copy_example, pool  # noqa: F401
+from tests.cluster.test_placement import _same_ca
+from tests.conftest import busybox_root, pool  # noqa: F401
+from tests.integration.conftest import copy_example
 
 RUNS = int(os.environ.get("REX_BENCH_RUNS", "50"))
 UNBOUND = {"h1": "203.0.113.1", "h2": "203.0.113.65", "h3": "203.0.113.129"}
@@ -103,7 +107,7 @@ def bed(
     zfs_hosts: list[ClusterHost],  # noqa: F811
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[list[ClusterHost]]:
-    _share_ca(zfs_hosts)
+    _same_ca(zfs_hosts)  # shared by `rex cluster init` / `join`
     src = copy_example(tmp_path_factory.mktemp("anchor"))
     for h in zfs_hosts:
         # a jail on each host, as where names are looked up from (its bridge
@@ -177,6 +181,33 @@ def test_dead_host_withdrawn(bed: list[ClusterHost], tmp_path: Path) -> None:
     finally:
         h2.rex("destroy", "victim", check=False)
     figures("h2's agent killed -> h2's jail gone from h1's DNS (TTL 2 s)", out)
+
+
+def test_dead_jail_restarted_by_the_agent(bed: list[ClusterHost], tmp_path: Path) -> None:
+    h1, h2, _ = bed
+    src = copy_example(tmp_path)
+    h1.rex("up", src / "client.rex", "--name", "phoenix", "--host", "h2")
+    run = h2.root / "run" / "phoenix.json"
+    out = []
+    try:
+        for _ in range(min(RUNS, 10)):
+            first = json.loads(run.read_text())["init_pid"]
+            t0 = time.monotonic()
+            os.kill(first, signal.SIGKILL)  # the init of a jail this bench started
+            deadline = t0 + 30
+            while True:
+                try:
+                    pid = json.loads(run.read_text())["init_pid"]
+                except (OSError, ValueError, KeyError):
+                    pid = first
+                if pid != first and Path(f"/proc/{pid}").exists():
+                    break
+                assert time.monotonic() < deadline, "the agent did not start phoenix again"
+                time.sleep(0.005)
+            out.append(time.monotonic() - t0)
+    finally:
+        h2.rex("destroy", "phoenix", check=False)
+    figures("jail's init killed on h2 -> running again, started by h2's agent (idle 1 s)", out)
 
 
 def _wait_resolves(h: ClusterHost, name: str, wanted: bool, timeout: float = 15) -> float:

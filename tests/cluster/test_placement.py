@@ -82,9 +82,17 @@ def test_up_with_host_runs_the_jail_there(agents: list[ClusterHost], tmp_path: P
         # --host elsewhere is refused: a name lives on one host
         other = h1.rex("up", src / "hello.rex", "--name", "placed", "--host", "h3", check=False)
         assert other.returncode == 12 and "already exists on host 'h2'" in other.stderr
+        # exec from another host: through h2's agent, output streamed, status passed on
+        script = 'echo "$GREETING out"; echo err >&2; exit 7'
+        ran = h1.rex("exec", "placed", "--", "sh", "-c", script, check=False)
+        assert ran.returncode == 7 and ran.stdout.split() == ["hello", "out", "err"], ran
         # stop, start and destroy from other hosts: done by h2's agent
         h1.rex("stop", "placed")
         assert _ls(h2)["placed"]["state"] == "stopped"
+        stopped = h3.rex("exec", "placed", "--", "true", check=False)
+        assert (
+            stopped.returncode != 0 and "on host h2: jail placed is not running" in stopped.stderr
+        )
         h3.rex("start", "placed")
         assert _ls(h2)["placed"]["state"] == "running"
         h1.rex("restart", "placed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from rexcarcer.cluster import RemoteError, api, model, tls
 from rexcarcer.cluster.client import _result, up_remote
 from rexcarcer.config import Config, load_config
-from rexcarcer.errors import Conflict
+from rexcarcer.errors import Conflict, RuntimeBackendError
 from rexcarcer.pki import ca
 from rexcarcer.pki.layout import CaPaths
 from rexcarcer.rexfile.parser import load
@@ -35,6 +35,13 @@ class RecordingApi(api.Api):
         if name == "taken":
             raise Conflict("jail 'taken' already exists on host 'h2'", hint="pick another")
         return {"name": name, "state": "running", "host": self.config.host}
+
+    def exec(self, name: str, argv: list[str], sink: Callable[[str], None]) -> int:
+        if name == "stopped":
+            raise RuntimeBackendError("jail stopped is not running", hint="rex start stopped")
+        for word in argv:
+            sink(word + "\n")
+        return len(argv)
 
 
 def _host(root: Path, name: str) -> Config:
@@ -140,3 +147,23 @@ def test_peer_host_needs_the_name_and_the_registered_address() -> None:
     assert api.peer_host(good, view, "rex.internal") == "h1"
     assert api.peer_host(jail, view, "rex.internal") is None
     assert api.peer_host(None, view, "rex.internal") is None
+
+
+def test_exec_streams_the_output_and_passes_the_status_on(cluster: Any) -> None:
+    from types import SimpleNamespace
+
+    from rexcarcer.cluster.client import exec_remote
+
+    h1, _h2, server_api, url = cluster
+    store = server_api.store
+    put_json(store, model.alive_key("h2"), {"api": url})
+    host: Any = SimpleNamespace(config=h1, store=store)
+    lines: list[str] = []
+    assert exec_remote(host, "h2", "web", ["a", "b c", "d"], lines.append) == 3
+    assert lines == ["a\n", "b c\n", "d\n"]
+    with pytest.raises(RemoteError, match="on host h2: jail stopped is not running") as err:
+        exec_remote(host, "h2", "stopped", ["true"], lines.append)
+    assert err.value.exit_code == RuntimeBackendError.exit_code
+    bad = httpx.post(f"{url}/v1/jails/web/exec", json={"argv": []},
+                     verify=tls.ensure(h1, "127.0.0.1").client_context())  # fmt: skip
+    assert bad.status_code == 400 and "non-empty list" in bad.json()["error"]

@@ -34,17 +34,39 @@ def test_exec_argv_enters_every_namespace_and_the_root() -> None:
     ]  # fmt: skip
 
 
-def test_bridge_is_created_once(tmp_path: Path) -> None:
+def test_bridge_is_created_once_and_a_ready_one_is_left_alone(tmp_path: Path) -> None:
     r = ScriptedRunner()
-    r.on(["ip", "link", "show"], "", returncode=1)
+    r.on(["ip", "-o", "addr", "show"], "", returncode=1)  # no bridge yet
     rt = LinuxRuntime(r, run_dir=tmp_path, bridge="rex0",
                       host_address=ipaddress.ip_interface("203.0.113.1/24"), token="t")  # fmt: skip
     rt.ensure_bridge()
-    assert r.calls[1:] == [
+    # checked again under the lock; the address comes last: a bridge with it is ready
+    assert r.calls == [
+        ("ip", "-o", "addr", "show", "dev", "rex0"),
+        ("ip", "-o", "addr", "show", "dev", "rex0"),
         ("ip", "link", "add", "rex0", "type", "bridge"),
-        ("ip", "addr", "add", "203.0.113.1/24", "dev", "rex0"),
         ("ip", "link", "set", "rex0", "up"),
+        ("ip", "addr", "add", "203.0.113.1/24", "dev", "rex0"),
     ]
+    ready = ScriptedRunner()
+    shown = "5: rex0    inet 203.0.113.1/24 brd 203.0.113.255 scope global rex0\\ ...\n"
+    ready.on(["ip", "-o", "addr", "show"], shown)
+    _runtime(ready, tmp_path).ensure_bridge()
+    assert len(ready.calls) == 1
+
+
+def test_a_bridge_another_run_addressed_meanwhile_is_fine(tmp_path: Path) -> None:
+    r = ScriptedRunner()
+    r.on(["ip", "-o", "addr", "show"], "", returncode=1)
+    r.on(["ip", "link", "add"], "RTNETLINK answers: File exists", returncode=2)
+    r.on(["ip", "addr", "add"], "Error: ipv4: Address already assigned.", returncode=2)
+    _runtime(r, tmp_path).ensure_bridge()
+    assert r.calls[-1][:3] == ("ip", "addr", "add")
+
+
+def _runtime(r: ScriptedRunner, run_dir: Path) -> LinuxRuntime:
+    address = ipaddress.ip_interface("203.0.113.1/24")
+    return LinuxRuntime(r, run_dir=run_dir, bridge="rex0", host_address=address, token="t")
 
 
 def test_stop_of_an_unknown_jail_only_cleans_network(tmp_path: Path) -> None:

@@ -90,3 +90,36 @@ def test_destroy_reports_other_errors_at_once() -> None:
 def test_names_cannot_leave_the_parent(bad: str) -> None:
     with pytest.raises(StorageError):
         _storage(ScriptedRunner()).full(bad)
+
+
+def test_mounting_commands_are_serialised_on_zfs_fuse(tmp_path: Path) -> None:
+    """zfs-fuse deadlocks on concurrent mounting commands: they take one machine-wide
+    flock; reads do not, and OpenZFS (with /dev/zfs) takes none."""
+    import fcntl
+
+    from rexcarcer.storage.zfs import serial_lock_for
+
+    assert serial_lock_for(tmp_path / "no-dev-zfs") is not None
+    (tmp_path / "zfs").touch()
+    assert serial_lock_for(tmp_path / "zfs") is None
+
+    lock = tmp_path / "locks" / "zfs-fuse.lock"
+    held: list[tuple[str, bool]] = []
+
+    def probe(argv: tuple[str, ...]) -> Completed:
+        with lock.open("w") as fd:  # free unless the driver holds it
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append((argv[1], False))
+            except BlockingIOError:
+                held.append((argv[1], True))
+        return Completed(argv, 0, "/mnt/x\n" if argv[1] == "get" else "")
+
+    lock.parent.mkdir()
+    runner = ScriptedRunner()
+    runner.on(["zfs"], probe)
+    storage = ZfsStorage(runner, "tank/rex", caps=Capabilities(openzfs=False), serial_lock=lock)
+    storage.clone("images/a@img", "jails/web")
+    storage.snapshot("images/a@x")
+    assert held[0] == ("clone", True)  # then `zfs get mountpoint`: no lock
+    assert ("get", False) in held and ("snapshot", False) in held

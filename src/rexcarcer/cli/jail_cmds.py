@@ -177,11 +177,25 @@ def exec_(ctx: Ctx, name: str, command: tuple[str, ...]) -> None:
     """Run COMMAND in the running jail NAME; its exit status is rex's.
 
     \b
-    rex exec web -- wget -qO- http://198.51.100.3/"""
+    rex exec web -- wget -qO- http://198.51.100.3/
+
+    In a cluster, a jail on another host runs the command through that host's
+    agent: without a terminal or standard input, its output (stdout and stderr
+    merged) shown line by line as it comes."""
     from rexcarcer.engine import jails
 
     host = ctx.host()
     try:
+        rec = jails.record(host, name) if host.config.etcd else None
+        owner = rec.get("host") if rec is not None else None
+        if owner not in (None, host.config.host):
+            from rexcarcer.cluster import client
+
+            def out(line: str) -> None:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+            sys.exit(client.exec_remote(host, str(owner), name, list(command), out))
         done = jails.exec_in(host, name, list(command), interactive=True)
     finally:
         host.close()

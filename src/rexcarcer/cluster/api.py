@@ -7,6 +7,9 @@
          200 {"jail": JailInfo}            the jail runs on this host
     POST /v1/jails/JAIL/start|stop|restart|destroy
          200 {"jail": JailInfo}            (destroy: {"jail": {"name", "destroyed": true}})
+    POST /v1/jails/JAIL/exec               body: {"argv": [...]}
+         200, one JSON object per line, until the connection closes:
+             {"out": LINE} ... then {"exit": STATUS} or {"error", "hint", "exit_code"}
          4xx/5xx {"error", "hint", "exit_code"}
 
 The receiving agent runs the same ``jails.up`` as a local ``rex up``, with its
@@ -33,11 +36,13 @@ from rexcarcer.cluster.context import MAX_CONTEXT, unpack
 from rexcarcer.cluster.tls import TlsFiles, host_dns_name
 from rexcarcer.config import Config
 from rexcarcer.errors import RexError
+from rexcarcer.run import OutputSink
 from rexcarcer.state.base import Store
 
 log = logging.getLogger("rexcarcer.agent")
 
 DEFAULT_PORT = 7443
+MAX_EXEC_BODY = 1 << 20  # an argv, not a file
 Peer = dict[str, Any]  # ssl.SSLSocket.getpeercert()
 
 
@@ -101,6 +106,19 @@ class Api:
         finally:
             host.close()
 
+    def exec(self, name: str, argv: list[str], sink: OutputSink) -> int:
+        """``rex exec NAME -- ARGV`` for a jail of this host, output to ``sink``."""
+        from rexcarcer.engine import jails
+        from rexcarcer.engine.host import open_host
+        from rexcarcer.names import check_jail_name
+
+        check_jail_name(name)
+        host = open_host(self.config)
+        try:
+            return jails.exec_in(host, name, argv, interactive=False, on_output=sink).returncode
+        finally:
+            host.close()
+
     def _work_dir(self) -> Path:
         d = self.config.root / "run" / "contexts"
         d.mkdir(parents=True, exist_ok=True)
@@ -150,6 +168,9 @@ class Handler(BaseHTTPRequestHandler):
         if len(parts) == 5 and parts[:3] == ["", "v1", "jails"] and parts[4] in VERBS:
             self._lifecycle(who, parts[3], parts[4])
             return
+        if len(parts) == 5 and parts[:3] == ["", "v1", "jails"] and parts[4] == "exec":
+            self._exec(who, parts[3])
+            return
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
         if url.path != "/v1/up" or not query.get("name") or not query.get("file"):
@@ -182,6 +203,34 @@ class Handler(BaseHTTPRequestHandler):
             self._send(422, _error_body(exc))
             return
         self._send(200, {"jail": info})
+
+    def _exec(self, who: str, name: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            argv = json.loads(self.rfile.read(min(length, MAX_EXEC_BODY)))["argv"]
+            if not argv or not all(isinstance(a, str) for a in argv):
+                raise ValueError("argv must be a non-empty list of strings")
+        except (ValueError, KeyError, TypeError) as exc:
+            self.close_connection = True
+            self._send(400, _error_body(AgentApiError(f"bad exec request: {exc}")))
+            return
+        log.info("API: %s runs %r in jail %s", who, argv, name)
+        self.close_connection = True  # the body ends when the connection does
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Connection", "close")
+        self.end_headers()
+
+        def frame(obj: dict[str, Any]) -> None:
+            self.wfile.write(json.dumps(obj).encode() + b"\n")
+            self.wfile.flush()
+
+        try:
+            status = self.server.api.exec(name, argv, lambda line: frame({"out": line}))
+        except RexError as exc:
+            frame(_error_body(exc))
+            return
+        frame({"exit": status})
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("API: " + format, *args)

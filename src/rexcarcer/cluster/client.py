@@ -12,6 +12,7 @@ from rexcarcer.cluster.placement import Placement, place
 from rexcarcer.cluster.tls import TlsFiles
 from rexcarcer.config import Config
 from rexcarcer.rexfile.ast import Rexfile
+from rexcarcer.run import OutputSink
 from rexcarcer.state.base import Store
 
 if TYPE_CHECKING:
@@ -101,6 +102,45 @@ def lifecycle(host: Host, name: str, verb: str) -> dict[str, Any] | None:
     host.progress.step(f"{verb.capitalize()} {name} on {owner}")
     files = credentials(host.config, host.store)
     return _post(files, api_url(host.store, owner), owner, f"/v1/jails/{name}/{verb}")
+
+
+def exec_remote(host: Host, owner: str, name: str, argv: list[str], out: OutputSink) -> int:
+    """``rex exec`` of a jail on ``owner``: its output (stdout and stderr merged,
+    line by line) to ``out`` as it comes; its exit status."""
+    import json
+
+    import httpx
+
+    files = credentials(host.config, host.store)
+    url = api_url(host.store, owner)
+    # no read timeout: a command may be quiet for a long time
+    timeout = httpx.Timeout(TIMEOUT, read=None)
+    try:
+        with (
+            httpx.Client(verify=files.client_context(), timeout=timeout) as http,
+            http.stream("POST", f"{url}/v1/jails/{name}/exec", json={"argv": argv}) as answer,
+        ):
+            if answer.status_code != 200:
+                _result(owner, answer.status_code, answer.read())
+            for line in answer.iter_lines():
+                frame = json.loads(line)
+                if "out" in frame:
+                    out(str(frame["out"]))
+                elif "exit" in frame:
+                    return int(frame["exit"])
+                else:
+                    _result(owner, 422, line.encode())
+    except httpx.HTTPError as exc:
+        raise AgentApiError(
+            f"lost host {owner}'s agent at {url} while running the command: {exc}",
+            hint=f"run the command on {owner} (`rex exec {name} -- ...` there)",
+        ) from exc
+    except ValueError as exc:
+        raise AgentApiError(f"host {owner}'s agent sent a malformed exec frame: {exc}") from exc
+    raise AgentApiError(
+        f"host {owner}'s agent ended the command without an exit status",
+        hint=f"run the command on {owner} to see what happens",
+    )
 
 
 def _result(host: str, status: int, content: bytes) -> dict[str, Any]:

@@ -127,13 +127,13 @@ def open_store(config: Config) -> Store:
 
 
 def open_host(config: Config, progress: Progress | None = None) -> Host:
-    from rexcarcer.storage.zfs import ZfsStorage
+    from rexcarcer.storage.zfs import ZfsStorage, serial_lock_for
 
     runner = SubprocessRunner()
     return Host(
         config=config,
         runner=runner,
-        storage=ZfsStorage(runner, config.dataset),
+        storage=ZfsStorage(runner, config.dataset, serial_lock=serial_lock_for()),
         runtime=make_runtime(config, runner),
         store=open_store(config),
         progress=progress or QuietProgress(),

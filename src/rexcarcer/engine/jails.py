@@ -22,7 +22,7 @@ from rexcarcer.engine.bases import BaseInfo, find_base
 from rexcarcer.engine.host import Host
 from rexcarcer.errors import Conflict, NotFound, RexError, UnsafePath
 from rexcarcer.rexfile.ast import Rexfile
-from rexcarcer.run import Completed
+from rexcarcer.run import Completed, OutputSink
 from rexcarcer.runtime import procfs
 from rexcarcer.runtime.base import JailSpec, JailState, jail_env
 from rexcarcer.state.base import Compare, Delete, Put, create_json, dumps
@@ -336,10 +336,17 @@ def destroy(host: Host, name: str) -> None:
         _cleanup(host, name)
 
 
-def exec_in(host: Host, name: str, argv: Sequence[str], *, interactive: bool) -> Completed:
+def exec_in(
+    host: Host,
+    name: str,
+    argv: Sequence[str],
+    *,
+    interactive: bool,
+    on_output: OutputSink | None = None,
+) -> Completed:
     rec = _require(host, name)
     env = jail_env([(k, v) for k, v in rec.get("env", [])])
-    return host.runtime.exec(name, argv, env=env, interactive=interactive)
+    return host.runtime.exec(name, argv, env=env, interactive=interactive, on_output=on_output)
 
 
 # -- listing ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ it the pid namespace and every process of the jail.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -164,15 +165,31 @@ class LinuxRuntime:
             raise RuntimeBackendError(exc.message) from exc
 
     def ensure_bridge(self) -> None:
-        if self._ip("link", "show", "dev", self.bridge, check=False).ok:
+        """The bridge, up, with the host's address. Jails start in parallel: the
+        address is added last, so a bridge that has it is ready; making one
+        happens under a lock, and each step accepts that it is already done."""
+        if self._bridge_ready():
             return
-        added = self._ip("link", "add", self.bridge, "type", "bridge", check=False)
-        if not added.ok and "File exists" not in added.stderr:
-            raise RuntimeBackendError(f"cannot create bridge {self.bridge}: {added.stderr.strip()}")
-        addr = self._ip("addr", "add", str(self.host_address), "dev", self.bridge, check=False)
-        if not addr.ok and "exists" not in addr.stderr:
-            raise RuntimeBackendError(f"cannot address bridge {self.bridge}: {addr.stderr.strip()}")
-        self._ip("link", "set", self.bridge, "up")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with (self.run_dir / ".bridge.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self._bridge_ready():
+                return
+            added = self._ip("link", "add", self.bridge, "type", "bridge", check=False)
+            if not added.ok and "exists" not in added.stderr:
+                raise RuntimeBackendError(
+                    f"cannot create bridge {self.bridge}: {added.stderr.strip()}"
+                )
+            self._ip("link", "set", self.bridge, "up")
+            addr = self._ip("addr", "add", str(self.host_address), "dev", self.bridge, check=False)
+            if not addr.ok and not any(t in addr.stderr for t in ("exists", "already assigned")):
+                raise RuntimeBackendError(
+                    f"cannot address bridge {self.bridge}: {addr.stderr.strip()}"
+                )
+
+    def _bridge_ready(self) -> bool:
+        shown = self._ip("-o", "addr", "show", "dev", self.bridge, check=False)
+        return shown.ok and f" {self.host_address} " in shown.stdout
 
     def _plumb(self, spec: JailSpec, netns: str) -> None:
         veth = veth_name(self.token, spec.name)

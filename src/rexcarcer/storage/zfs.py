@@ -4,13 +4,22 @@ zfs-fuse quirks handled here (notes/linux-testbed.md §1):
 - ``destroy``/``rename`` of a mounted filesystem answer "dataset is busy": unmount,
   then retry with backoff (about 2 s);
 - no ``zfs list -p`` (``zfs get -Hp`` works), one property per ``zfs set``;
-- no lz4/zstd, no ``receive -o``: modern flags only when ``Capabilities`` says so.
+- no lz4/zstd, no ``receive -o``: modern flags only when ``Capabilities`` says so;
+- concurrent commands that mount, unmount or remove datasets deadlock the
+  daemon: ``zfs destroy`` holds the dataset while its ``rmdir`` of the mountpoint
+  waits for a FUSE answer that another command's ioctl blocks (seen with 50
+  parallel ``rex up``: zfs processes in D state in ``fuse_lookup``/``do_rmdir``
+  for minutes). With ``serial_lock`` (zfs-fuse: no ``/dev/zfs``, see
+  ``serial_lock_for``) those commands run one at a time on the machine, under
+  an flock; OpenZFS needs none.
 """
 
 from __future__ import annotations
 
+import fcntl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +30,14 @@ from rexcarcer.run import Completed, Runner
 from rexcarcer.storage.base import KNOWN_PROPS, LAYOUT, PROP_PREFIX, Dataset
 
 BUSY_RETRY_SECONDS = 3.0
+# subcommands that mount, unmount or remove mountpoints (serialised on zfs-fuse)
+MOUNTING = frozenset({"create", "clone", "destroy", "umount", "unmount", "mount", "rename"})
+SERIAL_LOCK = Path("/run/rexcarcer/zfs-fuse.lock")  # one zfs-fuse daemon per machine
+
+
+def serial_lock_for(dev: Path = Path("/dev/zfs")) -> Path | None:
+    """The machine-wide lock for zfs-fuse, which has no ``/dev/zfs``; None for OpenZFS."""
+    return None if dev.exists() else SERIAL_LOCK
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +116,37 @@ def parse_children(text: str, parent: str, props: Sequence[str]) -> list[Dataset
 
 
 class ZfsStorage:
-    def __init__(self, runner: Runner, parent: str, *, caps: Capabilities | None = None) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        parent: str,
+        *,
+        caps: Capabilities | None = None,
+        serial_lock: Path | None = None,
+    ) -> None:
         self.runner = runner
         self.parent = parent
         self._caps = caps
+        self.serial_lock = serial_lock
+
+    @contextmanager
+    def _serial(self, argv: Sequence[str]) -> Iterator[None]:
+        """Hold the machine-wide lock around a mounting command (zfs-fuse only)."""
+        if self.serial_lock is None or len(argv) < 2 or argv[1] not in MOUNTING:
+            yield
+            return
+        try:
+            self.serial_lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = self.serial_lock.open("w")
+        except OSError as exc:
+            raise StorageError(f"cannot take the zfs-fuse lock {self.serial_lock}: {exc}") from exc
+        with fd:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+
+    def _run(self, argv: list[str], *, check: bool) -> Completed:
+        with self._serial(argv):
+            return self.runner.run(argv, check=check)
 
     @cached_property
     def caps(self) -> Capabilities:
@@ -115,7 +159,7 @@ class ZfsStorage:
 
     def _zfs(self, *args: str, check: bool = True) -> Completed:
         try:
-            return self.runner.run(["zfs", *args], check=check)
+            return self._run(["zfs", *args], check=check)
         except CommandFailed as exc:
             raise StorageError(exc.message, hint=exc.hint) from exc
 
@@ -187,7 +231,7 @@ class ZfsStorage:
         deadline = time.monotonic() + BUSY_RETRY_SECONDS
         delay = 0.05
         while True:
-            done = self.runner.run(argv, check=False)
+            done = self._run(argv, check=False)
             if done.ok:
                 return
             busy = "busy" in done.stderr
