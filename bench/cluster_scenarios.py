@@ -200,11 +200,21 @@ def test_dead_jail_restarted_by_the_agent(bed: list[ClusterHost], tmp_path: Path
                     pid = json.loads(run.read_text())["init_pid"]
                 except (OSError, ValueError, KeyError):
                     pid = first
-                if pid != first and Path(f"/proc/{pid}").exists():
+                # the new init has finished /etc/rc (the runtime's status file
+                # says 0): the start is complete, not merely under way
+                rc = Path(f"/proc/{pid}/root/dev/.rex-rc")
+                if pid != first and rc.exists() and rc.read_text().strip() == "0":
                     break
-                assert time.monotonic() < deadline, "the agent did not start phoenix again"
+                if time.monotonic() > deadline:
+                    console = h2.root / "run" / "phoenix.console.log"
+                    raise AssertionError(
+                        "the agent did not start phoenix again:\n"
+                        + (h2.root / "agent.log").read_text()[-2000:]
+                        + (console.read_text()[-2000:] if console.exists() else "")
+                    )
                 time.sleep(0.005)
             out.append(time.monotonic() - t0)
+            time.sleep(0.5)  # let the agent finish the start (hooks) before the next kill
     finally:
         h2.rex("destroy", "phoenix", check=False)
     figures("jail's init killed on h2 -> running again, started by h2's agent (idle 1 s)", out)

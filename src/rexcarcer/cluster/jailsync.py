@@ -101,8 +101,9 @@ class JailSync:
                 failures = self.backoff.get(name, (0, 0.0))[0] + 1
                 delay = min(MAX_RETRY, FIRST_RETRY * 2 ** (failures - 1))
                 self.backoff[name] = (failures, self.clock() + delay)
-                log.warning("jails: cannot %s %s (attempt %d; next in %.0f s): %s",
-                            action, name, failures, delay, exc)  # fmt: skip
+                log.warning("jails: cannot %s %s (attempt %d; next in %.0f s): %s%s",
+                            action, name, failures, delay, exc,
+                            f"\n{exc.hint}" if exc.hint else "")  # fmt: skip
                 return None
         self.backoff.pop(name, None)
         log.info("jails: %s %s (the cluster wants it %s)", "started" if action == "start"
