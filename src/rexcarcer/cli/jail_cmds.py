@@ -186,16 +186,16 @@ def exec_(ctx: Ctx, name: str, command: tuple[str, ...]) -> None:
 
     host = ctx.host()
     try:
-        rec = jails.record(host, name) if host.config.etcd else None
-        owner = rec.get("host") if rec is not None else None
-        if owner not in (None, host.config.host):
+        rec = jails.record(host, name) if host.config.etcd else None  # (one read when single)
+        owner = jails.remote_owner(host, rec)
+        if owner is not None:
             from rexcarcer.cluster import client
 
             def out(line: str) -> None:
                 sys.stdout.write(line)
                 sys.stdout.flush()
 
-            sys.exit(client.exec_remote(host, str(owner), name, list(command), out))
+            sys.exit(client.exec_remote(host, owner, name, list(command), out))
         done = jails.exec_in(host, name, list(command), interactive=True)
     finally:
         host.close()

@@ -93,12 +93,10 @@ def lifecycle(host: Host, name: str, verb: str) -> dict[str, Any] | None:
     from the other host, or None when it was done here."""
     from rexcarcer.engine import jails
 
-    rec = jails.record(host, name)
-    owner = rec.get("host") if rec is not None else None
-    if owner in (None, host.config.host):
+    owner = jails.remote_owner(host, jails.record(host, name))
+    if owner is None:
         getattr(jails, verb)(host, name)
         return None
-    owner = str(owner)
     host.progress.step(f"{verb.capitalize()} {name} on {owner}")
     files = credentials(host.config, host.store)
     return _post(files, api_url(host.store, owner), owner, f"/v1/jails/{name}/{verb}")

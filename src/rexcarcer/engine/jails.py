@@ -210,8 +210,10 @@ def _require(host: Host, name: str) -> dict[str, Any]:
     return rec
 
 
-def _remote(host: Host, rec: dict[str, Any]) -> str | None:
-    """In a cluster, the other host a jail record belongs to (None: ours)."""
+def remote_owner(host: Host, rec: dict[str, Any] | None) -> str | None:
+    """In a cluster, the other host a jail record belongs to (None: ours, or no record)."""
+    if rec is None:
+        return None
     owner = rec.get("host")
     if host.config.etcd and owner and owner != host.config.host:
         return str(owner)
@@ -220,7 +222,7 @@ def _remote(host: Host, rec: dict[str, Any]) -> str | None:
 
 def ensure_local(host: Host, name: str, rec: dict[str, Any]) -> None:
     """Jail names are cluster-wide: never touch another host's jail from here."""
-    owner = _remote(host, rec)
+    owner = remote_owner(host, rec)
     if owner is not None:
         raise Conflict(
             f"jail {name!r} already exists on host {owner!r}",
@@ -360,7 +362,7 @@ def list_jails(host: Host, names: Sequence[str] | None = None) -> list[JailInfo]
     recs = [e.json() for e in host.store.list(PREFIX)]
     if names is not None:
         recs = [r for r in recs if r["name"] in names]
-    status = host.runtime.status([r["name"] for r in recs if _remote(host, r) is None])
+    status = host.runtime.status([r["name"] for r in recs if remote_owner(host, r) is None])
     out = []
     for r in recs:
         state = str(status[r["name"]].state) if r["name"] in status else r.get("desired", "?")
