@@ -26,9 +26,11 @@ import shutil
 import ssl
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from rexcarcer.cluster import AgentApiError, model
@@ -38,6 +40,9 @@ from rexcarcer.config import Config
 from rexcarcer.errors import RexError
 from rexcarcer.run import OutputSink
 from rexcarcer.state.base import Store
+
+if TYPE_CHECKING:
+    from rexcarcer.engine.host import Host
 
 log = logging.getLogger("rexcarcer.agent")
 
@@ -88,36 +93,37 @@ class Api:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def lifecycle(self, name: str, verb: str) -> dict[str, Any]:
-        """``rex start|stop|restart|destroy NAME`` for a jail of this host."""
-        from rexcarcer.engine import jails
+    @contextmanager
+    def _host_for(self, name: str) -> Iterator[Host]:
+        """This host's engine, for a request about jail ``name`` (checked first)."""
         from rexcarcer.engine.host import open_host
         from rexcarcer.names import check_jail_name
 
         check_jail_name(name)
         host = open_host(self.config)
         try:
-            if verb not in VERBS:
-                raise AgentApiError(f"no such jail action: {verb}")
+            yield host
+        finally:
+            host.close()
+
+    def lifecycle(self, name: str, verb: str) -> dict[str, Any]:
+        """``rex start|stop|restart|destroy NAME`` for a jail of this host."""
+        from rexcarcer.engine import jails
+
+        if verb not in VERBS:
+            raise AgentApiError(f"no such jail action: {verb}")
+        with self._host_for(name) as host:
             getattr(jails, verb)(host, name)
             if verb == "destroy":
                 return {"name": name, "host": self.config.host, "destroyed": True}
             return jails.info(host, name).as_json()
-        finally:
-            host.close()
 
     def exec(self, name: str, argv: list[str], sink: OutputSink) -> int:
         """``rex exec NAME -- ARGV`` for a jail of this host, output to ``sink``."""
         from rexcarcer.engine import jails
-        from rexcarcer.engine.host import open_host
-        from rexcarcer.names import check_jail_name
 
-        check_jail_name(name)
-        host = open_host(self.config)
-        try:
+        with self._host_for(name) as host:
             return jails.exec_in(host, name, argv, interactive=False, on_output=sink).returncode
-        finally:
-            host.close()
 
     def _work_dir(self) -> Path:
         d = self.config.root / "run" / "contexts"
@@ -208,7 +214,7 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         try:
             argv = json.loads(self.rfile.read(min(length, MAX_EXEC_BODY)))["argv"]
-            if not argv or not all(isinstance(a, str) for a in argv):
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
                 raise ValueError("argv must be a non-empty list of strings")
         except (ValueError, KeyError, TypeError) as exc:
             self.close_connection = True
