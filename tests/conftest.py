@@ -4,6 +4,7 @@ tests/cluster → ``cluster``."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.cluster)
 
 
+POOL_DIRS: dict[str, Path] = {}  # session pool -> the directory of its file vdev
+
+
+def revive_zfs(name: str) -> None:
+    """Before a test: the session pool answers, or zfs-fuse is brought back.
+
+    zfs-fuse has been seen to die without a word late in a full run (after the
+    50 parallel `rex up`); every later test then failed on "connection refused".
+    If no zfs-fuse runs, start one (the machine's only daemon is gone, so this
+    starts, never replaces), drop the dead FUSE mounts of this session's pool
+    and import it again from its file. The test that saw the daemon die has
+    failed already; the warning says it happened."""
+    if sh("zpool", "list", "-H", "-o", "name", name, check=False).returncode == 0:
+        return
+    work = POOL_DIRS[name]
+    if sh("pgrep", "-x", "zfs-fuse", check=False).returncode == 0:
+        raise AssertionError(f"zfs-fuse runs but the session pool {name} is gone")
+    warnings.warn(f"zfs-fuse was not running: started again, pool {name} imported again",
+                  stacklevel=1)  # fmt: skip
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+              if line.split()[1].startswith(str(work))]  # fmt: skip
+    for mnt in sorted(mounts, reverse=True):
+        sh("umount", "-l", mnt, check=False)
+    sh(REPO / "scripts" / "setup")  # starts zfs-fuse (removing a stale pid file)
+    sh("zpool", "import", "-d", work, "-o", "cachefile=none", name)
+
+
 @pytest.fixture(scope="session")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require("root", "zfs", "namespaces", "busybox-static", "iproute2")
@@ -44,6 +72,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         time.sleep(1)
     else:
         raise AssertionError(f"zpool create {name} failed 5 times: {made.stderr or made.stdout}")
+    POOL_DIRS[name] = work
     yield name
     _sweep_netns(TOKEN)
     for _ in range(30):

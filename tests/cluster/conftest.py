@@ -139,6 +139,9 @@ def _hosts(work: Path, names: list[str], etcd: EtcdCluster) -> list[ClusterHost]
 @pytest.fixture(scope="module")
 def zfs_hosts(testbed: Testbed, pool: str, busybox_root: Path) -> Iterator[list[ClusterHost]]:
     """The hosts with a dataset each and the busybox base imported."""
+    from tests.conftest import revive_zfs
+
+    revive_zfs(pool)
     for h in testbed.hosts:
         h.rex("base", "import", busybox_root, "busybox", "--version", "1")
     yield testbed.hosts

@@ -164,6 +164,9 @@ class Rex:
 def rex(
     pool: str, busybox_root: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Rex]:
+    from tests.conftest import revive_zfs
+
+    revive_zfs(pool)
     n = uuid.uuid4().hex[:6]
     netns = f"{TOKEN}-{n}"
     sh("ip", "netns", "add", netns)
