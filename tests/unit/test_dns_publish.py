@@ -14,13 +14,10 @@ from rexcarcer.dns.hook import DnsHook, dns_enabled, doctor_check, publisher_for
 from rexcarcer.dns.records import Record, sentinel
 from rexcarcer.dns.unbound import FakeUnbound, UnboundUnreachable, read_data_file
 from rexcarcer.engine import jails
-from rexcarcer.engine.host import Host, QuietProgress
+from rexcarcer.engine.host import Host
 from rexcarcer.errors import Conflict
 from rexcarcer.rexfile.ast import Base, Proto, Rexfile, Service
-from rexcarcer.run import ScriptedRunner
-from rexcarcer.runtime.fake import FakeRuntime
-from rexcarcer.state.memory import MemoryStore
-from rexcarcer.storage.fake import FakeStorage
+from tests.unit.fakes import fake_host
 
 ZONE = "rex.internal"
 
@@ -32,18 +29,7 @@ def fake() -> FakeUnbound:
 
 @pytest.fixture
 def host(tmp_path: Path, fake: FakeUnbound) -> Host:
-    config = load_config(
-        root=tmp_path / "state",
-        environ={"REX_SUBNET": "203.0.113.0/24", "REX_RUNTIME": "fake", "REX_HOST": "h1"},
-    )
-    h = Host(config, ScriptedRunner(), FakeStorage(tmp_path / "zfs"), FakeRuntime(), MemoryStore(),
-             QuietProgress(), hooks=[DnsHook(fake)])  # fmt: skip
-    h.storage.ensure_layout()
-    mnt = h.storage.create("bases/bb", props={"version": "1", "id": "base-id"})
-    (mnt / "bin").mkdir(parents=True)
-    (mnt / "bin" / "sh").write_text("#!")
-    h.storage.snapshot("bases/bb@1")
-    return h
+    return fake_host(tmp_path, [DnsHook(fake)])
 
 
 def rexfile(tmp_path: Path, *services: Service, hostname: str | None = None) -> Rexfile:

@@ -7,34 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from rexcarcer.config import load_config
 from rexcarcer.engine import bases, jails
 from rexcarcer.engine import build as builder
-from rexcarcer.engine.host import Host, QuietProgress
+from rexcarcer.engine.host import Host
 from rexcarcer.errors import BuildError, Conflict, NotFound, RuntimeBackendError
 from rexcarcer.rexfile.ast import Base, Copy, Rexfile, Run
-from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime.fake import FakeRuntime
-from rexcarcer.state.memory import MemoryStore
-from rexcarcer.storage.fake import FakeStorage
+from tests.unit.fakes import fake_host
 
 
 @pytest.fixture
 def host(tmp_path: Path) -> Host:
-    config = load_config(
-        root=tmp_path / "state",
-        environ={"REX_SUBNET": "203.0.113.0/24", "REX_RUNTIME": "fake", "REX_HOST": "h1"},
-    )
-    h = Host(config, ScriptedRunner(), FakeStorage(tmp_path / "zfs"), FakeRuntime(), MemoryStore(),
-             QuietProgress())  # fmt: skip
-    base_dir = tmp_path / "bb"
-    (base_dir / "bin").mkdir(parents=True)
-    h.storage.ensure_layout()
-    mnt = h.storage.create("bases/bb", props={"version": "1", "id": "base-id"})
-    (mnt / "bin" / "sh").parent.mkdir(parents=True)
-    (mnt / "bin" / "sh").write_text("#!")
-    h.storage.snapshot("bases/bb@1")
-    return h
+    return fake_host(tmp_path)
 
 
 def rexfile(tmp_path: Path, *steps: Run | Copy, **kw: object) -> Rexfile:

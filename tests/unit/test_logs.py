@@ -16,7 +16,7 @@ import pytest
 
 from rexcarcer.config import load_config
 from rexcarcer.engine import jails
-from rexcarcer.engine.host import Host, QuietProgress
+from rexcarcer.engine.host import Host
 from rexcarcer.logs import LogsError, collector, forward, reader, service
 from rexcarcer.logs.hook import LogHook
 from rexcarcer.rexfile.ast import Base, Rexfile, Run
@@ -24,8 +24,7 @@ from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime.base import RuntimeKind
 from rexcarcer.runtime.fake import FakeRuntime
 from rexcarcer.runtime.linux import INIT, RC_PRE
-from rexcarcer.state.memory import MemoryStore
-from rexcarcer.storage.fake import FakeStorage
+from tests.unit.fakes import fake_host
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "logs"
 HOST = ipaddress.ip_address("203.0.113.1")
@@ -150,24 +149,7 @@ def test_freebsd_forwarding_keeps_the_users_syslog_conf() -> None:
 
 @pytest.fixture
 def host(tmp_path: Path) -> Host:
-    config = load_config(
-        root=tmp_path / "state",
-        environ={"REX_SUBNET": "203.0.113.0/24", "REX_RUNTIME": "fake", "REX_HOST": "h1"},
-    )
-    h = Host(
-        config,
-        ScriptedRunner(),
-        FakeStorage(tmp_path / "zfs"),
-        FakeRuntime(),
-        MemoryStore(),
-        QuietProgress(),
-        hooks=[LogHook()],
-    )
-    h.storage.ensure_layout()
-    mnt = h.storage.create("bases/bb", props={"version": "1", "id": "base-id"})
-    (mnt / "bin").mkdir(parents=True)
-    h.storage.snapshot("bases/bb@1")
-    return h
+    return fake_host(tmp_path, [LogHook()])
 
 
 def up(host: Host, tmp_path: Path, name: str) -> Path:

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from rexcarcer.config import load_config
 from rexcarcer.engine import jails
-from rexcarcer.engine.host import Host, QuietProgress
+from rexcarcer.engine.host import Host
 from rexcarcer.errors import UnsafePath
 from rexcarcer.logs.hook import LogHook
 from rexcarcer.pki import PkiError, registry
@@ -19,33 +18,13 @@ from rexcarcer.pki.ca import load
 from rexcarcer.pki.hook import IdentityHook, ensure_identity
 from rexcarcer.pki.layout import CaPaths
 from rexcarcer.rexfile.ast import Base, Proto, Rexfile, Run, Service
-from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime.fake import FakeRuntime
-from rexcarcer.state.memory import MemoryStore
-from rexcarcer.storage.fake import FakeStorage
+from tests.unit.fakes import fake_host
 
 
 @pytest.fixture
 def host(tmp_path: Path) -> Host:
-    config = load_config(
-        root=tmp_path / "state",
-        environ={"REX_SUBNET": "203.0.113.0/24", "REX_RUNTIME": "fake", "REX_HOST": "h1"},
-    )
-    h = Host(
-        config,
-        ScriptedRunner(),
-        FakeStorage(tmp_path / "zfs"),
-        FakeRuntime(),
-        MemoryStore(),
-        QuietProgress(),
-        hooks=[IdentityHook(), LogHook()],
-    )
-    h.storage.ensure_layout()
-    mnt = h.storage.create("bases/bb", props={"version": "1", "id": "base-id"})
-    (mnt / "bin").mkdir(parents=True)
-    (mnt / "bin" / "sh").write_text("#!")
-    h.storage.snapshot("bases/bb@1")
-    return h
+    return fake_host(tmp_path, [IdentityHook(), LogHook()])
 
 
 def rexfile(tmp_path: Path, **kw: object) -> Rexfile:
