@@ -193,44 +193,14 @@ def test_renew_and_destroy_revoke_and_the_crl_says_so(rex: Rex, tmp_path: Path) 
     crl = tmp_path / "crl.pem"
     rex.run("ca", "crl", "--out", crl)
     sh("openssl", "crl", "-in", crl, "-CAfile", new["cluster.crt"], "-noout")  # signature ok
-    revoked = sh(
-        "openssl",
-        "verify",
-        "-crl_check",
-        "-CRLfile",
-        crl,
-        "-CAfile",
-        new["cluster.crt"],
-        old["host.crt"],
-        check=False,
-    )
+    revoked = _verify_with_crl(crl, new["cluster.crt"], old["host.crt"])
     assert revoked.returncode != 0 and "certificate revoked" in revoked.stdout + revoked.stderr
-    good = sh(
-        "openssl",
-        "verify",
-        "-crl_check",
-        "-CRLfile",
-        crl,
-        "-CAfile",
-        new["cluster.crt"],
-        new["host.crt"],
-        check=False,
-    )
+    good = _verify_with_crl(crl, new["cluster.crt"], new["host.crt"])
     assert good.returncode == 0, good.stdout + good.stderr
     assert rex.run("up", write_rex(tmp_path, "a")).stderr.count("Issuing") == 0
     rex.run("destroy", "a")
     rex.run("ca", "crl", "--out", crl)
-    gone = sh(
-        "openssl",
-        "verify",
-        "-crl_check",
-        "-CRLfile",
-        crl,
-        "-CAfile",
-        new["cluster.crt"],
-        new["host.crt"],
-        check=False,
-    )
+    gone = _verify_with_crl(crl, new["cluster.crt"], new["host.crt"])
     assert "certificate revoked" in gone.stdout + gone.stderr
     reasons = {e["reason"] for e in rex.json("ca", "crl")}  # type: ignore[union-attr]
     assert reasons == {"superseded", "cessationOfOperation"}
@@ -274,3 +244,8 @@ def test_jails_chain_to_a_user_supplied_intermediate(rex: Rex, tmp_path: Path) -
             "a.jail.rex.internal",
         )
         assert done.returncode == 0, done.stderr
+
+
+def _verify_with_crl(crl: Path, ca: Path, cert: Path) -> subprocess.CompletedProcess[str]:
+    """``openssl verify`` of ``cert`` against ``ca``, checking the CRL."""
+    return sh("openssl", "verify", "-crl_check", "-CRLfile", crl, "-CAfile", ca, cert, check=False)
