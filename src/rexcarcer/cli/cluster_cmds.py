@@ -247,7 +247,7 @@ def hosts(ctx: Ctx) -> None:
     type=float,
     default=5.0,
     show_default=True,
-    help="Seconds between periodic checks (unbound reloads, routes).",
+    help="Seconds between periodic checks (unbound reloads, routes, jails, SkyDNS).",
 )
 @click.option("--no-routes", is_flag=True, help="Do not install routes to other hosts' jails.")
 @click.option(
