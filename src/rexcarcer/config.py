@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import platform
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -16,9 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from rexcarcer.errors import ConfigError
-from rexcarcer.runtime.base import RuntimeKind
-
-IS_FREEBSD = platform.system() == "FreeBSD"
+from rexcarcer.platform.kinds import DEFAULTS, PlatformKind, detect
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +46,18 @@ SETTINGS = (
     Setting("ca_bundle", "REX_CA_BUNDLE", "CA certificates (PEM) for https base downloads"),
     Setting("dns", "REX_DNS", "publish jails in DNS: auto (if unbound runs), on, off"),
     Setting("dns_forward", "REX_DNS_FORWARD", "rex's unbound forwards to these; unset: recurse"),
+    Setting(
+        "agent_socket",
+        "REX_AGENT_SOCKET",
+        "the host agent's UNIX socket (default: "
+        "$REX_ROOT/run/agent.sock); rex uses the agent when it answers there",
+    ),
+    Setting(
+        "agent_group",
+        "REX_AGENT_GROUP",
+        "a group whose members may use the agent's "
+        "socket (root-equivalent; docs/security.md); unset: root only",
+    ),
 )
 
 
@@ -65,11 +74,13 @@ class Config:
     etcd_key: Path | None
     host: str
     cluster_cidr: ipaddress.IPv4Network | ipaddress.IPv6Network | None
-    runtime: RuntimeKind
+    runtime: PlatformKind  # the setting is called runtime (REX_RUNTIME)
     interface: str
     ca_bundle: Path | None
     dns: str
     dns_forward: tuple[str, ...]
+    agent_socket: Path
+    agent_group: str
 
     @property
     def host_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -82,24 +93,27 @@ class Config:
 
 
 def _defaults() -> dict[str, str]:
-    root = "/var/db/rexcarcer" if IS_FREEBSD else "/var/lib/rexcarcer"
+    kind = detect()
+    os_defaults = DEFAULTS[kind]
     return {
-        "root": root,
-        "dataset": "zroot/rex" if IS_FREEBSD else "rexpool/rex",
+        "root": os_defaults["root"],
+        "dataset": os_defaults["dataset"],
         # A documentation range (RFC 5737): it collides with nothing on a real
         # network; production hosts set their own subnet.
         "subnet": "198.51.100.0/24",
         "zone": "rex.internal",
         # FreeBSD: local_unbound's socket; Linux: rex's own unbound, under the
         # state directory actually in use (filled in by _build)
-        "unbound_control": "/var/run/local_unbound.ctl" if IS_FREEBSD else "",
+        "unbound_control": os_defaults["unbound_control"],
         "etcd": "",
         "cluster_cidr": "",
         "host": socket.gethostname().split(".")[0] or "localhost",
-        "runtime": str(RuntimeKind.FREEBSD if IS_FREEBSD else RuntimeKind.LINUX),
+        "runtime": str(kind),
         "interface": "rex0",
         "dns": "auto",
         "dns_forward": "",
+        "agent_socket": "",
+        "agent_group": "",
     }
 
 
@@ -108,7 +122,7 @@ def _config_file(explicit: Path | None, root: str) -> Path | None:
         if not explicit.is_file():
             raise ConfigError(f"configuration file not found: {explicit}")
         return explicit
-    system = Path("/usr/local/etc/rexcarcer.toml" if IS_FREEBSD else "/etc/rexcarcer.toml")
+    system = Path(DEFAULTS[detect()]["config_file"])
     for candidate in (Path(root) / "rexcarcer.toml", system):
         if candidate.is_file():
             return candidate
@@ -168,8 +182,8 @@ def _build(v: dict[str, str]) -> Config:
     assert isinstance(subnet, ipaddress.IPv4Network | ipaddress.IPv6Network)
     if subnet.num_addresses < 4:
         raise ConfigError(f"jail subnet {subnet} is too small", hint="use a /29 or larger")
-    runtime = _parse("runtime", v["runtime"], RuntimeKind)
-    assert isinstance(runtime, RuntimeKind)
+    runtime = _parse("runtime", v["runtime"], PlatformKind)
+    assert isinstance(runtime, PlatformKind)
     if "/" not in v["dataset"] or v["dataset"].startswith("/") or " " in v["dataset"]:
         raise ConfigError(
             f"bad dataset {v['dataset']!r}", hint="REX_DATASET is POOL/PATH, e.g. zroot/rex"
@@ -192,6 +206,8 @@ def _build(v: dict[str, str]) -> Config:
         ca_bundle=Path(v["ca_bundle"]) if v.get("ca_bundle") else None,
         dns=_dns_mode(v["dns"]),
         dns_forward=_forwarders(v["dns_forward"]),
+        agent_socket=Path(v["agent_socket"] or root / "run" / "agent.sock").absolute(),
+        agent_group=v["agent_group"].strip(),
     )
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from rexcarcer.config import Config
 from rexcarcer.errors import RexError
-from rexcarcer.run import Runner, SubprocessRunner
-from rexcarcer.runtime.base import RuntimeKind
+from rexcarcer.host import Host
+from rexcarcer.run import Runner
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,17 +19,10 @@ class Check:
     detail: str
 
 
-TOOLS = {
-    RuntimeKind.LINUX: ("zfs", "ip", "unshare", "nsenter", "chroot", "mount"),
-    RuntimeKind.FREEBSD: ("zfs", "jail", "jls", "jexec"),
-    RuntimeKind.FAKE: (),
-}
-
-
-def run_checks(config: Config, runner: Runner | None = None) -> list[Check]:
-    runner = runner or SubprocessRunner()
+def run_checks(host: Host) -> list[Check]:
+    config, runner = host.config, host.runner
     out = [Check("runtime", True, f"{config.runtime} (REX_RUNTIME)")]
-    missing = [t for t in TOOLS[config.runtime] if shutil.which(t) is None]
+    missing = [t for t in host.platform.tools() if shutil.which(t) is None]
     out.append(
         Check("tools", not missing, "missing: " + ", ".join(missing) if missing else "all found")
     )

@@ -37,6 +37,12 @@ def default_env() -> dict[str, str]:
     return env
 
 
+def exit_status(returncode: int) -> int:
+    """A process's exit status as a shell reports it: a death by signal N (a
+    negative returncode from subprocess) is 128+N, as sh(1), podman and docker say."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
 @dataclass(frozen=True, slots=True)
 class Completed:
     argv: tuple[str, ...]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from rexcarcer.engine.host import Progress
+from rexcarcer.progress import Progress
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress

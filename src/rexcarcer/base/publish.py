@@ -14,7 +14,6 @@ import glob
 import hashlib
 import os
 import platform
-import tempfile
 import threading
 import time
 from collections import deque
@@ -28,6 +27,7 @@ from cryptography import x509
 
 from rexcarcer.base import VerificationError
 from rexcarcer.base import sign as signing
+from rexcarcer.base.local import find_base
 from rexcarcer.base.manifest import (
     MANIFEST,
     METADATA,
@@ -40,9 +40,9 @@ from rexcarcer.base.manifest import (
     render_metadata,
 )
 from rexcarcer.base.sign import CertInfo, PrivateKey
-from rexcarcer.engine.bases import find_base
-from rexcarcer.engine.host import Host
 from rexcarcer.errors import Conflict, StateError, UsageError
+from rexcarcer.fsutil import atomic_file, atomic_write
+from rexcarcer.host import Host
 
 BLOCK = 8 << 20  # bytes per independently compressed bzip2 stream
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
@@ -83,14 +83,8 @@ def publish_base(
     except OSError as exc:
         raise StateError(f"cannot create {directory}: {exc.strerror or exc}") from exc
     host.progress.step(f"Writing {directory / name}{STREAM} from {info.snapshot}")
-    with tempfile.NamedTemporaryFile(dir=directory, prefix=f".{name}.", delete=False) as tmp:
-        try:
-            stream_sha, compressed, raw = send_compressed(host, info.snapshot, tmp)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, directory / f"{name}{STREAM}")
+    with atomic_file(directory / f"{name}{STREAM}", mode=0o644) as tmp:
+        stream_sha, compressed, raw = send_compressed(host, info.snapshot, tmp)
     meta = render_metadata(Metadata(
         name=name, version=info.version, os="FreeBSD" if info.props.get("osrelease") else "",
         osrelease=info.props.get("osrelease", ""),
@@ -149,11 +143,7 @@ def _file_sha256(path: Path) -> str:
 
 def _write(path: Path, data: bytes) -> None:
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        atomic_write(path, data, mode=0o644)
     except OSError as exc:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
 

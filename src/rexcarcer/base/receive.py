@@ -26,14 +26,15 @@ from typing import IO
 
 from rexcarcer.base import VerificationError
 from rexcarcer.base.fetch import CHUNK, Source, Wanted, cached_download, open_source, remove_entry
+from rexcarcer.base.local import TEMP_PREFIX, find_base, list_bases
 from rexcarcer.base.manifest import STREAM, ZFS_HEAD, is_zfs_stream, normalize_pin, parse_location
 from rexcarcer.base.progress import Transfer, transfer_for
 from rexcarcer.base.sign import now
 from rexcarcer.base.trust import TrustStore, trust_dir
 from rexcarcer.base.verify import Verified, verify_remote
-from rexcarcer.engine.bases import TEMP_PREFIX, BaseInfo, find_base, list_bases
-from rexcarcer.engine.host import Host
 from rexcarcer.errors import Conflict
+from rexcarcer.host import Host
+from rexcarcer.model.base import BaseInfo
 
 OUT_CHUNK = 4 * CHUNK  # decompressed bytes per write: bounds memory for any ratio
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 from rexcarcer.base import VerificationError
 from rexcarcer.base.fetch import Wanted, cached_download, open_source
+from rexcarcer.base.local import check_base_name, create_base
 from rexcarcer.base.manifest import HEX64, MAX_SMALL_FILE, parse_location
 from rexcarcer.base.progress import Transfer, transfer_for
-from rexcarcer.engine.bases import BaseInfo, check_base_name, create_base
-from rexcarcer.engine.host import Host
 from rexcarcer.errors import Conflict
+from rexcarcer.host import Host
+from rexcarcer.model.base import BaseInfo
 
 BASE_SET = "base.txz"
 UNSIGNED = "none (release MANIFEST)"

@@ -9,8 +9,6 @@ at every verification, since a certificate expires after it was added.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from rexcarcer.base import sign
 from rexcarcer.base.manifest import HEX64
 from rexcarcer.base.sign import CertInfo
 from rexcarcer.errors import Conflict, NotFound, StateError, UsageError
+from rexcarcer.fsutil import atomic_write
 
 
 def trust_dir(root: Path) -> Path:
@@ -78,12 +77,7 @@ class TrustStore:
 
     def _write(self, dest: Path, data: bytes) -> None:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".add-")
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
+            atomic_write(dest, data, mode=0o644, make_parents=True)
         except OSError as exc:
             raise StateError(f"cannot write {dest}: {exc}") from exc
 

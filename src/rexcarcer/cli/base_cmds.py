@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rexcarcer.cli.main import Ctx, pass_ctx
+from rexcarcer.cli.context import Ctx, pass_ctx
 
 if TYPE_CHECKING:
-    from rexcarcer.engine.bases import BaseInfo
+    from rexcarcer.model.base import BaseInfo
 
 FILE = click.Path(path_type=Path, dir_okay=False)
 
@@ -41,7 +41,7 @@ def _signers(info: BaseInfo) -> list[str]:
 @pass_ctx
 def import_(ctx: Ctx, path: Path, name: str, version: str | None) -> None:
     """Make base NAME from a directory or a tarball at PATH."""
-    from rexcarcer.engine.bases import check_base_name, import_base
+    from rexcarcer.base.local import check_base_name, import_base
 
     check_base_name(name)
     if version is not None:
@@ -156,8 +156,8 @@ def sign(ctx: Ctx, path: str, keys: tuple[Path, ...], certs: tuple[Path, ...]) -
 @pass_ctx
 def ls_(ctx: Ctx) -> None:
     """List bases: version, origin, signer, size and the jails using them."""
+    from rexcarcer.base.local import jails_using, list_bases
     from rexcarcer.cli.output import table
-    from rexcarcer.engine.bases import jails_using, list_bases
 
     host = ctx.host()
     try:
@@ -210,7 +210,7 @@ def _size(text: str | None) -> str:
 @pass_ctx
 def rm(ctx: Ctx, name: str) -> None:
     """Remove base NAME and its cached images; refused while jails use it."""
-    from rexcarcer.engine.bases import find_base, jails_using, remove_base
+    from rexcarcer.base.local import find_base, jails_using, remove_base
 
     host = ctx.host()
     try:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rexcarcer.cli.main import Ctx, pass_ctx
+from rexcarcer.cli.context import Ctx, pass_ctx
 from rexcarcer.errors import UsageError
 
 if TYPE_CHECKING:
@@ -187,21 +187,21 @@ def renew(ctx: Ctx, names: tuple[str, ...], due: bool) -> None:
 
     if bool(names) == due:
         raise UsageError("name jails to renew, or give --due", hint="rex ca renew web1")
-    host = ctx.host()
+    eng = ctx.engine()
     done: list[dict[str, str]] = []
     try:
-        targets = names or tuple(i.name for i in jails.list_jails(host) if i.state != "creating")
+        targets = names or tuple(i.name for i in jails.list_jails(eng) if i.state != "creating")
         for name in targets:
-            rec = jails.record(host, name)
+            rec = jails.record(eng, name)
             if rec is None:
                 from rexcarcer.errors import NotFound
 
                 raise NotFound(f"no jail named {name!r}", hint="`rex ls` lists the jails")
-            why = ensure_identity(host, rec, jails.spec_for(host, rec), force=not due)
+            why = ensure_identity(eng.host, rec, jails.spec_for(eng, rec), force=not due)
             if why is not None:
                 done.append({"jail": name, "reason": why})
     finally:
-        host.close()
+        eng.close()
 
     def text() -> None:
         for d in done:

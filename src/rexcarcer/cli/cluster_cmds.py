@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from rexcarcer.cli.main import Ctx, pass_ctx
+from rexcarcer.cli.context import Ctx, pass_ctx
 
 if TYPE_CHECKING:
     from rexcarcer.state.etcd import EtcdStore
@@ -27,7 +27,7 @@ def _endpoints(ctx: Ctx, etcd: str | None) -> list[str]:
 
 
 def _store(ctx: Ctx, urls: list[str]) -> EtcdStore:
-    from rexcarcer.state.etcd import open_etcd
+    from rexcarcer.cluster.store import open_etcd
 
     return open_etcd(ctx.config, urls)
 
@@ -277,25 +277,25 @@ def agent(
     no_jails: bool,
     skydns: bool,
 ) -> None:
-    """The per-host daemon (foreground): lease, DNS of the whole cluster, routes,
-    this host's jails kept in their desired state (started again after a reboot
-    or a crash, unless stopped with `rex stop`), and the API through which
-    `rex up` and `rex start/stop/destroy` on other hosts reach this one."""
-    from rexcarcer.cluster.agent import build
-    from rexcarcer.state.etcd import EtcdStore
+    """The per-host daemon (foreground).
+
+    On every host: the UNIX socket through which this host's `rex` commands run
+    in the agent (REX_AGENT_SOCKET), and this host's jails kept in their desired
+    state (started again after a reboot or a crash, unless stopped with `rex
+    stop`). In a cluster also: the lease, DNS of the whole cluster, routes, and
+    the mutual-TLS API through which `rex up` and `rex start/stop/destroy` on
+    other hosts reach this one."""
+    from rexcarcer.agent.daemon import Options, run
 
     logging.getLogger("rexcarcer").setLevel(logging.INFO)
-    _endpoints(ctx, None)
-    host = ctx.host()
-    assert isinstance(host.store, EtcdStore)
+    options = Options(lease_ttl=lease_ttl, idle=idle, routes=not no_routes,
+                      api_port=None if no_api else api_port, jails=not no_jails,
+                      skydns=skydns)  # fmt: skip
     stop = threading.Event()
     try:
-        api_port_or_none = None if no_api else api_port
-        build(host, host.store, ttl=lease_ttl, idle=idle, routes=not no_routes,
-              api_port=api_port_or_none, jails=not no_jails, skydns=skydns).run(stop)  # fmt: skip
+        run(ctx.config, options, stop)
     finally:
         stop.set()
-        host.close()
 
 
 def register(cli: click.Group) -> None:

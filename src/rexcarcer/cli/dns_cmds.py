@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from rexcarcer.cli.main import Ctx, pass_ctx
+from rexcarcer.cli.context import Ctx, pass_ctx
 
 if TYPE_CHECKING:
     from rexcarcer.dns.publish import CheckReport
-    from rexcarcer.engine.host import Host
+    from rexcarcer.engine.base import Engine
+    from rexcarcer.model.jail import JailRecord
 
 
 @click.group()
@@ -44,12 +45,12 @@ def ls_(ctx: Ctx) -> None:
     ctx.emit(data, text)
 
 
-def _running(host: Host) -> dict[str, dict[str, Any]]:
+def _running(eng: Engine) -> dict[str, JailRecord]:
     from rexcarcer.engine import jails
 
     out = {}
-    for info in jails.list_jails(host):
-        rec = jails.record(host, info.name)
+    for info in jails.list_jails(eng):
+        rec = jails.record(eng, info.name)
         if info.state == "running" and rec is not None:
             out[info.name] = rec
     return out
@@ -65,11 +66,11 @@ def check(ctx: Ctx, dry_run: bool) -> None:
     changed behind rex's back, and jails started while DNS was off."""
     from rexcarcer.dns.hook import publisher_for
 
-    host = ctx.host()
+    eng = ctx.engine()
     try:
-        report = publisher_for(host).check(_running(host), repair=not dry_run)
+        report = publisher_for(eng.host).check(_running(eng), repair=not dry_run)
     finally:
-        host.close()
+        eng.close()
     ctx.emit(report.as_json(), lambda: _print_report(report))
     if dry_run and not report.clean:
         sys.exit(1)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from rexcarcer.cli.main import Ctx, pass_ctx
+from rexcarcer.cli.context import Ctx, pass_ctx
 
 
 @click.command()
@@ -16,7 +16,11 @@ def doctor(ctx: Ctx) -> None:
     from rexcarcer.cli.output import table
     from rexcarcer.doctor import run_checks
 
-    results = run_checks(ctx.config)
+    host = ctx.host()
+    try:
+        results = run_checks(host)
+    finally:
+        host.close()
     rows = [[r.name, "ok" if r.ok else "FAIL", r.detail] for r in results]
     ctx.emit([{"check": r.name, "ok": r.ok, "detail": r.detail} for r in results],
              lambda: click.echo(table(["check", "status", "detail"], rows)))  # fmt: skip

@@ -1,18 +1,23 @@
-"""Jail verbs: up, build, check, plan, ls, exec, start, stop, restart, destroy."""
+"""Jail verbs: up, build, check, plan, ls, exec, start, stop, restart, destroy.
+
+Each calls one method of the jail service (service/api.py): through this
+host's agent when it answers, else in process; in a cluster the service sends
+work for another host's jail to that host's agent."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from rexcarcer.cli.main import Ctx, pass_ctx
+from rexcarcer.cli.context import Ctx, pass_ctx
 
 if TYPE_CHECKING:
-    from rexcarcer.engine.host import Host
     from rexcarcer.rexfile.ast import Rexfile
+    from rexcarcer.service.api import JailService
 
 REXFILE = click.Path(path_type=Path, dir_okay=False)
 
@@ -44,31 +49,16 @@ def up(ctx: Ctx, file: Path, name: str | None, on_host: str | None) -> None:
     its COPY sources travel to that host's agent over mutual TLS."""
     rexfile = _load(file)
     jail = _name(rexfile, name)
-    host = ctx.host()
+    svc = ctx.service()
     try:
-        info = _up(host, rexfile, jail, on_host)
+        info = svc.up(rexfile, jail, on_host=on_host)
     finally:
-        host.close()
-    ips = info.get("ips") or ["no address"]
-    where = f" on {info['host']}" if ctx.config.etcd else ""
-    summary = f"{info['name']} is {info['state']}: {ips[0]} ({info['hostname']}){where}"
-    ctx.emit(info, lambda: click.echo(summary))
-
-
-def _up(host: Host, rexfile: Rexfile, jail: str, on_host: str | None) -> dict[str, Any]:
-    from rexcarcer.engine import jails
-    from rexcarcer.errors import UsageError
-
-    if host.config.etcd:
-        from rexcarcer.cluster import client
-
-        return client.up(host, rexfile, jail, on_host)
-    if on_host not in (None, host.config.host):
-        raise UsageError(
-            "--host places jails in a cluster; this host is not in one",
-            hint="join a cluster (`rex cluster join`), or leave out --host",
-        )
-    return jails.up(host, rexfile, jail).as_json()
+        svc.close()
+    where = f" on {info.host}" if ctx.config.etcd else ""
+    summary = (
+        f"{info.name} is {info.state}: {info.address or 'no address'} ({info.hostname}){where}"
+    )
+    ctx.emit(info.as_json(), lambda: click.echo(summary))
 
 
 @click.command()
@@ -76,17 +66,12 @@ def _up(host: Host, rexfile: Rexfile, jail: str, on_host: str | None) -> dict[st
 @pass_ctx
 def build(ctx: Ctx, file: Path) -> None:
     """Run FILE's PROVISION steps (cached) and print the image snapshot."""
-    from rexcarcer.engine import build as builder
-    from rexcarcer.engine import jails
-
     rexfile = _load(file)
-    host = ctx.host()
+    svc = ctx.service()
     try:
-        host.storage.ensure_layout()
-        image = builder.build(host, rexfile, jails.resolve_base(host, rexfile))
+        full = svc.build(rexfile)
     finally:
-        host.close()
-    full = f"{host.config.dataset}/{image}"
+        svc.close()
     ctx.emit({"image": full}, lambda: click.echo(full))
 
 
@@ -109,40 +94,19 @@ def plan(ctx: Ctx, file: Path, name: str | None, on_host: str | None) -> None:
 
     In a cluster the first line is where the jail would go and why; the steps
     follow when that is this host (else run `rex plan` on that host)."""
-    from rexcarcer.engine.plan import Action, plan_up
-    from rexcarcer.errors import UsageError
-
     rexfile = _load(file)
     jail = _name(rexfile, name)
-    host = ctx.host()
+    svc = ctx.service()
     try:
-        actions: list[Action] = []
-        here = True
-        if host.config.etcd:
-            from rexcarcer.cluster import client
-
-            where = client.decide(host.store, rexfile, jail, on_host, host.config.host)
-            here = where.host == host.config.host
-            actions.append(Action("place", f"on host {where.host}: {where.why}"))
-            if not here:
-                actions.append(Action("remote", f"send {file.name} and its COPY sources to "
-                                      f"{where.host}'s agent, which builds and starts {jail}; "
-                                      f"`rex plan` on {where.host} shows its steps"))  # fmt: skip
-        elif on_host not in (None, host.config.host):
-            raise UsageError(
-                "--host places jails in a cluster; this host is not in one",
-                hint="join a cluster (`rex cluster join`), or leave out --host",
-            )
-        if here:
-            actions += plan_up(host, rexfile, jail)
+        actions = svc.plan(rexfile, jail, on_host=on_host)
     finally:
-        host.close()
+        svc.close()
 
     def text() -> None:
         for a in actions:
             click.echo(f"{a.kind:8} {a.description}")
-            for cmd in a.commands:
-                click.echo(f"           $ {cmd}")
+            for line in a.lines():
+                click.echo(f"           $ {line}")
 
     ctx.emit([a.as_json() for a in actions], text)
 
@@ -152,16 +116,15 @@ def plan(ctx: Ctx, file: Path, name: str | None, on_host: str | None) -> None:
 def ls_(ctx: Ctx) -> None:
     """List jails: name, state, addresses, host name, services, base, host."""
     from rexcarcer.cli.output import table
-    from rexcarcer.engine import jails
 
-    host = ctx.host()
+    svc = ctx.service()
     try:
-        infos = jails.list_jails(host)
+        infos = svc.ls()
     finally:
-        host.close()
+        svc.close()
     rows = [
         [i.name, i.state, i.address or "-", i.hostname,
-         ",".join(f"{s['name']}/{s['proto']}:{s['port']}" for s in i.services) or "-",
+         ",".join(f"{s.name}/{s.proto}:{s.port}" for s in i.services) or "-",
          i.base, i.host]
         for i in infos
     ]  # fmt: skip
@@ -174,7 +137,8 @@ def ls_(ctx: Ctx) -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_ctx
 def exec_(ctx: Ctx, name: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND in the running jail NAME; its exit status is rex's.
+    """Run COMMAND in the running jail NAME; its exit status is rex's (128+N
+    when COMMAND is killed by signal N).
 
     \b
     rex exec web -- wget -qO- http://198.51.100.3/
@@ -182,44 +146,30 @@ def exec_(ctx: Ctx, name: str, command: tuple[str, ...]) -> None:
     In a cluster, a jail on another host runs the command through that host's
     agent: without a terminal or standard input, its output (stdout and stderr
     merged) shown line by line as it comes."""
-    from rexcarcer.engine import jails
 
-    host = ctx.host()
+    def out(line: str) -> None:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+    svc = ctx.service()
     try:
-        rec = jails.record(host, name) if host.config.etcd else None  # (one read when single)
-        owner = jails.remote_owner(host, rec)
-        if owner is not None:
-            from rexcarcer.cluster import client
-
-            def out(line: str) -> None:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-
-            sys.exit(client.exec_remote(host, owner, name, list(command), out))
-        done = jails.exec_in(host, name, list(command), interactive=True)
+        status = svc.exec(name, list(command), interactive=True, sink=out)
     finally:
-        host.close()
-    sys.exit(done.returncode)
+        svc.close()
+    sys.exit(status)
 
 
-def _lifecycle(verb: str, doc: str) -> click.Command:
-    @click.command(name=verb, help=doc)
+def _lifecycle(name: str, doc: str, verb: Callable[[JailService, str], object]) -> click.Command:
+    @click.command(name=name, help=doc)
     @click.argument("names", nargs=-1, required=True)
     @pass_ctx
     def cmd(ctx: Ctx, names: tuple[str, ...]) -> None:
-        from rexcarcer.engine import jails
-
-        host = ctx.host()
+        svc = ctx.service()
         try:
-            for name in names:
-                if host.config.etcd:  # the jail's own host does it
-                    from rexcarcer.cluster import client
-
-                    client.lifecycle(host, name, verb)
-                else:
-                    getattr(jails, verb)(host, name)
+            for jail in names:
+                verb(svc, jail)
         finally:
-            host.close()
+            svc.close()
 
     return cmd
 
@@ -228,8 +178,13 @@ def register(group: click.Group) -> None:
     for cmd in (up, build, check, plan, ls_, exec_):
         group.add_command(cmd)
     # in a cluster, a jail on another host is handled by that host's agent
-    group.add_command(_lifecycle("start", "Start stopped jails."))
-    group.add_command(_lifecycle("stop", "Stop jails (their datasets and addresses stay)."))
-    group.add_command(_lifecycle("restart", "Stop and start jails."))
+    group.add_command(_lifecycle("start", "Start stopped jails.", lambda s, n: s.start(n)))
+    group.add_command(
+        _lifecycle(
+            "stop", "Stop jails (their datasets and addresses stay).", lambda s, n: s.stop(n)
+        )
+    )
+    group.add_command(_lifecycle("restart", "Stop and start jails.", lambda s, n: s.restart(n)))
     group.add_command(_lifecycle(
-        "destroy", "Stop jails, release their addresses and destroy their datasets."))  # fmt: skip
+        "destroy", "Stop jails, release their addresses and destroy their datasets.",
+        lambda s, n: s.destroy(n)))  # fmt: skip

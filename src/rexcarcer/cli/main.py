@@ -6,56 +6,19 @@ Heavy modules are imported inside the commands that need them, so that
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
+from rexcarcer.cli.context import Ctx
 from rexcarcer.errors import RexError
 
-if TYPE_CHECKING:
-    from rexcarcer.config import Config
-    from rexcarcer.engine.host import Host
-
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass
-class Ctx:
-    root: Path | None
-    config_file: Path | None
-    output: str
-    debug: bool
-    _config: Config | None = None
-
-    @property
-    def config(self) -> Config:
-        if self._config is None:
-            from rexcarcer.config import load_config
-
-            self._config = load_config(config_file=self.config_file, root=self.root)
-        return self._config
-
-    def host(self) -> Host:
-        from rexcarcer.cli.output import ConsoleProgress
-        from rexcarcer.engine.host import open_host
-
-        return open_host(self.config, ConsoleProgress(quiet=self.output == "json"))
-
-    def emit(self, data: Any, text: Callable[[], None]) -> None:
-        if self.output == "json":
-            click.echo(json.dumps(data, indent=2, sort_keys=True))
-        else:
-            text()
-
-
-pass_ctx = click.make_pass_decorator(Ctx)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rexcarcer.cli.main import Ctx, pass_ctx
+from rexcarcer.cli.context import Ctx, pass_ctx
 
 
 @click.group()

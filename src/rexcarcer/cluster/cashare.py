@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from rexcarcer.cluster import ClusterError, model
+from rexcarcer.fsutil import atomic_write
+from rexcarcer.model import keys
 from rexcarcer.pki.layout import CaPaths
 from rexcarcer.state.base import Store, create_json
 
-KEY = "cluster/ca"
+KEY = keys.CLUSTER_CA
 FILES = ("ca.key", "ca.crt", "chain.crt", "cluster.crt", "ca.json")
 MODES = {"ca.key": 0o600}
 
@@ -121,11 +123,7 @@ def _write_dir(target: Path, files: dict[str, str]) -> None:
         tmp.mkdir(mode=0o700, parents=True)
         for name in FILES:
             mode = MODES.get(name, 0o644)
-            fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-            with os.fdopen(fd, "w") as out:
-                out.write(files[name])
-                out.flush()
-                os.fsync(out.fileno())
+            atomic_write(tmp / name, files[name], mode=mode)
         tmp.rename(target)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,12 +8,12 @@ kept, which the header says.
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
 from rexcarcer.errors import ConfigError
+from rexcarcer.fsutil import atomic_write
 
 HEADER = "# rexcarcer.toml: rewritten by `rex cluster join` / `rex cluster leave`\n"
 
@@ -35,10 +35,7 @@ def update(path: Path, changes: Mapping[str, str | list[str] | None]) -> None:
                 values.pop(key, None)
             else:
                 values[key] = value
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(_render(values))
-        os.replace(tmp, path)
+        atomic_write(path, _render(values), mode=0o644, make_parents=True)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(
             f"cannot update {path}: {exc}", hint="fix or remove the file and try again"

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from rexcarcer.cluster import ClusterError
+from rexcarcer.model import keys
 from rexcarcer.state.base import Entry
 
-CONFIG = "cluster/config"
-HOSTS = "hosts/"
-SUBNETS = "subnets/"
-JAILS = "jails/"
-DNS = "dns/"
-NAMES = "names/"
+CONFIG = keys.CLUSTER_CONFIG
+HOSTS = keys.HOSTS
+SUBNETS = keys.SUBNETS
+JAILS = keys.JAILS
+DNS = keys.DNS
+NAMES = keys.NAMES
 ALIVE = "alive"
 
 DEFAULT_CIDR = "203.0.113.0/24"  # a documentation range: set your own (docs/cluster.md)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import ssl
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from rexcarcer.cluster import AgentApiError
 from rexcarcer.config import Config
+from rexcarcer.fsutil import atomic_write
 from rexcarcer.pki.layout import CaPaths
 
 REISSUE_AFTER = 30 * 86400.0  # seconds; the CA's leaf validity is 90 days by default
@@ -105,11 +105,7 @@ def _issue(config: Config, paths: CaPaths, files: TlsFiles, address: str) -> Non
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
+        atomic_write(path, data, mode=mode)
     except OSError as exc:
         raise AgentApiError(f"cannot write {path}: {exc}") from exc

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from rexcarcer.errors import RexError
 
+DNS_PORT = 53
+
 
 class DnsError(RexError):
     """unbound refused a command, or a name or value is invalid (exit 28);

@@ -14,15 +14,15 @@ import socket
 import stat
 from typing import TYPE_CHECKING
 
-from rexcarcer.dns.layout import DNS_PORT, layout_for
+from rexcarcer.dns import DNS_PORT
 from rexcarcer.dns.publish import Publisher
 from rexcarcer.dns.records import check_zone, jail_records, reverse_zones
 from rexcarcer.dns.unbound import DnsBackend, Unbound
 
 if TYPE_CHECKING:
     from rexcarcer.config import Config
-    from rexcarcer.engine.hooks import JailRecord
-    from rexcarcer.engine.host import Host
+    from rexcarcer.host import Host
+    from rexcarcer.model.jail import JailRecord
     from rexcarcer.runtime.base import JailSpec
 
 
@@ -44,7 +44,7 @@ def dns_enabled(config: Config) -> bool:
 
 
 def backend_for(config: Config) -> Unbound:
-    return Unbound(layout_for(config).control, listener=(str(config.host_address), DNS_PORT))
+    return Unbound(config.unbound_control, listener=(str(config.host_address), DNS_PORT))
 
 
 def publisher_for(host: Host, backend: DnsBackend | None = None) -> Publisher:
@@ -54,7 +54,7 @@ def publisher_for(host: Host, backend: DnsBackend | None = None) -> Publisher:
         backend=backend if backend is not None else backend_for(config),
         zone=check_zone(config.zone),
         reverse=tuple(reverse_zones(config.subnet)),
-        data_file=layout_for(config).data,
+        data_file=host.platform.unbound_layout().data,
         lock=lambda: host.lock("dns"),
         host=config.host,
     )
@@ -78,10 +78,10 @@ class DnsHook:
         self._publisher(host).publish(rec)
 
     def stopped(self, host: Host, rec: JailRecord) -> None:
-        self._publisher(host).withdraw(str(rec["name"]))
+        self._publisher(host).withdraw(rec.name)
 
     def destroyed(self, host: Host, rec: JailRecord) -> None:
-        self._publisher(host).release(str(rec["name"]))
+        self._publisher(host).release(rec.name)
 
 
 def dns_hook(config: Config) -> DnsHook | None:
@@ -94,7 +94,7 @@ def doctor_check(config: Config) -> tuple[bool, str]:
     run unpublished, which is reported, not failed."""
     from rexcarcer.dns import DnsError
 
-    where = layout_for(config).control
+    where = config.unbound_control
     if config.dns == "off":
         return True, "off (REX_DNS=off): jails are not published in DNS"
     if not dns_enabled(config):

@@ -33,12 +33,14 @@ from rexcarcer.dns.records import (
 )
 from rexcarcer.dns.unbound import DnsBackend, UnboundUnreachable, apply, write_data_lines
 from rexcarcer.errors import Conflict
+from rexcarcer.model import keys
+from rexcarcer.model.jail import JailRecord
 from rexcarcer.state.base import Compare, Delete, Put, Store, create_json, dumps
 
 log = logging.getLogger("rexcarcer.dns")
 
-PREFIX = "dns/"
-NAMES = "names/"
+PREFIX = keys.DNS
+NAMES = keys.NAMES
 
 Lock = Callable[[], AbstractContextManager[None]]
 
@@ -107,13 +109,12 @@ class Publisher:
 
     # -- names -------------------------------------------------------------------
 
-    def claim(self, rec: Mapping[str, Any]) -> None:
+    def claim(self, rec: JailRecord) -> None:
         """Claim the jail's HOSTNAME (``names/<fqdn>``); ours already is fine."""
-        jail = str(rec["name"])
-        hostname = rec.get("hostname") or ""
-        if not hostname:
+        jail = rec.name
+        if not rec.hostname:
             return
-        name = check_hostname(str(hostname), jail, self.zone)
+        name = check_hostname(rec.hostname, jail, self.zone)
         if name == f"{jail}.jail.{self.zone}":
             return
         mine = {"jail": jail, "host": self.host}
@@ -135,9 +136,9 @@ class Publisher:
 
     # -- changing ------------------------------------------------------------------
 
-    def publish(self, rec: Mapping[str, Any]) -> list[Record]:
+    def publish(self, rec: JailRecord) -> list[Record]:
         """Publish jail ``rec``; its records are served when this returns."""
-        jail = str(rec["name"])
+        jail = rec.name
         records = jail_records(rec, self.zone)
         self.claim(rec)
         with self.lock():
@@ -204,7 +205,7 @@ class Publisher:
         """Names rex answers for: below the zone or the jail reverse zones, or published."""
         return name in desired or in_zone(name, (f"{self.zone}.", *self.reverse))
 
-    def check(self, running: Mapping[str, Mapping[str, Any]], *, repair: bool) -> CheckReport:
+    def check(self, running: Mapping[str, JailRecord], *, repair: bool) -> CheckReport:
         """Compare running jails, the published set and unbound; repair unless told not to."""
         published = self.published()
         to_publish = tuple(sorted(n for n in running if n not in published))
@@ -230,4 +231,4 @@ class Publisher:
 
     def resync(self) -> CheckReport:
         """After unbound (re)started: make it serve exactly the published set."""
-        return self.check({name: {} for name in self.published()}, repair=True)
+        return self.check({name: JailRecord(name) for name in self.published()}, repair=True)

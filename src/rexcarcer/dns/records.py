@@ -31,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from rexcarcer.dns import DnsError
+from rexcarcer.model.jail import JailRecord, ServiceEntry
 
 JAIL_TTL = 30
 HOSTNAME_TTL = 300
@@ -194,49 +195,33 @@ def check_line(line: str) -> str:
 # -- records ----------------------------------------------------------------------
 
 
-def _addresses(rec: Mapping[str, Any]) -> list[Address]:
-    raw = rec.get("addresses") or ([rec["address"]] if rec.get("address") else [])
-    out: list[Address] = []
-    for item in raw:
-        try:
-            out.append(ipaddress.ip_interface(str(item)).ip)
-        except ValueError as exc:
-            raise DnsError(f"jail {rec.get('name')}: bad address {item!r}") from exc
-    return out
-
-
 def _a(name: str, addr: Address, ttl: int) -> Record:
     return Record(name, RType.A if addr.version == 4 else RType.AAAA, addr.compressed, ttl)
 
 
-def _service(svc: Mapping[str, Any], jail: str) -> tuple[str, int, str]:
-    name, port, proto = svc.get("name"), svc.get("port"), svc.get("proto", "tcp")
-    problem = service_problem(name) if isinstance(name, str) else "is not a string"
+def _service_name(svc: ServiceEntry, jail: str) -> str:
+    # The port and protocol are typed (model/jail.py checks them when a record is
+    # read); the name is text that ends up in unbound, so it is checked here.
+    problem = service_problem(svc.name)
     if problem:
         raise DnsError(
-            f"jail {jail}: service name {name!r} {problem}",
+            f"jail {jail}: service name {svc.name!r} {problem}",
             hint="service names follow RFC 6335, e.g. web, renderer, http-alt",
         )
-    assert isinstance(name, str)
-    if type(port) is not int or not 1 <= port <= 65535:
-        raise DnsError(f"jail {jail}: service {name}: bad port {port!r}", hint="ports are 1..65535")
-    if proto not in ("tcp", "udp"):
-        raise DnsError(f"jail {jail}: service {name}: bad protocol {proto!r}", hint="tcp or udp")
-    return name.lower(), port, str(proto)
+    return svc.name.lower()
 
 
-def jail_records(rec: Mapping[str, Any], zone: str) -> list[Record]:
-    """Every record jail ``rec`` (a ``jails/<name>`` record) publishes, sorted."""
-    jail = str(rec.get("name", ""))
+def jail_records(rec: JailRecord, zone: str) -> list[Record]:
+    """Every record jail ``rec`` publishes, sorted."""
+    jail = rec.name
     problem = label_problem(jail)
     if problem:
         raise DnsError(f"jail name {jail!r} {problem}", hint="jail names are DNS labels")
     canonical = f"{jail}.jail.{zone}."
-    hostname = rec.get("hostname") or ""
-    own_name = check_hostname(str(hostname), jail, zone) if hostname else canonical[:-1]
-    services = [_service(s, jail) for s in rec.get("services") or []]
+    own_name = check_hostname(rec.hostname, jail, zone) if rec.hostname else canonical[:-1]
+    services = [(_service_name(s, jail), s.port, s.proto) for s in rec.services]
     out: set[Record] = set()
-    for addr in _addresses(rec):
+    for addr in [rec.address.ip] if rec.address is not None else []:
         out.add(_a(canonical, addr, JAIL_TTL))
         out.add(Record(addr.reverse_pointer + ".", RType.PTR, canonical, JAIL_TTL))
         if own_name != canonical[:-1]:

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 from rexcarcer.dns import DnsError
 from rexcarcer.dns.hook import backend_for, publisher_for
-from rexcarcer.dns.layout import Flavour, Layout, layout_for
 from rexcarcer.dns.services import (
     Step,
     checkconf,
@@ -34,11 +33,14 @@ from rexcarcer.dns.services import (
 )
 from rexcarcer.dns.unbound import UnboundUnreachable, wait_ready
 from rexcarcer.errors import Conflict
+from rexcarcer.fsutil import atomic_write
 from rexcarcer.logs.service import Collector, freebsd_setup, stop_left
+from rexcarcer.platform.base import Flavour
+from rexcarcer.platform.base import UnboundLayout as Layout
 from rexcarcer.runtime import procfs
 
 if TYPE_CHECKING:
-    from rexcarcer.engine.host import Host
+    from rexcarcer.host import Host
 
 READY_TIMEOUT = 15.0
 MAX_BACKOFF = 30.0
@@ -47,7 +49,7 @@ MAX_BACKOFF = 30.0
 def prepare(host: Host) -> tuple[Layout, bool]:
     """Write unbound's configuration and the persisted records; check them.
     Returns the layout and whether the configuration changed."""
-    layout = layout_for(host.config)
+    layout = host.platform.unbound_layout()
     changed = write_configs(host.config, layout)
     publisher = publisher_for(host)
     publisher.persist(publisher.published())
@@ -101,11 +103,8 @@ def read_state(layout: Layout) -> dict[str, Proc]:
 
 
 def _write_state(layout: Layout, procs: dict[str, Proc]) -> None:
-    layout.state.parent.mkdir(parents=True, exist_ok=True)
     data = {k: {"pid": p.pid, "start": p.start} for k, p in procs.items()}
-    tmp = layout.state.with_name(layout.state.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, layout.state)
+    atomic_write(layout.state, json.dumps(data), make_parents=True)
 
 
 def terminate(proc: Proc, timeout: float = 10.0) -> None:
@@ -205,7 +204,7 @@ def _tail(layout: Layout, lines: int = 15) -> str:
 
 def detach(host: Host, global_args: Sequence[str]) -> Proc:
     """Start ``rex host serve`` in the background; return once DNS answers."""
-    layout = layout_for(host.config)
+    layout = host.platform.unbound_layout()
     sup = read_state(layout).get("supervisor")
     if sup is not None and sup.alive():
         raise Conflict(f"`rex host serve` is already running (pid {sup.pid})",
@@ -246,7 +245,7 @@ def _log_tail(path: os.PathLike[str] | str) -> str:
 
 def stop(host: Host) -> list[int]:
     """Stop a detached ``rex host serve`` (and its unbound); the PIDs stopped."""
-    layout = layout_for(host.config)
+    layout = host.platform.unbound_layout()
     state = read_state(layout)
     stopped = []
     for key in ("supervisor", "unbound"):  # the supervisor stops unbound itself

@@ -16,7 +16,6 @@ every published record in an ``include:`` file (``write_data_file``).
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -244,22 +243,12 @@ def write_data_lines(path: Path, rr_lines: Iterable[str]) -> None:
 
 
 def write_data_text(path: Path, text: str) -> None:
-    import tempfile  # only when writing: keeps `rex ls` start-up lean
+    from rexcarcer.fsutil import atomic_write
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # a dot file: never matched by local_unbound's `include: conf.d/*.conf`
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # unbound may read it as its own user
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # 0644: unbound may read it as its own user; the temporary file is a dot
+        # file, never matched by local_unbound's `include: conf.d/*.conf`
+        atomic_write(path, text, mode=0o644, make_parents=True)
     except OSError as exc:
         raise DnsError(f"cannot write {path}: {exc}") from exc
 

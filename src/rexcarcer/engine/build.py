@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rexcarcer.engine import files
-from rexcarcer.engine.bases import BaseInfo
-from rexcarcer.engine.host import Host
+from rexcarcer import jailfs
+from rexcarcer.buildctx import content_digest, copy_sources
 from rexcarcer.errors import BuildError, RexError, UnsafePath
-from rexcarcer.rexfile.ast import Copy, Rexfile, Run, Step
+from rexcarcer.host import Host
+from rexcarcer.model.base import BaseInfo
+from rexcarcer.rexfile.ast import Rexfile, Run, Step
 from rexcarcer.runtime.base import jail_env
 
 IMG = "img"
@@ -53,26 +54,13 @@ def step_key(
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def copy_sources(rexfile: Rexfile) -> dict[int, Path]:
-    """Check every COPY source before anything is built (bad input changes nothing)."""
-    out: dict[int, Path] = {}
-    for i, step in enumerate(rexfile.steps, 1):
-        if isinstance(step, Copy):
-            try:
-                out[i] = files.checked_source(rexfile.context_dir, step.src)
-            except UnsafePath as exc:
-                where = f"{rexfile.path}:{step.pos.line}:{step.pos.col}: " if rexfile.path else ""
-                raise UnsafePath(where + exc.message, hint=exc.hint) from exc
-    return out
-
-
 def plan_build(host: Host, rexfile: Rexfile, base: BaseInfo) -> list[StepPlan]:
     sources = copy_sources(rexfile)
-    parent_id = base.props.get("id", base.snapshot)
+    parent_id = base.id
     parent = base.snapshot
     plans: list[StepPlan] = []
     for i, step in enumerate(rexfile.steps, 1):
-        content = files.content_digest(sources[i]) if i in sources else ""
+        content = content_digest(sources[i]) if i in sources else ""
         key = step_key(parent_id, step, content, rexfile.env)
         cached = host.storage.exists(f"images/{key}@{IMG}")
         plans.append(StepPlan(i, step, key, parent, cached))
@@ -114,7 +102,31 @@ def sweep_incomplete(host: Host) -> None:
 
 
 def _where(rexfile: Rexfile, step: Step) -> str:
-    return f"{rexfile.path or '<input>'}:{step.pos.line}"
+    return f"{rexfile.display}:{step.pos.line}"
+
+
+def step_props(base: BaseInfo, plan: StepPlan, now: float | None = None) -> dict[str, str]:
+    props = {
+        "base": base.props.get("id", ""), "depth": str(plan.index), "parent": plan.parent,
+        "step": plan.step.describe()[:200], "created": str(int(now or time.time())),
+        # the jail's osrelease (jail(8)) comes from its image; carry the base's along
+        "osrelease": base.props.get("osrelease", ""),
+    }  # fmt: skip
+    # zfs(8) refuses `-o prop=` with an empty value
+    return {k: v for k, v in props.items() if v}
+
+
+def step_commands(host: Host, rexfile: Rexfile, base: BaseInfo, plan: StepPlan) -> list[list[str]]:
+    """What building one step runs (``rex plan``): clone the parent, run the step
+    in a throw-away jail (a COPY writes files instead), snapshot, mark complete."""
+    storage = host.storage
+    out = [storage.clone_argv(plan.parent, plan.dataset, step_props(base, plan))]
+    if isinstance(plan.step, Run):
+        root = storage.mountpoint("images") / plan.key
+        out += host.runtime.build_commands(root, plan.step.command, jail_env(rexfile.env))
+    out.append(storage.snapshot_argv(plan.snapshot))
+    out += storage.set_props_argvs(plan.dataset, {"complete": "1"})
+    return out
 
 
 def _run_step(
@@ -122,21 +134,14 @@ def _run_step(
 ) -> None:
     storage = host.storage
     storage.destroy(plan.dataset, recursive=True)  # a half-built leftover of a killed run
-    props = {
-        "base": base.props.get("id", ""), "depth": str(plan.index), "parent": plan.parent,
-        "step": plan.step.describe()[:200], "created": str(int(time.time())),
-        # the jail's osrelease (jail(8)) comes from its image; carry the base's along
-        "osrelease": base.props.get("osrelease", ""),
-    }  # fmt: skip
-    # zfs(8) refuses `-o prop=` with an empty value
-    root = storage.clone(plan.parent, plan.dataset, props={k: v for k, v in props.items() if v})
+    root = storage.clone(plan.parent, plan.dataset, props=step_props(base, plan))
     try:
         if isinstance(plan.step, Run):
             _run(host, rexfile, root, plan.step)
         else:
             assert source is not None
             try:
-                files.copy_into(root, source, plan.step.dst)
+                jailfs.copy_into(root, source, plan.step.dst)
             except UnsafePath as exc:
                 raise BuildError(
                     f"step {plan.index} ({_where(rexfile, plan.step)}: {plan.step.describe()}) "

@@ -1,95 +1,100 @@
 """``rex plan``: what ``rex up`` would do, as actions and command lines, computed
-from the current state without changing anything."""
+from the current state without changing anything.
+
+The command lines come from the same builders the drivers execute
+(``Storage.clone_argv``, ``Runtime.start_commands``, ``Runtime.build_commands``),
+so the plan shows exactly what ``rex up`` would run on this host's platform.
+"""
 
 from __future__ import annotations
 
-import shlex
-from dataclasses import dataclass, field
+import ipaddress
+from pathlib import Path
 
 from rexcarcer import ipam
 from rexcarcer.engine import build as builder
 from rexcarcer.engine import jails
-from rexcarcer.engine.host import Host
+from rexcarcer.engine.base import Engine
 from rexcarcer.errors import Conflict
-from rexcarcer.rexfile.ast import Rexfile, Run
-from rexcarcer.runtime.base import RuntimeKind
+from rexcarcer.model.base import BaseInfo
+from rexcarcer.model.jail import JailRecord
+from rexcarcer.model.plan import Action, argvs
+from rexcarcer.rexfile.ast import IPInterface, Rexfile, Run
+from rexcarcer.runtime.base import JailSpec
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
-    kind: str  # fetch, build, cached, address, clone, files, start, none
-    description: str
-    commands: list[str] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, object]:
-        return {"action": self.kind, "description": self.description, "commands": self.commands}
-
-
-def plan_up(host: Host, rexfile_: Rexfile, name: str) -> list[Action]:
-    rec = jails.record(host, name)
-    if rexfile_.base.is_url:
-        from rexcarcer.base.receive import local_base_for
-
-        fetched = local_base_for(host, rexfile_.base.ref, rexfile_.base.pin)
-        if fetched is None:  # planning never touches the network
-            return [
-                Action("fetch", f"fetch, verify and receive the base {rexfile_.base.ref}"),
-                Action("build", f"then build {len(rexfile_.steps)} step(s) and start {name}"),
-            ]
-        base = fetched
-    else:
-        base = jails.resolve_base(host, rexfile_)
-    plans = builder.plan_build(host, rexfile_, base)
+def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
+    host = eng.host
+    rec = jails.record(eng, name)
+    if rec is not None:
+        jails.ensure_local(eng, rec)
+    base = eng.bases.local(host, rexfile.base)
+    if base is None:  # planning never touches the network
+        return [
+            Action("fetch", f"fetch, verify and receive the base {rexfile.base.ref}"),
+            Action("build", f"then build {len(rexfile.steps)} step(s) and start {name}"),
+        ]
+    plans = builder.plan_build(host, rexfile, base)
     image = builder.image_of(plans, base)
-    if rec is not None and rec.get("status") == "ready":
-        if rec.get("definition") != rexfile_.digest() or rec.get("image") != image:
-            raise Conflict(
-                f"jail {name!r} already exists with a different definition",
-                hint=f"run `rex destroy {name}` first, or pick another name with --name",
-            )
-        if jails._is_running(host, name):
-            return [Action("none", f"jail {name} is up to date and running; nothing to do")]
-        return [Action("start", f"start jail {name}")]
-    full = host.config.dataset
-    actions = [_step_action(host, p, full) for p in plans]
-    if rexfile_.ip is not None:
-        holder = ipam.owner(host.store, rexfile_.ip.ip)
-        if holder not in (None, name):
-            raise Conflict(f"address {rexfile_.ip.ip} is already used by jail {holder!r}")
-        actions.append(Action("address", f"claim the fixed address {rexfile_.ip}"))
-    else:
-        actions.append(Action("address", f"allocate an address from {host.config.subnet}"))
-    actions.append(Action("clone", f"clone the image to jails/{name}",
-                          [shlex.join(["zfs", "clone", "-o", f"rexcarcer:jail={name}",
-                                       f"{full}/{image}", f"{full}/jails/{name}"])]))  # fmt: skip
-    actions.append(Action("files", "write /etc/resolv.conf, /etc/hostname, /etc/rexcarcer/env"))
-    actions.append(Action("start", f"start jail {name} ({host.config.runtime} runtime)",
-                          _start_commands(host, name)))  # fmt: skip
+    if rec is not None and rec.ready:
+        return _existing(eng, rexfile, rec, image)
+    actions = [_step_action(eng, rexfile, base, p) for p in plans]
+    address = _address(eng, rexfile, name, actions)
+    new = jails.new_record(eng, rexfile, name).replace(address=address, image=image)
+    clone = host.storage.clone_argv(image, f"jails/{name}", jails.clone_props(new))
+    actions.append(Action("clone", f"clone the image to jails/{name}", argvs([clone])))
+    root = host.storage.mountpoint("jails") / name
+    spec = _spec(eng, new, root, base)
+    files = [f"write {inside} ({mode:04o}) in the jail" for inside, _, mode
+             in jails.jail_files(eng, spec)]  # fmt: skip
+    actions.append(Action("files", "write the jail's configuration files", notes=tuple(files)))
+    actions.append(Action("start", f"start jail {name} ({host.platform.kind} platform)",
+                          argvs(host.runtime.start_commands(spec))))  # fmt: skip
     return actions
 
 
-def _step_action(host: Host, plan: builder.StepPlan, full: str) -> Action:
+def _existing(eng: Engine, rexfile: Rexfile, rec: JailRecord, image: str) -> list[Action]:
+    if rec.definition != rexfile.digest() or rec.image != image:
+        raise Conflict(
+            f"jail {rec.name!r} already exists with a different definition",
+            hint=f"run `rex destroy {rec.name}` first, or pick another name with --name",
+        )
+    if jails.is_running(eng, rec.name):
+        return [Action("none", f"jail {rec.name} is up to date and running; nothing to do")]
+    spec = jails.spec_for(eng, rec)
+    return [Action("start", f"start jail {rec.name}", argvs(eng.host.runtime.start_commands(spec)))]
+
+
+def _address(eng: Engine, rexfile: Rexfile, name: str, actions: list[Action]) -> IPInterface:
+    host = eng.host
+    if rexfile.ip is not None:
+        holder = ipam.owner(host.store, rexfile.ip.ip)
+        if holder not in (None, name):
+            raise Conflict(f"address {rexfile.ip.ip} is already used by jail {holder!r}")
+        actions.append(Action("address", f"claim the fixed address {rexfile.ip}"))
+        return rexfile.ip
+    subnet = host.config.subnet
+    free = ipam.next_free(host.store, subnet)
+    now = f"{free} is free now" if free else "none is free now"
+    actions.append(Action("address", f"allocate an address from {subnet} ({now})"))
+    return free or ipaddress.ip_interface(f"{host.config.host_address}/{subnet.prefixlen}")
+
+
+def _spec(eng: Engine, rec: JailRecord, root: Path, base: BaseInfo) -> JailSpec:
+    host = eng.host
+    return JailSpec(
+        name=rec.name, root=root, hostname=rec.hostname, address=rec.address,
+        interface=host.config.interface, gateway=host.config.host_address, env=rec.env,
+        osrelease=base.props.get("osrelease") or None,
+    )  # fmt: skip
+
+
+def _step_action(eng: Engine, rexfile: Rexfile, base: BaseInfo, plan: builder.StepPlan) -> Action:
+    host = eng.host
+    full = host.config.dataset
     what = f"step {plan.index}: {plan.step.describe()}"
     if plan.cached:
         return Action("cached", f"{what} (cached as {full}/{plan.snapshot})")
-    cmds = [shlex.join(["zfs", "clone", f"{full}/{plan.parent}", f"{full}/{plan.dataset}"])]
-    if isinstance(plan.step, Run):
-        cmds.append(shlex.join(["/bin/sh", "-c", plan.step.command]) + "   # inside the image")
-    cmds.append(shlex.join(["zfs", "snapshot", f"{full}/{plan.snapshot}"]))
-    return Action("build", what, cmds)
-
-
-def _start_commands(host: Host, name: str) -> list[str]:
-    if host.config.runtime is RuntimeKind.FREEBSD:
-        conf = f"/etc/jail.conf.d/{name}.conf"
-        return [shlex.join(["jail", "-f", conf, "-c", name])]
-    if host.config.runtime is RuntimeKind.LINUX:
-        from rexcarcer.engine.host import instance_token
-        from rexcarcer.runtime.linux import netns_name
-
-        ns = netns_name(instance_token(host.config), name)
-        return [
-            shlex.join(["ip", "netns", "add", ns]),
-            f"nsenter --net=/run/netns/{ns} -- unshare --fork --pid --mount --uts --ipc ... chroot",
-        ]
-    return []
+    notes = () if isinstance(plan.step, Run) else (f"copy {plan.step.src} to {plan.step.dst} "
+                                                    "inside the image",)  # fmt: skip
+    return Action("build", what, argvs(builder.step_commands(host, rexfile, base, plan)), notes)

@@ -12,10 +12,11 @@ import ipaddress
 from dataclasses import dataclass
 
 from rexcarcer.errors import AddressError, Conflict
+from rexcarcer.model import keys
 from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.state.base import Compare, Delete, Store, create_json
 
-PREFIX = "ipam/"
+PREFIX = keys.IPAM
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -40,12 +41,19 @@ def taken(store: Store) -> dict[str, str]:
     return {e.key[len(PREFIX) :]: str(e.json()["jail"]) for e in store.list(PREFIX)}
 
 
+def next_free(store: Store, subnet: Network) -> IPInterface | None:
+    """The address ``allocate`` would claim now (nothing is claimed)."""
+    used: set[Address] = {ipaddress.ip_address(a) for a in taken(store)}
+    used.add(ipaddress.ip_address(str(next(iter(subnet.hosts())))))  # the host's own
+    found = next((a for a in subnet.hosts() if a not in used), None)
+    return ipaddress.ip_interface(f"{found}/{subnet.prefixlen}") if found is not None else None
+
+
 def allocate(store: Store, subnet: Network, jail: str, *, host: str = "") -> IPInterface:
     """Claim the lowest free address of ``subnet`` for ``jail``."""
-    reserved = {next(iter(subnet.hosts()))}
     for _ in range(1000):
-        used = {ipaddress.ip_address(a) for a in taken(store)}
-        candidate = next((a for a in subnet.hosts() if a not in used and a not in reserved), None)
+        free = next_free(store, subnet)
+        candidate = free.ip if free is not None else None
         if candidate is None:
             raise AddressError(
                 f"no free address left in the jail subnet {subnet}",

@@ -28,9 +28,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rexcarcer.logs import LogsError
+from rexcarcer.model.jail import JailRecord
 
 LOG_PORT = 514
 UNKNOWN = "_unknown"
@@ -121,15 +121,13 @@ def render_conf(paths: CollectorPaths, s: CollectorSettings) -> str:
     return HEADER + "\n".join(lines) + "\n"
 
 
-def table_of(records: Iterable[Mapping[str, Any]], *, without: str | None = None) -> dict[str, str]:
-    """Address -> jail name, from the engine's jail records (``jails/<name>``)."""
-    out: dict[str, str] = {}
-    for rec in records:
-        name, address = rec.get("name"), rec.get("address")
-        if not isinstance(name, str) or not address or name == without:
-            continue
-        out[str(ipaddress.ip_interface(str(address)).ip)] = name
-    return out
+def table_of(records: Iterable[JailRecord], *, without: str | None = None) -> dict[str, str]:
+    """Address -> jail name, from the jail records."""
+    return {
+        str(rec.address.ip): rec.name
+        for rec in records
+        if rec.address is not None and rec.name != without
+    }
 
 
 def render_table(table: Mapping[str, str]) -> str:

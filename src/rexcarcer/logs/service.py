@@ -17,12 +17,13 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rexcarcer.config import Config
 from rexcarcer.errors import CommandFailed, NotSupported
+from rexcarcer.fsutil import atomic_write
 from rexcarcer.logs import LogsError
 from rexcarcer.logs.collector import (
     CollectorPaths,
@@ -34,12 +35,13 @@ from rexcarcer.logs.collector import (
     run_argv,
     table_of,
 )
+from rexcarcer.model.jail import JailRecord
 from rexcarcer.run import Runner
 from rexcarcer.runtime import procfs
-from rexcarcer.runtime.base import RuntimeKind
+from rexcarcer.state.records import list_jails
 
 if TYPE_CHECKING:
-    from rexcarcer.engine.host import Host
+    from rexcarcer.host import Host
 
 READY_TIMEOUT = 10.0
 FREEBSD_RC = Path("/usr/local/etc/rc.d/rexcarcer_logs")
@@ -49,45 +51,36 @@ def paths_for(config: Config) -> CollectorPaths:
     return CollectorPaths.under(config.root)
 
 
-def settings_for(config: Config) -> CollectorSettings:
+def settings_for(host: Host) -> CollectorSettings:
     return CollectorSettings(
-        listen=config.host_address, freebind=config.runtime is not RuntimeKind.FREEBSD
+        listen=host.config.host_address, freebind=host.platform.collector_freebind
     )
 
 
 def write_text(path: Path, text: str, mode: int = 0o644) -> bool:
     """Atomically replace ``path`` with ``text``; whether it changed."""
-    with contextlib.suppress(OSError):
-        if path.read_text() == text:
-            return False
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        tmp.chmod(mode)
-        tmp.replace(path)
+        return atomic_write(path, text, mode=mode, only_if_changed=True, make_parents=True)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise LogsError(f"cannot write {path}: {exc}") from exc
-    return True
 
 
 def write_table(
-    paths: CollectorPaths, records: Iterable[Mapping[str, Any]], *, without: str | None = None
+    paths: CollectorPaths, records: Iterable[JailRecord], *, without: str | None = None
 ) -> bool:
     return write_text(paths.table, render_table(table_of(records, without=without)))
 
 
-def write_config(config: Config, records: Iterable[Mapping[str, Any]]) -> bool:
+def write_config(host: Host, records: Iterable[JailRecord]) -> bool:
     """rsyslog.conf, the lookup table and the directories; whether the config changed."""
-    paths = paths_for(config)
+    paths = paths_for(host.config)
     try:
         paths.work.mkdir(parents=True, exist_ok=True)
         paths.logs.mkdir(parents=True, exist_ok=True, mode=0o750)
     except OSError as exc:
         raise LogsError(f"cannot create {paths.work} or {paths.logs}: {exc}") from exc
     write_table(paths, records)
-    return write_text(paths.conf, render_conf(paths, settings_for(config)))
+    return write_text(paths.conf, render_conf(paths, settings_for(host)))
 
 
 def check(runner: Runner, paths: CollectorPaths) -> None:
@@ -168,16 +161,16 @@ def bound(pid: int, address: str, port: int) -> bool:
     return (address, port) in found
 
 
-def start(runner: Runner, config: Config) -> int:
+def start(host: Host) -> int:
     """Start rsyslogd in the foreground of a new session; return once it listens
     (Linux: its socket in /proc/PID/net; ``rex host serve`` is Linux-only)."""
-    paths = paths_for(config)
+    paths = paths_for(host.config)
     left = collector_pid(paths)
     if left is not None:
         terminate(left)  # left by a killed `rex host serve`
     paths.pidfile.unlink(missing_ok=True)
-    pid = runner.spawn(run_argv(paths), log_path=str(paths.output))
-    s = settings_for(config)
+    pid = host.runner.spawn(run_argv(paths), log_path=str(paths.output))
+    s = settings_for(host)
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         procfs.reap(pid)
@@ -249,10 +242,7 @@ class Collector:
                 "rsyslogd not found: jail logs are not collected (install rsyslog)"
             )
             return False
-        from rexcarcer.engine.jails import PREFIX
-
-        records = [e.json() for e in self.host.store.list(PREFIX)]
-        changed = write_config(self.host.config, records)
+        changed = write_config(self.host, list_jails(self.host.store))
         check(self.host.runner, self.paths)
         self.host.progress.step(f"{'Wrote' if changed else 'Checked'} {self.paths.conf}")
         return True
@@ -261,7 +251,7 @@ class Collector:
         self.wanted = self.prepare()
         if not self.wanted:
             return
-        self.pid = start(self.host.runner, self.host.config)
+        self.pid = start(self.host)
         self.host.progress.step(
             f"rsyslogd {self.pid} collects jail logs on "
             f"{self.host.config.host_address}:514 into {self.paths.logs}"

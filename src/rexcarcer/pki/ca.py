@@ -29,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 from rexcarcer.errors import Conflict, NotFound
+from rexcarcer.fsutil import atomic_write
 from rexcarcer.pki import PkiError
 from rexcarcer.pki.keys import (
     KeyType,
@@ -288,13 +289,7 @@ def install(paths: CaPaths, ca: Ca, *, now: dt.datetime, force: bool = False) ->
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write(path, data, mode=mode)
 
 
 def load(paths: CaPaths) -> Ca:

@@ -9,12 +9,12 @@ one; every revocation also rewrites ``$REX_ROOT/ca/crl.pem``.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from rexcarcer.fsutil import atomic_write
 from rexcarcer.pki import PkiError
 from rexcarcer.pki.ca import Ca, authority_key_id
 from rexcarcer.pki.keys import signing_hash
@@ -55,11 +55,7 @@ def pem(crl: x509.CertificateRevocationList) -> bytes:
 
 
 def write(paths: CaPaths, data: bytes) -> None:
-    tmp = paths.crl.with_name(f"{paths.crl.name}.{os.getpid()}")
     try:
-        tmp.write_bytes(data)
-        tmp.chmod(0o644)
-        tmp.replace(paths.crl)
+        atomic_write(paths.crl, data, mode=0o644)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise PkiError(f"cannot write {paths.crl}: {exc}") from exc

@@ -27,8 +27,8 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rexcarcer.engine.hooks import JailRecord
-    from rexcarcer.engine.host import Host
+    from rexcarcer.host import Host
+    from rexcarcer.model.jail import JailRecord
     from rexcarcer.pki.ca import Ca
     from rexcarcer.pki.identity import Identity, OnDisk
     from rexcarcer.pki.issue import Issued
@@ -52,7 +52,7 @@ class IdentityHook:
         pass
 
     def destroyed(self, host: Host, rec: JailRecord) -> None:
-        revoke(host, str(rec["name"]), "cessationOfOperation")
+        revoke(host, rec.name, "cessationOfOperation")
 
 
 def ca_paths(host: Host) -> CaPaths:
@@ -81,7 +81,7 @@ def ensure_identity(
     """Issue and install the jail's identity if it needs one; returns why, or None."""
     from rexcarcer.pki import identity, registry
 
-    name = str(rec["name"])
+    name = rec.name
     ident = identity.identity_for(rec, host.config.zone)  # bad names fail before a CA is made
     stored = registry.current(host.store, name)
     if not force and _still_good(host, spec, stored, ident):
@@ -122,7 +122,7 @@ def _still_good(host: Host, spec: JailSpec, stored: dict[str, Any] | None, ident
 
 
 def _cert_in_jail(spec: JailSpec, stored: dict[str, Any]) -> bool:
-    from rexcarcer.pki.jailfs import read_small
+    from rexcarcer.jailfs import read_small
 
     crt = read_small(spec.root, f"{SSL_DIR}/{CERT}")
     return crt is not None and crt.startswith(str(stored.get("pem", "")).encode())
@@ -130,7 +130,7 @@ def _cert_in_jail(spec: JailSpec, stored: dict[str, Any]) -> bool:
 
 def _key_file(spec: JailSpec) -> list[int] | None:
     """What identifies the key file rex wrote (no key material): inode, size, mtime."""
-    from rexcarcer.pki.jailfs import stat_small
+    from rexcarcer.jailfs import stat_small
 
     st = stat_small(spec.root, f"{SSL_DIR}/{KEY}")
     return None if st is None else [st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode]
@@ -162,8 +162,8 @@ def on_disk(spec: JailSpec, stored: dict[str, Any] | None) -> OnDisk:
     """Whether the jail still holds the certificate rex recorded, and its key."""
     from cryptography.hazmat.primitives import serialization
 
+    from rexcarcer.jailfs import read_small
     from rexcarcer.pki.identity import OnDisk
-    from rexcarcer.pki.jailfs import read_small
     from rexcarcer.pki.keys import spki_sha256
 
     if stored is None:
@@ -180,8 +180,8 @@ def on_disk(spec: JailSpec, stored: dict[str, Any] | None) -> OnDisk:
 
 
 def install(spec: JailSpec, issued: Issued) -> None:
+    from rexcarcer.jailfs import replace_files
     from rexcarcer.pki import PkiError
-    from rexcarcer.pki.jailfs import replace_files
 
     entries = [
         (KEY, issued.key_pem, 0o600),

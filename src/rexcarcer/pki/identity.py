@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rexcarcer.model.jail import JailRecord
 from rexcarcer.names import hostname_problem
 from rexcarcer.pki import PkiError
 
@@ -44,13 +45,13 @@ class Identity:
         return {"names": list(self.names), "ips": [str(ip) for ip in self.ips]}
 
 
-def identity_for(rec: Mapping[str, Any], zone: str) -> Identity:
-    """The names and addresses of jail record ``rec`` (the engine's ``jails/<name>``)."""
-    jail = str(rec["name"])
+def identity_for(rec: JailRecord, zone: str) -> Identity:
+    """The names and addresses of jail record ``rec``."""
+    jail = rec.name
     wanted = [f"{jail}.jail.{zone}"]
-    if rec.get("hostname"):
-        wanted.append(str(rec["hostname"]))
-    wanted += [f"{svc['name']}.svc.{zone}" for svc in rec.get("services", [])]
+    if rec.hostname:
+        wanted.append(rec.hostname)
+    wanted += [f"{svc.name}.svc.{zone}" for svc in rec.services]
     names: list[str] = []
     for raw in wanted:
         name = raw.rstrip(".").lower()
@@ -62,7 +63,7 @@ def identity_for(rec: Mapping[str, Any], zone: str) -> Identity:
             )
         if name not in names:
             names.append(name)
-    ips = (ipaddress.ip_interface(rec["address"]).ip,) if rec.get("address") else ()
+    ips = (rec.address.ip,) if rec.address is not None else ()
     return Identity(jail, tuple(names), ips)
 
 

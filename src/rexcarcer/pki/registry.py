@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rexcarcer.errors import StateError
+from rexcarcer.model import keys
 from rexcarcer.state.base import Compare, Delete, Op, Put, Store, dumps
 
-CERTS = "pki/certs/"
-REVOKED = "pki/revoked/"
+CERTS = keys.PKI_CERTS
+REVOKED = keys.PKI_REVOKED
 RETRIES = 20
 
 

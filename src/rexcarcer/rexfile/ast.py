@@ -83,6 +83,14 @@ class Rexfile:
     ip: IPInterface | None = None
     services: tuple[Service, ...] = ()
     path: Path | None = field(default=None, compare=False)
+    # The name a user knows the file by, when it was unpacked elsewhere (an agent
+    # building a client's context): used in messages instead of ``path``.
+    origin: str | None = field(default=None, compare=False)
+
+    @property
+    def display(self) -> str:
+        """The file as messages name it."""
+        return self.origin or (str(self.path) if self.path is not None else "<input>")
 
     @property
     def context_dir(self) -> Path:

@@ -17,12 +17,6 @@ from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.run import Completed, OutputSink
 
 
-class RuntimeKind(StrEnum):
-    FREEBSD = "freebsd"
-    LINUX = "linux"
-    FAKE = "fake"
-
-
 class JailState(StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
@@ -50,11 +44,18 @@ class JailStatus:
 
 
 class Runtime(Protocol):
-    kind: RuntimeKind
-
     def start(self, spec: JailSpec) -> None:
         """Create and start the jail; runs ``/bin/sh /etc/rc`` when the root has one.
         Raises ``RuntimeBackendError`` and leaves nothing running on failure."""
+        ...
+
+    def start_commands(self, spec: JailSpec) -> list[list[str]]:
+        """The commands ``start`` would run now, in order: every one that changes
+        the host (queries left out). ``rex plan`` shows them; ``start`` runs them."""
+        ...
+
+    def build_commands(self, root: Path, command: str, env: Mapping[str, str]) -> list[list[str]]:
+        """The commands ``build_run`` runs for a PROVISION step."""
         ...
 
     def stop(self, name: str) -> None:

@@ -9,14 +9,13 @@ from pathlib import Path
 
 from rexcarcer.errors import RuntimeBackendError
 from rexcarcer.run import Completed, OutputSink
-from rexcarcer.runtime.base import JailSpec, JailState, JailStatus, RuntimeKind
+from rexcarcer.runtime.base import JailSpec, JailState, JailStatus
 
 Handler = Callable[[str], int]
 
 
 @dataclass
 class FakeRuntime:
-    kind: RuntimeKind = RuntimeKind.FAKE
     handler: Handler = field(default=lambda command: 0)
     running: dict[str, JailSpec] = field(default_factory=dict)
     builds: list[tuple[Path, str]] = field(default_factory=list)
@@ -27,6 +26,12 @@ class FakeRuntime:
         if spec.name in self.fail_start:
             raise RuntimeBackendError(f"jail {spec.name} failed to start (fake)")
         self.running[spec.name] = spec
+
+    def start_commands(self, spec: JailSpec) -> list[list[str]]:
+        return [["fake-jail", "start", spec.name]]
+
+    def build_commands(self, root: Path, command: str, env: Mapping[str, str]) -> list[list[str]]:
+        return [["/bin/sh", "-c", command]]
 
     def stop(self, name: str) -> None:
         self.running.pop(name, None)

@@ -36,7 +36,7 @@ from rexcarcer.errors import CommandFailed, RuntimeBackendError
 from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.run import Completed, OutputSink, Runner
 from rexcarcer.runtime import procfs
-from rexcarcer.runtime.base import JailSpec, JailState, JailStatus, RuntimeKind, jail_env
+from rexcarcer.runtime.base import JailSpec, JailState, JailStatus, jail_env
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -113,8 +113,6 @@ def exec_argv(pid: int, argv: Sequence[str]) -> list[str]:
 
 
 class LinuxRuntime:
-    kind = RuntimeKind.LINUX
-
     def __init__(
         self,
         runner: Runner,
@@ -164,10 +162,18 @@ class LinuxRuntime:
         except CommandFailed as exc:
             raise RuntimeBackendError(exc.message) from exc
 
+    def bridge_argvs(self) -> list[list[str]]:
+        """Make the bridge, up, with the host's address (added last: a bridge that
+        has it is ready)."""
+        return [
+            ["ip", "link", "add", self.bridge, "type", "bridge"],
+            ["ip", "link", "set", self.bridge, "up"],
+            ["ip", "addr", "add", str(self.host_address), "dev", self.bridge],
+        ]
+
     def ensure_bridge(self) -> None:
-        """The bridge, up, with the host's address. Jails start in parallel: the
-        address is added last, so a bridge that has it is ready; making one
-        happens under a lock, and each step accepts that it is already done."""
+        """The bridge, up, with the host's address. Jails start in parallel: making
+        it happens under a lock, and each step accepts that it is already done."""
         if self._bridge_ready():
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -175,45 +181,63 @@ class LinuxRuntime:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self._bridge_ready():
                 return
-            added = self._ip("link", "add", self.bridge, "type", "bridge", check=False)
-            if not added.ok and "exists" not in added.stderr:
-                raise RuntimeBackendError(
-                    f"cannot create bridge {self.bridge}: {added.stderr.strip()}"
-                )
-            self._ip("link", "set", self.bridge, "up")
-            addr = self._ip("addr", "add", str(self.host_address), "dev", self.bridge, check=False)
-            if not addr.ok and not any(t in addr.stderr for t in ("exists", "already assigned")):
-                raise RuntimeBackendError(
-                    f"cannot address bridge {self.bridge}: {addr.stderr.strip()}"
-                )
+            for argv in self.bridge_argvs():
+                done = self._ip(*argv[1:], check=False)
+                if not done.ok and not any(
+                    t in done.stderr for t in ("exists", "already assigned")
+                ):
+                    raise RuntimeBackendError(
+                        f"cannot set up bridge {self.bridge}: {done.stderr.strip()}"
+                    )
 
     def _bridge_ready(self) -> bool:
         shown = self._ip("-o", "addr", "show", "dev", self.bridge, check=False)
         return shown.ok and f" {self.host_address} " in shown.stdout
 
-    def _plumb(self, spec: JailSpec, netns: str) -> None:
+    def plumb_argvs(self, spec: JailSpec) -> list[list[str]]:
+        """The jail's network namespace, its veth on the bridge, its address and routes."""
+        netns = netns_name(self.token, spec.name)
         veth = veth_name(self.token, spec.name)
-        if not self._ip("netns", "add", netns, check=False).ok:
-            self._ip("netns", "del", netns, check=False)  # left by a killed run
-            self._ip("netns", "add", netns)
-        self._ip("-n", netns, "link", "set", "lo", "up")
+        out = [["ip", "netns", "add", netns], ["ip", "-n", netns, "link", "set", "lo", "up"]]
         if spec.address is None:
-            return
-        self._ip("link", "del", veth, check=False)
-        self._ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
-        self._ip("link", "set", veth, "master", self.bridge, "up")
-        self._ip("-n", netns, "addr", "add", str(spec.address), "dev", "eth0")
-        self._ip("-n", netns, "link", "set", "eth0", "up")
+            return out
+        out += [
+            ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns],
+            ["ip", "link", "set", veth, "master", self.bridge, "up"],
+            ["ip", "-n", netns, "addr", "add", str(spec.address), "dev", "eth0"],
+            ["ip", "-n", netns, "link", "set", "eth0", "up"],
+        ]
         if spec.address.ip not in self.host_address.network:
             # A fixed address outside the jail subnet: reach it on the bridge and
             # let the jail reach the host.
-            self._ip("route", "replace", f"{spec.address.ip}/{spec.address.max_prefixlen}",
-                     "dev", self.bridge)  # fmt: skip
-            self._ip("-n", netns, "route", "add", str(self.host_address.ip), "dev", "eth0")
+            out += [
+                ["ip", "route", "replace", f"{spec.address.ip}/{spec.address.max_prefixlen}",
+                 "dev", self.bridge],
+                ["ip", "-n", netns, "route", "add", str(self.host_address.ip), "dev", "eth0"],
+            ]  # fmt: skip
         for net in self.routes:
             # the jail's own subnet is more specific, so it stays on-link
-            self._ip("-n", netns, "route", "replace", str(net), "via", str(self.host_address.ip),
-                     "dev", "eth0")  # fmt: skip
+            out.append(["ip", "-n", netns, "route", "replace", str(net), "via",
+                        str(self.host_address.ip), "dev", "eth0"])  # fmt: skip
+        return out
+
+    def start_commands(self, spec: JailSpec) -> list[list[str]]:
+        netns = netns_name(self.token, spec.name)
+        bridge = [] if self._bridge_ready() else self.bridge_argvs()
+        return [*bridge, *self.plumb_argvs(spec), start_argv(netns, spec.root, spec.hostname)]
+
+    def build_commands(self, root: Path, command: str, env: Mapping[str, str]) -> list[list[str]]:
+        return [build_argv(root, command)]
+
+    def _plumb(self, spec: JailSpec, netns: str) -> None:
+        if self._ip("link", "show", "dev", veth_name(self.token, spec.name), check=False).ok:
+            self._ip("link", "del", veth_name(self.token, spec.name), check=False)  # a killed run's
+        for argv in self.plumb_argvs(spec):
+            if argv[1:3] == ["netns", "add"] and not self._ip(*argv[1:], check=False).ok:
+                self._ip("netns", "del", netns, check=False)  # left by a killed run
+                self._ip(*argv[1:])
+            elif argv[1:3] != ["netns", "add"]:
+                self._ip(*argv[1:])
 
     def _unplumb(self, name: str, address: str | None) -> None:
         netns = netns_name(self.token, name)
@@ -348,10 +372,9 @@ class LinuxRuntime:
     ) -> Completed:
         for d in ("proc", "dev"):
             _ensure_dir(root, d)
-        return self.runner.run(
-            build_argv(root, command), check=False, env=env, on_output=on_output,
-            die_with_parent=True,
-        )  # fmt: skip
+        (argv,) = self.build_commands(root, command, env)
+        return self.runner.run(argv, check=False, env=env, on_output=on_output,
+                               die_with_parent=True)  # fmt: skip
 
     def remove(self, name: str) -> None:
         self.stop(name)

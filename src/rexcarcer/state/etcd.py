@@ -17,45 +17,39 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rexcarcer.config import Config
 from rexcarcer.errors import StateError
 from rexcarcer.state.base import Compare, Delete, Entry, Op, Put
 from rexcarcer.state.gateway import EtcdRejected, Gateway, as_int, b64, prefix_end, unb64
+from rexcarcer.state.watch import Watch
 
 if TYPE_CHECKING:
     import httpx
 
-    from rexcarcer.state.watch import Watch
-
 PREFIX = "/rexcarcer/v1/"
 
 
-def tls_context(config: Config) -> ssl.SSLContext | None:
-    """TLS towards etcd from REX_ETCD_CA / REX_ETCD_CERT / REX_ETCD_KEY; None: defaults
+def tls_context(
+    ca: Path | None, cert: Path | None = None, key: Path | None = None
+) -> ssl.SSLContext | None:
+    """TLS towards etcd (REX_ETCD_CA / REX_ETCD_CERT / REX_ETCD_KEY); None: defaults
     (https endpoints are then checked against the system's CAs)."""
-    if config.etcd_ca is None and config.etcd_cert is None:
+    if ca is None and cert is None:
         return None
     try:
-        ctx = ssl.create_default_context(cafile=str(config.etcd_ca) if config.etcd_ca else None)
-        if config.etcd_cert is not None:
-            ctx.load_cert_chain(config.etcd_cert, config.etcd_key)
+        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+        if cert is not None:
+            ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        files = ", ".join(str(p) for p in (config.etcd_ca, config.etcd_cert, config.etcd_key) if p)
+        files = ", ".join(str(p) for p in (ca, cert, key) if p)
         raise StateError(
             f"cannot load the etcd TLS files ({files}): {exc}",
             hint="REX_ETCD_CA, REX_ETCD_CERT and REX_ETCD_KEY name PEM files; the key "
             "must belong to the certificate",
         ) from exc
     return ctx
-
-
-def open_etcd(
-    config: Config, endpoints: Sequence[str] | None = None, *, prefix: str = PREFIX
-) -> EtcdStore:
-    """The cluster store with this host's endpoints and TLS settings."""
-    return EtcdStore(endpoints or config.etcd, prefix=prefix, tls=tls_context(config))
 
 
 Entries = list[Entry]  # (``EtcdStore.list`` shadows the builtin in the class body)
@@ -142,8 +136,6 @@ class EtcdStore:
         return entries, as_int(answer.get("header", {}).get("revision"))
 
     def watch(self, prefix: str, *, idle: float = 5.0) -> Watch:
-        from rexcarcer.state.watch import Watch
-
         return Watch(self, prefix, idle=idle)
 
     def compact(self, revision: int) -> None:

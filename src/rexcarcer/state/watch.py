@@ -18,14 +18,30 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rexcarcer.errors import StateError
 from rexcarcer.state.base import Entry
-from rexcarcer.state.gateway import StreamIdle, Transient, as_int, b64, prefix_end, unb64
+from rexcarcer.state.gateway import (
+    Gateway,
+    StreamIdle,
+    Transient,
+    as_int,
+    b64,
+    prefix_end,
+    unb64,
+)
 
-if TYPE_CHECKING:
-    from rexcarcer.state.etcd import EtcdStore
+
+class Watched(Protocol):
+    """What a watch reads through: the store's gateway, its key prefix, a snapshot
+    (state/etcd.py ``EtcdStore``)."""
+
+    prefix: str
+    gateway: Gateway
+
+    def snapshot(self, prefix: str) -> tuple[list[Entry], int]: ...
+
 
 log = logging.getLogger("rexcarcer.etcd")
 
@@ -74,7 +90,7 @@ class Compacted(Exception):
 
 
 class Watch:
-    def __init__(self, store: EtcdStore, prefix: str, *, idle: float = 5.0) -> None:
+    def __init__(self, store: Watched, prefix: str, *, idle: float = 5.0) -> None:
         self.store = store
         self.prefix = prefix
         self.idle = idle
@@ -144,13 +160,13 @@ class Watch:
 
 
 def wait_for(
-    store: EtcdStore, prefix: str, predicate: Any, *, timeout: float = 10.0
+    store: Watched, prefix: str, predicate: Any, *, timeout: float = 10.0
 ) -> dict[str, Entry]:
     """Watch ``prefix`` until ``predicate(view)`` holds; the view (tests, benches)."""
     stop = threading.Event()
     view: dict[str, Entry] = {}
     deadline = time.monotonic() + timeout
-    for update in store.watch(prefix, idle=min(1.0, timeout)).updates(stop):
+    for update in Watch(store, prefix, idle=min(1.0, timeout)).updates(stop):
         apply(view, update)
         if predicate(view):
             return view

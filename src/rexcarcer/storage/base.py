@@ -50,6 +50,16 @@ class Storage(Protocol):
 
     def snapshot(self, snapshot: str) -> None: ...
 
+    # The command lines of the changes above, for `rex plan` (the same builders
+    # the driver runs: a plan is never rendered separately).
+    def clone_argv(
+        self, snapshot: str, name: str, props: Mapping[str, str] | None = None
+    ) -> list[str]: ...
+
+    def snapshot_argv(self, snapshot: str) -> list[str]: ...
+
+    def set_props_argvs(self, name: str, props: Mapping[str, str]) -> list[list[str]]: ...
+
     def mountpoint(self, name: str) -> Path:
         """Where a (mounted) filesystem is mounted."""
         ...

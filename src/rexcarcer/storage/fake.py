@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from rexcarcer.errors import NotFound, StorageError
+from rexcarcer.storage import zfs
 from rexcarcer.storage.base import LAYOUT, Dataset
 
 
@@ -55,6 +56,18 @@ class FakeStorage:
         if name.rpartition("/")[0] not in self._ds:
             raise StorageError(f"cannot create '{self.parent}/{name}': parent does not exist")
         self._ds[name] = _Entry(dict(props or {}), origin)
+
+    # the same zfs(8) command lines the real driver runs, for `rex plan`
+    def clone_argv(
+        self, snapshot: str, name: str, props: Mapping[str, str] | None = None
+    ) -> list[str]:
+        return zfs.clone_argv(f"{self.parent}/{snapshot}", f"{self.parent}/{name}", props)
+
+    def snapshot_argv(self, snapshot: str) -> list[str]:
+        return zfs.snapshot_argv(f"{self.parent}/{snapshot}")
+
+    def set_props_argvs(self, name: str, props: Mapping[str, str]) -> list[list[str]]:
+        return zfs.set_argvs(f"{self.parent}/{name}", props)
 
     def clone(self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None) -> Path:
         if snapshot not in self.snaps:

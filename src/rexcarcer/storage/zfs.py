@@ -69,6 +69,23 @@ def user_props(props: Mapping[str, str] | None) -> dict[str, str]:
     return {f"{PROP_PREFIX}{k}": v for k, v in (props or {}).items()}
 
 
+def clone_argv(full_snapshot: str, full_name: str, props: Mapping[str, str] | None) -> list[str]:
+    return ["zfs", "clone", *_opts(user_props(props)), full_snapshot, full_name]
+
+
+def snapshot_argv(full_snapshot: str) -> list[str]:
+    return ["zfs", "snapshot", full_snapshot]
+
+
+def set_argvs(full: str, props: Mapping[str, str]) -> list[list[str]]:
+    """One ``zfs set`` per property (zfs-fuse takes one at a time); an empty value
+    is unset with ``zfs inherit`` (zfs(8) refuses ``prop=``)."""
+    return [
+        ["zfs", "set", f"{key}={value}", full] if value else ["zfs", "inherit", key, full]
+        for key, value in user_props(props).items()
+    ]
+
+
 def list_children_argv(full: str, props: Sequence[str]) -> list[str]:
     cols = ",".join(["name", "origin", "mountpoint", *(PROP_PREFIX + p for p in props)])
     return ["zfs", "list", "-H", "-o", cols, "-t", "filesystem", "-r", "-d", "1", full]
@@ -192,12 +209,23 @@ class ZfsStorage:
         self._zfs("create", *_opts(user_props(props)), self.full(name))
         return self.mountpoint(name)
 
+    def clone_argv(
+        self, snapshot: str, name: str, props: Mapping[str, str] | None = None
+    ) -> list[str]:
+        return clone_argv(self.full(snapshot), self.full(name), props)
+
+    def snapshot_argv(self, snapshot: str) -> list[str]:
+        return snapshot_argv(self.full(snapshot))
+
+    def set_props_argvs(self, name: str, props: Mapping[str, str]) -> list[list[str]]:
+        return set_argvs(self.full(name), props)
+
     def clone(self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None) -> Path:
-        self._zfs("clone", *_opts(user_props(props)), self.full(snapshot), self.full(name))
+        self._zfs(*self.clone_argv(snapshot, name, props)[1:])
         return self.mountpoint(name)
 
     def snapshot(self, snapshot: str) -> None:
-        self._zfs("snapshot", self.full(snapshot))
+        self._zfs(*self.snapshot_argv(snapshot)[1:])
 
     def snapshots(self, name: str) -> list[str]:
         done = self._zfs(
@@ -254,12 +282,8 @@ class ZfsStorage:
         }
 
     def set_props(self, name: str, props: Mapping[str, str]) -> None:
-        # zfs-fuse takes one property per `zfs set`
-        for key, value in user_props(props).items():
-            if value:
-                self._zfs("set", f"{key}={value}", self.full(name))
-            else:  # zfs(8) refuses an empty value; unset instead
-                self._zfs("inherit", key, self.full(name))
+        for argv in self.set_props_argvs(name, props):
+            self._zfs(*argv[1:])
 
     def datasets(self, kind: str) -> list[Dataset]:
         if kind not in LAYOUT:

@@ -1,4 +1,5 @@
-"""``rex agent``: the per-host daemon of a cluster.
+"""The cluster side of ``rex agent`` (agent/daemon.py runs it on a host that has
+joined a cluster).
 
 It keeps the host's lease (``hosts/<h>/alive``, refreshed at TTL/3,
 re-registered when lost), watches everything under ``/rexcarcer/v1/`` and, on
@@ -11,7 +12,7 @@ every change and every ``idle`` seconds, makes the host match the cluster:
 - with ``--skydns``, the records mirrored under ``/skydns/`` for CoreDNS
   (skydns.py; written by the live host with the lowest name).
 
-With an API port it also serves the mutual-TLS API (api.py) on the host's
+With an API port it also serves the mutual-TLS API (agent/remote.py) on the host's
 cluster address, through which ``rex up`` on another host places jails here,
 and publishes its URL in the liveness key.
 
@@ -28,23 +29,25 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rexcarcer.agent.jailsync import JailSync
 from rexcarcer.cluster import model
 from rexcarcer.cluster.dnssync import DnsSync
-from rexcarcer.cluster.jailsync import JailSync
 from rexcarcer.cluster.membership import alive_value
 from rexcarcer.cluster.routes import RouteSync
 from rexcarcer.cluster.skydns import SkyDnsMirror
+from rexcarcer.engine.base import Engine
 from rexcarcer.errors import RexError
+from rexcarcer.host import Host
+from rexcarcer.service.local import LocalService
 from rexcarcer.state.base import Entry
 from rexcarcer.state.lease import LeaseKeeper
+from rexcarcer.state.records import jails_of
 from rexcarcer.state.watch import Kind, Update, apply
 
 if TYPE_CHECKING:
-    from rexcarcer.cluster.api import Server
-    from rexcarcer.engine.host import Host
+    from rexcarcer.agent.remote import Server
     from rexcarcer.state.etcd import EtcdStore
 
 log = logging.getLogger("rexcarcer.agent")
@@ -98,7 +101,8 @@ class Agent:
         if self.routes is not None:
             parts.append(("routes", partial(self.routes.sync, model.routes(self.view, self.name))))
         if self.jails is not None:
-            parts.append(("jails", partial(self.jails.sync, self.view)))
+            sync_jails = self.jails.sync
+            parts.append(("jails", lambda: sync_jails(jails_of(self.view.values()))))
         if self.skydns is not None:
             parts.append(("SkyDNS", partial(self.skydns.sync, self.view)))
         for label, sync in parts:
@@ -108,22 +112,8 @@ class Agent:
                 log.warning("%s: %s", label, exc)
 
 
-def enable_forwarding(host: Host) -> None:
-    """Jail traffic between hosts passes through each host (per network namespace)."""
-    from rexcarcer.runtime.base import RuntimeKind
-
-    if host.config.runtime is RuntimeKind.LINUX:
-        try:
-            Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-        except OSError as exc:
-            log.warning("cannot enable IPv4 forwarding: %s", exc)
-    elif host.config.runtime is RuntimeKind.FREEBSD:
-        host.runner.run(["sysctl", "net.inet.ip.forwarding=1"])
-
-
 def dns_sync_for(host: Host, cidr: model.Network) -> DnsSync | None:
     from rexcarcer.dns.hook import backend_for, dns_enabled
-    from rexcarcer.dns.layout import layout_for
     from rexcarcer.dns.records import check_zone, reverse_zones
 
     if not dns_enabled(host.config):
@@ -138,24 +128,26 @@ def dns_sync_for(host: Host, cidr: model.Network) -> DnsSync | None:
         backend=backend_for(host.config),
         zone=zone,
         zones=(f"{zone}.", *reverse_zones(cidr)),
-        data_file=layout_for(host.config).data,
+        data_file=host.platform.unbound_layout().data,
         lock=lambda: host.lock("dns"),
     )
 
 
-def start_api(host: Host, address: str, port: int) -> tuple[Server, str]:
+def start_api(host: Host, local: LocalService, address: str, port: int) -> tuple[Server, str]:
     """Issue this host's API credentials if needed and serve the API."""
-    from rexcarcer.cluster import api, tls
-    from rexcarcer.state.etcd import open_etcd
+    from rexcarcer.agent import remote
+    from rexcarcer.cluster import tls
+    from rexcarcer.cluster.store import open_etcd
 
     files = tls.ensure(host.config, address)
     # its own store connection: requests run beside the watch
-    server = api.serve(api.Api(host.config, open_etcd(host.config)), files, address, port)
-    return server, api.url_for(address, port)
+    api = remote.Api(host.config, open_etcd(host.config), local)
+    return remote.serve(api, files, address, port), remote.url_for(address, port)
 
 
 def build(
-    host: Host,
+    engine: Engine,
+    local: LocalService,
     store: EtcdStore,
     *,
     ttl: int,
@@ -167,6 +159,7 @@ def build(
 ) -> Agent:
     from rexcarcer.cluster.membership import settings
 
+    host = engine.host
     name = host.config.host
     rec = store.get(model.host_key(name))
     if rec is None:
@@ -180,19 +173,20 @@ def build(
     server, url = None, None
     if api_port is not None:
         try:
-            server, url = start_api(host, str(rec.json()["address"]), api_port)
+            server, url = start_api(host, local, str(rec.json()["address"]), api_port)
         except RexError as exc:  # DNS and liveness matter more: run on without the API
             log.error("API not served: %s (%s)", exc, exc.hint or "")
     keeper = LeaseKeeper(store, ttl, {model.alive_key(name): alive_value(url)})
     route_sync = None
     if routes:
-        enable_forwarding(host)
-        route_sync = RouteSync(host.runner, host.config.runtime)
+        # jail traffic between hosts passes through each host
+        host.platform.enable_forwarding()
+        route_sync = RouteSync(host.platform.routes)
     mirror = None
     if skydns:
         from rexcarcer.cluster import skydns as sky
-        from rexcarcer.state.etcd import open_etcd
+        from rexcarcer.cluster.store import open_etcd
 
         mirror = SkyDnsMirror(open_etcd(host.config, prefix=sky.PREFIX), name)
     return Agent(name, store, keeper, dns_sync_for(host, conf.cidr), route_sync, idle, server,
-                 JailSync(host, name) if jails else None, mirror)  # fmt: skip
+                 JailSync(engine, name) if jails else None, mirror)  # fmt: skip

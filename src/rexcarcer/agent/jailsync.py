@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rexcarcer.cluster import model
-from rexcarcer.cluster.model import View
+from rexcarcer.engine import jails
+from rexcarcer.engine.base import Engine
 from rexcarcer.errors import RexError
+from rexcarcer.model.jail import JailRecord, Status
 from rexcarcer.runtime.base import JailState
-
-if TYPE_CHECKING:
-    from rexcarcer.engine.host import Host
 
 log = logging.getLogger("rexcarcer.agent")
 
@@ -35,40 +34,31 @@ FIRST_RETRY = 5.0
 MAX_RETRY = 300.0
 
 
-def mine(view: View, me: str) -> dict[str, dict[str, Any]]:
+def mine(recs: Iterable[JailRecord], me: str) -> dict[str, JailRecord]:
     """This host's settled jail records (not being created), by name."""
-    out = {}
-    for _, entry in model.under(view, model.JAILS):
-        rec = entry.json()
-        if rec.get("host") == me and rec.get("status") != "creating" and rec.get("name"):
-            out[str(rec["name"])] = rec
-    return out
-
-
-def wanted_running(rec: dict[str, Any]) -> bool:
-    return bool(rec.get("desired", "running") == "running")
+    return {r.name: r for r in recs if r.host == me and r.status is not Status.CREATING}
 
 
 @dataclass
 class JailSync:
-    host: Host
+    engine: Engine
     me: str
     clock: Any = time.monotonic
     # name -> (failures so far, monotonic time of the next try)
     backoff: dict[str, tuple[int, float]] = field(default_factory=dict)
 
-    def sync(self, view: View) -> list[tuple[str, str]]:
+    def sync(self, current: Iterable[JailRecord]) -> list[tuple[str, str]]:
         """Act on every jail out of its desired state; the (jail, action) done."""
-        recs = mine(view, self.me)
+        recs = mine(current, self.me)
         for gone in set(self.backoff) - set(recs):
             del self.backoff[gone]
         if not recs:
             return []
-        states = self.host.runtime.status(sorted(recs))
+        states = self.engine.host.runtime.status(sorted(recs))
         done = []
         for name, rec in sorted(recs.items()):
             running = states[name].state is JailState.RUNNING
-            if wanted_running(rec) == running:
+            if rec.wants_running == running:
                 self.backoff.pop(name, None)
                 continue
             after = self.backoff.get(name, (0, 0.0))[1]
@@ -80,23 +70,21 @@ class JailSync:
         return done
 
     def _act(self, name: str) -> str | None:
-        from rexcarcer.engine import jails
-
-        with self.host.try_lock(jails.lock_name(name)) as taken:
+        eng = self.engine
+        with eng.host.try_lock(jails.lock_name(name)) as taken:
             if not taken:  # a rex command is working on it
                 return None
-            rec = jails.record(self.host, name)  # the store, not the (older) view
-            if rec is None or rec.get("host") != self.me or rec.get("status") == "creating":
+            rec = jails.record(eng, name)  # the store, not the (older) view
+            if rec is None or not mine([rec], self.me):
                 return None
-            running = self.host.runtime.status([name])[name].state is JailState.RUNNING
-            if wanted_running(rec) == running:
+            if rec.wants_running == jails.is_running(eng, name):
                 return None
-            action = "start" if wanted_running(rec) else "stop"
+            action = "start" if rec.wants_running else "stop"
             try:
                 if action == "start":
-                    jails.start_locked(self.host, name)
+                    jails.start_locked(eng, name)
                 else:
-                    jails.stop_locked(self.host, name)
+                    jails.stop_locked(eng, name)
             except RexError as exc:
                 failures = self.backoff.get(name, (0, 0.0))[0] + 1
                 delay = min(MAX_RETRY, FIRST_RETRY * 2 ** (failures - 1))

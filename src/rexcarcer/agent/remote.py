@@ -1,4 +1,5 @@
-"""The agent's API: HTTPS with mutual TLS (tls.py), stdlib ``http.server`` in a thread.
+"""The agent's API for other hosts: HTTPS with mutual TLS (cluster/tls.py), stdlib
+``http.server`` in a thread. The client is service/remote.py.
 
 ::
 
@@ -12,10 +13,11 @@
              {"out": LINE} ... then {"exit": STATUS} or {"error", "hint", "exit_code"}
          4xx/5xx {"error", "hint", "exit_code"}
 
-The receiving agent runs the same ``jails.up`` as a local ``rex up``, with its
-own store connection. A peer is served only if its certificate (checked
-against the cluster CA in the TLS handshake) names a registered host and that
-host's address; anything else gets 403 before the body is read.
+The receiving agent runs the jail service in process (service/local.py), as a
+local ``rex up`` would, with its own store connection. A peer is served only if
+its certificate (checked against the cluster CA in the TLS handshake) names a
+registered host and that host's address; anything else gets 403 before the
+body is read.
 """
 
 from __future__ import annotations
@@ -26,23 +28,23 @@ import shutil
 import ssl
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from rexcarcer.buildctx import MAX_CONTEXT, unpack
 from rexcarcer.cluster import AgentApiError, model
-from rexcarcer.cluster.context import MAX_CONTEXT, unpack
 from rexcarcer.cluster.tls import TlsFiles, host_dns_name
 from rexcarcer.config import Config
 from rexcarcer.errors import RexError
+from rexcarcer.model.jail import JailInfo
+from rexcarcer.names import check_jail_name
 from rexcarcer.run import OutputSink
+from rexcarcer.service.local import LocalService
 from rexcarcer.state.base import Store
-
-if TYPE_CHECKING:
-    from rexcarcer.engine.host import Host
 
 log = logging.getLogger("rexcarcer.agent")
 
@@ -70,60 +72,43 @@ VERBS = ("start", "stop", "restart", "destroy")
 class Api:
     """What the handler calls; one per agent."""
 
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, local: LocalService) -> None:
         self.config = config
         self.store = store
+        self.local = local
 
     def caller(self, cert: Peer | None) -> str | None:
         return peer_host(cert, {e.key: e for e in self.store.list(model.HOSTS)}, self.config.zone)
 
-    def up(self, name: str, rexfile_name: str, body: bytes) -> dict[str, Any]:
-        from rexcarcer.engine import jails
-        from rexcarcer.engine.host import open_host
+    def up(self, name: str, rexfile_name: str, origin: str | None, body: bytes) -> dict[str, Any]:
         from rexcarcer.rexfile.parser import load
 
+        check_jail_name(name)
         work = Path(tempfile.mkdtemp(prefix="ctx-", dir=self._work_dir()))
         try:
-            rexfile = load(unpack(body, work, rexfile_name))
-            host = open_host(self.config)
-            try:
-                return jails.up(host, rexfile, name).as_json()
-            finally:
-                host.close()
+            rexfile = replace(load(unpack(body, work, rexfile_name)), origin=origin)
+            return self.local.up(rexfile, name).as_json()
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    @contextmanager
-    def _host_for(self, name: str) -> Iterator[Host]:
-        """This host's engine, for a request about jail ``name`` (checked first)."""
-        from rexcarcer.engine.host import open_host
-        from rexcarcer.names import check_jail_name
-
-        check_jail_name(name)
-        host = open_host(self.config)
-        try:
-            yield host
-        finally:
-            host.close()
-
     def lifecycle(self, name: str, verb: str) -> dict[str, Any]:
         """``rex start|stop|restart|destroy NAME`` for a jail of this host."""
-        from rexcarcer.engine import jails
-
-        if verb not in VERBS:
+        check_jail_name(name)
+        actions: dict[str, Callable[[str], JailInfo | None]] = {
+            "start": self.local.start, "stop": self.local.stop,
+            "restart": self.local.restart, "destroy": self.local.destroy,
+        }  # fmt: skip
+        if verb not in actions:
             raise AgentApiError(f"no such jail action: {verb}")
-        with self._host_for(name) as host:
-            getattr(jails, verb)(host, name)
-            if verb == "destroy":
-                return {"name": name, "host": self.config.host, "destroyed": True}
-            return jails.info(host, name).as_json()
+        info = actions[verb](name)
+        if info is None:
+            return {"name": name, "host": self.config.host, "destroyed": True}
+        return info.as_json()
 
     def exec(self, name: str, argv: list[str], sink: OutputSink) -> int:
         """``rex exec NAME -- ARGV`` for a jail of this host, output to ``sink``."""
-        from rexcarcer.engine import jails
-
-        with self._host_for(name) as host:
-            return jails.exec_in(host, name, argv, interactive=False, on_output=sink).returncode
+        check_jail_name(name)
+        return self.local.exec(name, argv, interactive=False, sink=sink)
 
     def _work_dir(self) -> Path:
         d = self.config.root / "run" / "contexts"
@@ -189,7 +174,7 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         log.info("API: %s asks for jail %s (%d bytes of context)", who, query["name"], length)
         try:
-            info = self.server.api.up(query["name"], query["file"], body)
+            info = self.server.api.up(query["name"], query["file"], query.get("origin"), body)
         except RexError as exc:
             log.warning("API: up %s for %s failed: %s", query["name"], who, exc)
             self._send(422, _error_body(exc))

@@ -1,4 +1,5 @@
-"""Local bases: ``bases/<name>@<version>``, made from a directory or tarball."""
+"""Local bases: ``bases/<name>@<version>``, made from a directory or tarball,
+found, listed and removed (a published base becomes a local one once received)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,18 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from rexcarcer.base.manifest import NAME
-from rexcarcer.engine.host import Host
 from rexcarcer.errors import CommandFailed, Conflict, NotFound, StorageError, UsageError
+from rexcarcer.host import Host
+from rexcarcer.model.base import BaseInfo
+from rexcarcer.state.records import list_jails
 
 BASE_NAME = NAME  # one rule for local names and published ones
 # A base being received is bases/_recv-<name>: no base name starts with "_".
 TEMP_PREFIX = "_recv-"
 _VERSION_LINE = re.compile(r'^USERLAND_VERSION="([^"]+)"', re.M)
-
-
-@dataclass(frozen=True, slots=True)
-class BaseInfo:
-    name: str
-    version: str
-    snapshot: str  # relative: bases/<name>@<version>
-    props: dict[str, str]
 
 
 def check_base_name(name: str) -> str:
@@ -171,10 +165,9 @@ def jails_using(host: Host, info: BaseInfo) -> list[str]:
     """Jails whose BASE names this base: by name, or by the URL it was fetched from."""
     refs = {info.name} | ({info.props["url"]} if info.props.get("url") else set())
     out = []
-    for entry in host.store.list("jails/"):
-        rec = entry.json()
-        if rec.get("base") in refs or _url_base(rec.get("base")) in refs:
-            out.append(str(rec.get("name")))
+    for rec in list_jails(host.store):
+        if rec.base in refs or _url_base(rec.base) in refs:
+            out.append(rec.name)
     return sorted(out)
 
 

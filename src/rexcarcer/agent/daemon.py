@@ -1,0 +1,94 @@
+"""Running ``rex agent`` on a host.
+
+On every host the agent serves the local UNIX socket (agent/local.py), so that
+``rex`` commands run in the warm agent rather than each in a process of its
+own, and keeps this host's jails in their desired state (agent/jailsync.py:
+started again after a reboot or when their init died, unless ``rex stop`` wanted
+them stopped). On a host that has joined a cluster it is also the cluster
+member (agent/cluster.py): lease, watch, DNS of the whole cluster, routes, the
+mutual-TLS API. Without a cluster it checks the jails every ``idle`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from rexcarcer.agent.jailsync import JailSync
+from rexcarcer.agent.local import LocalServer
+from rexcarcer.config import Config
+from rexcarcer.engine.base import Engine
+from rexcarcer.errors import RexError
+from rexcarcer.progress import Progress
+from rexcarcer.service.api import JailService
+from rexcarcer.service.connect import in_process
+from rexcarcer.service.local import LocalService
+from rexcarcer.state.records import list_jails
+from rexcarcer.wiring import open_engine
+
+log = logging.getLogger("rexcarcer.agent")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    lease_ttl: int = 10
+    idle: float = 5.0
+    routes: bool = True
+    api_port: int | None = 7443
+    jails: bool = True
+    skydns: bool = False
+
+
+class LogProgress:
+    """The agent's own work, in its log."""
+
+    def step(self, message: str) -> None:
+        log.info("%s", message)
+
+    def output(self, line: str) -> None:
+        log.debug("| %s", line.rstrip("\n"))
+
+
+def run(config: Config, options: Options, stop: threading.Event) -> None:
+    engine = open_engine(config, LogProgress())
+
+    def service(progress: Progress) -> JailService:
+        return in_process(config, progress)
+
+    work = config.root / "run" / "contexts"
+    server = LocalServer(config.agent_socket, engine.host.platform, service,
+                         group=config.agent_group, work=work)  # fmt: skip
+    server.start()
+    try:
+        if config.etcd:
+            _cluster(config, options, engine, stop)
+        else:
+            _single(config, options, engine, stop)
+    finally:
+        server.stop()
+        engine.close()
+
+
+def _cluster(config: Config, options: Options, engine: Engine, stop: threading.Event) -> None:
+    from rexcarcer.agent.cluster import build
+    from rexcarcer.state.etcd import EtcdStore
+
+    assert isinstance(engine.host.store, EtcdStore)
+    local = LocalService(lambda: open_engine(config, LogProgress()))
+    agent = build(engine, local, engine.host.store, ttl=options.lease_ttl, idle=options.idle,
+                  routes=options.routes, api_port=options.api_port, jails=options.jails,
+                  skydns=options.skydns)  # fmt: skip
+    agent.run(stop)
+
+
+def _single(config: Config, options: Options, engine: Engine, stop: threading.Event) -> None:
+    sync = JailSync(engine, config.host) if options.jails else None
+    log.info("agent %s: single host; checking jails every %.1f s", config.host, options.idle)
+    while not stop.is_set():
+        if sync is not None:
+            try:
+                sync.sync(list_jails(engine.host.store))
+            except RexError as exc:
+                log.warning("jails: %s", exc)
+        stop.wait(options.idle)

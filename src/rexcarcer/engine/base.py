@@ -1,0 +1,64 @@
+"""What the engine is given: a host, the hooks that hang off a jail's life, and
+where bases come from. The engine declares these Protocols; the features
+implement them and ``rexcarcer.wiring`` chooses which (the engine never imports
+a feature).
+
+Hooks run in list order for ``prepare``/``started`` and in reverse for
+``stopped``/``destroyed``, so what is set up last is taken down first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from rexcarcer.host import Host
+from rexcarcer.model.base import BaseInfo
+from rexcarcer.model.jail import JailRecord
+from rexcarcer.rexfile.ast import Base
+from rexcarcer.runtime.base import JailSpec
+
+
+class JailHook(Protocol):
+    name: str
+
+    def prepare(self, host: Host, rec: JailRecord, spec: JailSpec) -> None:
+        """Before the jail starts: write files into ``spec.root``, claim names."""
+        ...
+
+    def started(self, host: Host, rec: JailRecord, spec: JailSpec) -> None:
+        """The jail runs: publish it (before ``rex up`` returns)."""
+        ...
+
+    def stopped(self, host: Host, rec: JailRecord) -> None:
+        """The jail stopped: withdraw what ``started`` published. Idempotent."""
+        ...
+
+    def destroyed(self, host: Host, rec: JailRecord) -> None:
+        """The jail is gone for good (revoke, forget). Idempotent."""
+        ...
+
+
+class BaseSource(Protocol):
+    """Where a ``BASE`` comes from: a local base by name, or a published one by URL
+    (fetched, verified and received once; then local)."""
+
+    def ensure(self, host: Host, base: Base) -> BaseInfo:
+        """The base, fetched and received if it is a URL not yet on this host."""
+        ...
+
+    def local(self, host: Host, base: Base) -> BaseInfo | None:
+        """The base if it is on this host; None for a URL that must be fetched
+        first. Never touches the network (``rex plan``)."""
+        ...
+
+
+@dataclass
+class Engine:
+    host: Host
+    bases: BaseSource
+    hooks: Sequence[JailHook] = ()
+
+    def close(self) -> None:
+        self.host.close()

@@ -1,0 +1,105 @@
+"""The one atomic write of a host-side file.
+
+Every file rex writes on the host (configuration, keys, the DNS include file,
+run files) goes through ``atomic_write``:
+
+1. a temporary file in the same directory, named ``.<name>.<random>.tmp`` (a
+   dot file that no ``*.conf`` include matches), opened
+   ``O_CREAT|O_EXCL|O_NOFOLLOW``: never an existing file, never through a
+   planted symlink, never shared with a concurrent writer;
+2. its mode set with ``fchmod`` before any data is written, so a key is never
+   readable by others for an instant (the umask plays no part);
+3. the data written and ``fsync``\\ ed, the file renamed over ``path``
+   (rename(2) is atomic: a reader sees the old or the new file, never half),
+   then the directory ``fsync``\\ ed so the rename survives a crash.
+
+A failure removes the temporary file and raises ``OSError``: callers translate
+it into their own error with the path in the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def atomic_write(
+    path: Path,
+    data: bytes | str,
+    *,
+    mode: int = 0o644,
+    owner: tuple[int, int] | None = None,
+    only_if_changed: bool = False,
+    make_parents: bool = False,
+) -> bool:
+    """Replace ``path`` with ``data``; whether the file changed.
+
+    ``only_if_changed``: leave an identical file alone (its mode included).
+    ``owner``: (uid, gid) given to the file before it is renamed into place.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if only_if_changed and _same(path, raw, mode):
+        return False
+    with atomic_file(path, mode=mode, owner=owner, make_parents=make_parents) as out:
+        out.write(raw)
+    return True
+
+
+@contextlib.contextmanager
+def atomic_file(
+    path: Path,
+    *,
+    mode: int = 0o644,
+    owner: tuple[int, int] | None = None,
+    make_parents: bool = False,
+) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new content into (streams of any size);
+    renamed into place when the block ends without an exception, removed if not."""
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, _FLAGS, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)
+            if owner is not None:
+                os.fchown(out.fileno(), *owner)
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot
+    be opened for fsync)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _same(path: Path, raw: bytes, mode: int) -> bool:
+    try:
+        st = path.lstat()
+        if not path.is_file() or path.is_symlink() or (st.st_mode & 0o7777) != mode:
+            return False
+        return path.read_bytes() == raw
+    except OSError:
+        return False

@@ -1,0 +1,234 @@
+"""Files inside a jail root, read and written without ever leaving it.
+
+A path inside the jail is resolved the way the jail sees it: an absolute
+symlink in the image points inside the jail root (``/etc -> /usr/local/etc``
+stays in the jail); a ``..`` that would climb above the root is refused, so a
+hostile image cannot make a ``COPY`` or a written file land on the host.
+
+Root inside a *running* jail can also swap a directory for a symlink between
+that resolution and the write, and an absolute symlink would then be followed
+by the host's kernel, on the host. So every operation opens the directory one
+component at a time with ``O_NOFOLLOW`` from the jail root and works relative
+to that directory's descriptor: a swapped component makes the operation fail,
+never escape. Files are written under a temporary name and renamed over the
+old ones, so a reader never sees half a file and a hard link planted in the
+jail is replaced, not written through.
+
+This is the only module that writes into a jail root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from collections.abc import Iterator, Sequence
+from pathlib import Path, PurePosixPath
+
+from rexcarcer.errors import UnsafePath
+
+MAX_SYMLINKS = 40
+MAX_READ = 1 << 16
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def resolve_in_root(root: Path, inside: str) -> Path:
+    """The host path of ``inside`` (absolute, jail-relative), following symlinks
+    inside the jail only. Components that do not exist yet are kept as named."""
+    todo = list(PurePosixPath(inside).parts)
+    if not todo or todo[0] != "/":
+        raise UnsafePath(f"{inside!r} is not an absolute path inside the jail")
+    todo.pop(0)
+    stack: list[str] = []
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not stack:
+                raise UnsafePath(f"{inside!r} resolves to a path outside the jail root")
+            stack.pop()
+            continue
+        here = root.joinpath(*stack, part)
+        if here.is_symlink():
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                raise UnsafePath(f"too many levels of symbolic links resolving {inside!r}")
+            target = PurePosixPath(os.readlink(here))
+            todo = list(target.parts[1:] if target.is_absolute() else target.parts) + todo
+            if target.is_absolute():
+                stack = []
+            continue
+        stack.append(part)
+    return root.joinpath(*stack)
+
+
+@contextlib.contextmanager
+def jail_dir(root: Path, inside: str, *, create: bool = True) -> Iterator[int]:
+    """A descriptor of directory ``inside`` of the jail, made (0755) if needed."""
+    rel = resolve_in_root(root, inside).relative_to(root)
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in rel.parts:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+            try:
+                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                raise UnsafePath(f"{inside} in the jail is not a plain directory: {exc}") from exc
+            os.close(fd)
+            fd = nfd
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _own(fd: int, mode: int) -> None:
+    if os.geteuid() == 0:
+        os.fchown(fd, 0, 0)
+    os.fchmod(fd, mode)
+
+
+def _replace_at(dfd: int, name: str, data: bytes, mode: int) -> None:
+    """Write ``name`` in directory ``dfd`` through a fresh temporary file."""
+    tmp = f".{name}.rex-{secrets.token_hex(4)}"
+    fd = os.open(tmp, _NEW_FILE, mode, dir_fd=dfd)
+    try:
+        try:
+            _own(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        raise
+
+
+def _split(inside: str) -> tuple[str, str]:
+    path = PurePosixPath(inside)
+    if path.name in ("", ".", ".."):
+        raise UnsafePath(f"{inside!r} does not name a file")
+    return str(path.parent), path.name
+
+
+def write_file(root: Path, inside: str, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` at ``inside`` (owned by root); a symlink or hard link found
+    there is replaced, never followed. Missing parent directories are made."""
+    parent, name = _split(inside)
+    with jail_dir(root, parent) as dfd:
+        _replace_at(dfd, name, data, mode)
+
+
+def replace_files(root: Path, inside: str, entries: Sequence[tuple[str, bytes, int]]) -> None:
+    """Write each ``(name, data, mode)`` into jail directory ``inside`` (owned by
+    root, not writable by others), each file replaced atomically."""
+    with jail_dir(root, inside) as dfd:
+        _own(dfd, 0o755)
+        for name, data, mode in entries:
+            _replace_at(dfd, name, data, mode)
+
+
+def mkdirs(root: Path, inside: str, *, mode: int | None = None) -> None:
+    """Create directory ``inside`` and its parents; set its mode when given."""
+    with jail_dir(root, inside) as dfd:
+        if mode is not None:
+            os.fchmod(dfd, mode)
+
+
+def symlink(root: Path, inside: str, target: str) -> None:
+    """Make ``inside`` a symlink to ``target`` (replacing a non-directory)."""
+    parent, name = _split(inside)
+    with jail_dir(root, parent) as dfd:
+        with contextlib.suppress(FileNotFoundError):
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                raise UnsafePath(f"{inside} is a directory in the jail; not replacing it")
+            os.unlink(name, dir_fd=dfd)
+        os.symlink(target, name, dir_fd=dfd)
+
+
+def is_dir(root: Path, inside: str) -> bool:
+    """Whether ``inside`` is a directory as the jail sees it."""
+    try:
+        with jail_dir(root, inside, create=False):
+            return True
+    except (OSError, UnsafePath):
+        return False
+
+
+def read_small(root: Path, inside: str, limit: int = MAX_READ) -> bytes | None:
+    """The bytes of regular file ``inside`` in the jail, or None when it is missing,
+    not a regular file, too large or not reachable inside the jail."""
+    parent, name = str(PurePosixPath(inside).parent), PurePosixPath(inside).name
+    try:
+        with jail_dir(root, parent, create=False) as dfd:
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(name, flags, dir_fd=dfd)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+                    return None
+                return os.read(fd, limit)
+            finally:
+                os.close(fd)
+    except (OSError, UnsafePath):
+        return None
+
+
+def stat_small(root: Path, inside: str) -> os.stat_result | None:
+    """lstat of ``inside`` in the jail (never following its last component), or None."""
+    parent, name = str(PurePosixPath(inside).parent), PurePosixPath(inside).name
+    try:
+        with jail_dir(root, parent, create=False) as dfd:
+            return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except (OSError, UnsafePath):
+        return None
+
+
+# -- copying a host tree in (PROVISION COPY) ------------------------------------------
+
+
+def walk(src: Path) -> Iterator[tuple[str, Path]]:
+    """(relative path, host path) of every entry below ``src``, sorted, no links followed."""
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, src)
+        for name in sorted(dirnames + filenames):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            yield rel, Path(dirpath) / name
+
+
+def copy_into(root: Path, src: Path, dst: str) -> None:
+    """Copy a file or directory tree from the host into the jail at ``dst``.
+
+    A file goes to ``dst``, or into it when ``dst`` ends in ``/`` or is a
+    directory in the jail; a directory's contents go into ``dst``."""
+    if src.is_dir():
+        mkdirs(root, dst)
+        for rel, path in walk(src):
+            _copy_entry(root, path, f"{dst.rstrip('/')}/{rel}")
+        return
+    target = dst
+    if dst.endswith("/") or is_dir(root, dst):
+        target = f"{dst.rstrip('/')}/{src.name}"
+    _copy_entry(root, src, target)
+
+
+def _copy_entry(root: Path, path: Path, inside: str) -> None:
+    st = path.lstat()
+    if stat.S_ISDIR(st.st_mode):
+        mkdirs(root, inside, mode=stat.S_IMODE(st.st_mode))
+    elif stat.S_ISLNK(st.st_mode):
+        # copied as a link, never followed: inside the jail it points inside the jail
+        symlink(root, inside, os.readlink(path))
+    elif stat.S_ISREG(st.st_mode):
+        write_file(root, inside, path.read_bytes(), mode=stat.S_IMODE(st.st_mode))
+    # sockets, fifos and devices are not copied

@@ -1,0 +1,195 @@
+"""The jail record: one per jail, at ``jails/<name>`` in the state store.
+
+The record is claimed by ``rex up`` with status ``creating`` and the PID (and
+start time) of the run that owns it; everything that run creates is rolled back
+if it fails, and a later run finds a dead owner and cleans up. It becomes
+``ready`` once the jail has started. ``desired`` is what ``rex start``/``stop``
+last asked for; the agent keeps the jail in that state.
+
+JSON form (schema 2)::
+
+    {"schema": 2, "name", "host", "status", "desired", "definition", "rexfile",
+     "base", "image", "hostname", "address", "services": [{"name","port","proto"}],
+     "env": [[key, value]], "created", "pid", "pid_start"}
+
+Schema 1 (rex 0.1) had the same fields without ``schema``; ``from_json``
+migrates it. A record with a newer schema is refused, never half-read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from rexcarcer.errors import StateError
+from rexcarcer.model.keys import jail_key
+from rexcarcer.rexfile.ast import IPInterface
+
+SCHEMA = 2
+
+
+class Status(StrEnum):
+    CREATING = "creating"  # a `rex up` owns it (pid, pid_start)
+    READY = "ready"
+
+
+class Desired(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEntry:
+    """``SERVICE <name> PORT <n> [PROTO tcp|udp]`` as recorded (validated by the parser)."""
+
+    name: str
+    port: int
+    proto: str = "tcp"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "port": self.port, "proto": self.proto}
+
+
+@dataclass(frozen=True, slots=True)
+class JailRecord:
+    name: str
+    host: str = ""
+    status: Status = Status.CREATING
+    desired: Desired = Desired.RUNNING
+    definition: str = ""  # Rexfile.digest()
+    rexfile: str = ""  # where it came from (informational)
+    base: str = ""  # the BASE reference as written
+    image: str = ""  # images/<key>@img or bases/<name>@<version>
+    hostname: str = ""
+    address: IPInterface | None = None
+    services: tuple[ServiceEntry, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    created: int = 0
+    pid: int | None = None  # the owning `rex up` while creating
+    pid_start: int | None = None  # its start time: PID + start time name one process
+
+    @property
+    def key(self) -> str:
+        return jail_key(self.name)
+
+    @property
+    def ready(self) -> bool:
+        return self.status is Status.READY
+
+    @property
+    def wants_running(self) -> bool:
+        return self.desired is Desired.RUNNING
+
+    def replace(self, **changes: Any) -> JailRecord:
+        return dataclasses.replace(self, **changes)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA, "name": self.name, "host": self.host,
+            "status": str(self.status), "desired": str(self.desired),
+            "definition": self.definition, "rexfile": self.rexfile, "base": self.base,
+            "image": self.image, "hostname": self.hostname,
+            "address": str(self.address) if self.address is not None else None,
+            "services": [s.as_json() for s in self.services],
+            "env": [list(kv) for kv in self.env], "created": self.created,
+            "pid": self.pid, "pid_start": self.pid_start,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JailRecord:
+        """Read a record of any schema this release knows (migrating older ones)."""
+        try:
+            schema = int(data.get("schema", 1))
+            if schema > SCHEMA:
+                raise StateError(
+                    f"jail record {data.get('name')!r} has schema {schema}; this rex reads "
+                    f"up to {SCHEMA}",
+                    hint="upgrade rex on this host to the release that wrote it",
+                )
+            return cls._from_v2(_migrate_v1(data) if schema == 1 else data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(
+                f"malformed jail record {data.get('name')!r}: {exc}",
+                hint="`rex destroy NAME` removes a jail whose record is damaged",
+            ) from exc
+
+    @classmethod
+    def _from_v2(cls, d: Mapping[str, Any]) -> JailRecord:
+        address = d.get("address")
+        return cls(
+            name=str(d["name"]), host=str(d.get("host") or ""),
+            status=Status(d.get("status") or "creating"),
+            desired=Desired(d.get("desired") or "running"),
+            definition=str(d.get("definition") or ""), rexfile=str(d.get("rexfile") or ""),
+            base=str(d.get("base") or ""), image=str(d.get("image") or ""),
+            hostname=str(d.get("hostname") or ""),
+            address=ipaddress.ip_interface(address) if address else None,
+            services=tuple(_service(s) for s in d.get("services") or ()),
+            env=tuple((str(k), str(v)) for k, v in d.get("env") or ()),
+            created=int(d.get("created") or 0), pid=_opt_int(d.get("pid")),
+            pid_start=_opt_int(d.get("pid_start")),
+        )  # fmt: skip
+
+
+def _service(data: Mapping[str, Any]) -> ServiceEntry:
+    port, proto = data["port"], data.get("proto", "tcp")
+    if type(port) is not int or not 1 <= port <= 65535:
+        raise ValueError(f"service {data.get('name')!r}: bad port {port!r}")
+    if proto not in ("tcp", "udp"):
+        raise ValueError(f"service {data.get('name')!r}: bad protocol {proto!r}")
+    return ServiceEntry(str(data["name"]), port, proto)
+
+
+def _opt_int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _migrate_v1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Schema 1 (rex 0.1): no schema field; a ready record dropped pid/pid_start.
+    Its status may be missing in records written before `status` existed."""
+    out = dict(data)
+    out["schema"] = SCHEMA
+    out.setdefault("status", "ready" if data.get("image") else "creating")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class JailInfo:
+    """A jail as ``rex ls`` shows it: its record plus what the runtime says."""
+
+    name: str
+    state: str  # running, stopped, creating
+    address: str | None
+    hostname: str
+    services: tuple[ServiceEntry, ...]
+    base: str
+    image: str
+    host: str
+
+    @classmethod
+    def of(cls, rec: JailRecord, state: str) -> JailInfo:
+        return cls(rec.name, state if rec.ready else "creating",
+                   str(rec.address) if rec.address is not None else None, rec.hostname,
+                   rec.services, rec.base, rec.image, rec.host)  # fmt: skip
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "state": self.state, "ips": [self.address] if self.address else [],
+            "hostname": self.hostname, "services": [s.as_json() for s in self.services],
+            "base": self.base, "image": self.image, "host": self.host,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> JailInfo:
+        ips = d.get("ips") or []
+        return cls(
+            str(d["name"]), str(d["state"]), str(ips[0]) if ips else None,
+            str(d.get("hostname", "")),
+            tuple(ServiceEntry(str(s["name"]), int(s["port"]), str(s.get("proto", "tcp")))
+                  for s in d.get("services", ())),
+            str(d.get("base", "")), str(d.get("image", "")), str(d.get("host", "")),
+        )  # fmt: skip

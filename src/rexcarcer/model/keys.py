@@ -1,0 +1,33 @@
+"""The state store's key layout (DESIGN section 6). Every prefix is spelled here
+once; on etcd all of them sit under ``/rexcarcer/v1/``.
+
+::
+
+    jails/<jail>           the jail record (model/jail.py)
+    ipam/<address>         {"jail", "host"}: an address claimed (ipam/)
+    dns/<jail>             the records a jail publishes (dns/publish.py)
+    names/<fqdn>           {"jail", "host"}: a HOSTNAME claimed
+    pki/certs/<jail>       the jail's current certificate (pki/registry.py)
+    pki/revoked/<serial>   a revoked certificate
+    cluster/config         the cluster's settings (cluster/model.py)
+    cluster/ca             the cluster CA shared through etcd (cluster/cashare.py)
+    hosts/<host>           a member host; hosts/<host>/alive its lease
+    subnets/<net>_<len>    a host's jail subnet claimed
+"""
+
+from __future__ import annotations
+
+JAILS = "jails/"
+IPAM = "ipam/"
+DNS = "dns/"
+NAMES = "names/"
+PKI_CERTS = "pki/certs/"
+PKI_REVOKED = "pki/revoked/"
+CLUSTER_CONFIG = "cluster/config"
+CLUSTER_CA = "cluster/ca"
+HOSTS = "hosts/"
+SUBNETS = "subnets/"
+
+
+def jail_key(name: str) -> str:
+    return JAILS + name

@@ -1,0 +1,65 @@
+"""A platform for unit tests: the in-memory runtime, routes in memory, files
+laid out like the Linux platform's under the state directory. Never chosen by
+configuration: tests build it in code."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from rexcarcer.platform.base import Address, Network, PeerIds, PlatformConfig, UnboundLayout
+from rexcarcer.platform.kinds import PlatformKind
+from rexcarcer.platform.linux import LinuxPlatform
+from rexcarcer.run import Runner
+from rexcarcer.runtime.base import Runtime
+from rexcarcer.runtime.fake import FakeRuntime
+
+
+class MemoryRoutes:
+    def __init__(self) -> None:
+        self.table: dict[Network, Address] = {}
+
+    def current(self) -> dict[Network, Address]:
+        return dict(self.table)
+
+    def add(self, net: Network, via: Address) -> None:
+        self.table[net] = via
+
+    def delete(self, net: Network) -> None:
+        self.table.pop(net, None)
+
+
+class FakePlatform:
+    kind = PlatformKind.FAKE
+    collector_freebind = True
+
+    def __init__(
+        self, runner: Runner, config: PlatformConfig, runtime: Runtime | None = None
+    ) -> None:
+        self.runner = runner
+        self.config = config
+        self.runtime: Runtime = runtime if runtime is not None else FakeRuntime()
+        self.routes = MemoryRoutes()
+        self._linux = LinuxPlatform(runner, config)  # file layouts only, nothing run
+        self.forwarding = False
+
+    def tools(self) -> tuple[str, ...]:
+        return ()
+
+    def unbound_layout(self) -> UnboundLayout:
+        return self._linux.unbound_layout()
+
+    def write_syslog_forwarding(self, root: Path, target: Address, port: int) -> None:
+        self._linux.write_syslog_forwarding(root, target, port)
+
+    def enable_forwarding(self) -> None:
+        self.forwarding = True
+
+    def process_start(self, pid: int) -> int | None:
+        return self._linux.process_start(pid)
+
+    def process_alive(self, pid: int, start: int | None = None) -> bool:
+        return self._linux.process_alive(pid, start)
+
+    def peer_ids(self, sock: socket.socket) -> PeerIds:
+        return self._linux.peer_ids(sock)

@@ -1,0 +1,143 @@
+"""The jail service through this host's agent, over its UNIX socket (the second
+door; the server is agent/local.py, the framing service/wire.py).
+
+Files a request names on this host (the ``.rex`` file and its COPY sources)
+are read here, by the client, and streamed to the agent as the build context:
+the agent never opens a host path on a client's word.
+
+``exec`` goes straight into the jail when this process may do so (root): the
+agent is not in the way of a terminal. Otherwise the agent runs the command
+and streams its output (no terminal, no standard input).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rexcarcer.buildctx import pack
+from rexcarcer.errors import UsageError
+from rexcarcer.model.jail import JailInfo
+from rexcarcer.model.plan import Action
+from rexcarcer.progress import Progress
+from rexcarcer.rexfile.ast import Rexfile
+from rexcarcer.run import OutputSink
+from rexcarcer.service import wire
+from rexcarcer.service.api import JailService
+
+# sockaddr_un.sun_path: 108 bytes on Linux, 104 on FreeBSD (with the NUL)
+SUN_PATH_MAX = 103
+
+
+def connect(path: Path) -> socket.socket | None:
+    """A connection to the agent, or None when no agent listens at ``path``."""
+    if len(os.fsencode(path)) > SUN_PATH_MAX:
+        raise UsageError(f"the agent socket path {path} is too long for a UNIX socket",
+                         hint="set REX_AGENT_SOCKET to a shorter path")  # fmt: skip
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise UsageError(
+                f"permission denied on the agent socket {path}",
+                hint="run rex as root, or as a member of the group the agent admits "
+                "(REX_AGENT_GROUP)",
+            ) from exc
+        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+            return None
+        raise UsageError(f"cannot reach the agent at {path}: {exc.strerror}") from exc
+    return sock
+
+
+class SocketService:
+    def __init__(self, path: Path, progress: Progress, direct: Callable[[], JailService]) -> None:
+        self.path = path
+        self.progress = progress
+        self.direct = direct  # the in-process service, for exec as root
+
+    def _call(self, op: str, args: dict[str, Any], body: bytes = b"",
+              sink: OutputSink | None = None) -> Any:  # fmt: skip
+        sock = connect(self.path)
+        if sock is None:
+            raise wire.AgentError(f"the agent at {self.path} went away", hint="try again",
+                                  exit_code=UsageError.exit_code)  # fmt: skip
+        with sock:
+            sock.sendall(wire.encode({"v": wire.VERSION, "op": op, "args": args,
+                                      "body": len(body)}) + body)  # fmt: skip
+            for frame in wire.Reader(sock).frames():
+                if "step" in frame:
+                    self.progress.step(str(frame["step"]))
+                elif "output" in frame:
+                    self.progress.output(str(frame["output"]))
+                elif "out" in frame:
+                    if sink is not None:
+                        sink(str(frame["out"]))
+                elif "result" in frame:
+                    return frame["result"]
+                elif "error" in frame:
+                    wire.raise_error(frame)
+        raise wire.AgentError(
+            f"the agent at {self.path} ended the request without an answer",
+            hint="see the agent's log",
+            exit_code=UsageError.exit_code,
+        )
+
+    def _context(self, rexfile: Rexfile) -> tuple[dict[str, Any], bytes]:
+        if rexfile.path is None:
+            raise UsageError("only a .rex file on disk can be sent to the agent")
+        return {"file": rexfile.path.name, "origin": rexfile.display}, pack(rexfile)
+
+    def up(self, rexfile: Rexfile, name: str, *, on_host: str | None = None) -> JailInfo:
+        args, body = self._context(rexfile)
+        result = self._call("up", {**args, "name": name, "on_host": on_host}, body)
+        return JailInfo.from_json(result)
+
+    def plan(self, rexfile: Rexfile, name: str, *, on_host: str | None = None) -> list[Action]:
+        args, body = self._context(rexfile)
+        result = self._call("plan", {**args, "name": name, "on_host": on_host}, body)
+        return [Action.from_json(a) for a in result]
+
+    def build(self, rexfile: Rexfile) -> str:
+        args, body = self._context(rexfile)
+        return str(self._call("build", args, body))
+
+    def start(self, name: str) -> JailInfo:
+        return JailInfo.from_json(self._call("start", {"name": name}))
+
+    def stop(self, name: str) -> JailInfo:
+        return JailInfo.from_json(self._call("stop", {"name": name}))
+
+    def restart(self, name: str) -> JailInfo:
+        return JailInfo.from_json(self._call("restart", {"name": name}))
+
+    def destroy(self, name: str) -> None:
+        self._call("destroy", {"name": name})
+
+    def exec(
+        self, name: str, argv: Sequence[str], *, interactive: bool, sink: OutputSink | None
+    ) -> int:
+        if os.geteuid() == 0:
+            return self.direct().exec(name, argv, interactive=interactive, sink=sink)
+        return int(self._call("exec", {"name": name, "argv": list(argv)}, sink=sink or _stdout))
+
+    def ls(self) -> list[JailInfo]:
+        return [JailInfo.from_json(j) for j in self._call("ls", {})]
+
+    def logs(self, name: str, *, lines: int | None, follow: bool, sink: OutputSink) -> None:
+        self._call("logs", {"name": name, "lines": lines, "follow": follow}, sink=sink)
+
+    def close(self) -> None:
+        pass
+
+
+def _stdout(line: str) -> None:
+    import sys
+
+    sys.stdout.write(line)
+    sys.stdout.flush()
