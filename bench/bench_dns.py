@@ -116,8 +116,9 @@ def main() -> None:
 
 
 def _host(env: dict[str, str]) -> Any:
-    from rexcarcer.config import load_config
     from rexcarcer.engine.host import open_host
+
+    from rexcarcer.config import load_config
 
     return open_host(load_config(environ=env))
 

@@ -130,9 +130,10 @@ def logs_hook(env: dict[str, str], n: int) -> list[str]:
     rc.pre in the jail (start busybox syslogd, wait for /dev/log)."""
     import json
 
+    from rexcarcer.engine.host import open_host
+
     from rexcarcer.config import load_config
     from rexcarcer.engine import jails
-    from rexcarcer.engine.host import open_host
     from rexcarcer.logs.hook import LogHook
 
     host = open_host(load_config(environ=env))
@@ -171,9 +172,10 @@ def logs_hook(env: dict[str, str], n: int) -> list[str]:
 
 def in_process(env: dict[str, str], n: int) -> list[str]:
     """The identity hook and its parts, in this process, on jail a's real root."""
+    from rexcarcer.engine.host import open_host
+
     from rexcarcer.config import load_config
     from rexcarcer.engine import jails
-    from rexcarcer.engine.host import open_host
     from rexcarcer.pki import ca, identity, issue, registry
     from rexcarcer.pki.hook import ensure_identity, install
     from rexcarcer.pki.keys import generate

@@ -7,6 +7,7 @@ error that says TLS."""
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -16,15 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from rexcarcer.config import load_config
+from rexcarcer.cluster.store import open_etcd
+from rexcarcer.config import Config, load_config
 from rexcarcer.errors import ConfigError
 from rexcarcer.state.base import Put
-from rexcarcer.state.etcd import EtcdStore, open_etcd, tls_context
+from rexcarcer.state.etcd import EtcdStore, tls_context
 from rexcarcer.state.gateway import EtcdRejected
 from rexcarcer.state.watch import Kind
 from tests.etcd_support import EtcdCluster, Member, free_port, require_etcd
 
 trustme = pytest.importorskip("trustme")
+
+
+def _tls(config: Config) -> ssl.SSLContext | None:
+    return tls_context(config.etcd_ca, config.etcd_cert, config.etcd_key)
 
 
 class Tls:
@@ -58,7 +64,7 @@ def tls_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Tl
     cluster = EtcdCluster([member])
     cluster.start()
     try:
-        store = EtcdStore([url], tls=tls_context(load_config(root=work, environ=tls.env())),
+        store = EtcdStore([url], tls=_tls(load_config(root=work, environ=tls.env())),
                           retry_for=20)  # fmt: skip
         store.get("ready")  # retried until the member serves (or 20 s)
         store.close()

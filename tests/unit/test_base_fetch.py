@@ -20,7 +20,7 @@ from rexcarcer.base.fetch import (
     http_client,
 )
 from rexcarcer.base.progress import LineTransfer
-from rexcarcer.engine.host import QuietProgress
+from rexcarcer.progress import QuietProgress
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
 URL = "https://bases.test/d/fb.zfs.bz2"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rexcarcer.base.progress import LineTransfer, RichTransfer, human, transfer_for
-from rexcarcer.engine.host import QuietProgress
+from rexcarcer.progress import QuietProgress
 
 
 @dataclass

@@ -16,8 +16,9 @@ from rexcarcer.base.sign import now
 from rexcarcer.base.trust import TrustStore
 from rexcarcer.base.verify import verify_remote
 from rexcarcer.config import load_config
-from rexcarcer.engine.host import Host, QuietProgress
 from rexcarcer.errors import Conflict, UsageError
+from rexcarcer.host import Host
+from rexcarcer.progress import QuietProgress
 from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime.fake import FakeRuntime
 from rexcarcer.state.memory import MemoryStore

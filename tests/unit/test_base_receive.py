@@ -13,6 +13,7 @@ from typing import IO
 import pytest
 
 from rexcarcer.base import VerificationError
+from rexcarcer.base.local import jails_using, list_bases
 from rexcarcer.base.manifest import is_zfs_stream
 from rexcarcer.base.publish import compress_stream
 from rexcarcer.base.receive import (
@@ -24,13 +25,13 @@ from rexcarcer.base.receive import (
     local_base_for,
 )
 from rexcarcer.base.sign import now
+from rexcarcer.base.source import Bases
 from rexcarcer.base.trust import TrustStore, trust_dir
 from rexcarcer.config import load_config
-from rexcarcer.engine import jails
-from rexcarcer.engine.bases import jails_using, list_bases
-from rexcarcer.engine.host import Host, QuietProgress
 from rexcarcer.errors import Conflict, StorageError
-from rexcarcer.rexfile.ast import Base, Rexfile
+from rexcarcer.host import Host
+from rexcarcer.progress import QuietProgress
+from rexcarcer.rexfile.ast import Base
 from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime.fake import FakeRuntime
 from rexcarcer.state.memory import MemoryStore
@@ -153,15 +154,15 @@ def test_fetch_receives_renames_and_records(host: Host, tmp_path: Path, signer: 
 
 def test_base_url_in_a_rexfile_is_fetched_once(host: Host, tmp_path: Path, signer: Signer) -> None:
     base = write_published(tmp_path / "pub", "fb", STREAM, signers=(signer,))
-    info = jails.resolve_base(host, Rexfile(base=Base(_url(base))))
+    info = Bases().ensure(host, Base(_url(base)))
     for f in (tmp_path / "pub").iterdir():  # no network needed any more
         f.unlink()
     assert ensure_base(host, _url(base)) == info
-    assert jails.resolve_base(host, Rexfile(base=Base(_url(base), info.props["digest"]))) == info
+    assert Bases().ensure(host, Base(_url(base), info.props["digest"])) == info
     assert local_base_for(host, _url(base), "sha256:" + "0" * 64) is None
-    assert jails.resolve_base(host, Rexfile(base=Base("fb", info.props["digest"]))) == info
+    assert Bases().ensure(host, Base("fb", info.props["digest"])) == info
     with pytest.raises(Conflict, match="does not match the pin"):
-        jails.resolve_base(host, Rexfile(base=Base("fb", "0" * 64)))
+        Bases().ensure(host, Base("fb", "0" * 64))
 
 
 def test_not_a_zfs_stream_leaves_nothing(host: Host, tmp_path: Path, signer: Signer) -> None:

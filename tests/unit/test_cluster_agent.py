@@ -12,15 +12,16 @@ from typing import Any
 
 import pytest
 
+from rexcarcer.agent.cluster import Agent
 from rexcarcer.cluster import membership, model
-from rexcarcer.cluster.agent import Agent
 from rexcarcer.cluster.dnssync import DnsSync, desired
-from rexcarcer.cluster.routes import RouteSync, linux_add, parse_linux, plan
+from rexcarcer.cluster.routes import RouteSync, plan
 from rexcarcer.dns.records import Record, jail_records, sentinel
 from rexcarcer.dns.unbound import FakeUnbound
 from rexcarcer.errors import Conflict
+from rexcarcer.model.jail import JailRecord
+from rexcarcer.platform import freebsd, linux
 from rexcarcer.run import ScriptedRunner
-from rexcarcer.runtime.base import RuntimeKind
 from rexcarcer.state.base import Delete, Entry, Put, dumps, put_json
 from rexcarcer.state.lease import FakeLeases, LeaseKeeper
 from rexcarcer.state.memory import MemoryStore
@@ -36,7 +37,7 @@ def view_of(store: MemoryStore) -> dict[str, Entry]:
 def publish(store: MemoryStore, jail: str, host: str, ip: str, services: Any = ()) -> None:
     rec = {"name": jail, "address": f"{ip}/26", "hostname": f"{jail}.jail.{ZONE}",
            "services": list(services)}  # fmt: skip
-    records = [r.as_json() for r in jail_records(rec, ZONE)]
+    records = [r.as_json() for r in jail_records(JailRecord.from_json(rec), ZONE)]
     put_json(store, f"dns/{jail}", {"jail": jail, "host": host, "records": records})
 
 
@@ -121,22 +122,23 @@ def test_routes_go_to_other_hosts_subnets(cluster: tuple[MemoryStore, FakeLeases
 def test_route_sync_on_linux_reads_back_its_own_routes() -> None:
     runner = ScriptedRunner()
     shown = '[{"dst":"203.0.113.128/26","gateway":"198.51.100.3","protocol":"213"}]'
-    runner.on(["ip", "-j", "route", "show"], shown)
+    runner.on(["ip", "-4", "-j", "route", "show"], shown)
+    runner.on(["ip", "-6", "-j", "route", "show"], "[]")
     net = ipaddress.ip_network("203.0.113.64/26")
     via = ipaddress.ip_address("198.51.100.2")
-    RouteSync(runner, RuntimeKind.LINUX).sync({net: via})
-    assert runner.calls[1:] == [
+    RouteSync(linux.IpRoutes(runner)).sync({net: via})
+    assert runner.calls[2:] == [
         ("ip", "route", "del", "203.0.113.128/26", "proto", "213"),
-        tuple(linux_add(net, via)),
+        tuple(linux.route_add_argv(net, via)),
     ]
-    assert parse_linux("[]") == {}
+    assert linux.parse_routes("[]") == {}
 
 
 def test_route_sync_on_freebsd_changes_an_existing_route() -> None:
     runner = ScriptedRunner()
     runner.on(["route", "-n", "add"], "route: writing to routing socket: File exists", 1)
     net = ipaddress.ip_network("203.0.113.64/26")
-    RouteSync(runner, RuntimeKind.FREEBSD).sync({net: ipaddress.ip_address("198.51.100.2")})
+    RouteSync(freebsd.RouteCommands(runner)).sync({net: ipaddress.ip_address("198.51.100.2")})
     assert runner.calls[-1] == ("route", "-n", "change", "-net", "203.0.113.64/26",
                                 "198.51.100.2")  # fmt: skip
 
@@ -163,16 +165,21 @@ def test_agent_reconciles_on_changes_and_idle(cluster: tuple[MemoryStore, FakeLe
 
 @contextmanager
 def _cluster_host(tmp_path: Path, store: MemoryStore, name: str) -> Iterator[Any]:
+    from rexcarcer.base.source import Bases
     from rexcarcer.config import load_config
-    from rexcarcer.engine.host import Host, QuietProgress
-    from rexcarcer.runtime.fake import FakeRuntime
+    from rexcarcer.engine.base import Engine
+    from rexcarcer.host import Host
+    from rexcarcer.platform.fake import FakePlatform
+    from rexcarcer.progress import QuietProgress
     from rexcarcer.storage.fake import FakeStorage
 
     config = load_config(root=tmp_path / name, environ={
         "REX_SUBNET": "203.0.113.0/26", "REX_RUNTIME": "fake", "REX_HOST": name,
         "REX_ETCD": "http://198.51.100.1:2379"})  # fmt: skip
-    yield Host(config, ScriptedRunner(), FakeStorage(tmp_path / f"zfs-{name}"), FakeRuntime(),
-               store, QuietProgress())  # fmt: skip
+    runner = ScriptedRunner()
+    host = Host(config, runner, FakeStorage(tmp_path / f"zfs-{name}"),
+                FakePlatform(runner, config), store, QuietProgress())  # fmt: skip
+    yield Engine(host, Bases())
 
 
 def test_another_hosts_jail_is_never_touched(tmp_path: Path) -> None:

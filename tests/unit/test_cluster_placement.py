@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from rexcarcer.cluster import AgentApiError, ClusterError, context
+from rexcarcer import buildctx as context
+from rexcarcer.cluster import ClusterError
 from rexcarcer.cluster.model import HostInfo
 from rexcarcer.cluster.placement import place
-from rexcarcer.errors import Conflict, NotFound, UnsafePath
+from rexcarcer.errors import Conflict, NotFound, UnsafePath, UsageError
 from rexcarcer.rexfile.parser import load
 
 HOSTS = [
@@ -89,9 +90,9 @@ def test_a_hostile_context_is_refused(tmp_path: Path) -> None:
         info = tarfile.TarInfo("../escape")
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
-    with pytest.raises(AgentApiError, match="cannot unpack"):
+    with pytest.raises(UsageError, match="cannot unpack"):
         context.unpack(buf.getvalue(), tmp_path, "web.rex")
-    with pytest.raises(AgentApiError, match=r"bad \.rex file name"):
+    with pytest.raises(UsageError, match=r"bad \.rex file name"):
         context.unpack(b"", tmp_path, "../web.rex")
     assert not (tmp_path.parent / "escape").exists()
 

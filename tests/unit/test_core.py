@@ -9,9 +9,9 @@ import pytest
 
 from rexcarcer.config import load_config
 from rexcarcer.errors import CommandFailed, ConfigError, RexError, all_error_classes
+from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.run import ScriptedRunner, SubprocessRunner
 from rexcarcer.runtime import procfs
-from rexcarcer.runtime.base import RuntimeKind
 
 
 def test_exit_codes_are_unique() -> None:
@@ -89,7 +89,7 @@ def test_bad_config_is_refused(tmp_path: Path, env: dict[str, str], needle: str)
 
 
 def test_jails_route_the_cluster_cidr_only_in_cluster_mode(tmp_path: Path) -> None:
-    from rexcarcer.engine.host import jail_routes
+    from rexcarcer.platform.base import jail_routes
 
     cidr = {"REX_CLUSTER_CIDR": "203.0.113.0/24"}
     assert jail_routes(load_config(root=tmp_path, environ=cidr)) == ()
@@ -104,7 +104,7 @@ def test_unknown_toml_key(tmp_path: Path) -> None:
 
 
 def test_runtime_default_follows_the_os(tmp_path: Path) -> None:
-    assert load_config(root=tmp_path, environ={}).runtime is RuntimeKind.LINUX
+    assert load_config(root=tmp_path, environ={}).runtime is PlatformKind.LINUX
 
 
 def test_parse_stat_with_spaces_and_parens_in_comm() -> None:

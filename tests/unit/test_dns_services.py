@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rexcarcer.config import load_config
+from rexcarcer.config import Config, load_config
 from rexcarcer.dns import DnsError
-from rexcarcer.dns.layout import Flavour, Layout, layout_for
 from rexcarcer.dns.services import (
     ServerSettings,
     freebsd_steps,
@@ -25,6 +24,10 @@ from rexcarcer.dns.services import (
     write_configs,
 )
 from rexcarcer.errors import NotSupported
+from rexcarcer.platform.base import Flavour
+from rexcarcer.platform.base import UnboundLayout as Layout
+from rexcarcer.platform.freebsd import FreeBSDPlatform
+from rexcarcer.platform.linux import LinuxPlatform
 from rexcarcer.run import ScriptedRunner
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dns"
@@ -34,6 +37,11 @@ LAYOUT = Layout(Flavour.REX, WORK, WORK / "unbound.conf", WORK / "unbound.conf",
                 "unbound-checkconf", WORK / "unbound.log", WORK / "serve.json")  # fmt: skip
 DEFAULT = ServerSettings(zone="rex.internal", subnet=ipaddress.ip_network("198.51.100.0/24"),
                          listen=ipaddress.ip_address("198.51.100.1"), port=53)  # fmt: skip
+
+
+def layout_for(config: Config) -> Layout:
+    platform = FreeBSDPlatform if config.runtime == "freebsd" else LinuxPlatform
+    return platform(ScriptedRunner(), config).unbound_layout()
 
 
 def test_linux_config_matches_golden_file() -> None:

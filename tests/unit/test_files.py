@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rexcarcer.engine import files
+from rexcarcer import buildctx, jailfs
 from rexcarcer.errors import UnsafePath
 
 
@@ -22,19 +22,19 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_absolute_symlink_is_resolved_inside_the_root(root: Path) -> None:
-    assert files.resolve_in_root(root, "/etc/rc.conf") == root / "usr/local/etc/rc.conf"
+    assert jailfs.resolve_in_root(root, "/etc/rc.conf") == root / "usr/local/etc/rc.conf"
 
 
 def test_dotdot_above_the_root_is_refused(root: Path) -> None:
     with pytest.raises(UnsafePath, match="outside the jail root"):
-        files.resolve_in_root(root, "/up/etc/passwd")
+        jailfs.resolve_in_root(root, "/up/etc/passwd")
     with pytest.raises(UnsafePath):
-        files.resolve_in_root(root, "/../etc")
+        jailfs.resolve_in_root(root, "/../etc")
 
 
 def test_symlink_loops_are_refused(root: Path) -> None:
     with pytest.raises(UnsafePath, match="too many levels"):
-        files.resolve_in_root(root, "/loop/x")
+        jailfs.resolve_in_root(root, "/loop/x")
 
 
 def test_write_file_replaces_a_final_symlink_instead_of_following_it(
@@ -43,7 +43,7 @@ def test_write_file_replaces_a_final_symlink_instead_of_following_it(
     outside = tmp_path / "outside"
     outside.write_text("keep")
     (root / "usr/local/etc/x").symlink_to(outside)
-    files.write_file(root, "/etc/x", b"new", mode=0o600)
+    jailfs.write_file(root, "/etc/x", b"new", mode=0o600)
     assert outside.read_text() == "keep"
     assert (root / "usr/local/etc/x").read_bytes() == b"new"
     assert (root / "usr/local/etc/x").stat().st_mode & 0o777 == 0o600
@@ -55,7 +55,7 @@ def test_copy_tree_keeps_modes_and_links(tmp_path: Path, root: Path) -> None:
     (src / "sub/run.sh").write_text("#!/bin/sh\n")
     (src / "sub/run.sh").chmod(0o755)
     os.symlink("/etc/passwd", src / "link")
-    files.copy_into(root, src, "/opt/app")
+    jailfs.copy_into(root, src, "/opt/app")
     assert (root / "opt/app/sub/run.sh").stat().st_mode & 0o777 == 0o755
     assert os.readlink(root / "opt/app/link") == "/etc/passwd"
 
@@ -63,7 +63,7 @@ def test_copy_tree_keeps_modes_and_links(tmp_path: Path, root: Path) -> None:
 def test_copy_file_into_directory(tmp_path: Path, root: Path) -> None:
     f = tmp_path / "page.html"
     f.write_text("x")
-    files.copy_into(root, f, "/var/www/")
+    jailfs.copy_into(root, f, "/var/www/")
     assert (root / "var/www/page.html").read_text() == "x"
 
 
@@ -72,19 +72,19 @@ def test_checked_source_refuses_escapes(tmp_path: Path) -> None:
     ctx.mkdir()
     (ctx / "ok").write_text("1")
     os.symlink("/etc", ctx / "etc")
-    assert files.checked_source(ctx, "ok") == (ctx / "ok").resolve()
+    assert buildctx.checked_source(ctx, "ok") == (ctx / "ok").resolve()
     for bad in ["../ctx/../x", "etc/passwd", "/etc/passwd"]:
         with pytest.raises(UnsafePath):
-            files.checked_source(ctx, bad)
+            buildctx.checked_source(ctx, bad)
 
 
 def test_content_digest_sees_content_mode_and_names(tmp_path: Path) -> None:
     d = tmp_path / "d"
     d.mkdir()
     (d / "a").write_text("1")
-    first = files.content_digest(d)
+    first = buildctx.content_digest(d)
     (d / "a").chmod(0o600)
-    second = files.content_digest(d)
+    second = buildctx.content_digest(d)
     (d / "a").write_text("2")
-    third = files.content_digest(d)
+    third = buildctx.content_digest(d)
     assert len({first, second, third}) == 3

@@ -14,17 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from rexcarcer.config import load_config
 from rexcarcer.engine import jails
-from rexcarcer.engine.host import Host
-from rexcarcer.logs import LogsError, collector, forward, reader, service
+from rexcarcer.engine.base import Engine
+from rexcarcer.logs import LogsError, collector, reader, service
 from rexcarcer.logs.hook import LogHook
+from rexcarcer.model.jail import JailRecord
+from rexcarcer.platform import freebsd as bsd
+from rexcarcer.platform import linux
+from rexcarcer.platform.fake import FakePlatform
+from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.rexfile.ast import Base, Rexfile, Run
 from rexcarcer.run import ScriptedRunner
-from rexcarcer.runtime.base import RuntimeKind
-from rexcarcer.runtime.fake import FakeRuntime
 from rexcarcer.runtime.linux import INIT, RC_PRE
-from tests.unit.fakes import fake_host
+from tests.unit.fakes import fake_engine, fake_host
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "logs"
 HOST = ipaddress.ip_address("203.0.113.1")
@@ -56,9 +58,10 @@ def test_a_path_that_would_break_the_config_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("rsyslogd") is None, reason="rsyslogd not installed")
 def test_rsyslogd_accepts_the_rendered_configuration(tmp_path: Path) -> None:
-    config = load_config(root=tmp_path, environ={"REX_SUBNET": "203.0.113.0/24"})
-    service.write_config(config, [{"name": "web", "address": "203.0.113.2/24"}])
-    paths = service.paths_for(config)
+    host = fake_host(tmp_path)
+    web = JailRecord.from_json({"name": "web", "address": "203.0.113.2/24"})
+    service.write_config(host, [web])
+    paths = service.paths_for(host.config)
     done = subprocess.run(collector.check_argv(paths), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
@@ -73,9 +76,9 @@ def test_check_reports_rsyslogd_refusals_and_absence(tmp_path: Path) -> None:
 
 def test_lookup_table_maps_jail_addresses_to_names() -> None:
     records = [
-        {"name": "web", "address": "203.0.113.2/24"},
-        {"name": "db", "address": None},
-        {"name": "old", "address": "203.0.113.9/24"},
+        JailRecord.from_json({"name": "web", "address": "203.0.113.2/24"}),
+        JailRecord.from_json({"name": "db", "address": None}),
+        JailRecord.from_json({"name": "old", "address": "203.0.113.9/24"}),
     ]
     table = collector.table_of(records, without="old")
     assert table == {"203.0.113.2": "web"}
@@ -124,22 +127,22 @@ def test_collector_pid_needs_the_pidfile_a_live_process_and_rex_config(tmp_path:
 
 
 def test_linux_rc_pre_starts_busybox_syslogd_towards_the_host() -> None:
-    text = forward.linux_rc_pre(HOST)
+    text = linux.rc_pre(HOST, 514)
     assert "busybox syslogd -R 203.0.113.1:514 -L" in text
     assert "[ ! -S /dev/log ]" in text
-    assert "-R [fd00::1]:514" in forward.linux_rc_pre(ipaddress.ip_address("fd00::1"))
-    assert forward.RC_PRE == RC_PRE and RC_PRE in INIT  # the runtime runs what rex writes
+    assert "-R [fd00::1]:514" in linux.rc_pre(ipaddress.ip_address("fd00::1"), 514)
+    assert RC_PRE in INIT  # the runtime runs what rex writes
 
 
 def test_freebsd_forwarding_keeps_the_users_syslog_conf() -> None:
-    assert forward.freebsd_syslog_d(HOST).endswith("*.*\t@203.0.113.1:514\n")
+    assert bsd.syslog_d(HOST, 514).endswith("*.*\t@203.0.113.1:514\n")
     stock = "*.err;kern.warning\t/dev/console\ninclude\t\t\t/etc/syslog.d\n"
-    assert forward.syslog_conf_with_include(stock + "include /usr/local/etc/syslog.d\n") is None
+    assert bsd.syslog_conf_with_include(stock + "include /usr/local/etc/syslog.d\n") is None
     mine = "*.* /var/log/all.log"
-    added = forward.syslog_conf_with_include(mine)
+    added = bsd.syslog_conf_with_include(mine)
     assert added is not None and added.startswith(mine + "\n")
     assert added.endswith("include /etc/syslog.d\n")
-    assert forward.syslog_conf_with_include(None) == (
+    assert bsd.syslog_conf_with_include(None) == (
         "# added by rex, for /etc/syslog.d/rexcarcer.conf (rex logs)\ninclude /etc/syslog.d\n"
     )
 
@@ -148,41 +151,40 @@ def test_freebsd_forwarding_keeps_the_users_syslog_conf() -> None:
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Host:
-    return fake_host(tmp_path, [LogHook()])
+def eng(tmp_path: Path) -> Engine:
+    return fake_engine(tmp_path, [LogHook()])
 
 
-def up(host: Host, tmp_path: Path, name: str) -> Path:
+def up(eng: Engine, tmp_path: Path, name: str) -> Path:
     jails.up(
-        host, Rexfile(base=Base("bb"), steps=(Run("true"),), path=tmp_path / f"{name}.rex"), name
+        eng, Rexfile(base=Base("bb"), steps=(Run("true"),), path=tmp_path / f"{name}.rex"), name
     )
-    return host.storage.mountpoint(f"jails/{name}")
+    return eng.host.storage.mountpoint(f"jails/{name}")
 
 
-def table(host: Host) -> dict[str, str]:
-    doc = json.loads(service.paths_for(host.config).table.read_text())
+def table(eng: Engine) -> dict[str, str]:
+    doc = json.loads(service.paths_for(eng.host.config).table.read_text())
     return {row["index"]: row["value"] for row in doc["table"]}
 
 
-def test_hook_writes_forwarding_and_keeps_the_table(host: Host, tmp_path: Path) -> None:
-    root = up(host, tmp_path, "web")
+def test_hook_writes_forwarding_and_keeps_the_table(eng: Engine, tmp_path: Path) -> None:
+    root = up(eng, tmp_path, "web")
     assert "syslogd -R 203.0.113.1:514" in (root / "etc/rexcarcer/rc.pre").read_text()
-    up(host, tmp_path, "db")
-    assert table(host) == {"203.0.113.2": "web", "203.0.113.3": "db"}
-    jails.stop(host, "web")
-    assert table(host) == {"203.0.113.2": "web", "203.0.113.3": "db"}  # the address stays
-    jails.destroy(host, "web")
-    assert table(host) == {"203.0.113.3": "db"}
+    up(eng, tmp_path, "db")
+    assert table(eng) == {"203.0.113.2": "web", "203.0.113.3": "db"}
+    jails.stop(eng, "web")
+    assert table(eng) == {"203.0.113.2": "web", "203.0.113.3": "db"}  # the address stays
+    jails.destroy(eng, "web")
+    assert table(eng) == {"203.0.113.3": "db"}
 
 
-def test_hook_on_freebsd_writes_syslog_d_and_the_include(host: Host, tmp_path: Path) -> None:
-    runtime = host.runtime
-    assert isinstance(runtime, FakeRuntime)
-    runtime.kind = RuntimeKind.FREEBSD
-    root = up(host, tmp_path, "web")
+def test_hook_on_freebsd_writes_syslog_d_and_the_include(eng: Engine, tmp_path: Path) -> None:
+    host = eng.host
+    host.platform = FakePlatform(host.runner, host.config, like=PlatformKind.FREEBSD)
+    root = up(eng, tmp_path, "web")
     assert (root / "etc/syslog.d/rexcarcer.conf").read_text().endswith("@203.0.113.1:514\n")
     assert (root / "etc/syslog.conf").read_text().endswith("include /etc/syslog.d\n")
-    jails.restart(host, "web")
+    jails.restart(eng, "web")
     assert (root / "etc/syslog.conf").read_text().count("include /etc/syslog.d") == 1
     assert not (root / "etc/rexcarcer/rc.pre").exists()
 
@@ -243,8 +245,9 @@ def test_follow_sees_appends_truncation_and_rotation(tmp_path: Path) -> None:
 
 
 def test_collector_without_rsyslogd_lets_dns_run_and_says_so(
-    host: Host, monkeypatch: pytest.MonkeyPatch
+    eng: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    host = eng.host
     monkeypatch.setattr(service, "available", lambda: False)
     c = service.Collector(host)
     c.begin()
@@ -256,8 +259,9 @@ def test_collector_without_rsyslogd_lets_dns_run_and_says_so(
 
 
 def test_collector_that_fails_is_retried_with_a_backoff(
-    host: Host, monkeypatch: pytest.MonkeyPatch
+    eng: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    host = eng.host
     monkeypatch.setattr(service, "available", lambda: True)
     runner = host.runner
     assert isinstance(runner, ScriptedRunner)

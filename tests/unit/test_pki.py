@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rexcarcer.doctor import time_keepers
 from rexcarcer.errors import Conflict, NotFound
+from rexcarcer.model.jail import JailRecord
 from rexcarcer.pki import PkiError, ca, crl, identity, issue, registry
 from rexcarcer.pki.keys import KeyType, fingerprint, load_private_key, signing_hash, spki_sha256
 from rexcarcer.pki.layout import CaPaths
@@ -148,7 +149,9 @@ def test_self_signed_ca_is_a_p256_root_that_signs_only_leaves() -> None:
 @pytest.mark.parametrize("kind", list(KeyType))
 def test_every_key_type_makes_a_working_ca(kind: KeyType) -> None:
     authority = ca.self_signed(ca.CaSettings(key_type=kind), NOW)
-    got = issue.issue(authority, identity.identity_for(REC, "rex.internal"), NOW)
+    got = issue.issue(
+        authority, identity.identity_for(JailRecord.from_json(REC), "rex.internal"), NOW
+    )
     verify_server(list(authority.trust), got.host_crt, "web1.jail.rex.internal")
 
 
@@ -201,7 +204,9 @@ def test_intermediate_chains_jail_certificates_to_the_users_root(user_pki: dict[
     d = user_pki["dir"]
     authority = ca.intermediate(d / "bundle.pem", d / "int.key", None, 30, NOW)
     assert authority.mode == "intermediate" and authority.trust == (user_pki["root"],)
-    got = issue.issue(authority, identity.identity_for(REC, "rex.internal"), NOW)
+    got = issue.issue(
+        authority, identity.identity_for(JailRecord.from_json(REC), "rex.internal"), NOW
+    )
     assert len(x509.load_pem_x509_certificates(got.host_crt)) == 2  # leaf + intermediate
     assert got.cluster_crt == pem(user_pki["root"])
     verify_server([user_pki["root"]], got.host_crt, "docs.example.com")
@@ -324,7 +329,7 @@ def test_der_keys_load_and_ed25519_signs_without_a_digest(tmp_path: Path) -> Non
 
 
 def test_identity_names_are_the_jail_hostname_services_and_address() -> None:
-    ident = identity.identity_for(REC, "rex.internal")
+    ident = identity.identity_for(JailRecord.from_json(REC), "rex.internal")
     assert ident.names == (
         "web1.jail.rex.internal",
         "docs.example.com",
@@ -332,7 +337,7 @@ def test_identity_names_are_the_jail_hostname_services_and_address() -> None:
     )
     assert ident.ips == (ipaddress.ip_address("203.0.113.12"),)
     plain = identity.identity_for(
-        {"name": "db", "hostname": "db.jail.rex.internal"}, "rex.internal"
+        JailRecord.from_json({"name": "db", "hostname": "db.jail.rex.internal"}), "rex.internal"
     )
     assert plain.names == ("db.jail.rex.internal",) and plain.ips == ()
 
@@ -346,12 +351,14 @@ def test_identity_names_are_the_jail_hostname_services_and_address() -> None:
 )  # fmt: skip
 def test_names_that_cannot_be_sans_are_refused(hostname: str, why: str) -> None:
     with pytest.raises(PkiError, match=why):
-        identity.identity_for({**REC, "hostname": hostname}, "rex.internal")
+        identity.identity_for(JailRecord.from_json({**REC, "hostname": hostname}), "rex.internal")
 
 
 def test_leaf_is_a_tls_server_and_client_certificate() -> None:
     authority = ca.self_signed(ca.CaSettings(), NOW)
-    got = issue.issue(authority, identity.identity_for(REC, "rex.internal"), NOW)
+    got = issue.issue(
+        authority, identity.identity_for(JailRecord.from_json(REC), "rex.internal"), NOW
+    )
     cert = got.cert
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == [
@@ -385,16 +392,20 @@ def test_leaf_is_a_tls_server_and_client_certificate() -> None:
 
 def test_leaf_never_outlives_its_ca_and_a_dying_ca_refuses() -> None:
     authority = ca.self_signed(ca.CaSettings(days=30), NOW)
-    got = issue.issue(authority, identity.identity_for(REC, "rex.internal"), NOW)
+    got = issue.issue(
+        authority, identity.identity_for(JailRecord.from_json(REC), "rex.internal"), NOW
+    )
     assert got.cert.not_valid_after_utc == authority.cert.not_valid_after_utc
     with pytest.raises(PkiError, match="cannot issue jail certificates any more"):
         issue.issue(
-            authority, identity.identity_for(REC, "rex.internal"), NOW + dt.timedelta(days=30)
+            authority,
+            identity.identity_for(JailRecord.from_json(REC), "rex.internal"),
+            NOW + dt.timedelta(days=30),
         )
 
 
 def test_renewal_reasons() -> None:
-    ident = identity.identity_for(REC, "rex.internal")
+    ident = identity.identity_for(JailRecord.from_json(REC), "rex.internal")
     start = int(NOW.timestamp())
     stored = {
         "issuer": "ca1",
@@ -406,7 +417,9 @@ def test_renewal_reasons() -> None:
     assert identity.renewal_reason(None, ident, "ca1", good, NOW) == "it has no certificate yet"
     assert identity.renewal_reason(stored, ident, "ca1", good, NOW) is None
     assert identity.renewal_reason(stored, ident, "ca2", good, NOW) == "the cluster CA changed"
-    moved = identity.identity_for({**REC, "address": "203.0.113.13/24"}, "rex.internal")
+    moved = identity.identity_for(
+        JailRecord.from_json({**REC, "address": "203.0.113.13/24"}), "rex.internal"
+    )
     assert (
         identity.renewal_reason(stored, moved, "ca1", good, NOW) == "its names or addresses changed"
     )

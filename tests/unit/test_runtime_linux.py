@@ -8,7 +8,7 @@ from pathlib import Path
 from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime import linux
 from rexcarcer.runtime.base import JailSpec
-from rexcarcer.runtime.linux import LinuxRuntime
+from rexcarcer.runtime.linux import LinuxRuntime, netns_name
 
 
 def test_interface_names_are_deterministic_and_short() -> None:
@@ -88,8 +88,9 @@ def test_a_cluster_jail_routes_the_cluster_cidr_via_its_host(tmp_path: Path) -> 
     rt = LinuxRuntime(r, run_dir=tmp_path, bridge="rex0", token="t",
                       host_address=ipaddress.ip_interface("203.0.113.1/26"),
                       routes=[ipaddress.ip_network("203.0.113.0/24")])  # fmt: skip
-    rt._plumb(_spec("203.0.113.5/26"), "ns")
-    assert r.calls[-1] == ("ip", "-n", "ns", "route", "replace", "203.0.113.0/24",
+    rt._plumb(_spec("203.0.113.5/26"))
+    ns = netns_name("t", _spec("203.0.113.5/26").name)
+    assert r.calls[-1] == ("ip", "-n", ns, "route", "replace", "203.0.113.0/24",
                            "via", "203.0.113.1", "dev", "eth0")  # fmt: skip
     assert not any("default" in c for c in r.calls)
 
@@ -98,5 +99,5 @@ def test_a_single_host_jail_gets_no_extra_route(tmp_path: Path) -> None:
     r = ScriptedRunner()
     rt = LinuxRuntime(r, run_dir=tmp_path, bridge="rex0", token="t",
                       host_address=ipaddress.ip_interface("203.0.113.1/26"))  # fmt: skip
-    rt._plumb(_spec("203.0.113.5/26"), "ns")
+    rt._plumb(_spec("203.0.113.5/26"))
     assert not any("route" in c for c in r.calls)

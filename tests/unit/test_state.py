@@ -90,16 +90,14 @@ def test_sqlite_allocation_is_atomic_across_processes(tmp_path: Path) -> None:
 
 
 def test_etcd_tls_files_that_cannot_be_loaded_are_named(tmp_path: Path) -> None:
-    from rexcarcer.config import load_config
     from rexcarcer.errors import StateError
     from rexcarcer.state.etcd import tls_context
 
-    assert tls_context(load_config(root=tmp_path, environ={})) is None
+    assert tls_context(None) is None
     missing = tmp_path / "nope.pem"
     with pytest.raises(StateError, match=f"cannot load the etcd TLS files \\({missing}"):
-        tls_context(load_config(root=tmp_path, environ={"REX_ETCD_CA": str(missing)}))
+        tls_context(missing)
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate\n")
-    env = {"REX_ETCD_CERT": str(bad), "REX_ETCD_KEY": str(bad)}
     with pytest.raises(StateError, match="cannot load the etcd TLS files"):
-        tls_context(load_config(root=tmp_path, environ=env))
+        tls_context(None, bad, bad)

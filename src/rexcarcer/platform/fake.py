@@ -1,6 +1,6 @@
-"""A platform for unit tests: the in-memory runtime, routes in memory, files
-laid out like the Linux platform's under the state directory. Never chosen by
-configuration: tests build it in code."""
+"""A platform for unit tests: the in-memory runtime, routes in memory, and the
+file layouts of a real platform (``like``: Linux's by default, FreeBSD's to
+test what rex writes there), so nothing is run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 from rexcarcer.platform.base import Address, Network, PeerIds, PlatformConfig, UnboundLayout
+from rexcarcer.platform.freebsd import FreeBSDPlatform
 from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.platform.linux import LinuxPlatform
 from rexcarcer.run import Runner
@@ -34,23 +35,33 @@ class FakePlatform:
     collector_freebind = True
 
     def __init__(
-        self, runner: Runner, config: PlatformConfig, runtime: Runtime | None = None
+        self,
+        runner: Runner,
+        config: PlatformConfig,
+        runtime: Runtime | None = None,
+        *,
+        like: PlatformKind = PlatformKind.LINUX,
     ) -> None:
         self.runner = runner
         self.config = config
         self.runtime: Runtime = runtime if runtime is not None else FakeRuntime()
         self.routes = MemoryRoutes()
-        self._linux = LinuxPlatform(runner, config)  # file layouts only, nothing run
+        # file layouts only: nothing of the real platform is run
+        self._files: LinuxPlatform | FreeBSDPlatform = (
+            FreeBSDPlatform(runner, config) if like is PlatformKind.FREEBSD
+            else LinuxPlatform(runner, config)
+        )  # fmt: skip
+        self._linux = LinuxPlatform(runner, config)
         self.forwarding = False
 
     def tools(self) -> tuple[str, ...]:
         return ()
 
     def unbound_layout(self) -> UnboundLayout:
-        return self._linux.unbound_layout()
+        return self._files.unbound_layout()
 
     def write_syslog_forwarding(self, root: Path, target: Address, port: int) -> None:
-        self._linux.write_syslog_forwarding(root, target, port)
+        self._files.write_syslog_forwarding(root, target, port)
 
     def enable_forwarding(self) -> None:
         self.forwarding = True

@@ -229,7 +229,8 @@ class LinuxRuntime:
     def build_commands(self, root: Path, command: str, env: Mapping[str, str]) -> list[list[str]]:
         return [build_argv(root, command)]
 
-    def _plumb(self, spec: JailSpec, netns: str) -> None:
+    def _plumb(self, spec: JailSpec) -> None:
+        netns = netns_name(self.token, spec.name)
         if self._ip("link", "show", "dev", veth_name(self.token, spec.name), check=False).ok:
             self._ip("link", "del", veth_name(self.token, spec.name), check=False)  # a killed run's
         for argv in self.plumb_argvs(spec):
@@ -262,7 +263,7 @@ class LinuxRuntime:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         console = self.run_dir / f"{spec.name}.console.log"
         try:
-            self._plumb(spec, netns)
+            self._plumb(spec)
             env = jail_env(spec.env)
             upid = self.runner.spawn(start_argv(netns, spec.root, spec.hostname), env=env,
                                      log_path=str(console))  # fmt: skip

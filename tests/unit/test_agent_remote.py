@@ -12,13 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from rexcarcer.cluster import RemoteError, api, model, tls
-from rexcarcer.cluster.client import _result, up_remote
+from rexcarcer.agent import remote as api
+from rexcarcer.cluster import RemoteError, model, tls
 from rexcarcer.config import Config, load_config
 from rexcarcer.errors import Conflict, RuntimeBackendError
 from rexcarcer.pki import ca
 from rexcarcer.pki.layout import CaPaths
 from rexcarcer.rexfile.parser import load
+from rexcarcer.service.local import LocalService
+from rexcarcer.service.remote import RemoteService, result
 from rexcarcer.state.base import put_json
 from rexcarcer.state.memory import MemoryStore
 
@@ -27,14 +29,14 @@ class RecordingApi(api.Api):
     """The real authorisation; ``up`` records what arrived instead of building."""
 
     def __init__(self, config: Config, store: MemoryStore) -> None:
-        super().__init__(config, store)
+        super().__init__(config, store, LocalService(_no_engine))
         self.calls: list[tuple[str, str, bytes]] = []
 
-    def up(self, name: str, rexfile_name: str, body: bytes) -> dict[str, Any]:
+    def up(self, name: str, rexfile_name: str, origin: str | None, body: bytes) -> dict[str, Any]:
         self.calls.append((name, rexfile_name, body))
         if name == "taken":
             raise Conflict("jail 'taken' already exists on host 'h2'", hint="pick another")
-        return {"name": name, "state": "running", "host": self.config.host}
+        return {"name": name, "state": "running", "host": self.config.host, "ips": []}
 
     def exec(self, name: str, argv: list[str], sink: Callable[[str], None]) -> int:
         if name == "stopped":
@@ -42,6 +44,10 @@ class RecordingApi(api.Api):
         for word in argv:
             sink(word + "\n")
         return len(argv)
+
+
+def _no_engine() -> Any:
+    raise AssertionError("the recording API never opens an engine")
 
 
 def _host(root: Path, name: str) -> Config:
@@ -63,8 +69,10 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Config, Config, RecordingApi, str]
         put_json(store, model.host_key(h), {"name": h, "address": "127.0.0.1"})
     server_api = RecordingApi(h2, store)
     server = api.serve(server_api, tls.ensure(h2, "127.0.0.1"), "127.0.0.1", 0)
+    url = api.url_for("127.0.0.1", server.server_address[1])
+    put_json(store, model.alive_key("h2"), {"api": url})
     try:
-        yield h1, h2, server_api, api.url_for("127.0.0.1", server.server_address[1])
+        yield h1, h2, server_api, url
     finally:
         server.shutdown()
         server.server_close()
@@ -78,18 +86,17 @@ def _rexfile(tmp_path: Path) -> Path:
 
 
 def test_a_host_certificate_is_served(cluster: Any, tmp_path: Path) -> None:
-    h1, _h2, server_api, url = cluster
-    files = tls.ensure(h1, "127.0.0.1")
-    info = up_remote(files, url, "h2", load(_rexfile(tmp_path)), "web")
-    assert info == {"name": "web", "state": "running", "host": "h2"}
+    h1, _h2, server_api, _url = cluster
+    info = RemoteService(h1, server_api.store, "h2").up(load(_rexfile(tmp_path)), "web")
+    assert (info.name, info.state, info.host) == ("web", "running", "h2")
     [(name, file, body)] = server_api.calls
     assert (name, file) == ("web", "web.rex") and b"index.html" in body
 
 
 def test_the_remote_error_keeps_its_exit_code_and_hint(cluster: Any, tmp_path: Path) -> None:
-    h1, _h2, _api, url = cluster
+    h1, _h2, server_api, _url = cluster
     with pytest.raises(RemoteError) as err:
-        up_remote(tls.ensure(h1, "127.0.0.1"), url, "h2", load(_rexfile(tmp_path)), "taken")
+        RemoteService(h1, server_api.store, "h2").up(load(_rexfile(tmp_path)), "taken")
     assert err.value.exit_code == Conflict.exit_code
     assert err.value.message == "on host h2: jail 'taken' already exists on host 'h2'"
     assert err.value.hint == "pick another"
@@ -126,7 +133,7 @@ def test_a_cluster_certificate_that_names_no_host_gets_403(cluster: Any) -> None
         answer = http.get(f"{url}/v1/health")
     assert answer.status_code == 403
     with pytest.raises(RemoteError, match="names no registered host"):
-        _result("h2", answer.status_code, answer.content)
+        result("h2", answer.status_code, answer.content)
     assert server_api.calls == []
 
 
@@ -150,19 +157,13 @@ def test_peer_host_needs_the_name_and_the_registered_address() -> None:
 
 
 def test_exec_streams_the_output_and_passes_the_status_on(cluster: Any) -> None:
-    from types import SimpleNamespace
-
-    from rexcarcer.cluster.client import exec_remote
-
     h1, _h2, server_api, url = cluster
-    store = server_api.store
-    put_json(store, model.alive_key("h2"), {"api": url})
-    host: Any = SimpleNamespace(config=h1, store=store)
+    door = RemoteService(h1, server_api.store, "h2")
     lines: list[str] = []
-    assert exec_remote(host, "h2", "web", ["a", "b c", "d"], lines.append) == 3
+    assert door.exec("web", ["a", "b c", "d"], interactive=False, sink=lines.append) == 3
     assert lines == ["a\n", "b c\n", "d\n"]
     with pytest.raises(RemoteError, match="on host h2: jail stopped is not running") as err:
-        exec_remote(host, "h2", "stopped", ["true"], lines.append)
+        door.exec("stopped", ["true"], interactive=False, sink=lines.append)
     assert err.value.exit_code == RuntimeBackendError.exit_code
     bad = httpx.post(f"{url}/v1/jails/web/exec", json={"argv": []},
                      verify=tls.ensure(h1, "127.0.0.1").client_context())  # fmt: skip
