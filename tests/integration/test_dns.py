@@ -375,6 +375,7 @@ def test_local_unbound_layout_works_with_a_real_unbound(rex: Rex, tmp_path: Path
     from rexcarcer.dns.records import jail_records
     from rexcarcer.dns.services import ServerSettings, render_local_unbound_conf
     from rexcarcer.dns.unbound import write_data_file
+    from rexcarcer.model.jail import JailRecord
 
     work = tmp_path / "var-unbound"
     (work / "conf.d").mkdir(parents=True)
@@ -384,7 +385,8 @@ def test_local_unbound_layout_works_with_a_real_unbound(rex: Rex, tmp_path: Path
     (work / "conf.d" / "rexcarcer.conf").write_text(render_local_unbound_conf(s))
     rec = {"name": "web1", "address": "203.0.113.12/24", "hostname": "docs.example.com",
            "services": [{"name": "web", "port": 80, "proto": "tcp"}]}  # fmt: skip
-    write_data_file(work / "conf.d" / "rexcarcer-data.conf", jail_records(rec, ZONE))
+    records = jail_records(JailRecord.from_json(rec), ZONE)
+    write_data_file(work / "conf.d" / "rexcarcer-data.conf", records)
     (work / "unbound.conf").write_text(  # local-unbound-setup's layout, chroot off on Linux
         f'server:\n\tdirectory: {work}\n\tchroot: ""\n\tusername: ""\n\tdo-daemonize: no\n'
         f'\tmodule-config: "iterator"\n\tlogfile: ""\n\tuse-syslog: no\n\n'

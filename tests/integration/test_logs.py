@@ -17,6 +17,7 @@ import pytest
 
 from rexcarcer.config import load_config
 from rexcarcer.logs import collector, service
+from rexcarcer.wiring import open_host
 from tests.integration.conftest import STRICT, Rex, sh
 
 HOST = "203.0.113.1"
@@ -33,9 +34,12 @@ def require_rsyslog() -> None:
 def collected(rex: Rex) -> Iterator[collector.CollectorPaths]:
     """rex's rsyslog.conf, and rsyslogd running with it in the test's netns."""
     require_rsyslog()
-    config = load_config(environ=rex.env)
-    paths = service.paths_for(config)
-    service.write_config(config, [])
+    host = open_host(load_config(environ=rex.env))
+    paths = service.paths_for(host.config)
+    try:
+        service.write_config(host, [])
+    finally:
+        host.close()
     sh(*collector.check_argv(paths))
     proc = subprocess.Popen(
         ["nsenter", f"--net=/run/netns/{rex.netns}", "--", *collector.run_argv(paths)],

@@ -24,8 +24,9 @@ def fake_host(tmp_path: Path) -> Host:
         environ={"REX_SUBNET": "203.0.113.0/24", "REX_RUNTIME": "fake", "REX_HOST": "h1"},
     )
     runner = ScriptedRunner()
-    h = Host(config, runner, FakeStorage(tmp_path / "zfs"), FakePlatform(runner, config),
-             MemoryStore(), QuietProgress())  # fmt: skip
+    storage = FakeStorage(tmp_path / "zfs", config.dataset)
+    h = Host(config, runner, storage, FakePlatform(runner, config), MemoryStore(),
+             QuietProgress())  # fmt: skip
     h.storage.ensure_layout()
     mnt = h.storage.create("bases/bb", props={"version": "1", "id": "base-id"})
     (mnt / "bin").mkdir(parents=True)

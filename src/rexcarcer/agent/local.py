@@ -123,6 +123,8 @@ class LocalServer:
     def stop(self) -> None:
         self.stopped.set()
         if self.sock is not None:
+            with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+                self.sock.shutdown(socket.SHUT_RDWR)
             self.sock.close()
         with contextlib.suppress(OSError):
             self.path.unlink()

@@ -99,10 +99,12 @@ class FreeBSDPlatform:
     kind = PlatformKind.FREEBSD
     collector_freebind = False
 
-    def __init__(self, runner: Runner, config: PlatformConfig) -> None:
+    def __init__(
+        self, runner: Runner, config: PlatformConfig, *, runtime: FreeBSDRuntime | None = None
+    ) -> None:
         self.runner = runner
         self.config = config
-        self.runtime = FreeBSDRuntime(runner)
+        self.runtime = runtime or FreeBSDRuntime(runner)
         self.routes = RouteCommands(runner)
 
     def tools(self) -> tuple[str, ...]:

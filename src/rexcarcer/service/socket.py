@@ -56,10 +56,12 @@ def connect(path: Path) -> socket.socket | None:
 
 
 class SocketService:
-    def __init__(self, path: Path, progress: Progress, direct: Callable[[], JailService]) -> None:
+    def __init__(
+        self, path: Path, progress: Progress, direct: Callable[[], JailService] | None = None
+    ) -> None:
         self.path = path
         self.progress = progress
-        self.direct = direct  # the in-process service, for exec as root
+        self.direct = direct  # the in-process service, for exec as root (None: never)
 
     def _call(self, op: str, args: dict[str, Any], body: bytes = b"",
               sink: OutputSink | None = None) -> Any:  # fmt: skip
@@ -122,7 +124,7 @@ class SocketService:
     def exec(
         self, name: str, argv: Sequence[str], *, interactive: bool, sink: OutputSink | None
     ) -> int:
-        if os.geteuid() == 0:
+        if self.direct is not None and os.geteuid() == 0:
             return self.direct().exec(name, argv, interactive=interactive, sink=sink)
         return int(self._call("exec", {"name": name, "argv": list(argv)}, sink=sink or _stdout))
 

@@ -27,6 +27,9 @@ class FakeStorage:
         self.scratch = scratch
         self._ds: dict[str, _Entry] = {}
         self.snaps: dict[str, Path] = {}
+        # the zfs(8) command lines the real driver would have run for the changes
+        # made so far (clone, snapshot, set): what `rex plan` is checked against
+        self.calls: list[list[str]] = []
 
     def _dir(self, name: str) -> Path:
         return self.scratch / "mnt" / name
@@ -73,6 +76,7 @@ class FakeStorage:
         if snapshot not in self.snaps:
             raise StorageError(f"cannot open '{self.parent}/{snapshot}': dataset does not exist")
         self._new(name, props, snapshot)
+        self.calls.append(self.clone_argv(snapshot, name, props))
         shutil.copytree(self.snaps[snapshot], self._dir(name), symlinks=True)
         return self._dir(name)
 
@@ -80,6 +84,7 @@ class FakeStorage:
         ds = snapshot.partition("@")[0]
         if ds not in self._ds or snapshot in self.snaps:
             raise StorageError(f"cannot create snapshot '{self.parent}/{snapshot}'")
+        self.calls.append(self.snapshot_argv(snapshot))
         copy = self.scratch / "snaps" / snapshot.replace("/", "_")
         shutil.copytree(self._dir(ds), copy, symlinks=True)
         self.snaps[snapshot] = copy
@@ -111,7 +116,14 @@ class FakeStorage:
         return dict(self._ds[name].props)
 
     def set_props(self, name: str, props: Mapping[str, str]) -> None:
-        self._ds[name].props.update(props)
+        if name not in self._ds:
+            raise NotFound(f"dataset {name} does not exist")
+        self.calls += self.set_props_argvs(name, props)
+        for key, value in props.items():
+            if value:
+                self._ds[name].props[key] = value
+            else:  # as zfs inherit: the user property is gone
+                self._ds[name].props.pop(key, None)
 
     def datasets(self, kind: str) -> list[Dataset]:
         prefix = kind + "/"

@@ -1,0 +1,96 @@
+"""The storage contract, one test body for the in-memory fake and real ZFS
+(zfs-fuse here; the same zfs(8) commands as OpenZFS on FreeBSD)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rexcarcer.errors import NotFound, StorageError
+from rexcarcer.run import SubprocessRunner
+from rexcarcer.storage.base import Storage
+from rexcarcer.storage.fake import FakeStorage
+from rexcarcer.storage.zfs import ZfsStorage, serial_lock_for
+from tests.integration.conftest import sh
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("fake", marks=pytest.mark.unit),
+        pytest.param("zfs", marks=pytest.mark.integration),
+    ]
+)
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    if request.param == "fake":
+        yield FakeStorage(tmp_path, "pool/rex")
+        return
+    from tests.conftest import revive_zfs
+
+    pool = request.getfixturevalue("pool")
+    revive_zfs(pool)
+    parent = f"{pool}/s{uuid.uuid4().hex[:6]}"
+    yield ZfsStorage(SubprocessRunner(), parent, serial_lock=serial_lock_for())
+    sh("zfs", "destroy", "-r", parent, check=False)
+
+
+def test_layout_datasets_and_properties(storage: Storage) -> None:
+    storage.ensure_layout()
+    storage.ensure_layout()  # idempotent
+    mnt = storage.create("bases/bb", props={"version": "1", "id": "x"})
+    (mnt / "hello").write_text("hi")
+    assert storage.exists("bases/bb") and not storage.exists("bases/other")
+    assert storage.get_props("bases/bb") == {"version": "1", "id": "x"}
+    storage.set_props("bases/bb", {"id": "", "osrelease": "14.1-RELEASE"})  # empty: unset
+    assert storage.get_props("bases/bb") == {"version": "1", "osrelease": "14.1-RELEASE"}
+    [listed] = storage.datasets("bases")
+    assert (listed.name, listed.origin, dict(listed.props)) == (
+        "bases/bb", None, {"version": "1", "osrelease": "14.1-RELEASE"})  # fmt: skip
+    assert listed.mountpoint == storage.mountpoint("bases/bb")
+
+
+def test_snapshots_clones_and_their_order(storage: Storage) -> None:
+    storage.ensure_layout()
+    (storage.create("bases/bb") / "f").write_text("base")
+    storage.snapshot("bases/bb@1")
+    assert storage.exists("bases/bb@1") and storage.snapshots("bases/bb") == ["bases/bb@1"]
+    root = storage.clone("bases/bb@1", "jails/web", props={"jail": "web"})
+    assert (root / "f").read_text() == "base"
+    (root / "f").write_text("changed")  # a clone's writes stay in the clone
+    again = storage.clone("bases/bb@1", "jails/db")
+    assert (again / "f").read_text() == "base"
+    [web, db] = sorted(storage.datasets("jails"), key=lambda d: d.name != "jails/web")
+    assert web.origin == "bases/bb@1" and web.props == {"jail": "web"} and db.origin
+    with pytest.raises(StorageError):
+        storage.destroy("bases/bb@1")  # has dependent clones
+    storage.destroy("jails/web", recursive=True)
+    storage.destroy("jails/db", recursive=True)
+    storage.destroy("bases/bb", recursive=True)
+    assert not storage.exists("bases/bb") and storage.datasets("bases") == []
+
+
+def test_rename_and_missing_datasets(storage: Storage) -> None:
+    storage.ensure_layout()
+    storage.create("bases/tmp", props={"version": "2"})
+    storage.snapshot("bases/tmp@2")
+    storage.rename("bases/tmp", "bases/final")
+    assert storage.exists("bases/final@2") and not storage.exists("bases/tmp")
+    assert storage.get_props("bases/final") == {"version": "2"}
+    storage.destroy("bases/nothing")  # missing_ok by default
+    with pytest.raises(NotFound):
+        storage.destroy("bases/nothing", missing_ok=False)
+
+
+def test_plan_command_lines_are_the_drivers_own(storage: Storage) -> None:
+    # rex plan shows these; both drivers render the same zfs(8) command lines
+    parent = storage.parent
+    clone = ["zfs", "clone", "-o", "rexcarcer:jail=web", f"{parent}/images/k@img"]
+    assert storage.clone_argv("images/k@img", "jails/web", {"jail": "web"}) == [
+        *clone, f"{parent}/jails/web"]  # fmt: skip
+    assert storage.snapshot_argv("images/k@img") == ["zfs", "snapshot", f"{parent}/images/k@img"]
+    assert storage.set_props_argvs("images/k", {"complete": "1", "x": ""}) == [
+        ["zfs", "set", "rexcarcer:complete=1", f"{parent}/images/k"],
+        ["zfs", "inherit", "rexcarcer:x", f"{parent}/images/k"],
+    ]

@@ -1,0 +1,51 @@
+"""`rex plan` renders the command lines the drivers run, from the same builders:
+on the FreeBSD platform (jail(8) through a scripted runner, the storage's own
+zfs(8) lines) the plan of a `rex up` equals what that `rex up` then runs.
+tests/integration/test_plan_real.py checks the same on the real Linux platform."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rexcarcer.base.source import Bases
+from rexcarcer.engine import jails
+from rexcarcer.engine.base import Engine
+from rexcarcer.engine.plan import plan_up
+from rexcarcer.platform.freebsd import FreeBSDPlatform
+from rexcarcer.rexfile.parser import parse
+from rexcarcer.run import ScriptedRunner
+from rexcarcer.runtime.freebsd import FreeBSDRuntime
+from rexcarcer.storage.fake import FakeStorage
+from tests.unit.fakes import fake_host
+
+JLS = ["jls", "--libxo=json", "jid", "name", "path"]
+
+
+def _freebsd_engine(tmp_path: Path) -> tuple[Engine, ScriptedRunner]:
+    host = fake_host(tmp_path)
+    runner = ScriptedRunner()
+    runtime = FreeBSDRuntime(runner, conf_dir=tmp_path / "jail.conf.d", is_mount=lambda p: False)
+    host.platform = FreeBSDPlatform(runner, host.config, runtime=runtime)
+    host.runner = runner
+    return Engine(host, Bases()), runner
+
+
+def _running(name: str, root: Path) -> str:
+    jail = {"jid": "1", "name": name, "path": str(root)}
+    return json.dumps({"__version": "2", "jail-information": {"jail": [jail]}})
+
+
+def test_the_plan_of_an_up_is_what_the_up_runs(tmp_path: Path) -> None:
+    eng, runner = _freebsd_engine(tmp_path)
+    storage = eng.host.storage
+    assert isinstance(storage, FakeStorage)
+    rexfile = parse("BASE bb\nIP 203.0.113.8/24\n", path=tmp_path / "web.rex")
+    plan = plan_up(eng, rexfile, "web")
+    assert [a.kind for a in plan] == ["address", "clone", "files", "start"]
+    runner.on(JLS, _running("web", storage.mountpoint("jails") / "web"))
+    storage.calls.clear()
+    jails.up(eng, rexfile, "web")
+    ran = [list(c) for c in runner.calls if c[0] != "jls"]  # jls only reads
+    assert [list(c) for a in plan for c in a.commands] == storage.calls + ran
+    assert ran == [["jail", "-f", str(tmp_path / "jail.conf.d" / "web.conf"), "-c", "web"]]
