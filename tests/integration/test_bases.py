@@ -159,6 +159,20 @@ def test_publish_fetch_list_and_remove_over_https(rex: Rex, site: Site, keys: Ke
     assert site.server.control.gets(".zfs.bz2") == [None]
 
 
+def test_a_damaged_cache_entry_is_downloaded_again(rex: Rex, site: Site) -> None:
+    rex.run("base", "fetch", site.url)
+    rex.run("base", "rm", "bbpub")
+    [entry] = (rex.root / "cache" / "bases").glob("*.zfs.bz2")
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit, damaged on disk after it was verified
+    entry.write_bytes(bytes(data))
+    done = rex.run("base", "fetch", site.url)
+    assert done.stdout.strip() == f"{rex.dataset}/bases/bbpub@1.0"
+    assert "does not match its manifest" in done.stderr, done.stderr
+    assert site.server.control.gets(".zfs.bz2") == [None, None]  # hashed, then fetched again
+    assert entry.read_bytes() == Path(f"{site.base}.zfs.bz2").read_bytes()
+
+
 def test_plain_http_and_file_urls(rex: Rex, site: Site) -> None:
     with FileServer(site.dir.parent, netns=rex.netns) as plain:
         done = rex.run("base", "fetch", f"{plain.url}/bases/bbpub")

@@ -12,7 +12,7 @@ from typing import IO
 
 import pytest
 
-from rexcarcer.base import VerificationError
+from rexcarcer.base import FetchError, VerificationError
 from rexcarcer.base.manifest import is_zfs_stream
 from rexcarcer.base.publish import compress_stream
 from rexcarcer.base.receive import (
@@ -104,8 +104,13 @@ class ReceivingStorage(FakeStorage):
 
     fail: str | None = None
 
+    def __init__(self, scratch: Path) -> None:
+        super().__init__(scratch)
+        self.received: list[bytes] = []  # every stream zfs receive was given
+
     def receive(self, name: str, stream: IO[bytes]) -> None:
         data = stream.read()
+        self.received.append(data)
         if self.fail:
             raise StorageError(self.fail)
         mnt = self.create(name)
@@ -169,6 +174,41 @@ def test_not_a_zfs_stream_leaves_nothing(host: Host, tmp_path: Path, signer: Sig
     with pytest.raises(VerificationError, match="is not a ZFS send stream"):
         fetch_base(host, _url(base))
     assert _datasets(host) == [] and list(cache_dir(host).iterdir()) == []
+
+
+def _replace_cache_entry(host: Host, stream: bytes) -> None:
+    [entry] = cache_dir(host).iterdir()
+    entry.write_bytes(bz2.compress(stream))  # a good bzip2 of a stream that is not the base
+
+
+def test_a_damaged_cache_entry_is_never_received(
+    host: Host, tmp_path: Path, signer: Signer
+) -> None:
+    base = write_published(tmp_path / "pub", "fb", STREAM, signers=(signer,))
+    fetch_base(host, _url(base))
+    host.storage.destroy("bases/fb", recursive=True)  # as `rex base rm` does; the cache stays
+    _replace_cache_entry(host, fake_zfs_stream(5000))
+    assert isinstance(host.storage, ReceivingStorage)
+    assert fetch_base(host, _url(base)).name == "fb"
+    assert host.storage.received == [STREAM, STREAM]  # the damaged entry never reached zfs
+    [entry] = cache_dir(host).iterdir()
+    assert entry.read_bytes() == Path(f"{base}.zfs.bz2").read_bytes()  # downloaded again
+
+
+def test_a_damaged_cache_entry_without_its_download_is_refused(
+    host: Host, tmp_path: Path, signer: Signer
+) -> None:
+    base = write_published(tmp_path / "pub", "fb", STREAM, signers=(signer,))
+    fetch_base(host, _url(base))
+    host.storage.destroy("bases/fb", recursive=True)
+    _replace_cache_entry(host, fake_zfs_stream(5000))
+    Path(f"{base}.zfs.bz2").unlink()  # the publisher's stream is gone
+    with pytest.raises(FetchError, match=r"no longer matched its manifest .* downloading it "
+                       r"again failed: .*fb\.zfs\.bz2 does not exist"):  # fmt: skip
+        fetch_base(host, _url(base))
+    assert isinstance(host.storage, ReceivingStorage)
+    assert host.storage.received == [STREAM] and _datasets(host) == []
+    assert list(cache_dir(host).iterdir()) == []
 
 
 def test_a_storage_failure_keeps_the_verified_download(

@@ -9,7 +9,8 @@ Order (each step only runs when the one before it passed):
 4. the metadata ``U.base`` must have the listed digest, and a name and version
    that stay inside ``bases/<name>@<version>``.
 
-The stream's digest is checked as it downloads (fetch.py), before ``zfs receive``.
+The stream's digest is checked as it downloads, or for a cache entry already
+there by hashing it again (fetch.py), before ``zfs receive``.
 """
 
 from __future__ import annotations
