@@ -195,6 +195,24 @@ def test_a_base_published_with_sha256sum_and_openssl_only(rex: Rex, site: Site, 
     assert done.stdout.strip() == f"{rex.dataset}/bases/handmade@7"  # snapshot renamed
 
 
+def test_a_signature_named_as_openssl_prints_the_fingerprint(
+    rex: Rex, site: Site, keys: Keys
+) -> None:
+    """``openssl x509 -fingerprint -sha256`` prints upper-case hex with colons; a
+    publisher who only removes the colons names the signature file in upper case."""
+    out = sh("openssl", "x509", "-in", keys.publisher.cert, "-noout", "-fingerprint", "-sha256")
+    upper = out.stdout.strip().split("=", 1)[1].replace(":", "")
+    assert upper.lower() == keys.publisher.fingerprint and upper != upper.lower()
+    sig = Path(f"{site.base}.sha256sig.{keys.publisher.fingerprint}")
+    sig.rename(f"{site.base}.sha256sig.{upper}")
+    site.server.control.faults.no_listing = True  # only the file names can be tried
+    done = rex.run("base", "fetch", site.url)
+    assert done.stdout.strip() == f"{rex.dataset}/bases/bbpub@1.0"
+    assert not [p for p, _ in site.server.control.log if p.endswith("/bases/")]
+    rex.run("base", "rm", "bbpub")
+    rex.run("base", "fetch", f"file://{site.base}")
+
+
 def test_base_url_in_a_rexfile(rex: Rex, site: Site, tmp_path: Path) -> None:
     if importlib.util.find_spec("rexcarcer.rexfile.parser") is None:
         pytest.skip("the .rex parser is not there yet (rex up cannot run)")
