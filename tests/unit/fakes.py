@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from rexcarcer.config import load_config
+from rexcarcer.config import TESTING_ENV, load_config
 from rexcarcer.engine.hooks import JailHook
 from rexcarcer.engine.host import Host, QuietProgress
 from rexcarcer.run import ScriptedRunner
@@ -18,7 +18,7 @@ from rexcarcer.storage.fake import FakeStorage
 def fake_host(tmp_path: Path, hooks: Sequence[JailHook] = ()) -> Host:
     config = load_config(
         root=tmp_path / "state",
-        environ={"REX_SUBNET": "203.0.113.0/24", "REX_RUNTIME": "fake", "REX_HOST": "h1"},
+        environ={"REX_SUBNET": "203.0.113.0/24", **TESTING_ENV, "REX_HOST": "h1"},
     )
     h = Host(config, ScriptedRunner(), FakeStorage(tmp_path / "zfs"), FakeRuntime(), MemoryStore(),
              QuietProgress(), hooks=list(hooks))  # fmt: skip

@@ -25,7 +25,7 @@ from rexcarcer.base.receive import (
 )
 from rexcarcer.base.sign import now
 from rexcarcer.base.trust import TrustStore, trust_dir
-from rexcarcer.config import load_config
+from rexcarcer.config import TESTING_ENV, load_config
 from rexcarcer.engine import jails
 from rexcarcer.engine.bases import jails_using, list_bases
 from rexcarcer.engine.host import Host, QuietProgress
@@ -125,7 +125,7 @@ def signer(tmp_path: Path) -> Signer:
 
 @pytest.fixture
 def host(tmp_path: Path, signer: Signer) -> Host:
-    config = load_config(root=tmp_path / "state", environ={"REX_RUNTIME": "fake"})
+    config = load_config(root=tmp_path / "state", environ=TESTING_ENV)
     h = Host(config, ScriptedRunner(), ReceivingStorage(tmp_path / "zfs"), FakeRuntime(),
              MemoryStore(), QuietProgress())  # fmt: skip
     TrustStore(trust_dir(config.root)).add(signer.cert, now())

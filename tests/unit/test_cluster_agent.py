@@ -163,13 +163,13 @@ def test_agent_reconciles_on_changes_and_idle(cluster: tuple[MemoryStore, FakeLe
 
 @contextmanager
 def _cluster_host(tmp_path: Path, store: MemoryStore, name: str) -> Iterator[Any]:
-    from rexcarcer.config import load_config
+    from rexcarcer.config import TESTING_ENV, load_config
     from rexcarcer.engine.host import Host, QuietProgress
     from rexcarcer.runtime.fake import FakeRuntime
     from rexcarcer.storage.fake import FakeStorage
 
     config = load_config(root=tmp_path / name, environ={
-        "REX_SUBNET": "203.0.113.0/26", "REX_RUNTIME": "fake", "REX_HOST": name,
+        "REX_SUBNET": "203.0.113.0/26", **TESTING_ENV, "REX_HOST": name,
         "REX_ETCD": "http://198.51.100.1:2379"})  # fmt: skip
     yield Host(config, ScriptedRunner(), FakeStorage(tmp_path / f"zfs-{name}"), FakeRuntime(),
                store, QuietProgress())  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rexcarcer.config import load_config
+from rexcarcer.config import TESTING_ENV, load_config
 from rexcarcer.errors import CommandFailed, ConfigError, RexError, all_error_classes
 from rexcarcer.run import ScriptedRunner, SubprocessRunner
 from rexcarcer.runtime import procfs
@@ -105,6 +105,32 @@ def test_unknown_toml_key(tmp_path: Path) -> None:
 
 def test_runtime_default_follows_the_os(tmp_path: Path) -> None:
     assert load_config(root=tmp_path, environ={}).runtime is RuntimeKind.LINUX
+
+
+def test_the_fake_runtime_is_only_for_test_runs(tmp_path: Path) -> None:
+    """REX_RUNTIME=fake (or runtime = "fake" in the TOML file) would leave a host
+    that starts no jail; only the environment of a test run may select it."""
+    for env in ({"REX_RUNTIME": "fake"}, {"REX_RUNTIME": "fake", "REX_TESTING": "yes"}):
+        with pytest.raises(ConfigError, match="runtime 'fake' is the unit tests'") as err:
+            load_config(root=tmp_path, environ=env)
+        assert "REX_TESTING=1" in (err.value.hint or "")
+    (tmp_path / "rexcarcer.toml").write_text('runtime = "fake"\n')
+    with pytest.raises(ConfigError, match="runtime 'fake'"):
+        load_config(root=tmp_path, environ={})
+    assert load_config(root=tmp_path, environ={"REX_TESTING": "1"}).runtime is RuntimeKind.FAKE
+    assert load_config(root=tmp_path, environ=TESTING_ENV).runtime is RuntimeKind.FAKE
+
+
+def test_the_cli_refuses_the_fake_runtime(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {"PATH": os.environ["PATH"], "REX_ROOT": str(tmp_path), "REX_RUNTIME": "fake"}
+    done = subprocess.run([sys.executable, "-m", "rexcarcer", "doctor"], env=env,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == ConfigError.exit_code, done.stderr
+    assert "error: runtime 'fake' is the unit tests' in-memory runtime" in done.stderr
 
 
 def test_parse_stat_with_spaces_and_parens_in_comm() -> None:
