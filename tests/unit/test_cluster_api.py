@@ -4,8 +4,10 @@ the cluster CA is served; no certificate, another CA's, or a jail's is refused."
 from __future__ import annotations
 
 import shutil
+import signal
 import ssl
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +169,45 @@ def test_exec_streams_the_output_and_passes_the_status_on(cluster: Any) -> None:
     bad = httpx.post(f"{url}/v1/jails/web/exec", json={"argv": []},
                      verify=tls.ensure(h1, "127.0.0.1").client_context())  # fmt: skip
     assert bad.status_code == 400 and "non-empty list" in bad.json()["error"]
+
+
+class FakeHostApi(api.Api):
+    """The real ``exec`` (and the status it puts in the exit frame) on a host of
+    in-memory drivers instead of the one ``open_host`` would give."""
+
+    def __init__(self, config: Config, store: MemoryStore, host: Any) -> None:
+        super().__init__(config, store)
+        self.host = host
+
+    @contextmanager
+    def _host_for(self, name: str) -> Iterator[Any]:
+        yield self.host
+
+
+def test_a_remote_command_killed_by_a_signal_exits_128_plus_n(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from rexcarcer.cluster.client import exec_remote
+    from rexcarcer.engine import jails
+    from rexcarcer.rexfile.ast import Base, Rexfile
+    from tests.unit.fakes import fake_host
+
+    h1, h2 = _host(tmp_path / "h1", "h1"), _host(tmp_path / "h2", "h2")
+    _new_ca(h1.root)
+    shutil.copytree(h1.root / "ca", h2.root / "ca")
+    store = MemoryStore()
+    for h in ("h1", "h2"):
+        put_json(store, model.host_key(h), {"name": h, "address": "127.0.0.1"})
+    engine = fake_host(tmp_path / "engine")
+    jails.up(engine, Rexfile(base=Base("bb"), path=tmp_path / "web.rex"), "web")
+    engine.runtime.handler = lambda command: -signal.SIGSEGV  # as subprocess reports it
+    server = api.serve(FakeHostApi(h2, store, engine), tls.ensure(h2, "127.0.0.1"),
+                       "127.0.0.1", 0)  # fmt: skip
+    try:
+        url = api.url_for("127.0.0.1", server.server_address[1])
+        put_json(store, model.alive_key("h2"), {"api": url})
+        host: Any = SimpleNamespace(config=h1, store=store)
+        assert exec_remote(host, "h2", "web", ["sh", "-c", "kill -SEGV $$"], print) == 139
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 from pathlib import Path
 
 import pytest
 
 from rexcarcer.config import TESTING_ENV, load_config
 from rexcarcer.errors import CommandFailed, ConfigError, RexError, all_error_classes
-from rexcarcer.run import ScriptedRunner, SubprocessRunner
+from rexcarcer.run import Completed, ScriptedRunner, SubprocessRunner, exit_status
 from rexcarcer.runtime import procfs
 from rexcarcer.runtime.base import RuntimeKind
 
@@ -45,6 +46,32 @@ def test_subprocess_runner_streams_lines() -> None:
     done = SubprocessRunner().run(["sh", "-c", "echo a; echo b >&2"], on_output=lines.append)
     assert sorted(lines) == ["a\n", "b\n"]
     assert done.ok
+
+
+@pytest.mark.parametrize(
+    ("returncode", "status"), [(0, 0), (7, 7), (255, 255), (-9, 137), (-11, 139), (-15, 143)]
+)
+def test_exit_status_is_128_plus_the_signal_as_in_sh(returncode: int, status: int) -> None:
+    assert exit_status(returncode) == status
+    assert Completed(("x",), returncode).exit_status == status
+
+
+@pytest.mark.parametrize("mode", ["captured", "streamed", "interactive"])
+def test_a_command_killed_by_a_signal_exits_128_plus_n(mode: str) -> None:
+    """``rex exec`` passes the status on: locally (interactive), through an agent
+    (streamed), or captured; sh(1) says 139 for SIGSEGV, so does rex."""
+    argv = ["sh", "-c", "kill -SEGV $$"]
+    runner = SubprocessRunner()
+    if mode == "captured":
+        done = runner.run(argv, check=False)
+    elif mode == "streamed":
+        done = runner.run(argv, check=False, on_output=lambda line: None)
+    else:
+        done = runner.run(argv, check=False, interactive=True)
+    assert done.returncode == -signal.SIGSEGV
+    assert done.exit_status == 128 + signal.SIGSEGV == 139
+    shell = runner.run(["sh", "-c", 'sh -c "kill -SEGV \\$\\$"; echo $?'], check=False)
+    assert shell.stdout.strip() == str(done.exit_status)  # what the shell itself says
 
 
 def test_missing_command_is_a_clear_error() -> None:

@@ -199,7 +199,7 @@ def exec_(ctx: Ctx, name: str, command: tuple[str, ...]) -> None:
         done = jails.exec_in(host, name, list(command), interactive=True)
     finally:
         host.close()
-    sys.exit(done.returncode)
+    sys.exit(done.exit_status)  # 128+N for a command killed by signal N, as in sh(1)
 
 
 def _lifecycle(verb: str, doc: str) -> click.Command:

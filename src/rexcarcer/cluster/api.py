@@ -10,6 +10,7 @@
     POST /v1/jails/JAIL/exec               body: {"argv": [...]}
          200, one JSON object per line, until the connection closes:
              {"out": LINE} ... then {"exit": STATUS} or {"error", "hint", "exit_code"}
+             (STATUS as sh(1) has it: 128+N when signal N killed the command)
          4xx/5xx {"error", "hint", "exit_code"}
 
 The receiving agent runs the same ``jails.up`` as a local ``rex up``, with its
@@ -123,7 +124,8 @@ class Api:
         from rexcarcer.engine import jails
 
         with self._host_for(name) as host:
-            return jails.exec_in(host, name, argv, interactive=False, on_output=sink).returncode
+            done = jails.exec_in(host, name, argv, interactive=False, on_output=sink)
+            return done.exit_status  # the exit frame carries 128+N for a death by signal N
 
     def _work_dir(self) -> Path:
         d = self.config.root / "run" / "contexts"
