@@ -41,6 +41,7 @@ INJECTIONS = [
     "x.example.com'",
     "x.example.com\tIN",
     "x.example.com\x00",
+    "we\u212ab.example.com",  # KELVIN SIGN: str.lower() makes it an ASCII 'k'
 ]
 
 
@@ -100,7 +101,9 @@ def test_injection_through_hostname_is_refused(payload: str) -> None:
         jail_records(rec(hostname=payload), ZONE)
 
 
-@pytest.mark.parametrize("payload", [*INJECTIONS, "web server", "a--b", "-web", "123", "x" * 16])
+@pytest.mark.parametrize(
+    "payload", [*INJECTIONS, "web server", "a--b", "-web", "123", "x" * 16, "we\u212ab"]
+)
 def test_injection_through_service_name_is_refused(payload: str) -> None:
     with pytest.raises(DnsError, match="service name"):
         jail_records(rec(services=[{"name": payload, "port": 80, "proto": "tcp"}]), ZONE)
@@ -190,7 +193,7 @@ def test_check_line_refuses_anything_but_one_record(line: str) -> None:
 def test_zone_validation() -> None:
     assert check_zone("Rex.Internal.") == "rex.internal"
     assert check_zone("internal") == "internal"
-    for bad in ["rex internal", "in-addr.arpa", 'x";', "-x.y"]:
+    for bad in ["rex internal", "in-addr.arpa", 'x";', "-x.y", "\u212a", "re\u212a.internal"]:
         with pytest.raises(DnsError, match="bad DNS zone") as err:
             check_zone(bad)
         assert "REX_ZONE" in (err.value.hint or "")
