@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from tests.capability import require_tools
 from tests.cluster.conftest import ClusterHost, Testbed, stop
 from tests.integration.conftest import copy_example
 
@@ -122,12 +123,7 @@ def _dig(h: ClusterHost, server: str, name: str, rtype: str = "A") -> str:
 def test_a_service_on_host2_resolves_on_host1_until_host2_dies(
     zfs_hosts: list[ClusterHost], tmp_path: Path
 ) -> None:
-    import shutil
-
-    if shutil.which("unbound") is None or shutil.which("dig") is None:
-        import pytest
-
-        pytest.skip("missing capability: unbound, dig")
+    require_tools("unbound", "dig")
     h1, h2 = zfs_hosts[0], zfs_hosts[1]
     _serve_dns(h1)
     _serve_dns(h2)

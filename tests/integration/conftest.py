@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.capability import STRICT, missing
+
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "rext" + uuid.uuid4().hex[:6]
-STRICT = os.environ.get("REX_TESTS_STRICT") == "1"
 SUBNET = "203.0.113.0/24"
 
 
@@ -69,12 +70,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def require(*names: str) -> None:
-    missing = [n for n in names if not capabilities().get(n)]
-    if missing:
-        msg = f"missing capability: {', '.join(missing)}"
-        if STRICT:
-            pytest.fail(msg + " (REX_TESTS_STRICT=1: CI must have it)")
-        pytest.skip(msg)
+    absent = [n for n in names if not capabilities().get(n)]
+    if absent:
+        missing(", ".join(absent))
 
 
 def _sweep_netns(prefix: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bz2
 import hashlib
-import importlib.util
 import json
 import shutil
 from collections.abc import Iterator
@@ -214,8 +213,6 @@ def test_a_signature_named_as_openssl_prints_the_fingerprint(
 
 
 def test_base_url_in_a_rexfile(rex: Rex, site: Site, tmp_path: Path) -> None:
-    if importlib.util.find_spec("rexcarcer.rexfile.parser") is None:
-        pytest.skip("the .rex parser is not there yet (rex up cannot run)")
     digest = hashlib.sha256(Path(f"{site.base}.sha256").read_bytes()).hexdigest()
     app = tmp_path / "app.rex"
     app.write_text(f"BASE {site.url} sha256:{digest}\nPROVISION RUN echo hi > /hi\n")

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from rexcarcer.config import load_config
 from rexcarcer.errors import ConfigError
@@ -23,8 +24,6 @@ from rexcarcer.state.etcd import EtcdStore, open_etcd, tls_context
 from rexcarcer.state.gateway import EtcdRejected
 from rexcarcer.state.watch import Kind
 from tests.etcd_support import EtcdCluster, Member, free_port, require_etcd
-
-trustme = pytest.importorskip("trustme")
 
 
 class Tls:

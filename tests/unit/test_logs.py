@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -24,6 +23,7 @@ from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime.base import RuntimeKind
 from rexcarcer.runtime.fake import FakeRuntime
 from rexcarcer.runtime.linux import INIT, RC_PRE
+from tests.capability import require_tools
 from tests.unit.fakes import fake_host
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "logs"
@@ -54,8 +54,8 @@ def test_a_path_that_would_break_the_config_is_refused(tmp_path: Path) -> None:
         collector.render_conf(paths, collector.CollectorSettings(HOST))
 
 
-@pytest.mark.skipif(shutil.which("rsyslogd") is None, reason="rsyslogd not installed")
 def test_rsyslogd_accepts_the_rendered_configuration(tmp_path: Path) -> None:
+    require_tools("rsyslogd")
     config = load_config(root=tmp_path, environ={"REX_SUBNET": "203.0.113.0/24"})
     service.write_config(config, [{"name": "web", "address": "203.0.113.2/24"}])
     paths = service.paths_for(config)
