@@ -4,7 +4,6 @@ a network namespace. Only processes started here are stopped, by PID."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -14,16 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
+
+from tests.capability import missing
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
 
 def require_etcd() -> None:
     if not Path(ETCD).exists():
-        if os.environ.get("REX_TESTS_STRICT") == "1":
-            pytest.fail("missing capability: etcd (REX_TESTS_STRICT=1: CI must have it)")
-        pytest.skip("missing capability: etcd (Debian etcd-server)")
+        missing("etcd (Debian etcd-server)")
 
 
 def free_port() -> int:

@@ -2,6 +2,11 @@
 
 Each setting is declared once in ``SETTINGS``; the TOML key, the environment
 variable and the documentation come from that one declaration.
+
+``runtime = "fake"`` (the in-memory runtime of the unit tests, which starts no
+jail) is refused unless ``REX_TESTING=1`` is in the environment given to
+``load_config``: a typo or a copied test setting must never leave a production
+host believing it runs jails. The unit tests pass ``TESTING_ENV``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ from pathlib import Path
 
 from rexcarcer.errors import ConfigError
 from rexcarcer.platform.kinds import DEFAULTS, PlatformKind, detect
+
+# Not a setting (no TOML key): only the environment of a test run allows runtime=fake.
+TESTING = "REX_TESTING"
+TESTING_ENV = {"REX_RUNTIME": "fake", TESTING: "1"}  # what unit tests give load_config
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +173,7 @@ def load_config(
             values[setting.key] = env[setting.env]
     if root is not None:
         values["root"] = str(root)
-    return _build(values)
+    return _build(values, testing=env.get(TESTING) == "1")
 
 
 def _parse(key: str, text: str, conv: Callable[[str], object]) -> object:
@@ -177,13 +186,19 @@ def _parse(key: str, text: str, conv: Callable[[str], object]) -> object:
         ) from exc
 
 
-def _build(v: dict[str, str]) -> Config:
+def _build(v: dict[str, str], *, testing: bool = False) -> Config:
     subnet = _parse("subnet", v["subnet"], lambda t: ipaddress.ip_network(t, strict=True))
     assert isinstance(subnet, ipaddress.IPv4Network | ipaddress.IPv6Network)
     if subnet.num_addresses < 4:
         raise ConfigError(f"jail subnet {subnet} is too small", hint="use a /29 or larger")
     runtime = _parse("runtime", v["runtime"], PlatformKind)
     assert isinstance(runtime, PlatformKind)
+    if runtime is PlatformKind.FAKE and not testing:
+        raise ConfigError(
+            "runtime 'fake' is the unit tests' in-memory runtime: it starts no jail",
+            hint="set runtime (REX_RUNTIME) to freebsd or linux, or leave it unset; "
+            f"only a test run ({TESTING}=1) may use the fake runtime",
+        )
     if "/" not in v["dataset"] or v["dataset"].startswith("/") or " " in v["dataset"]:
         raise ConfigError(
             f"bad dataset {v['dataset']!r}", hint="REX_DATASET is POOL/PATH, e.g. zroot/rex"

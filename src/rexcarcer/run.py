@@ -38,21 +38,27 @@ def default_env() -> dict[str, str]:
 
 
 def exit_status(returncode: int) -> int:
-    """A process's exit status as a shell reports it: a death by signal N (a
-    negative returncode from subprocess) is 128+N, as sh(1), podman and docker say."""
+    """A command's status as sh(1) reports it in ``$?``: 128+N for a death by
+    signal N (subprocess gives -N), the exit code otherwise. ``sys.exit(-N)``
+    would exit 256-N (245 for SIGSEGV), which no shell script expects."""
     return 128 - returncode if returncode < 0 else returncode
 
 
 @dataclass(frozen=True, slots=True)
 class Completed:
     argv: tuple[str, ...]
-    returncode: int
+    returncode: int  # as subprocess has it: -N when signal N killed the command
     stdout: str = ""
     stderr: str = ""
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+    @property
+    def exit_status(self) -> int:
+        """What a caller passes on as its own exit status (``rex exec``)."""
+        return exit_status(self.returncode)
 
     def check(self) -> Completed:
         if self.returncode != 0:

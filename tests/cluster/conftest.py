@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.capability import require_tools
 from tests.etcd_support import EtcdCluster, Member, require_etcd
 from tests.integration.conftest import TOKEN, _unmount_below, require, sh
 
@@ -101,8 +101,7 @@ def _network(switch: str, hosts: list[str]) -> None:
 def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     require("root", "namespaces", "iproute2")
     require_etcd()
-    if shutil.which("curl") is None:
-        pytest.skip("missing capability: curl")
+    require_tools("curl")
     work = tmp_path_factory.mktemp("cluster")
     names = [f"{TOKEN}-c{i}" for i in (1, 2, 3)]
     switch = f"{TOKEN}-sw"

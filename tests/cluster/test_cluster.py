@@ -7,11 +7,11 @@ import json
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
+from tests.capability import require_tools
 from tests.cluster.conftest import ClusterHost, Testbed, stop
-from tests.integration.conftest import copy_example
+from tests.integration.conftest import copy_example, wait_until
 
 
 def test_hosts_joined_with_distinct_subnets(testbed: Testbed) -> None:
@@ -54,29 +54,21 @@ def test_same_jail_name_raced_from_two_hosts(zfs_hosts: list[ClusterHost], tmp_p
     winner.rex("destroy", "racer")
 
 
-def _wait(pred: object, timeout: float) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():  # type: ignore[operator]
-            return time.monotonic() - t0
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
 def test_a_host_whose_agent_dies_disappears_and_comes_back(testbed: Testbed) -> None:
     h1, h2 = testbed.hosts[0], testbed.hosts[1]
     a1 = h1.popen("agent", "--lease-ttl", "2", "--idle", "1")
     a2 = h2.popen("agent", "--lease-ttl", "2", "--idle", "1", "--no-routes")
     try:
-        _wait(lambda: h1.hosts()["h2"]["alive"], 10)
+        wait_until(lambda: h1.hosts()["h2"]["alive"], "h2 alive at h1")
         # h1's agent routes to the other hosts' jail subnets through their addresses
-        _wait(lambda: "203.0.113.64/26 via 198.51.100.12" in h1.ns("ip", "route").stdout, 10)
+        wait_until(lambda: "203.0.113.64/26 via 198.51.100.12" in h1.ns("ip", "route").stdout,
+                   "h1's route to h2's jails")  # fmt: skip
         stop(a2, signal.SIGKILL)
-        # the issue's bound is "lease TTL + a few seconds"; bench/bench_cluster.py measures
-        # it (2.2 s median). The deadline here is generous because CI machines are noisy.
-        _wait(lambda: not h1.hosts()["h2"]["alive"], 2 + 20)
+        # the outcome only: how long it takes (lease TTL + a little) is measured by
+        # bench/bench_cluster.py (lease expiry) and bench/cluster_scenarios.py
+        wait_until(lambda: not h1.hosts()["h2"]["alive"], "h2 dead at h1 once its lease expired")
         a2 = h2.popen("agent", "--lease-ttl", "2", "--idle", "1", "--no-routes")
-        _wait(lambda: h1.hosts()["h2"]["alive"], 10)
+        wait_until(lambda: h1.hosts()["h2"]["alive"], "h2 alive again at h1")
     finally:
         stop(a1)
         stop(a2)
@@ -122,12 +114,7 @@ def _dig(h: ClusterHost, server: str, name: str, rtype: str = "A") -> str:
 def test_a_service_on_host2_resolves_on_host1_until_host2_dies(
     zfs_hosts: list[ClusterHost], tmp_path: Path
 ) -> None:
-    import shutil
-
-    if shutil.which("unbound") is None or shutil.which("dig") is None:
-        import pytest
-
-        pytest.skip("missing capability: unbound, dig")
+    require_tools("unbound", "dig")
     h1, h2 = zfs_hosts[0], zfs_hosts[1]
     _serve_dns(h1)
     _serve_dns(h2)
@@ -140,7 +127,8 @@ def test_a_service_on_host2_resolves_on_host1_until_host2_dies(
         listed = {j["name"]: j for j in json.loads(h2.rex("-o", "json", "ls").stdout)}
         ip = str(listed["svc2"]["ips"][0]).split("/")[0]
         try:
-            seen = _wait(lambda: _dig(h1, "203.0.113.1", "svc2.jail.rex.internal") == ip, 10)
+            wait_until(lambda: _dig(h1, "203.0.113.1", "svc2.jail.rex.internal") == ip,
+                       "svc2 resolving at h1")  # fmt: skip
         except AssertionError:
             full = h1.ns("dig", "+time=1", "+tries=1", "@203.0.113.1", "svc2.jail.rex.internal")
             raise AssertionError(
@@ -155,14 +143,15 @@ def test_a_service_on_host2_resolves_on_host1_until_host2_dies(
         out = h1.rex("exec", "cli1", "--", "nslookup", "svc2.jail.rex.internal").stdout
         assert ip in out, out
         # and a jail on h1 reaches h2's jail by name: routed h1 jail -> h1 -> h2 -> h2 jail
-        _wait(lambda: "203.0.113.0/26 via 198.51.100.11" in h2.ns("ip", "route").stdout, 10)
+        wait_until(lambda: "203.0.113.0/26 via 198.51.100.11" in h2.ns("ip", "route").stdout,
+                   "h2's route to h1's jails")  # fmt: skip
         # (Debian's busybox-static 1.35 wget crashes with -T: bound it with timeout)
         page = h1.rex("exec", "cli1", "--", "timeout", "10", "wget", "-qO-",
                       "http://svc2.jail.rex.internal/")  # fmt: skip
         assert "hello from a RexCarcer jail" in page.stdout, page
         # the SkyDNS mirror (--skydns), written by h1 (the live host with the lowest name)
         sky = "/skydns/internal/rex/jail/svc2/svc2"
-        _wait(lambda: sky in h2.skydns(), 10)
+        wait_until(lambda: sky in h2.skydns(), "the SkyDNS mirror of svc2")
         keys = h2.skydns()
         assert keys[sky] == {"host": ip, "ttl": 30, "rexcarcer": "h2"}, keys
         assert keys["/skydns/internal/rex/svc/_tcp/_web/svc2"] == {
@@ -172,11 +161,13 @@ def test_a_service_on_host2_resolves_on_host1_until_host2_dies(
         assert keys[ptr]["host"] == "svc2.jail.rex.internal."
 
         stop(a2, signal.SIGKILL)
-        # gone from h1's resolver within the lease TTL (2 s) plus a few seconds
-        gone = _wait(lambda: _dig(h1, "203.0.113.1", "svc2.jail.rex.internal") == "", 10)
-        print(f"propagation {seen:.2f} s (polled); withdrawn {gone:.2f} s after the kill")
+        # gone from h1's resolver once h2's lease expired (how fast: measured by
+        # bench/cluster_scenarios.py, with the propagation time)
+        wait_until(lambda: _dig(h1, "203.0.113.1", "svc2.jail.rex.internal") == "",
+                   "svc2 withdrawn from h1's resolver")  # fmt: skip
         # and from the mirror: h1 deletes a dead host's keys
-        _wait(lambda: not [v for v in h1.skydns().values() if v.get("rexcarcer") == "h2"], 10)
+        wait_until(lambda: not [v for v in h1.skydns().values() if v.get("rexcarcer") == "h2"],
+                   "h2's keys gone from the SkyDNS mirror")  # fmt: skip
     finally:
         stop(a1)
         stop(a2)

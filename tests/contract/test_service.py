@@ -6,6 +6,7 @@ only the door; the bodies check the results and the exit codes of errors."""
 from __future__ import annotations
 
 import shutil
+import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -136,6 +137,10 @@ def test_exec_output_and_status(door: Door, tmp_path: Path) -> None:
     lines: list[str] = []
     assert door.svc.exec("app", ["false", "x"], interactive=False, sink=lines.append) == 7
     assert door.svc.exec("app", ["true"], interactive=False, sink=lines.append) == 0
+    # a command killed by signal N exits 128+N, as sh(1) reports it (subprocess says -N)
+    fake_runtime(door.engine.host).handler = lambda cmd: -signal.SIGSEGV
+    assert door.svc.exec("app", ["sh", "-c", "kill -SEGV $$"], interactive=False,
+                         sink=lines.append) == 128 + signal.SIGSEGV  # fmt: skip
 
 
 def test_errors_keep_their_exit_codes(door: Door, tmp_path: Path) -> None:
@@ -174,13 +179,15 @@ def test_listing_planning_and_logs(full_door: Door, tmp_path: Path) -> None:
     assert lines == ["two\n", "three\n"]
 
 
-def test_a_request_cut_short_changes_nothing(door: Door, tmp_path: Path) -> None:
-    """Concurrency: two `rex up`s of one jail through the same door both succeed."""
+def test_two_ups_of_one_jail_at_once(door: Door, tmp_path: Path) -> None:
+    """Two `rex up`s of one jail through the same door: both succeed, or the loser
+    is told the jail is being created (a conflict), never anything else."""
     results: list[object] = []
+    rexfile = _rexfile(tmp_path)
 
     def up() -> None:
         try:
-            results.append(door.svc.up(load(_rexfile(tmp_path)), "app").state)
+            results.append(door.svc.up(load(rexfile), "app").state)
         except RexError as exc:
             results.append(exc.exit_code)
 

@@ -43,6 +43,7 @@ class Faults:
     cut: int | None = None  # close the connection after this many body bytes
     cut_suffix: str = ".zfs.bz2"  # ... of files ending so
     ignore_range: bool = False
+    no_listing: bool = False  # a directory is 404 (a server without autoindex)
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Handler(SimpleHTTPRequestHandler):
             self.send_error(control.faults.status)
             return
         path = Path(self.translate_path(self.path))
-        if path.is_dir():
+        if path.is_dir() and not control.faults.no_listing:
             super().do_GET()  # the directory listing rex reads to name signers
             return
         if not path.is_file():

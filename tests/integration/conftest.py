@@ -16,17 +16,20 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+from tests.capability import STRICT, missing
+
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "rext" + uuid.uuid4().hex[:6]
-STRICT = os.environ.get("REX_TESTS_STRICT") == "1"
 SUBNET = "203.0.113.0/24"
+T = TypeVar("T")
 
 
 def sh(*argv: str | Path, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -69,12 +72,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def require(*names: str) -> None:
-    missing = [n for n in names if not capabilities().get(n)]
-    if missing:
-        msg = f"missing capability: {', '.join(missing)}"
-        if STRICT:
-            pytest.fail(msg + " (REX_TESTS_STRICT=1: CI must have it)")
-        pytest.skip(msg)
+    absent = [n for n in names if not capabilities().get(n)]
+    if absent:
+        missing(", ".join(absent))
 
 
 def _sweep_netns(prefix: str) -> None:
@@ -196,6 +196,20 @@ def _teardown(r: Rex) -> None:
         time.sleep(0.1)
     sh("ip", "netns", "del", r.netns, check=False)
     shutil.rmtree(r.root, ignore_errors=True)
+
+
+def wait_until(cond: Callable[[], T], what: str, timeout: float = 60.0) -> T:
+    """Poll ``cond`` until it returns something true, and return that. The bound
+    only keeps a broken run from hanging: it is no claim about speed (those
+    figures are measured under bench/)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.05)
 
 
 def _root_of(proc: Path) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bz2
 import hashlib
-import importlib.util
 import json
 import shutil
 from collections.abc import Iterator
@@ -159,6 +158,20 @@ def test_publish_fetch_list_and_remove_over_https(rex: Rex, site: Site, keys: Ke
     assert site.server.control.gets(".zfs.bz2") == [None]
 
 
+def test_a_damaged_cache_entry_is_downloaded_again(rex: Rex, site: Site) -> None:
+    rex.run("base", "fetch", site.url)
+    rex.run("base", "rm", "bbpub")
+    [entry] = (rex.root / "cache" / "bases").glob("*.zfs.bz2")
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit, damaged on disk after it was verified
+    entry.write_bytes(bytes(data))
+    done = rex.run("base", "fetch", site.url)
+    assert done.stdout.strip() == f"{rex.dataset}/bases/bbpub@1.0"
+    assert "does not match its manifest" in done.stderr, done.stderr
+    assert site.server.control.gets(".zfs.bz2") == [None, None]  # hashed, then fetched again
+    assert entry.read_bytes() == Path(f"{site.base}.zfs.bz2").read_bytes()
+
+
 def test_plain_http_and_file_urls(rex: Rex, site: Site) -> None:
     with FileServer(site.dir.parent, netns=rex.netns) as plain:
         done = rex.run("base", "fetch", f"{plain.url}/bases/bbpub")
@@ -181,9 +194,25 @@ def test_a_base_published_with_sha256sum_and_openssl_only(rex: Rex, site: Site, 
     assert done.stdout.strip() == f"{rex.dataset}/bases/handmade@7"  # snapshot renamed
 
 
+def test_a_signature_named_as_openssl_prints_the_fingerprint(
+    rex: Rex, site: Site, keys: Keys
+) -> None:
+    """``openssl x509 -fingerprint -sha256`` prints upper-case hex with colons; a
+    publisher who only removes the colons names the signature file in upper case."""
+    out = sh("openssl", "x509", "-in", keys.publisher.cert, "-noout", "-fingerprint", "-sha256")
+    upper = out.stdout.strip().split("=", 1)[1].replace(":", "")
+    assert upper.lower() == keys.publisher.fingerprint and upper != upper.lower()
+    sig = Path(f"{site.base}.sha256sig.{keys.publisher.fingerprint}")
+    sig.rename(f"{site.base}.sha256sig.{upper}")
+    site.server.control.faults.no_listing = True  # only the file names can be tried
+    done = rex.run("base", "fetch", site.url)
+    assert done.stdout.strip() == f"{rex.dataset}/bases/bbpub@1.0"
+    assert not [p for p, _ in site.server.control.log if p.endswith("/bases/")]
+    rex.run("base", "rm", "bbpub")
+    rex.run("base", "fetch", f"file://{site.base}")
+
+
 def test_base_url_in_a_rexfile(rex: Rex, site: Site, tmp_path: Path) -> None:
-    if importlib.util.find_spec("rexcarcer.rexfile.parser") is None:
-        pytest.skip("the .rex parser is not there yet (rex up cannot run)")
     digest = hashlib.sha256(Path(f"{site.base}.sha256").read_bytes()).hexdigest()
     app = tmp_path / "app.rex"
     app.write_text(f"BASE {site.url} sha256:{digest}\nPROVISION RUN echo hi > /hi\n")

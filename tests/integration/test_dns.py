@@ -8,7 +8,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -24,7 +23,8 @@ import dns.rcode
 import pytest
 
 from rexcarcer.dns.unbound import Unbound
-from tests.integration.conftest import STRICT, Rex, copy_example, sh
+from tests.capability import require_tools
+from tests.integration.conftest import Rex, copy_example, sh
 
 HOST = "203.0.113.1"
 ZONE = "rex.internal"
@@ -32,10 +32,7 @@ PAGE = "<h1>hello from a RexCarcer jail</h1>"
 
 
 def _require_unbound() -> None:
-    if shutil.which("unbound") is None or shutil.which("unbound-checkconf") is None:
-        if STRICT:
-            pytest.fail("missing capability: unbound (REX_TESTS_STRICT=1: CI must have it)")
-        pytest.skip("missing capability: unbound")
+    require_tools("unbound", "unbound-checkconf")
 
 
 def netns_socket(netns: str) -> socket.socket:

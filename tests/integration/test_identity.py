@@ -4,7 +4,6 @@ namespaces with them: server in jail A's netns, client in jail B's."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,16 +13,14 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.integration.conftest import STRICT, Rex, sh
+from tests.capability import require_tools
+from tests.integration.conftest import Rex, sh
 
 PORT = "4433"
 
 
 def require_openssl() -> None:
-    if shutil.which("openssl") is None:
-        if STRICT:
-            pytest.fail("missing capability: openssl (REX_TESTS_STRICT=1: CI must have it)")
-        pytest.skip("missing capability: openssl")
+    require_tools("openssl")
 
 
 def write_rex(tmp_path: Path, name: str, extra: str = "") -> Path:

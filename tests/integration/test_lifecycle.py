@@ -40,6 +40,9 @@ def test_exec_passes_exit_status_env_hostname_and_files(rex: Rex, tmp_path: Path
     ex = copy_example(tmp_path)
     rex.run("up", ex / "hello.rex")
     assert rex.run("exec", "hello", "--", "sh", "-c", "exit 7", check=False).returncode == 7
+    # killed by SIGSEGV: 128+11, as sh(1) reports it (not 256-11)
+    segv = rex.run("exec", "hello", "--", "sh", "-c", "kill -SEGV $$", check=False)
+    assert segv.returncode == 139, segv
     out = rex.run("exec", "hello", "--", "sh", "-c", "echo $GREETING; hostname").stdout.split()
     assert out == ["hello", "hello.jail.rex.internal"]
     resolv = rex.run("exec", "hello", "--", "cat", "/etc/resolv.conf").stdout

@@ -5,7 +5,6 @@ jail (busybox syslogd -R, started by rex's rc.pre), and ``rex logs`` shows it.""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,16 +17,14 @@ import pytest
 from rexcarcer.config import load_config
 from rexcarcer.logs import collector, service
 from rexcarcer.wiring import open_host
-from tests.integration.conftest import STRICT, Rex, sh
+from tests.capability import require_tools
+from tests.integration.conftest import Rex, sh
 
 HOST = "203.0.113.1"
 
 
 def require_rsyslog() -> None:
-    if shutil.which("rsyslogd") is None:
-        if STRICT:
-            pytest.fail("missing capability: rsyslogd (REX_TESTS_STRICT=1: CI must have it)")
-        pytest.skip("missing capability: rsyslogd")
+    require_tools("rsyslogd")
 
 
 @pytest.fixture
@@ -162,8 +159,7 @@ def test_rex_host_serve_runs_the_collector_beside_unbound(rex: Rex, tmp_path: Pa
     """The collector as a jailer service: started, restarted and stopped by
     `rex host serve`, with nothing started by the test itself."""
     require_rsyslog()
-    if shutil.which("unbound") is None:
-        pytest.skip("missing capability: unbound")
+    require_tools("unbound")
     rex.run("host", "serve", "--detach")
     try:
         paths = service.paths_for(load_config(environ=rex.env))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rexcarcer.base.source import Bases
-from rexcarcer.config import load_config
+from rexcarcer.config import TESTING_ENV, load_config
 from rexcarcer.engine.base import Engine, JailHook
 from rexcarcer.host import Host
 from rexcarcer.platform.fake import FakePlatform
@@ -21,7 +21,7 @@ from rexcarcer.storage.fake import FakeStorage
 def fake_host(tmp_path: Path) -> Host:
     config = load_config(
         root=tmp_path / "state",
-        environ={"REX_SUBNET": "203.0.113.0/24", "REX_RUNTIME": "fake", "REX_HOST": "h1"},
+        environ={"REX_SUBNET": "203.0.113.0/24", **TESTING_ENV, "REX_HOST": "h1"},
     )
     runner = ScriptedRunner()
     storage = FakeStorage(tmp_path / "zfs", config.dataset)

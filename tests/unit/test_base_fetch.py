@@ -88,6 +88,32 @@ def test_download_then_cache_hit(tmp_path: Path) -> None:
     assert len(server.requests) == 1  # the second time downloads nothing
 
 
+def _flip_a_bit(path: Path, at: int = 1000) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_cache_entry_is_hashed_and_downloaded_again(tmp_path: Path) -> None:
+    server = Server({"/d/fb.zfs.bz2": DATA})
+    path = _get(server, tmp_path)
+    _flip_a_bit(path)  # damaged on disk since it was verified
+    assert _get(server, tmp_path).read_bytes() == DATA
+    assert [r for _, r in server.requests] == [None, None]  # downloaded again, whole
+
+
+def test_a_damaged_cache_entry_that_cannot_be_downloaded_again(tmp_path: Path) -> None:
+    server = Server({"/d/fb.zfs.bz2": DATA})
+    path = _get(server, tmp_path)
+    _flip_a_bit(path)
+    server.status = 404
+    with pytest.raises(FetchError, match="the cached copy of .* no longer matched its manifest "
+                       r"\(sha256 [0-9a-f]{64}, .*\) and was removed; downloading it again "
+                       "failed: .* not found"):  # fmt: skip
+        _get(server, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_partial_file_resumes_with_range(tmp_path: Path) -> None:
     server = Server({"/d/fb.zfs.bz2": DATA})
     part = tmp_path / f"{_want().sha256}.zfs.bz2.part"

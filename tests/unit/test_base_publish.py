@@ -15,7 +15,7 @@ from rexcarcer.base.publish import load_signers, publish_base, sign_published
 from rexcarcer.base.sign import now
 from rexcarcer.base.trust import TrustStore
 from rexcarcer.base.verify import verify_remote
-from rexcarcer.config import load_config
+from rexcarcer.config import TESTING_ENV, load_config
 from rexcarcer.errors import Conflict, UsageError
 from rexcarcer.host import Host
 from rexcarcer.progress import QuietProgress
@@ -35,7 +35,7 @@ class SendingStorage(FakeStorage):
 
 @pytest.fixture
 def host(tmp_path: Path) -> Host:
-    config = load_config(root=tmp_path / "state", environ={"REX_RUNTIME": "fake"})
+    config = load_config(root=tmp_path / "state", environ=TESTING_ENV)
     h = Host(config, ScriptedRunner(), SendingStorage(tmp_path / "zfs"), FakeRuntime(),
              MemoryStore(), QuietProgress())  # fmt: skip
     h.storage.ensure_layout()

@@ -12,7 +12,7 @@ from typing import IO
 
 import pytest
 
-from rexcarcer.base import VerificationError
+from rexcarcer.base import FetchError, VerificationError
 from rexcarcer.base.local import jails_using, list_bases
 from rexcarcer.base.manifest import is_zfs_stream
 from rexcarcer.base.publish import compress_stream
@@ -27,7 +27,7 @@ from rexcarcer.base.receive import (
 from rexcarcer.base.sign import now
 from rexcarcer.base.source import Bases
 from rexcarcer.base.trust import TrustStore, trust_dir
-from rexcarcer.config import load_config
+from rexcarcer.config import TESTING_ENV, load_config
 from rexcarcer.errors import Conflict, StorageError
 from rexcarcer.host import Host
 from rexcarcer.progress import QuietProgress
@@ -105,8 +105,13 @@ class ReceivingStorage(FakeStorage):
 
     fail: str | None = None
 
+    def __init__(self, scratch: Path) -> None:
+        super().__init__(scratch)
+        self.received: list[bytes] = []  # every stream zfs receive was given
+
     def receive(self, name: str, stream: IO[bytes]) -> None:
         data = stream.read()
+        self.received.append(data)
         if self.fail:
             raise StorageError(self.fail)
         mnt = self.create(name)
@@ -121,7 +126,7 @@ def signer(tmp_path: Path) -> Signer:
 
 @pytest.fixture
 def host(tmp_path: Path, signer: Signer) -> Host:
-    config = load_config(root=tmp_path / "state", environ={"REX_RUNTIME": "fake"})
+    config = load_config(root=tmp_path / "state", environ=TESTING_ENV)
     h = Host(config, ScriptedRunner(), ReceivingStorage(tmp_path / "zfs"), FakeRuntime(),
              MemoryStore(), QuietProgress())  # fmt: skip
     TrustStore(trust_dir(config.root)).add(signer.cert, now())
@@ -170,6 +175,41 @@ def test_not_a_zfs_stream_leaves_nothing(host: Host, tmp_path: Path, signer: Sig
     with pytest.raises(VerificationError, match="is not a ZFS send stream"):
         fetch_base(host, _url(base))
     assert _datasets(host) == [] and list(cache_dir(host).iterdir()) == []
+
+
+def _replace_cache_entry(host: Host, stream: bytes) -> None:
+    [entry] = cache_dir(host).iterdir()
+    entry.write_bytes(bz2.compress(stream))  # a good bzip2 of a stream that is not the base
+
+
+def test_a_damaged_cache_entry_is_never_received(
+    host: Host, tmp_path: Path, signer: Signer
+) -> None:
+    base = write_published(tmp_path / "pub", "fb", STREAM, signers=(signer,))
+    fetch_base(host, _url(base))
+    host.storage.destroy("bases/fb", recursive=True)  # as `rex base rm` does; the cache stays
+    _replace_cache_entry(host, fake_zfs_stream(5000))
+    assert isinstance(host.storage, ReceivingStorage)
+    assert fetch_base(host, _url(base)).name == "fb"
+    assert host.storage.received == [STREAM, STREAM]  # the damaged entry never reached zfs
+    [entry] = cache_dir(host).iterdir()
+    assert entry.read_bytes() == Path(f"{base}.zfs.bz2").read_bytes()  # downloaded again
+
+
+def test_a_damaged_cache_entry_without_its_download_is_refused(
+    host: Host, tmp_path: Path, signer: Signer
+) -> None:
+    base = write_published(tmp_path / "pub", "fb", STREAM, signers=(signer,))
+    fetch_base(host, _url(base))
+    host.storage.destroy("bases/fb", recursive=True)
+    _replace_cache_entry(host, fake_zfs_stream(5000))
+    Path(f"{base}.zfs.bz2").unlink()  # the publisher's stream is gone
+    with pytest.raises(FetchError, match=r"no longer matched its manifest .* downloading it "
+                       r"again failed: .*fb\.zfs\.bz2 does not exist"):  # fmt: skip
+        fetch_base(host, _url(base))
+    assert isinstance(host.storage, ReceivingStorage)
+    assert host.storage.received == [STREAM] and _datasets(host) == []
+    assert list(cache_dir(host).iterdir()) == []
 
 
 def test_a_storage_failure_keeps_the_verified_download(

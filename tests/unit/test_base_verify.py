@@ -7,10 +7,11 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rexcarcer.base import FetchError, VerificationError
-from rexcarcer.base.fetch import FileSource
+from rexcarcer.base.fetch import FileSource, HttpSource, http_client
 from rexcarcer.base.manifest import parse_location
 from rexcarcer.base.sign import now
 from rexcarcer.base.trust import TrustStore
@@ -73,13 +74,103 @@ def test_no_signature_file(tmp_path: Path, trust: TrustStore) -> None:
         _verify(base, trust, source=_NoListing())
 
 
-def test_untrusted_signer(tmp_path: Path, trust: TrustStore) -> None:
+def test_untrusted_signer(tmp_path: Path, signer: Signer, trust: TrustStore) -> None:
     stranger = openssl_signer(tmp_path / "keys", "stranger", "ec")
     base = write_published(tmp_path / "pub", "fb", fake_zfs_stream(), signers=(stranger,))
     with pytest.raises(VerificationError, match="signed only by signers this host does not trust")\
             as err:  # fmt: skip
         _verify(base, trust)
     assert stranger.fingerprint in err.value.message
+    assert signer.fingerprint not in err.value.message
+
+
+def _respell(base: Path, signer: Signer, spelled: str) -> None:
+    """Rename the signature file as a publisher might: the hex in another case."""
+    assert spelled.lower() == signer.fingerprint
+    Path(f"{base}.sha256sig.{signer.fingerprint}").rename(f"{base}.sha256sig.{spelled}")
+
+
+def _mixed(fp: str) -> str:
+    return "".join(c.upper() if i % 2 else c for i, c in enumerate(fp))
+
+
+@pytest.mark.parametrize("source", [FileSource(), _NoListing()], ids=["listing", "no listing"])
+def test_an_upper_case_signature_name_verifies(
+    tmp_path: Path, signer: Signer, trust: TrustStore, source: FileSource
+) -> None:
+    """``openssl x509 -fingerprint -sha256`` prints upper case: with the colons
+    removed, that is the file name a publisher writes."""
+    base = write_published(tmp_path / "pub", "fb", fake_zfs_stream(), signers=(signer,))
+    _respell(base, signer, signer.fingerprint.upper())
+    v = _verify(base, trust, source=source)
+    assert [s.fingerprint for s in v.signers] == [signer.fingerprint]
+
+
+def test_any_case_is_found_through_the_listing(
+    tmp_path: Path, signer: Signer, trust: TrustStore
+) -> None:
+    base = write_published(tmp_path / "pub", "fb", fake_zfs_stream(), signers=(signer,))
+    _respell(base, signer, _mixed(signer.fingerprint))
+    assert [s.subject for s in _verify(base, trust).signers] == ["publisher"]
+    # without a listing only the two usual spellings can be tried
+    with pytest.raises(VerificationError, match="has no signature by a trusted signer"):
+        _verify(base, trust, source=_NoListing())
+
+
+def test_a_bad_signature_in_upper_case_is_still_bad(
+    tmp_path: Path, signer: Signer, trust: TrustStore
+) -> None:
+    base = write_published(tmp_path / "pub", "fb", fake_zfs_stream(), signers=(signer,))
+    _respell(base, signer, signer.fingerprint.upper())
+    manifest = Path(f"{base}.sha256")
+    manifest.write_bytes(manifest.read_bytes().replace(b"  fb.base", b" *fb.base"))
+    with pytest.raises(VerificationError, match=r"bad signature on .*fb.sha256 by publisher"):
+        _verify(base, trust)
+
+
+class _ListsAMissingFile(FileSource):
+    """A listing that names a signature file the source cannot serve."""
+
+    def __init__(self, extra: str) -> None:
+        self.extra = extra
+
+    def listing(self, url: str) -> str | None:
+        return (super().listing(url) or "") + "\n" + self.extra
+
+
+def test_a_listed_but_unreadable_trusted_signature_is_not_called_untrusted(
+    tmp_path: Path, signer: Signer, trust: TrustStore
+) -> None:
+    base = write_published(tmp_path / "pub", "fb", fake_zfs_stream())
+    source = _ListsAMissingFile(f"fb.sha256sig.{_mixed(signer.fingerprint)}")
+    with pytest.raises(VerificationError) as err:
+        _verify(base, trust, source=source)
+    assert "does not trust" not in err.value.message
+    assert err.value.message.endswith(
+        f"lists a signature by a trusted signer ({signer.fingerprint}), but it could not be read"
+    )
+
+
+def test_an_upper_case_signature_over_http_without_a_listing(
+    tmp_path: Path, signer: Signer, trust: TrustStore
+) -> None:
+    base = write_published(tmp_path / "pub", "fb", fake_zfs_stream(), signers=(signer,))
+    _respell(base, signer, signer.fingerprint.upper())
+    asked: list[str] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:  # no autoindex: a directory is 404
+        asked.append(request.url.path)
+        path = tmp_path / "pub" / request.url.path.rsplit("/", 1)[-1]
+        return httpx.Response(200, content=path.read_bytes()) if path.is_file() else \
+            httpx.Response(404)  # fmt: skip
+
+    source = HttpSource(http_client(None, transport=httpx.MockTransport(serve)))
+    v = verify_remote(source, parse_location("https://bases.test/pub/fb"), trust, pin=None,
+                      when=now())  # fmt: skip
+    assert [s.fingerprint for s in v.signers] == [signer.fingerprint]
+    fp = signer.fingerprint
+    assert [a for a in asked if "sha256sig" in a] == [
+        f"/pub/fb.sha256sig.{fp}", f"/pub/fb.sha256sig.{fp.upper()}"]  # fmt: skip
 
 
 def test_bad_signature(tmp_path: Path, signer: Signer, trust: TrustStore) -> None:

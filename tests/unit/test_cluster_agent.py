@@ -166,7 +166,7 @@ def test_agent_reconciles_on_changes_and_idle(cluster: tuple[MemoryStore, FakeLe
 @contextmanager
 def _cluster_host(tmp_path: Path, store: MemoryStore, name: str) -> Iterator[Any]:
     from rexcarcer.base.source import Bases
-    from rexcarcer.config import load_config
+    from rexcarcer.config import TESTING_ENV, load_config
     from rexcarcer.engine.base import Engine
     from rexcarcer.host import Host
     from rexcarcer.platform.fake import FakePlatform
@@ -174,7 +174,7 @@ def _cluster_host(tmp_path: Path, store: MemoryStore, name: str) -> Iterator[Any
     from rexcarcer.storage.fake import FakeStorage
 
     config = load_config(root=tmp_path / name, environ={
-        "REX_SUBNET": "203.0.113.0/26", "REX_RUNTIME": "fake", "REX_HOST": name,
+        "REX_SUBNET": "203.0.113.0/26", **TESTING_ENV, "REX_HOST": name,
         "REX_ETCD": "http://198.51.100.1:2379"})  # fmt: skip
     runner = ScriptedRunner()
     host = Host(config, runner, FakeStorage(tmp_path / f"zfs-{name}"),

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 from pathlib import Path
 
 import pytest
 
-from rexcarcer.config import load_config
+from rexcarcer.config import TESTING_ENV, load_config
 from rexcarcer.errors import CommandFailed, ConfigError, RexError, all_error_classes
 from rexcarcer.platform.kinds import PlatformKind
-from rexcarcer.run import ScriptedRunner, SubprocessRunner
+from rexcarcer.run import Completed, ScriptedRunner, SubprocessRunner, exit_status
 from rexcarcer.runtime import procfs
 
 
@@ -45,6 +46,32 @@ def test_subprocess_runner_streams_lines() -> None:
     done = SubprocessRunner().run(["sh", "-c", "echo a; echo b >&2"], on_output=lines.append)
     assert sorted(lines) == ["a\n", "b\n"]
     assert done.ok
+
+
+@pytest.mark.parametrize(
+    ("returncode", "status"), [(0, 0), (7, 7), (255, 255), (-9, 137), (-11, 139), (-15, 143)]
+)
+def test_exit_status_is_128_plus_the_signal_as_in_sh(returncode: int, status: int) -> None:
+    assert exit_status(returncode) == status
+    assert Completed(("x",), returncode).exit_status == status
+
+
+@pytest.mark.parametrize("mode", ["captured", "streamed", "interactive"])
+def test_a_command_killed_by_a_signal_exits_128_plus_n(mode: str) -> None:
+    """``rex exec`` passes the status on: locally (interactive), through an agent
+    (streamed), or captured; sh(1) says 139 for SIGSEGV, so does rex."""
+    argv = ["sh", "-c", "kill -SEGV $$"]
+    runner = SubprocessRunner()
+    if mode == "captured":
+        done = runner.run(argv, check=False)
+    elif mode == "streamed":
+        done = runner.run(argv, check=False, on_output=lambda line: None)
+    else:
+        done = runner.run(argv, check=False, interactive=True)
+    assert done.returncode == -signal.SIGSEGV
+    assert done.exit_status == 128 + signal.SIGSEGV == 139
+    shell = runner.run(["sh", "-c", 'sh -c "kill -SEGV \\$\\$"; echo $?'], check=False)
+    assert shell.stdout.strip() == str(done.exit_status)  # what the shell itself says
 
 
 def test_missing_command_is_a_clear_error() -> None:
@@ -105,6 +132,32 @@ def test_unknown_toml_key(tmp_path: Path) -> None:
 
 def test_runtime_default_follows_the_os(tmp_path: Path) -> None:
     assert load_config(root=tmp_path, environ={}).runtime is PlatformKind.LINUX
+
+
+def test_the_fake_runtime_is_only_for_test_runs(tmp_path: Path) -> None:
+    """REX_RUNTIME=fake (or runtime = "fake" in the TOML file) would leave a host
+    that starts no jail; only the environment of a test run may select it."""
+    for env in ({"REX_RUNTIME": "fake"}, {"REX_RUNTIME": "fake", "REX_TESTING": "yes"}):
+        with pytest.raises(ConfigError, match="runtime 'fake' is the unit tests'") as err:
+            load_config(root=tmp_path, environ=env)
+        assert "REX_TESTING=1" in (err.value.hint or "")
+    (tmp_path / "rexcarcer.toml").write_text('runtime = "fake"\n')
+    with pytest.raises(ConfigError, match="runtime 'fake'"):
+        load_config(root=tmp_path, environ={})
+    assert load_config(root=tmp_path, environ={"REX_TESTING": "1"}).runtime is PlatformKind.FAKE
+    assert load_config(root=tmp_path, environ=TESTING_ENV).runtime is PlatformKind.FAKE
+
+
+def test_the_cli_refuses_the_fake_runtime(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {"PATH": os.environ["PATH"], "REX_ROOT": str(tmp_path), "REX_RUNTIME": "fake"}
+    done = subprocess.run([sys.executable, "-m", "rexcarcer", "doctor"], env=env,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == ConfigError.exit_code, done.stderr
+    assert "error: runtime 'fake' is the unit tests' in-memory runtime" in done.stderr
 
 
 def test_parse_stat_with_spaces_and_parens_in_comm() -> None:

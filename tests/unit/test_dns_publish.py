@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rexcarcer.config import load_config
+from rexcarcer.config import TESTING_ENV, load_config
 from rexcarcer.dns import DnsError
 from rexcarcer.dns.hook import DnsHook, dns_enabled, doctor_check, publisher_for
 from rexcarcer.dns.records import Record, sentinel
@@ -174,7 +174,7 @@ def test_unbound_down_fails_up_but_not_stop(eng: Engine, fake: FakeUnbound, tmp_
 
 
 def test_dns_mode_and_doctor(tmp_path: Path) -> None:
-    env = {"REX_SUBNET": "203.0.113.0/24", "REX_RUNTIME": "fake"}
+    env = {"REX_SUBNET": "203.0.113.0/24", **TESTING_ENV}
     auto = load_config(root=tmp_path, environ=env)
     assert not dns_enabled(auto)
     assert doctor_check(auto) == (True, doctor_check(auto)[1])

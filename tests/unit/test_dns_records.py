@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import string
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given, note
 from hypothesis import strategies as st
 
 from rexcarcer.dns import DnsError
 from rexcarcer.dns.plan import Change, drift, plan_sync
 from rexcarcer.dns.records import (
+    HOSTNAME_TTL,
     Record,
     check_hostname,
     check_line,
@@ -43,6 +45,7 @@ INJECTIONS = [
     "x.example.com'",
     "x.example.com\tIN",
     "x.example.com\x00",
+    "we\u212ab.example.com",  # KELVIN SIGN: str.lower() makes it an ASCII 'k'
 ]
 
 
@@ -103,7 +106,9 @@ def test_injection_through_hostname_is_refused(payload: str) -> None:
         jail_records(rec(hostname=payload), ZONE)
 
 
-@pytest.mark.parametrize("payload", [*INJECTIONS, "web server", "a--b", "-web", "123", "x" * 16])
+@pytest.mark.parametrize(
+    "payload", [*INJECTIONS, "web server", "a--b", "-web", "123", "x" * 16, "we\u212ab"]
+)
 def test_injection_through_service_name_is_refused(payload: str) -> None:
     with pytest.raises(DnsError, match="service name"):
         jail_records(rec(services=[{"name": payload, "port": 80, "proto": "tcp"}]), ZONE)
@@ -160,19 +165,90 @@ def test_service_names_follow_rfc_6335() -> None:
         assert service_problem(bad) is not None, bad
 
 
-@given(st.text(max_size=80))
+# -- properties on generated names ------------------------------------------------------
+
+_LDH = string.ascii_letters + string.digits + "-"
+# RFC 1123 2.1 labels, in either case: 1-63 letters, digits and inner hyphens.
+_LABELS = st.from_regex(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", fullmatch=True)
+# The last label starts with a letter (all digits would read as an address), not arpa.
+_TOP = st.from_regex(r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", fullmatch=True).filter(
+    lambda label: label.lower() != "arpa"
+)
+
+
+def _outside_the_zone(name: str) -> bool:
+    bare = name.lower().rstrip(".")
+    return bare != ZONE and not bare.endswith("." + ZONE)
+
+
+# Valid, fully qualified host names outside the cluster zone (which has rules of
+# its own), up to 253 characters, with or without the trailing dot.
+HOSTNAMES = st.builds(
+    lambda labels, top, dot: ".".join([*labels, top]) + ("." if dot else ""),
+    st.lists(_LABELS, min_size=1, max_size=4), _TOP, st.booleans(),
+).filter(lambda n: len(n.rstrip(".")) <= 253 and _outside_the_zone(n))  # fmt: skip
+
+# What must never get through: any character outside letters, digits, '-' and '.',
+# and whole injections as the issue lists them.
+_HOSTILE = st.characters(exclude_characters=_LDH + ".") | st.sampled_from(
+    ["\n", "\r\n", '"', "'", ";", " ", "\t", "\\", "\x00", "\x7f", "\u212a", "..",
+     '"; local-zone: "example.com" redirect', "\nlocal-data: evil.example.com A 6.6.6.6"]
+)  # fmt: skip
+
+
+@st.composite
+def tampered(draw: st.DrawFn) -> str:
+    """A valid host name with something hostile inserted somewhere in it."""
+    name = draw(HOSTNAMES)
+    at = draw(st.integers(0, len(name)))
+    return name[:at] + draw(_HOSTILE) + name[at:]
+
+
+def _one_clean_line(record: Record) -> None:
+    line = check_line(record.line())
+    assert line.isascii() and record.name == record.name.lower()
+    assert "\n" not in line and '"' not in line and ";" not in line
+    assert len(line.split(" ")) in (5, 8)
+
+
+@given(HOSTNAMES)
+def test_every_valid_hostname_is_published_as_exactly_one_a_record(name: str) -> None:
+    assert hostname_problem(name) is None, name  # the strategy makes valid names only
+    out = jail_records(rec(hostname=name), ZONE)
+    own = name.lower().rstrip(".") + "."
+    assert [r for r in out if r.name == own] == [Record(own, "A", "203.0.113.12", HOSTNAME_TTL)]
+    for r in out:
+        _one_clean_line(r)
+
+
+@given(tampered())
+def test_a_hostname_with_anything_hostile_in_it_is_refused(name: str) -> None:
+    assert hostname_problem(name) is not None, repr(name)
+    with pytest.raises(DnsError, match="HOSTNAME"):
+        jail_records(rec(hostname=name), ZONE)
+
+
+@given(st.one_of(HOSTNAMES, tampered(), st.text(max_size=80)))
 def test_anything_that_validates_renders_one_clean_line(text: str) -> None:
-    """No string accepted as a host name can smuggle a second record or directive."""
+    """No string accepted as a host name can smuggle a second record or directive:
+    drawn from valid names (so the assertions run), valid names with something
+    hostile inserted, and any text."""
     if hostname_problem(text) is not None:
+        event("refused by hostname_problem")
+        if text:  # an empty HOSTNAME means none: the jail's own name is published
+            with pytest.raises(DnsError):
+                jail_records(rec(hostname=text), ZONE)
         return
     try:
         out = jail_records(rec(hostname=text), ZONE)
     except DnsError:
+        event("valid, refused by the zone policy (arpa, the cluster zone)")
         return
+    event("valid and published")
+    note(f"published {text!r} as {[r.line() for r in out]}")
+    assert any(r.name == text.lower().rstrip(".") + "." for r in out)
     for r in out:
-        line = check_line(r.line())
-        assert "\n" not in line and '"' not in line and ";" not in line
-        assert len(line.split(" ")) in (5, 8)
+        _one_clean_line(r)
 
 
 @pytest.mark.parametrize(
@@ -194,7 +270,7 @@ def test_check_line_refuses_anything_but_one_record(line: str) -> None:
 def test_zone_validation() -> None:
     assert check_zone("Rex.Internal.") == "rex.internal"
     assert check_zone("internal") == "internal"
-    for bad in ["rex internal", "in-addr.arpa", 'x";', "-x.y"]:
+    for bad in ["rex internal", "in-addr.arpa", 'x";', "-x.y", "\u212a", "re\u212a.internal"]:
         with pytest.raises(DnsError, match="bad DNS zone") as err:
             check_zone(bad)
         assert "REX_ZONE" in (err.value.hint or "")

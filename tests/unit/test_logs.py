@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -26,6 +25,7 @@ from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.rexfile.ast import Base, Rexfile, Run
 from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime.linux import INIT, RC_PRE
+from tests.capability import require_tools
 from tests.unit.fakes import fake_engine, fake_host
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "logs"
@@ -56,8 +56,8 @@ def test_a_path_that_would_break_the_config_is_refused(tmp_path: Path) -> None:
         collector.render_conf(paths, collector.CollectorSettings(HOST))
 
 
-@pytest.mark.skipif(shutil.which("rsyslogd") is None, reason="rsyslogd not installed")
 def test_rsyslogd_accepts_the_rendered_configuration(tmp_path: Path) -> None:
+    require_tools("rsyslogd")
     host = fake_host(tmp_path)
     web = JailRecord.from_json({"name": "web", "address": "203.0.113.2/24"})
     service.write_config(host, [web])

@@ -11,7 +11,7 @@ import pytest
 from rexcarcer.errors import RexfileError
 from rexcarcer.rexfile.ast import Base, Copy, Pos, Proto, Rexfile, Run, Service
 from rexcarcer.rexfile.lexer import logical_lines
-from rexcarcer.rexfile.parser import load, parse
+from rexcarcer.rexfile.parser import MAX_FILE, load, parse
 
 URL = "https://bases.example.com/freebsd/FreeBSD-14.1-RELEASE"
 PIN = "ab" * 32
@@ -455,6 +455,31 @@ def test_load_missing_file(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
     assert "cannot read" in info.value.reason
     assert info.value.hint
+
+
+def test_load_refuses_a_file_over_the_size_limit(tmp_path: Path) -> None:
+    line = b"# " + b"x" * 1021 + b"\n"  # 1 KiB
+    path = tmp_path / "big.rex"
+    path.write_bytes(b"BASE busybox\n" + line * 1023 + b"#" * (1024 - 14) + b"\n")
+    assert path.stat().st_size == MAX_FILE == 1024 * 1024
+    assert load(path).base == Base("busybox")  # the limit itself is fine
+    with path.open("ab") as f:
+        f.write(b"#")
+    with pytest.raises(RexfileError) as info:
+        load(path)
+    assert (
+        str(info.value)
+        == f"{path}:1:1: the file is larger than 1024 KiB, the limit for a .rex file"
+    )
+    assert info.value.hint and "PROVISION COPY" in info.value.hint
+
+
+def test_load_reads_no_more_than_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "huge.rex"
+    with path.open("wb") as f:
+        f.truncate(64 * 1024**2)  # sparse zeros: a whole read would meet a NUL byte first
+    with pytest.raises(RexfileError, match="larger than 1024 KiB"):
+        load(path)
 
 
 def test_load_directory(tmp_path: Path) -> None:

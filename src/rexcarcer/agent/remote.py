@@ -11,6 +11,7 @@
     POST /v1/jails/JAIL/exec               body: {"argv": [...]}
          200, one JSON object per line, until the connection closes:
              {"out": LINE} ... then {"exit": STATUS} or {"error", "hint", "exit_code"}
+             (STATUS as sh(1) has it: 128+N when signal N killed the command)
          4xx/5xx {"error", "hint", "exit_code"}
 
 The receiving agent runs the jail service in process (service/local.py), as a

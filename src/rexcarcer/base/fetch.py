@@ -7,8 +7,10 @@ once complete and verified, ``<digest><suffix>.part`` while it downloads. A
 partial file is resumed with an HTTP ``Range`` request; a server that answers
 the whole file instead restarts it cleanly. The hash is computed while the
 bytes arrive, so the file is not read again to check it. Only a file whose
-digest matched is renamed to its final name: nothing else in the cache is
-ever trusted.
+digest matched is renamed to its final name. A cache entry found there is
+hashed again before it is used (a disk error or a hand since may have changed
+it): one that no longer matches is removed and downloaded again. Nothing in the
+cache is trusted by its name.
 """
 
 from __future__ import annotations
@@ -306,10 +308,48 @@ def cache_entry(cache: Path, want: Wanted) -> Path:
 
 
 def cached_download(source: Source, want: Wanted, cache: Path, transfer: Transfer) -> Path:
-    """The verified file in the cache: already there, resumed, or downloaded."""
+    """The verified file in the cache: already there (and hashed again), resumed,
+    or downloaded."""
     final = cache_entry(cache, want)
-    if final.exists():
+    if not final.exists():
+        return _download(source, want, final, transfer)
+    problem = _check_entry(final, want, transfer)
+    if problem is None:
         return final
+    log.warning("cached %s does not match its manifest (%s): removed, downloading again",
+                final, problem)  # fmt: skip
+    try:
+        final.unlink(missing_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot remove the damaged cache entry {final}: {exc}") from exc
+    try:
+        return _download(source, want, final, transfer)
+    except (FetchError, VerificationError) as exc:
+        raise type(exc)(
+            f"the cached copy of {want.url} no longer matched its manifest ({problem}) and "
+            f"was removed; downloading it again failed: {exc.message}",
+            hint=exc.hint,
+        ) from exc
+
+
+def _check_entry(final: Path, want: Wanted, transfer: Transfer) -> str | None:
+    """Why the cache entry ``final`` is not the file the manifest names, or None."""
+    hasher = hashlib.sha256()
+    transfer.start("checking cached " + want.url.rsplit("/", 1)[-1], final.stat().st_size)
+    try:
+        with final.open("rb") as f:
+            for chunk in iter(lambda: f.read(CHUNK), b""):
+                hasher.update(chunk)
+                transfer.advance(len(chunk))
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    finally:
+        transfer.finish()
+    return _check(final, hasher, want)
+
+
+def _download(source: Source, want: Wanted, final: Path, transfer: Transfer) -> Path:
+    cache = final.parent
     part = final.with_name(final.name + ".part")
     try:
         cache.mkdir(parents=True, exist_ok=True)

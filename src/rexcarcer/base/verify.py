@@ -3,13 +3,15 @@
 Order (each step only runs when the one before it passed):
 
 1. the manifest ``U.sha256`` (small); with a pin, its SHA-256 must equal the pin;
-2. a signature ``U.sha256sig.<fp>`` for each trusted fingerprint: at least one
-   must verify over the manifest bytes, by a certificate valid now;
+2. a signature ``U.sha256sig.<fp>`` for each trusted fingerprint (the hex in
+   any case): at least one must verify over the manifest bytes, by a
+   certificate valid now;
 3. the manifest must list exactly ``NAME.base`` and ``NAME.zfs.bz2``;
 4. the metadata ``U.base`` must have the listed digest, and a name and version
    that stay inside ``bases/<name>@<version>``.
 
-The stream's digest is checked as it downloads (fetch.py), before ``zfs receive``.
+The stream's digest is checked as it downloads, or for a cache entry already
+there by hashing it again (fetch.py), before ``zfs receive``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rexcarcer.base import FetchError, VerificationError
 from rexcarcer.base import sign as signing
@@ -32,6 +35,9 @@ from rexcarcer.base.manifest import (
 )
 from rexcarcer.base.sign import CertInfo
 from rexcarcer.base.trust import TrustStore
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 MAX_SIGNATURE = 16 * 1024
 
@@ -85,44 +91,98 @@ def _manifest(source: Source, loc: Location) -> bytes:
 def check_signatures(
     source: Source, loc: Location, manifest: bytes, trust: TrustStore, when: datetime
 ) -> tuple[CertInfo, ...]:
-    """The trusted signers whose signatures verify; refuses when there is none."""
-    good: list[CertInfo] = []
-    problems: list[VerificationError] = []
-    for fp in trust.fingerprints():
-        signature = source.get(loc.signature(fp), limit=MAX_SIGNATURE, missing_ok=True)
-        cert = trust.get(fp) if signature is not None else None
-        if signature is None or cert is None:
-            continue
-        info = signing.describe(cert)
-        if not signing.verify(manifest, signature, cert):
-            problems.append(
-                VerificationError(
-                    f"bad signature on {loc.manifest} by {info.subject} ({fp[:16]}…): "
-                    "the manifest or its signature was altered",
-                    hint="do not use this base; tell its publisher",
-                )
-            )
-            continue
-        try:
-            signing.check_validity(info, when)
-        except VerificationError as exc:
-            problems.append(VerificationError(f"{loc.url}: signed, but the {exc.message}",
-                                              hint=exc.hint))  # fmt: skip
-            continue
-        good.append(info)
+    """The trusted signers whose signatures verify; refuses when there is none.
+
+    A signature file is named by its signer's fingerprint in hex. rex writes lower
+    case; ``openssl x509 -fingerprint -sha256`` prints upper case (with colons), so
+    a publisher removing the colons writes upper case. Both spellings are tried
+    (an HTTP server need not list its directory); when neither gives a good
+    signature, any other spelling the directory listing shows is tried too (a
+    ``file://`` directory, an autoindex): the case of the hex never matters."""
+    fps = trust.fingerprints()
+    good, problems = _verify_named(source, loc, manifest, trust, when,
+                                   {fp: (fp, fp.upper()) for fp in fps})  # fmt: skip
+    listing = None
+    if not good:
+        listing = source.listing(loc.directory)
+        listed = listed_signatures(listing, loc)
+        others = {fp: tuple(n for n in listed.get(fp, ()) if n not in (fp, fp.upper()))
+                  for fp in fps}  # fmt: skip
+        more_good, more_problems = _verify_named(source, loc, manifest, trust, when, others)
+        good += more_good
+        problems += more_problems
     if good:
         return tuple(good)
     if problems:
         raise problems[0]
-    raise unsigned(source, loc, trust)
+    raise unsigned(loc, fps, listing)
 
 
-def unsigned(source: Source, loc: Location, trust: TrustStore) -> VerificationError:
-    """Why no trusted signature was found, as precisely as the source lets us say."""
-    listing = source.listing(loc.directory)
+def _verify_named(
+    source: Source, loc: Location, manifest: bytes, trust: TrustStore, when: datetime,
+    names: dict[str, tuple[str, ...]],
+) -> tuple[list[CertInfo], list[VerificationError]]:  # fmt: skip
+    """Try ``U.sha256sig.<name>`` for each trusted fingerprint's ``names`` (its
+    spellings), until one verifies."""
+    good: list[CertInfo] = []
+    problems: list[VerificationError] = []
+    for fp, spellings in names.items():
+        for name in spellings:
+            signature = source.get(loc.signature(name), limit=MAX_SIGNATURE, missing_ok=True)
+            cert = trust.get(fp) if signature is not None else None
+            if signature is None or cert is None:
+                continue
+            problem = _judge(loc, manifest, signature, cert, when)
+            if problem is None:
+                good.append(signing.describe(cert))
+                break
+            problems.append(problem)
+    return good, problems
+
+
+def _judge(
+    loc: Location, manifest: bytes, signature: bytes, cert: x509.Certificate, when: datetime
+) -> VerificationError | None:
+    """Why this signature does not count, or None when it does."""
+    info = signing.describe(cert)
+    if not signing.verify(manifest, signature, cert):
+        return VerificationError(
+            f"bad signature on {loc.manifest} by {info.subject} ({info.fingerprint[:16]}…): "
+            "the manifest or its signature was altered",
+            hint="do not use this base; tell its publisher",
+        )
+    try:
+        signing.check_validity(info, when)
+    except VerificationError as exc:
+        return VerificationError(f"{loc.url}: signed, but the {exc.message}", hint=exc.hint)
+    return None
+
+
+def listed_signatures(listing: str | None, loc: Location) -> dict[str, tuple[str, ...]]:
+    """The signature files a directory listing names: lower-case fingerprint ->
+    the hex as spelled in the file names."""
+    if listing is None:
+        return {}
+    pattern = re.escape(loc.stem) + r"\.sha256sig\.([0-9a-fA-F]{64})\b"
+    out: dict[str, tuple[str, ...]] = {}
+    for spelled in sorted(set(re.findall(pattern, listing))):
+        out[spelled.lower()] = (*out.get(spelled.lower(), ()), spelled)
+    return out
+
+
+def unsigned(loc: Location, trusted: list[str], listing: str | None) -> VerificationError:
+    """Why no trusted signature was found, as precisely as the listing lets us say."""
     if listing is not None:
-        pattern = re.escape(loc.stem) + r"\.sha256sig\.([0-9a-fA-F]{64})\b"
-        others = sorted({fp.lower() for fp in re.findall(pattern, listing)})
+        listed = listed_signatures(listing, loc)
+        unread = sorted(set(listed) & set(trusted))
+        if unread:  # listed, yet no such file could be read (removed meanwhile, unreadable)
+            return VerificationError(
+                f"{loc.url} lists a signature by a trusted signer ({', '.join(unread)}), "
+                "but it could not be read",
+                hint="check the signature file on the server (its name and permissions), "
+                "then try again",
+            )
+        others = sorted(set(listed) - set(trusted))
         if others:
             return VerificationError(
                 f"{loc.url} is signed only by signers this host does not trust: "
@@ -135,9 +195,8 @@ def unsigned(source: Source, loc: Location, trust: TrustStore) -> VerificationEr
             hint="rex refuses unsigned bases; its publisher signs it with `rex base publish` "
             "or openssl (docs/bases.md)",
         )
-    count = len(trust.fingerprints())
     return VerificationError(
         f"{loc.url} has no signature by a trusted signer (looked for {loc.stem}.sha256sig.<fp> "
-        f"for the {count} certificate(s) in the trust directory)",
+        f"for the {len(trusted)} certificate(s) in the trust directory)",
         hint="`rex trust ls` lists them; `rex trust add CERT` adds the publisher's certificate",
     )

@@ -1,5 +1,5 @@
 """The DNS ``JailHook``: claim names before start, publish after start, withdraw
-at stop, release names at destroy (engine/hooks.py).
+at stop, release names at destroy (engine/base.py).
 
 DNS is on when ``REX_DNS=on``, off when ``off``, and with the default ``auto``
 when something listens on unbound's control socket, so a host without unbound

@@ -48,7 +48,10 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # RFC 6335 section 5.1: 1-15 characters, letters digits and hyphens, at least
 # one letter, no hyphen at either end, no two hyphens in a row.
 _SERVICE = re.compile(r"(?=.*[a-z])[a-z0-9](?:[a-z0-9]|-(?!-)){0,13}[a-z0-9]|[a-z]")
-_FORBIDDEN = re.compile(r"[\s\"';\\\x00-\x1f\x7f]")
+# Quotes, ';', backslash, whitespace, control characters, and anything beyond
+# ASCII: str.lower() maps some of those to ASCII letters (KELVIN SIGN -> 'k'),
+# which would let a name pass the checks below that it does not match itself.
+_FORBIDDEN = re.compile(r"[\s\"';\\\x00-\x1f\x7f-\U0010ffff]")
 _NAME = r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?\.)+"
 _TXT = r'"[a-z0-9=._ -]*"(?: "[a-z0-9=._ -]*")*'
 _RDATA = rf"[0-9a-f.:]+|\d{{1,5}} \d{{1,5}} \d{{1,5}} {_NAME}|{_NAME}"
@@ -150,7 +153,9 @@ def service_problem(name: str) -> str | None:
 
 def check_zone(zone: str) -> str:
     """The zone, normalised (lower-case, no trailing dot), or ``DnsError``."""
-    problem = hostname_problem(zone) if "." in zone.strip(".") else label_problem(zone.lower())
+    problem = _forbidden(zone) or (
+        hostname_problem(zone) if "." in zone.strip(".") else label_problem(zone.lower())
+    )
     if problem is None and _under(zone.lower().strip("."), "arpa"):
         problem = "is a reverse zone"
     if problem:

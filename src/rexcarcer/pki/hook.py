@@ -15,7 +15,7 @@ Without a CA the first jail creates one (``rex ca init`` with its defaults), so
 that every jail has an identity; run ``rex ca init`` first to choose the name,
 the validity or a user-supplied intermediate.
 
-Import cost: this module is imported at every CLI start (engine/hooks.py), and
+Import cost: this module is imported at every CLI start (engine/base.py), and
 ``cryptography`` (about 60 ms) only when a certificate is issued, a key file rex
 did not leave there is checked, or a revocation signs a CRL: a start with a
 good certificate decides so from the store, ca.json and two stat/reads.

@@ -22,6 +22,9 @@ from rexcarcer.rexfile.ast import Base, Copy, IPInterface, Pos, Proto, Rexfile, 
 from rexcarcer.rexfile.lexer import Line, Token, fail, logical_lines
 
 KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE")
+# A .rex file is a page of instructions. The cap keeps a mistaken path (an image,
+# /dev/zero) or a file sent to an agent's API from being read whole into memory.
+MAX_FILE = 1024 * 1024
 # What people coming from a Dockerfile type, and what it is called here.
 _FOREIGN = {
     "FROM": "BASE",
@@ -501,16 +504,24 @@ def parse(text: str, *, file: str = "<input>", path: Path | None = None) -> Rexf
 
 
 def load(path: Path) -> Rexfile:
-    """Read ``path`` (UTF-8 text) and parse it."""
+    """Read ``path`` (UTF-8 text, at most ``MAX_FILE`` bytes) and parse it."""
     file = str(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE + 1)  # never more: the file may be anything, of any size
     except OSError as exc:
         raise RexfileError(
             f"cannot read the file: {exc.strerror or exc}",
             file=file,
             hint="check the path and its permissions; rex takes the path of a .rex file",
         ) from exc
+    if len(data) > MAX_FILE:
+        raise RexfileError(
+            f"the file is larger than {MAX_FILE // 1024} KiB, the limit for a .rex file",
+            file=file,
+            hint="a .rex file holds instructions; put the files a jail needs beside it "
+            "and PROVISION COPY them",
+        )
     return parse(_decode(data, file), file=file, path=path)
 
 

@@ -1,0 +1,32 @@
+"""Missing capabilities: a skip on a developer's machine, a failure in CI.
+
+``scripts/test`` (and so ``.ci/run``) sets ``REX_TESTS_STRICT=1``: there a test
+that cannot run because a tool or a package is missing fails, so that CI never
+passes by running less. Every skip in the tests goes through ``missing`` (a
+unit test, tests/unit/test_skips.py, checks that no other skip is written).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import NoReturn
+
+import pytest
+
+STRICT = os.environ.get("REX_TESTS_STRICT") == "1"
+
+
+def missing(what: str) -> NoReturn:
+    """Skip (fail when strict) because ``what`` is not on this machine."""
+    message = f"missing capability: {what}"
+    if STRICT:
+        pytest.fail(message + " (REX_TESTS_STRICT=1: CI must have it)")
+    pytest.skip(message)
+
+
+def require_tools(*tools: str) -> None:
+    """Every command in ``tools`` is on PATH, or ``missing``."""
+    absent = [t for t in tools if shutil.which(t) is None]
+    if absent:
+        missing(", ".join(absent))
