@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from rexcarcer.cli import complete
 from rexcarcer.cli.context import Ctx, pass_ctx
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def _pairs(keys: tuple[Path, ...], certs: tuple[Path, ...]) -> list[tuple[Path, 
 
 
 @base.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete.base_names)
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--key", "keys", multiple=True, required=True, type=FILE,
               help="Signer's private key (PEM, RSA 2048+ or ECDSA P-256); repeatable.")  # fmt: skip
@@ -206,7 +207,7 @@ def _size(text: str | None) -> str:
 
 
 @base.command(name="rm")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.base_names)
 @pass_ctx
 def rm(ctx: Ctx, name: str) -> None:
     """Remove base NAME and its cached images; refused while jails use it."""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from rexcarcer.cli import complete
 from rexcarcer.cli.context import Ctx, pass_ctx
 from rexcarcer.errors import UsageError
 
@@ -129,7 +130,7 @@ def _print_ca(info: dict[str, Any]) -> None:
 
 
 @ca.command()
-@click.argument("jail", required=False)
+@click.argument("jail", required=False, shell_complete=complete.jail_names)
 @pass_ctx
 def show(ctx: Ctx, jail: str | None) -> None:
     """Show the CA (subject, fingerprint, validity), or JAIL's certificate."""
@@ -173,7 +174,7 @@ def _print_cert(rec: dict[str, Any]) -> None:
 
 
 @ca.command()
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete.jail_names)
 @click.option("--due", is_flag=True, help="Renew every jail whose certificate is due.")
 @pass_ctx
 def renew(ctx: Ctx, names: tuple[str, ...], due: bool) -> None:

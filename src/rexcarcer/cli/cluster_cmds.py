@@ -225,6 +225,9 @@ def hosts(ctx: Ctx) -> None:
         found = list_hosts(store)
     finally:
         store.close()
+    from rexcarcer.cli.complete import remember_hosts
+
+    remember_hosts(ctx.config.root, [h.name for h in found])  # for shell completion
     rows = [
         [h.name, "alive" if h.alive else "DOWN", h.address, h.subnet, str(h.jails)] for h in found
     ]

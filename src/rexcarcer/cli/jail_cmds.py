@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from rexcarcer.cli import complete
 from rexcarcer.cli.context import Ctx, pass_ctx
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ def _name(rexfile: Rexfile, name: str | None) -> str:
 @click.command()
 @click.argument("file", type=REXFILE)
 @click.option("--name", help="Jail name (default: the file's stem).")
-@click.option("--host", "on_host", help="Cluster: run the jail on this host.")
+@click.option("--host", "on_host", help="Cluster: run the jail on this host.",
+              shell_complete=complete.host_names)  # fmt: skip
 @pass_ctx
 def up(ctx: Ctx, file: Path, name: str | None, on_host: str | None) -> None:
     """Build (cached), create, start and publish the jail FILE describes.
@@ -87,7 +89,8 @@ def check(ctx: Ctx, file: Path) -> None:
 @click.command()
 @click.argument("file", type=REXFILE)
 @click.option("--name", help="Jail name (default: the file's stem).")
-@click.option("--host", "on_host", help="Cluster: plan for running the jail on this host.")
+@click.option("--host", "on_host", help="Cluster: plan for running the jail on this host.",
+              shell_complete=complete.host_names)  # fmt: skip
 @pass_ctx
 def plan(ctx: Ctx, file: Path, name: str | None, on_host: str | None) -> None:
     """Print what `rex up FILE` would change, with command lines; change nothing.
@@ -133,7 +136,7 @@ def ls_(ctx: Ctx) -> None:
 
 
 @click.command(name="exec", context_settings={"ignore_unknown_options": True})
-@click.argument("name")
+@click.argument("name", shell_complete=complete.jail_names)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_ctx
 def exec_(ctx: Ctx, name: str, command: tuple[str, ...]) -> None:
@@ -161,7 +164,7 @@ def exec_(ctx: Ctx, name: str, command: tuple[str, ...]) -> None:
 
 def _lifecycle(name: str, doc: str, verb: Callable[[JailService, str], object]) -> click.Command:
     @click.command(name=name, help=doc)
-    @click.argument("names", nargs=-1, required=True)
+    @click.argument("names", nargs=-1, required=True, shell_complete=complete.jail_names)
     @pass_ctx
     def cmd(ctx: Ctx, names: tuple[str, ...]) -> None:
         svc = ctx.service()

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from rexcarcer.cli import complete
 from rexcarcer.cli.context import Ctx, pass_ctx
 from rexcarcer.errors import UsageError
 
@@ -14,7 +15,7 @@ _JAIL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete.logged_jail_names)
 @click.option("-n", "--lines", type=click.IntRange(min=0), help="Only the last N lines.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing lines as they arrive.")
 @pass_ctx

@@ -61,6 +61,7 @@ def _register() -> None:
         base_cmds,
         ca_cmds,
         cluster_cmds,
+        complete,
         dns_cmds,
         host_cmds,
         jail_cmds,
@@ -76,6 +77,7 @@ def _register() -> None:
     log_cmds.register(cli)
     trust_cmds.register(cli)
     cluster_cmds.register(cli)
+    complete.register(cli)
 
 
 def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
