@@ -65,6 +65,21 @@ def test_only_the_chains_a_ruleset_needs_are_made() -> None:
     assert len(empty) == 3  # an empty table
 
 
+@pytest.mark.parametrize(
+    "guard",
+    [Guard(net("203.0.113.0/24"), "rex0"), Guard(net("203.0.113.0/24"), "rex0", (), ()),
+     Guard(net("203.0.113.0/24"), "rex0", (), (ip("198.51.100.7"),))],
+)  # fmt: skip
+def test_every_chain_a_rule_names_or_jumps_to_is_made(guard: Guard) -> None:
+    cmds = nft.batch(Ruleset(guard=guard))["nftables"]
+    made = {c["add"]["chain"]["name"] for c in cmds if "chain" in c.get("add", {})}
+    rules = [c["add"]["rule"] for c in cmds if "rule" in c.get("add", {})]
+    named = {r["chain"] for r in rules}
+    jumped = {s["jump"]["target"] for r in rules for s in r["expr"] if "jump" in s}
+    assert named | jumped <= made
+    assert ("forward" in made) == bool(guard.addresses)
+
+
 def test_hairpin_from_jails_needs_a_known_jail_subnet() -> None:
     web = PortForward("web", Proto.TCP, 8080, ip("203.0.113.5"), 80)
     alone = nft.comments_of(nft.batch(Ruleset((web,))))

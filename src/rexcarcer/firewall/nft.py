@@ -174,10 +174,17 @@ def clear_batch() -> Json:
 def batch(ruleset: Ruleset) -> Json:
     """The one transaction that makes ``inet rexcarcer`` hold exactly ``ruleset``."""
     rules = list(_rules(ruleset))
-    used = {r["add"]["rule"]["chain"] for r in rules}
+    used = {r["add"]["rule"]["chain"] for r in rules} | set(_jump_targets(rules))
     cmds: list[Json] = [{"add": _table()}, {"delete": _table()}, {"add": _table()}]
     cmds += [add_chain(c) for c in CHAINS if c.name in used]
     return {"nftables": cmds + rules}
+
+
+def _jump_targets(rules: Iterable[Json]) -> Iterator[str]:
+    for r in rules:
+        for stmt in r["add"]["rule"]["expr"]:
+            if "jump" in stmt:
+                yield stmt["jump"]["target"]
 
 
 def _rules(rs: Ruleset) -> Iterator[Json]:
@@ -238,19 +245,23 @@ def _masquerade_rule(m: Masquerade) -> Json:
 
 def _guard_rules(g: Guard) -> Iterator[Json]:
     # A jail can forge its source address but not the interface its packets
-    # arrive on: match either. Only connections a jail opens ("ct direction
-    # original"): its replies to a cluster host that uses a published port,
-    # or to the host's own health checks, pass.
+    # arrive on: match either. The host's own address is in the subnet too,
+    # and its connections to itself arrive on lo, where no jail's can: those
+    # are not the guard's business. Only connections a jail opens ("ct
+    # direction original"): its replies to a cluster host using a published
+    # port, or to the host's own health checks, pass.
     v = g.subnet.version
     opened = match({"ct": {"key": "direction"}}, "original")
-    from_jails = [
-        (f"guard jails on {g.bridge}", match(meta("iifname"), g.bridge)),
-        (f"guard jail subnet {g.subnet}", match(payload(_ipf(v), "saddr"), prefix(g.subnet))),
-    ]
-    for tag, cond in from_jails:
-        yield add_rule(INPUT, tag, cond, opened, jump(GUARD_IN))
-    for tag, cond in from_jails:
-        yield add_rule(FORWARD, tag, cond, opened, jump(GUARD_OUT))
+    on_bridge = [match(meta("iifname"), g.bridge)]
+    from_subnet = [match(payload(_ipf(v), "saddr"), prefix(g.subnet)),
+                   match(meta("iifname"), "lo", op="!=")]  # fmt: skip
+    from_jails = [(f"guard jails on {g.bridge}", on_bridge),
+                  (f"guard jail subnet {g.subnet}", from_subnet)]  # fmt: skip
+    for tag, conds in from_jails:
+        yield add_rule(INPUT, tag, *conds, opened, jump(GUARD_IN))
+    if g.addresses:
+        for tag, conds in from_jails:
+            yield add_rule(FORWARD, tag, *conds, opened, jump(GUARD_OUT))
     for proto, port in HOST_SERVICES:
         name = "DNS" if port == 53 else "syslog"
         yield add_rule(GUARD_IN, f"guard open {name} {proto}/{port} to the host",
@@ -414,8 +425,8 @@ def _read_guard(rules: dict[str, list[Json]]) -> Guard | None:
     bridge: str | None = None
     subnet: Network | None = None
     for rule in rules.get(INPUT.name, []):
-        for left, _op, right in _matches(rule):
-            if left.get("meta", {}).get("key") == "iifname":
+        for left, op, right in _matches(rule):
+            if left.get("meta", {}).get("key") == "iifname" and op == "==":
                 bridge = str(right)
             elif left.get("payload", {}).get("field") == "saddr":
                 subnet = _net(right)
