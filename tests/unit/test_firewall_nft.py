@@ -107,6 +107,27 @@ def test_listing_that_is_not_nft_json_is_refused() -> None:
             nft.parse_listing(text)
 
 
+@pytest.mark.parametrize(
+    ("chain", "expr"),
+    [("prerouting", [{"match": "x"}]),
+     ("postrouting", [{"match": {"op": "==", "left": {"payload": {"field": "saddr"}},
+                                 "right": "not-a-net"}}]),
+     ("input", [{"match": {"op": "==", "left": {"payload": {"field": "saddr"}},
+                           "right": {"prefix": {"addr": "x", "len": 3}}}}]),
+     ("guard_in", [{"match": {"op": "==", "left": {"payload": {"protocol": "sctp",
+                                                               "field": "dport"}},
+                              "right": 1}}, {"drop": None}])],
+)  # fmt: skip
+def test_odd_rules_in_the_table_are_firewall_errors(chain: str, expr: list[object]) -> None:
+    data = json.loads((DATA / "nft-list-sample.json").read_text())
+    rule = {"family": "inet", "table": "rexcarcer", "chain": chain, "handle": 99,
+            "comment": "masquerade x" if chain == "postrouting" else "publish web x",
+            "expr": expr}  # fmt: skip
+    data["nftables"].append({"rule": rule})
+    with pytest.raises(FirewallError):
+        nft.parse_listing(json.dumps(data))
+
+
 def test_hostile_comment_cannot_smuggle_a_jail_name() -> None:
     data = json.loads((DATA / "nft-list-sample.json").read_text())
     for obj in data["nftables"]:

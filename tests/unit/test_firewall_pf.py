@@ -139,6 +139,14 @@ def test_forwards_read_back_from_pfctl_show_nat() -> None:
     ]
 
 
+def test_forwards_rex_did_not_write_are_refused() -> None:
+    odd = "rdr pass inet proto tcp from any to (em0) port = 8080 -> 203.0.113.5 port 80\n"
+    with pytest.raises(FirewallError, match="did not write"):
+        pf.parse_forwards("web", odd)
+    with pytest.raises(FirewallError, match="is not a port"):
+        pf.parse_forwards("web", odd.replace("(em0)", "(self)").replace("8080", "0"))
+
+
 def pf_runner(anchors: str, rules: str = MAIN_RULES) -> ScriptedRunner:
     r = ScriptedRunner(strict=True)
     r.on(["pfctl", "-a", "rexcarcer", "-s", "Anchors"], anchors)

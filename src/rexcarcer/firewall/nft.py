@@ -32,6 +32,15 @@ Priority numbers are those of nft(8) "Standard priority names" (dstnat -100,
 filter 0, srcnat 100). NAT in an inet table needs Linux 5.2 (nft(8), NAT
 STATEMENTS). Every rule carries a comment naming its jail or purpose, and
 rules are built as typed JSON objects, never as nft rule text.
+
+Every table's base chains on a hook see the packet: an ``accept`` in rex's
+chains only ends rex's chain (the administrator's drops still apply), a
+``drop`` anywhere is final. Seen on this machine (tests/integration/
+test_firewall.py): with br_netfilter loaded (bridge-nf-call-iptables=1, per
+network namespace) packets between two jails on rex0 also pass these hooks,
+so the masquerade never touches traffic to the jail subnet; and nft lists a
+rule without the ``meta nfproto`` that "ip daddr" implies, and a one-element
+set as a plain value, which the reader accepts.
 """
 
 from __future__ import annotations
@@ -327,16 +336,24 @@ def parse_listing(text: str) -> Listing:
         raise FirewallError(f"nft printed something that is not JSON: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("nftables"), list):
         raise FirewallError("nft -j list printed no nftables array")
-    rules: dict[str, list[Json]] = {}
-    for obj in data["nftables"]:
-        if isinstance(obj, dict) and "rule" in obj:
-            rules.setdefault(str(obj["rule"].get("chain")), []).append(obj["rule"])
-    forwards = tuple(_read_forward(r) for r in rules.get(PREROUTING.name, []))
-    masq = [m for r in rules.get(POSTROUTING.name, []) if (m := _read_masquerade(r)) is not None]
-    if len(masq) > 1:
-        raise FirewallError("table inet rexcarcer holds more than one masquerade rule")
-    ruleset = Ruleset(forwards, masq[0] if masq else None, _read_guard(rules))
-    return Listing(ruleset, comments_of(data))
+    try:
+        rules: dict[str, list[Json]] = {}
+        for obj in data["nftables"]:
+            if isinstance(obj, dict) and "rule" in obj:
+                rules.setdefault(str(obj["rule"].get("chain")), []).append(obj["rule"])
+        forwards = tuple(_read_forward(r) for r in rules.get(PREROUTING.name, []))
+        masq = [m for r in rules.get(POSTROUTING.name, [])
+                if (m := _read_masquerade(r)) is not None]  # fmt: skip
+        if len(masq) > 1:
+            raise FirewallError("table inet rexcarcer holds more than one masquerade rule")
+        ruleset = Ruleset(forwards, masq[0] if masq else None, _read_guard(rules))
+        return Listing(ruleset, comments_of(data))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        # a shape this module never writes (the ipaddress errors are ValueErrors)
+        raise FirewallError(
+            f"table inet rexcarcer holds rules rex did not write: {exc!r}",
+            hint="rex rewrites the whole table on the next apply",
+        ) from exc
 
 
 def _rhs_items(right: Any) -> list[Any]:

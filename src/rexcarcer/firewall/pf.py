@@ -261,10 +261,14 @@ def parse_forwards(jail: str, text: str) -> list[PortForward]:
         m = _RDR.fullmatch(line.strip())
         if m is None:
             continue
-        to = m["to"]
-        host = None if to == SELF else ipaddress.ip_address(to)
-        out.append(PortForward(jail, Proto(m["proto"]), int(m["hport"]),
-                               ipaddress.ip_address(m["jail"]), int(m["jport"]), host))  # fmt: skip
+        try:
+            host = None if m["to"] == SELF else ipaddress.ip_address(m["to"])
+            jail_addr = ipaddress.ip_address(m["jail"])
+        except ValueError as exc:  # e.g. "to (em0)": not a rule rex writes
+            raise FirewallError(f"anchor rexcarcer/{jail} holds a rule rex did not write: "
+                                f"{line.strip()}") from exc  # fmt: skip
+        out.append(PortForward(jail, Proto(m["proto"]), int(m["hport"]), jail_addr,
+                               int(m["jport"]), host))  # fmt: skip
     return out
 
 
