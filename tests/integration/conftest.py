@@ -61,6 +61,7 @@ def capabilities() -> dict[str, bool]:
         "namespaces": ok("unshare", "--net", "--pid", "--fork", "true"),
         "busybox-static": Path("/bin/busybox").exists(),
         "iproute2": ok("ip", "-V"),
+        "nftables": ok("nft", "--version"),
     }
 
 

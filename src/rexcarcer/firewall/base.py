@@ -1,0 +1,31 @@
+"""The firewall driver: the part of the host's firewall that rex owns.
+
+Linux: nft.NftFirewall (the nftables table ``inet rexcarcer``); FreeBSD:
+pf.PfFirewall (the pf anchors under ``rexcarcer/``); tests: fake.FakeFirewall.
+Every implementation replaces rex's whole part at once and leaves the rest of
+the host's firewall alone.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rexcarcer.firewall.rules import Ruleset
+
+
+class Firewall(Protocol):
+    def apply(self, ruleset: Ruleset) -> bool:
+        """Make rex's part of the firewall hold exactly ``ruleset``.
+
+        Returns False when it already did (nothing was loaded). Raises
+        FirewallError when the OS refuses it; the previous rules then stay."""
+        ...
+
+    def current(self) -> Ruleset:
+        """What rex's part holds now, read back from the OS (an empty Ruleset
+        when there is none). pf reads back the forwards only (pf.py)."""
+        ...
+
+    def clear(self) -> None:
+        """Remove rex's part entirely; nothing else. Idempotent."""
+        ...

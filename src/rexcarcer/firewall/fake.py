@@ -1,0 +1,32 @@
+"""An in-memory firewall for unit tests: keeps the last applied Ruleset and
+counts loads, so a test can tell an idempotent apply from a reload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rexcarcer.firewall import FirewallError
+from rexcarcer.firewall.rules import Ruleset
+
+
+@dataclass
+class FakeFirewall:
+    ruleset: Ruleset = field(default_factory=Ruleset)
+    loads: int = 0
+    fail_with: str | None = None  # the next apply raises this, like nft refusing a batch
+
+    def apply(self, ruleset: Ruleset) -> bool:
+        if self.fail_with is not None:
+            message, self.fail_with = self.fail_with, None
+            raise FirewallError(message)
+        if ruleset == self.ruleset:
+            return False
+        self.ruleset = ruleset
+        self.loads += 1
+        return True
+
+    def current(self) -> Ruleset:
+        return self.ruleset
+
+    def clear(self) -> None:
+        self.ruleset = Ruleset()
