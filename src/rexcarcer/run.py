@@ -122,7 +122,12 @@ def _prctl() -> Callable[..., int]:
     # Resolved in the parent: the child between fork and exec should not import.
     import ctypes
 
-    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "prctl"):
+        raise NotSupported(
+            "die_with_parent needs Linux prctl(2)", hint="do not ask for it on this OS"
+        )
+    prctl: Callable[..., int] = libc.prctl
     return prctl
 
 
