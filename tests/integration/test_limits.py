@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from rexcarcer.errors import CommandFailed
 from rexcarcer.limits import LimitError, Limits
-from rexcarcer.limits.cgroup import CgroupDriver, rlimits_for
+from rexcarcer.limits.cgroup import CgroupDriver, parse_keyed, rlimits_for
 from rexcarcer.run import SubprocessRunner
 from rexcarcer.runtime import procfs
 from tests.integration.conftest import STRICT, TOKEN, require
@@ -189,6 +190,8 @@ def test_cpu_limit_throttles(cgroups: CgroupDriver, jail: str) -> None:
     used = cgroups.usage(jail)["cpu_ns"]
     # 1 s of wall time at 0.2 core: about 0.2 s, plus start-up and one period
     assert 0 < used < 400_000_000, used
+    stat = parse_keyed((_dir_of(cgroups, jail, "cpu") / "cpu.stat").read_text())
+    assert stat["nr_throttled"] > 0, stat  # the quota, not a busy machine, held it back
 
 
 def test_usage_reports_a_running_process(cgroups: CgroupDriver, jail: str) -> None:
@@ -226,7 +229,7 @@ def test_remove_kills_only_on_request_and_leaves_nothing(cgroups: CgroupDriver, 
 def test_a_missing_group_fails_the_start(cgroups: CgroupDriver, jail: str, tmp_path: Path) -> None:
     procs = cgroups.create(jail, Limits(pids=10))
     cgroups.remove(jail)
-    with pytest.raises(Exception, match="could not start: join cgroup"):
+    with pytest.raises(CommandFailed, match="could not start: join cgroup"):
         RUNNER.run(in_pidns("touch", str(tmp_path / "ran")), cgroups=procs)
     assert not (tmp_path / "ran").exists()
     assert os.path.exists(procs[0].parent.parent)  # the shared parent stays
