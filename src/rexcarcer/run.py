@@ -4,18 +4,30 @@ Commands are argv lists, never shell strings. ``--debug`` logs ``+ argv`` for
 every command; a failure raises ``CommandFailed`` with the command line, exit
 status and stderr. Drivers take a ``Runner`` in their constructor; tests pass a
 ``ScriptedRunner`` that records every argv and replays saved output.
+
+Between fork and exec the child can join cgroups (it writes its own PID into
+each ``cgroup.procs``, so a jail's first process and everything it forks start
+inside its limits, with no window where they run unlimited), set rlimits, and
+ask to die with its parent. If any of that fails the command never runs, and the
+caller gets a ``CommandFailed`` (status 126, "could not be executed") saying which
+step failed and why.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+import resource
 import shlex
+import signal
 import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import IO, Protocol
 
 from rexcarcer.errors import CommandFailed, NotSupported
@@ -24,6 +36,12 @@ log = logging.getLogger("rexcarcer.run")
 
 Arg = str | os.PathLike[str]
 OutputSink = Callable[[str], None]
+# resource.RLIMIT_* -> (soft, hard)
+RLimits = Mapping[int, tuple[int, int]]
+NO_RLIMITS: RLimits = MappingProxyType({})
+# The POSIX shell's status for "found but could not be executed": the child
+# failed before exec (cgroups, rlimits), so the command itself never ran.
+SETUP_FAILED = 126
 
 # What a child inherits when the caller gives no environment: enough to find
 # tools and speak the C locale, nothing of the user's shell.
@@ -86,11 +104,15 @@ class Runner(Protocol):
         stdout: IO[bytes] | None = None,
         interactive: bool = False,
         die_with_parent: bool = False,
+        cgroups: Sequence[Arg] = (),
+        rlimits: RLimits = NO_RLIMITS,
     ) -> Completed:
         """Run to completion. ``on_output`` receives combined output line by line
         as it arrives (the tail is kept in ``stdout``); ``stdin``/``stdout`` pass
         binary streams straight through (pipelines such as ``zfs send``);
-        ``die_with_parent`` has the kernel kill the child if rex dies first."""
+        ``die_with_parent`` has the kernel kill the child if rex dies first;
+        ``cgroups`` are ``cgroup.procs`` files the child joins and ``rlimits``
+        the limits it sets, both before it execs."""
         ...
 
     def spawn(
@@ -99,19 +121,112 @@ class Runner(Protocol):
         *,
         env: Mapping[str, str] | None = None,
         log_path: str | None = None,
+        cgroups: Sequence[Arg] = (),
+        rlimits: RLimits = NO_RLIMITS,
     ) -> int:
-        """Start a long-lived process in a new session, detached from ours; return its PID."""
+        """Start a long-lived process in a new session, detached from ours; return
+        its PID. ``cgroups`` and ``rlimits`` as for ``run``."""
         ...
 
 
-def _die_with_parent() -> None:
-    # prctl(PR_SET_PDEATHSIG, SIGKILL): a `rex` killed with SIGKILL takes its
-    # build step down with it instead of leaving it running on a dataset.
+@functools.cache
+def _prctl() -> Callable[..., int]:
+    # Resolved in the parent: the child between fork and exec should not import.
     import ctypes
-    import signal
 
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)
+    if not hasattr(libc, "prctl"):
+        raise NotSupported(
+            "die_with_parent needs Linux prctl(2)", hint="do not ask for it on this OS"
+        )
+    prctl: Callable[..., int] = libc.prctl
+    return prctl
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class _ChildSetup:
+    """What the child does between fork and exec (subprocess's ``preexec_fn``).
+
+    Only system calls, in a fixed order: prctl(PR_SET_PDEATHSIG, SIGKILL), so a
+    `rex` killed with SIGKILL takes its build step down with it; a write of the
+    child's own PID into each cgroup.procs; setrlimit(2). subprocess reports a
+    failing preexec_fn only as "Exception occurred in preexec_fn", so the child
+    first writes the step and the error into a close-on-exec pipe, which the
+    parent reads when the start failed.
+    """
+
+    def __init__(self, die_with_parent: bool, cgroups: Sequence[Arg], rlimits: RLimits) -> None:
+        self.cgroups = tuple(os.fspath(c) for c in cgroups)
+        self.rlimits = tuple(
+            (res, soft, hard, f"setrlimit({_rlimit_name(res)}, {soft}, {hard})")
+            for res, (soft, hard) in rlimits.items()
+        )
+        self.prctl = _prctl() if die_with_parent else None
+        self._read, self._write = os.pipe2(os.O_CLOEXEC)
+
+    @classmethod
+    def make(
+        cls, die_with_parent: bool, cgroups: Sequence[Arg], rlimits: RLimits
+    ) -> _ChildSetup | None:
+        if not (die_with_parent or cgroups or rlimits):
+            return None
+        return cls(die_with_parent, cgroups, rlimits)
+
+    def __call__(self) -> None:
+        step = "start"
+        try:
+            if self.prctl is not None:
+                step = "prctl(PR_SET_PDEATHSIG)"
+                self.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            pid = str(os.getpid()).encode()
+            for path in self.cgroups:
+                step = f"join cgroup {path}"
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.write(fd, pid)
+                finally:
+                    os.close(fd)
+            for res, soft, hard, label in self.rlimits:
+                step = label
+                resource.setrlimit(res, (soft, hard))
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.write(self._write, f"{step}: {exc}".encode(errors="replace"))
+            raise
+
+    def failure(self, args: tuple[str, ...]) -> CommandFailed:
+        """The error for a start whose setup failed in the child (the child has
+        exited by now, so its end of the pipe is closed)."""
+        os.close(self._write)
+        self._write = -1
+        os.set_blocking(self._read, False)
+        try:
+            why = os.read(self._read, 4096).decode(errors="replace")
+        except BlockingIOError:
+            why = ""
+        return CommandFailed(
+            args,
+            SETUP_FAILED,
+            f"could not start: {why or 'the child failed before exec'}",
+            hint="the command never ran: it could not join its cgroups or set its limits",
+        )
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            if fd >= 0:
+                os.close(fd)
+        self._read = self._write = -1
+
+
+def _rlimit_name(res: int) -> str:
+    # dir() is sorted: the first name wins (RLIMIT_NOFILE before its alias RLIMIT_OFILE)
+    names: dict[int, str] = {}
+    for name in dir(resource):
+        if name.startswith("RLIMIT_"):
+            names.setdefault(getattr(resource, name), name)
+    return names.get(res, str(res))
 
 
 def _argv(argv: Sequence[Arg]) -> tuple[str, ...]:
@@ -135,18 +250,23 @@ class SubprocessRunner:
         stdout: IO[bytes] | None = None,
         interactive: bool = False,
         die_with_parent: bool = False,
+        cgroups: Sequence[Arg] = (),
+        rlimits: RLimits = NO_RLIMITS,
     ) -> Completed:
         args = _argv(argv)
         log.debug("+ %s", shlex.join(args))
         child_env = dict(env) if env is not None else default_env()
+        setup = _ChildSetup.make(die_with_parent, cgroups, rlimits)
         try:
             if interactive:
-                code = subprocess.run(args, env=child_env, timeout=timeout, check=False).returncode
+                code = subprocess.run(
+                    args, env=child_env, timeout=timeout, check=False, preexec_fn=setup
+                ).returncode
                 result = Completed(args, code)
             elif on_output is not None:
-                result = self._run_streaming(args, child_env, on_output, timeout, die_with_parent)
+                result = self._run_streaming(args, child_env, on_output, timeout, setup)
             elif stdin is not None or stdout is not None:
-                result = self._run_piped(args, child_env, stdin, stdout, timeout)
+                result = self._run_piped(args, child_env, stdin, stdout, timeout, setup)
             else:
                 data = input.encode() if isinstance(input, str) else input
                 proc = subprocess.run(
@@ -157,6 +277,7 @@ class SubprocessRunner:
                     env=child_env,
                     timeout=timeout,
                     check=False,
+                    preexec_fn=setup,
                 )
                 result = Completed(
                     args,
@@ -171,6 +292,13 @@ class SubprocessRunner:
             ) from exc
         except subprocess.TimeoutExpired as exc:
             raise CommandFailed(args, -1, f"timed out after {timeout} s") from exc
+        except subprocess.SubprocessError as exc:
+            if setup is None:
+                raise
+            raise setup.failure(args) from exc
+        finally:
+            if setup is not None:
+                setup.close()
         return result.check() if check else result
 
     def _run_streaming(
@@ -179,7 +307,7 @@ class SubprocessRunner:
         env: dict[str, str],
         sink: OutputSink,
         timeout: float | None,
-        die_with_parent: bool,
+        setup: _ChildSetup | None,
     ) -> Completed:
         tail: deque[str] = deque(maxlen=200)
         with subprocess.Popen(
@@ -188,7 +316,7 @@ class SubprocessRunner:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            preexec_fn=setup,
         ) as proc:
             assert proc.stdout is not None
             for raw in proc.stdout:
@@ -206,6 +334,7 @@ class SubprocessRunner:
         stdin: IO[bytes] | None,
         stdout: IO[bytes] | None,
         timeout: float | None,
+        setup: _ChildSetup | None,
     ) -> Completed:
         with subprocess.Popen(
             args,
@@ -213,6 +342,7 @@ class SubprocessRunner:
             stdout=stdout if stdout is not None else subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
+            preexec_fn=setup,
         ) as proc:
             errbuf: list[bytes] = []
             assert proc.stderr is not None
@@ -231,9 +361,12 @@ class SubprocessRunner:
         *,
         env: Mapping[str, str] | None = None,
         log_path: str | None = None,
+        cgroups: Sequence[Arg] = (),
+        rlimits: RLimits = NO_RLIMITS,
     ) -> int:
         args = _argv(argv)
         log.debug("+ %s &", shlex.join(args))
+        setup = _ChildSetup.make(False, cgroups, rlimits)
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             proc = subprocess.Popen(
@@ -243,12 +376,19 @@ class SubprocessRunner:
                 stderr=out,
                 env=dict(env) if env is not None else default_env(),
                 start_new_session=True,
+                preexec_fn=setup,
             )
         except FileNotFoundError as exc:
             raise NotSupported(f"command not found: {args[0]}") from exc
+        except subprocess.SubprocessError as exc:
+            if setup is None:
+                raise
+            raise setup.failure(args) from exc
         finally:
             if not isinstance(out, int):
                 out.close()
+            if setup is not None:
+                setup.close()
         return proc.pid
 
 
@@ -268,6 +408,9 @@ class ScriptedRunner:
     calls: list[tuple[str, ...]] = field(default_factory=list)
     inputs: list[str | bytes | None] = field(default_factory=list)
     next_pid: int = 40000
+    # per entry of ``calls`` (run and spawn alike): what the child was to join / set
+    call_cgroups: list[tuple[str, ...]] = field(default_factory=list)
+    call_rlimits: list[dict[int, tuple[int, int]]] = field(default_factory=list)
 
     def on(self, prefix: Sequence[str], reply: Reply | str = "", returncode: int = 0) -> None:
         if isinstance(reply, str):
@@ -300,9 +443,11 @@ class ScriptedRunner:
         stdout: IO[bytes] | None = None,
         interactive: bool = False,
         die_with_parent: bool = False,
+        cgroups: Sequence[Arg] = (),
+        rlimits: RLimits = NO_RLIMITS,
     ) -> Completed:
         args = _argv(argv)
-        self.calls.append(args)
+        self._record(args, cgroups, rlimits)
         self.inputs.append(input)
         done = self._answer(args)
         if on_output is not None and done.stdout:
@@ -318,8 +463,15 @@ class ScriptedRunner:
         *,
         env: Mapping[str, str] | None = None,
         log_path: str | None = None,
+        cgroups: Sequence[Arg] = (),
+        rlimits: RLimits = NO_RLIMITS,
     ) -> int:
         args = _argv(argv)
-        self.calls.append(args)
+        self._record(args, cgroups, rlimits)
         self.next_pid += 1
         return self.next_pid
+
+    def _record(self, args: tuple[str, ...], cgroups: Sequence[Arg], rlimits: RLimits) -> None:
+        self.calls.append(args)
+        self.call_cgroups.append(_argv(cgroups))
+        self.call_rlimits.append(dict(rlimits))

@@ -48,7 +48,8 @@ def cli(
     \b
     Exit status: 0 success; 2 usage; 10 .rex error; 11 not found; 12 conflict;
     20-27 OS, storage, runtime, state, address, build, path and capability errors;
-    28-41 DNS, identity, logs, etcd, cluster and base-verification errors.
+    28-43 DNS, identity, logs, etcd, cluster, base-verification, firewall and limit
+    errors.
     """
     ctx.obj = Ctx(root=root, config_file=config_file, output=output, debug=debug)
     logging.basicConfig(
