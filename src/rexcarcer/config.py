@@ -133,8 +133,13 @@ def _config_file(explicit: Path | None, root: str) -> Path | None:
         return explicit
     system = Path(DEFAULTS[detect()]["config_file"])
     for candidate in (Path(root) / "rexcarcer.toml", system):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except PermissionError:
+            # a state directory only root may enter (a user of the agent's socket
+            # runs rex without it): the system-wide file, or the defaults
+            continue
     return None
 
 

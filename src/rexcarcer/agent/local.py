@@ -152,6 +152,7 @@ class LocalServer:
                 reader = wire.Reader(conn)
                 op, args, body = _request(reader)
                 conn.settimeout(None)
+                log.info("agent: %s %s for uid %d", op, args.get("name") or "", peer.uid)
                 try:
                     send({"result": self.handle(op, args, body, send)})
                 except RexError as exc:

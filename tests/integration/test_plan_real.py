@@ -1,0 +1,52 @@
+"""`rex plan` shows exactly the commands `rex up` then runs, on the real Linux
+platform: the plan's command lines against the `+ argv` lines `rex --debug up`
+logs, queries (which change nothing) left out of both."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from tests.integration.conftest import Rex, copy_example
+
+# commands that only read: `rex plan` shows what changes the host
+QUERIES = (
+    ("zfs", "list"), ("zfs", "get"), ("zfs", "version"), ("ip", "-o", "addr", "show"),
+    ("ip", "link", "show"), ("ip", "-4", "-j", "route"), ("ip", "-6", "-j", "route"),
+)  # fmt: skip
+
+
+def logged(stderr: str) -> list[list[str]]:
+    """The argv of every `+ ...` line of --debug; an argument with newlines (the
+    jail's start script) continues the line until its quote closes."""
+    out: list[list[str]] = []
+    lines = iter(stderr.splitlines())
+    for line in lines:
+        if not line.startswith("+ "):
+            continue
+        text = line[2:]
+        while True:
+            try:
+                out.append(shlex.split(text.removesuffix(" &")))
+                break
+            except ValueError:  # an open quote: the command goes on
+                text += "\n" + next(lines)
+    return out
+
+
+def _changes(stderr: str) -> list[list[str]]:
+    return [a for a in logged(stderr) if not any(tuple(a[: len(q)]) == q for q in QUERIES)]
+
+
+def test_the_plan_is_what_up_runs(rex: Rex, tmp_path: Path) -> None:
+    app = copy_example(tmp_path) / "hello.rex"
+    rex.run("build", app)  # the steps are cached: the plan then shows clone and start
+    actions = json.loads(rex.run("-o", "json", "plan", app).stdout)
+    assert [a["action"] for a in actions] == ["cached", "cached", "address", "clone", "files",
+                                              "start"]  # fmt: skip
+    planned = [shlex.split(c) for a in actions for c in a["commands"] if a["action"] != "files"]
+    done = rex.run("--debug", "up", app)
+    assert _changes(done.stderr) == planned
+    again = json.loads(rex.run("-o", "json", "plan", app).stdout)
+    assert [a["action"] for a in again] == ["none"]
