@@ -56,6 +56,11 @@ SETTINGS = (
     Setting("dns", "REX_DNS", "publish jails in DNS: auto (if unbound runs), on, off"),
     Setting("dns_forward", "REX_DNS_FORWARD", "rex's unbound forwards to these; unset: recurse"),
     Setting(
+        "generations",
+        "REX_GENERATIONS",
+        "earlier generations of a jail kept after an update in place (rex rollback); 0: none",
+    ),
+    Setting(
         "agent_socket",
         "REX_AGENT_SOCKET",
         "the host agent's UNIX socket (default: "
@@ -88,6 +93,7 @@ class Config:
     ca_bundle: Path | None
     dns: str
     dns_forward: tuple[str, ...]
+    generations: int
     agent_socket: Path
     agent_group: str
 
@@ -121,6 +127,7 @@ def _defaults() -> dict[str, str]:
         "interface": "rex0",
         "dns": "auto",
         "dns_forward": "",
+        "generations": "2",
         "agent_socket": "",
         "agent_group": "",
     }
@@ -226,6 +233,7 @@ def _build(v: dict[str, str], *, testing: bool = False) -> Config:
         ca_bundle=Path(v["ca_bundle"]) if v.get("ca_bundle") else None,
         dns=_dns_mode(v["dns"]),
         dns_forward=_forwarders(v["dns_forward"]),
+        generations=_count("generations", v["generations"]),
         agent_socket=Path(v["agent_socket"] or root / "run" / "agent.sock").absolute(),
         agent_group=v["agent_group"].strip(),
     )
@@ -248,6 +256,14 @@ def _cluster_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | 
     net = _parse("cluster_cidr", text.strip(), lambda t: ipaddress.ip_network(t, strict=True))
     assert isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network)
     return net
+
+
+def _count(key: str, text: str) -> int:
+    value = _parse(key, text.strip(), int)
+    assert isinstance(value, int)
+    if value < 0:
+        raise ConfigError(f"bad value for {key}: {text!r}: it cannot be negative")
+    return value
 
 
 def _dns_mode(text: str) -> str:

@@ -97,7 +97,7 @@ class Api:
         check_jail_name(name)
         actions: dict[str, Callable[[str], JailInfo | None]] = {
             "start": self.local.start, "stop": self.local.stop,
-            "restart": self.local.restart, "destroy": self.local.destroy,
+            "restart": self.local.restart, "destroy": self._destroy,
         }  # fmt: skip
         if verb not in actions:
             raise AgentApiError(f"no such jail action: {verb}")
@@ -105,6 +105,9 @@ class Api:
         if info is None:
             return {"name": name, "host": self.config.host, "destroyed": True}
         return info.as_json()
+
+    def _destroy(self, name: str) -> None:
+        self.local.destroy(name)
 
     def exec(self, name: str, argv: list[str], sink: OutputSink) -> int:
         """``rex exec NAME -- ARGV`` for a jail of this host, output to ``sink``."""

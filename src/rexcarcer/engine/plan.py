@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rexcarcer import ipam
 from rexcarcer.engine import build as builder
-from rexcarcer.engine import jails
+from rexcarcer.engine import jails, update
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import Conflict
 from rexcarcer.model.base import BaseInfo
@@ -37,7 +37,8 @@ def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
     plans = builder.plan_build(host, rexfile, base)
     image = builder.image_of(plans, base)
     if rec is not None and rec.ready:
-        return _existing(eng, rexfile, rec, image)
+        return _existing(eng, rexfile, rec, image, [_step_action(eng, rexfile, base, p)
+                                                     for p in plans])  # fmt: skip
     actions = [_step_action(eng, rexfile, base, p) for p in plans]
     address = _address(eng, rexfile, name, actions)
     new = jails.new_record(eng, rexfile, name).replace(address=address, image=image)
@@ -53,16 +54,39 @@ def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
     return actions
 
 
-def _existing(eng: Engine, rexfile: Rexfile, rec: JailRecord, image: str) -> list[Action]:
+def _existing(
+    eng: Engine, rexfile: Rexfile, rec: JailRecord, image: str, steps: list[Action]
+) -> list[Action]:
     if rec.definition != rexfile.digest() or rec.image != image:
-        raise Conflict(
-            f"jail {rec.name!r} already exists with a different definition",
-            hint=f"run `rex destroy {rec.name}` first, or pick another name with --name",
-        )
+        return _replace(eng, rexfile, rec, image, steps)
     if jails.is_running(eng, rec.name):
         return [Action("none", f"jail {rec.name} is up to date and running; nothing to do")]
     spec = jails.spec_for(eng, rec)
     return [Action("start", f"start jail {rec.name}", argvs(eng.host.runtime.start_commands(spec)))]
+
+
+def _replace(
+    eng: Engine, rexfile: Rexfile, rec: JailRecord, image: str, steps: list[Action]
+) -> list[Action]:
+    """An update in place (engine/update.py): the new generation's build steps,
+    then the switch, with the reason."""
+    host, name = eng.host, rec.name
+    gen = update.next_generation(host, rec)
+    why = ", ".join(update.changes(rec, rexfile.canonical(), rec.image, image))
+    new = jails.new_record(eng, rexfile, name).replace(image=image, generation=gen,
+                                                       address=rec.address)  # fmt: skip
+    clone = host.storage.clone_argv(image, f"jails/{name}", jails.clone_props(new))
+    notes = (
+        f"snapshot the volumes, stop generation {rec.generation} and keep it as "
+        f"generations/{name}.{rec.generation}",
+        f"carry {update.IDENTITY_DIR} over; start generation {gen}; if it does not start, "
+        f"roll back to generation {rec.generation} on its own",
+    )
+    return [
+        *steps,
+        Action("replace", f"replace {name}: generation {rec.generation} -> {gen} ({why})",
+               argvs([clone]), notes),
+    ]  # fmt: skip
 
 
 def _address(eng: Engine, rexfile: Rexfile, name: str, actions: list[Action]) -> IPInterface:

@@ -4,6 +4,7 @@ once; on etcd all of them sit under ``/rexcarcer/v1/``.
 ::
 
     jails/<jail>           the jail record (model/jail.py)
+    history/<jail>/<gen>   the record of a kept earlier generation of the jail
     ipam/<address>         {"jail", "host"}: an address claimed (ipam/)
     dns/<jail>             the records a jail publishes (dns/publish.py)
     names/<fqdn>           {"jail", "host"}: a HOSTNAME claimed
@@ -18,6 +19,7 @@ once; on etcd all of them sit under ``/rexcarcer/v1/``.
 from __future__ import annotations
 
 JAILS = "jails/"
+HISTORY = "history/"
 IPAM = "ipam/"
 DNS = "dns/"
 NAMES = "names/"
@@ -31,3 +33,7 @@ SUBNETS = "subnets/"
 
 def jail_key(name: str) -> str:
     return JAILS + name
+
+
+def history_key(name: str, generation: int) -> str:
+    return f"{HISTORY}{name}/{generation:08d}"  # zero-padded: listed in order

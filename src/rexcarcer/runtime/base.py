@@ -34,6 +34,10 @@ class JailSpec:
     gateway: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None  # host side address
     env: tuple[tuple[str, str], ...] = ()
     osrelease: str | None = None  # FreeBSD: the base's freebsd-version
+    # (host directory, directory inside the jail) bind/nullfs-mounted before the
+    # jail starts: its volumes. The inside path is already resolved within the
+    # root (jailfs) and exists as a plain directory.
+    mounts: tuple[tuple[Path, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

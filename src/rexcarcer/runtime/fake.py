@@ -21,9 +21,11 @@ class FakeRuntime:
     builds: list[tuple[Path, str]] = field(default_factory=list)
     execs: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     fail_start: set[str] = field(default_factory=set)
+    fail_next: int = 0  # the next N starts fail, whatever the jail
 
     def start(self, spec: JailSpec) -> None:
-        if spec.name in self.fail_start:
+        if spec.name in self.fail_start or self.fail_next > 0:
+            self.fail_next = max(0, self.fail_next - 1)
             raise RuntimeBackendError(f"jail {spec.name} failed to start (fake)")
         self.running[spec.name] = spec
 

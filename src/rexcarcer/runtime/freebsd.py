@@ -96,11 +96,25 @@ def _address_params(spec: JailSpec) -> list[str]:
     return [_set("ip4", "disable"), _set("ip6.addr", value)]
 
 
+def _mount_params(spec: JailSpec) -> list[str]:
+    """One ``mount`` line per volume: jail(8) "mount: A filesystem to mount before
+    creating the jail (and to unmount after removing it), given as a single
+    fstab(5) line", run as ``mount -t nullfs -o rw SRC DST`` (command.c, IP_MOUNT),
+    splitting the line on blanks: the parser refuses blanks in volume paths."""
+    out = []
+    for src, inside in spec.mounts:
+        for path in (str(src), f"{spec.root}{inside}"):
+            check_root(Path(path))
+        out.append(f"\tmount += {conf_quote(f'{src} {spec.root}{inside} nullfs rw 0 0')};")
+    return out
+
+
 def _params(spec: JailSpec) -> list[str]:
     lines = [
         _set("path", str(spec.root)),
         _set("host.hostname", spec.hostname),
         *_address_params(spec),
+        *_mount_params(spec),
     ]
     if spec.osrelease:
         # jail(8) osrelease: "The string for the jail's kern.osrelease sysctl

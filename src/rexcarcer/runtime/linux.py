@@ -43,19 +43,25 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 # Runs on the host, inside the new namespaces, before the pivot. $1 = root,
-# $2 = host name, $3 = what to run in the jail. No value is ever pasted into it.
+# $2 = host name, $3 = what to run in the jail, then pairs of (host directory,
+# directory inside the jail) to bind-mount: the jail's volumes. The mounts
+# belong to the jail's private mount namespace and go with it. No value is ever
+# pasted into the script.
 SETUP = """set -e
-mount -t tmpfs -o mode=755,size=1m,nosuid,noexec tmpfs "$1/dev"
-for d in DEVICES; do : > "$1/dev/$d"; mount --bind "/dev/$d" "$1/dev/$d"; done
-ln -s /proc/self/fd "$1/dev/fd"; ln -s fd/0 "$1/dev/stdin"
-ln -s fd/1 "$1/dev/stdout"; ln -s fd/2 "$1/dev/stderr"
-mkdir -p "$1/dev/shm" "$1/dev/pts"
-hostname "$2"
-cd "$1"
+root=$1 name=$2 init=$3
+shift 3
+mount -t tmpfs -o mode=755,size=1m,nosuid,noexec tmpfs "$root/dev"
+for d in DEVICES; do : > "$root/dev/$d"; mount --bind "/dev/$d" "$root/dev/$d"; done
+ln -s /proc/self/fd "$root/dev/fd"; ln -s fd/0 "$root/dev/stdin"
+ln -s fd/1 "$root/dev/stdout"; ln -s fd/2 "$root/dev/stderr"
+mkdir -p "$root/dev/shm" "$root/dev/pts"
+while [ $# -ge 2 ]; do mount --bind "$1" "$root$2"; shift 2; done
+hostname "$name"
+cd "$root"
 pivot_root . .
 umount -l .
 cd /
-exec /bin/sh -c "$3"
+exec /bin/sh -c "$init"
 """.replace("DEVICES", " ".join(DEVICES))
 
 RC_STATUS = "dev/.rex-rc"
@@ -88,12 +94,15 @@ def netns_name(token: str, name: str) -> str:
     return f"rex-{token}-{name}"
 
 
-def start_argv(netns: str, root: Path, hostname: str) -> list[str]:
+def start_argv(
+    netns: str, root: Path, hostname: str, mounts: Sequence[tuple[Path, str]] = ()
+) -> list[str]:
+    binds = [str(arg) for src, inside in mounts for arg in (src, inside)]
     return [
         "nsenter", f"--net=/run/netns/{netns}", "--",
         "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--kill-child",
         f"--mount-proc={root}/proc",
-        "/bin/sh", "-c", SETUP, "rex-jail", str(root), hostname, INIT,
+        "/bin/sh", "-c", SETUP, "rex-jail", str(root), hostname, INIT, *binds,
     ]  # fmt: skip
 
 
@@ -224,7 +233,8 @@ class LinuxRuntime:
     def start_commands(self, spec: JailSpec) -> list[list[str]]:
         netns = netns_name(self.token, spec.name)
         bridge = [] if self._bridge_ready() else self.bridge_argvs()
-        return [*bridge, *self.plumb_argvs(spec), start_argv(netns, spec.root, spec.hostname)]
+        start = start_argv(netns, spec.root, spec.hostname, spec.mounts)
+        return [*bridge, *self.plumb_argvs(spec), start]
 
     def build_commands(self, root: Path, command: str, env: Mapping[str, str]) -> list[list[str]]:
         return [build_argv(root, command)]
@@ -265,8 +275,8 @@ class LinuxRuntime:
         try:
             self._plumb(spec)
             env = jail_env(spec.env)
-            upid = self.runner.spawn(start_argv(netns, spec.root, spec.hostname), env=env,
-                                     log_path=str(console))  # fmt: skip
+            argv = start_argv(netns, spec.root, spec.hostname, spec.mounts)
+            upid = self.runner.spawn(argv, env=env, log_path=str(console))
             ipid = self._wait_init(upid)
             st = procfs.stat(ipid)
             info = {

@@ -11,15 +11,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from rexcarcer.engine import build as builder
-from rexcarcer.engine import jails
+from rexcarcer.engine import jails, update
+from rexcarcer.engine import volumes as vol
 from rexcarcer.engine.base import Engine
 from rexcarcer.engine.plan import plan_up
-from rexcarcer.errors import NotFound, UsageError
-from rexcarcer.model.jail import JailInfo
+from rexcarcer.errors import Conflict, NotFound, UsageError
+from rexcarcer.model.jail import GenerationInfo, JailInfo, VolumeInfo
 from rexcarcer.model.plan import Action
 from rexcarcer.names import check_jail_name
 from rexcarcer.rexfile.ast import Rexfile
 from rexcarcer.run import OutputSink, exit_status
+from rexcarcer.state import records
 
 
 class LocalService:
@@ -75,9 +77,39 @@ class LocalService:
             jails.restart(eng, check_jail_name(name))
             return jails.info(eng, name)
 
-    def destroy(self, name: str) -> None:
+    def destroy(self, name: str, *, volumes: bool = False) -> list[str]:
         with self.engine() as eng:
-            jails.destroy(eng, check_jail_name(name))
+            return jails.destroy(eng, check_jail_name(name), with_volumes=volumes)
+
+    def rollback(self, name: str, *, to: int | None = None) -> JailInfo:
+        with self.engine() as eng:
+            return update.rollback(eng, check_jail_name(name), to)
+
+    def history(self, name: str) -> list[GenerationInfo]:
+        with self.engine() as eng:
+            return update.history(eng, check_jail_name(name))
+
+    def volumes(self) -> list[VolumeInfo]:
+        with self.engine() as eng:
+            attached = {r.name: {v.name for v in r.volumes}
+                        for r in records.list_jails(eng.host.store)}  # fmt: skip
+            return vol.list_volumes(eng.host, attached)
+
+    def volume_rm(self, jail: str, volume: str) -> None:
+        with self.engine() as eng:
+            rec = jails.record(eng, jail)
+            if rec is not None and any(v.name == volume for v in rec.volumes):
+                raise Conflict(
+                    f"jail {jail} mounts volume {volume}: it cannot be removed",
+                    hint=f"remove the VOLUME from its .rex file and `rex up` it, or "
+                    f"`rex destroy --volumes {jail}`",
+                )
+            with eng.host.lock(jails.lock_name(jail)):
+                vol.destroy(eng.host, jail, volume)
+
+    def volume_snapshot(self, jail: str, volume: str, label: str | None) -> str:
+        with self.engine() as eng:
+            return vol.snapshot(eng.host, jail, volume, label)
 
     def exec(
         self, name: str, argv: Sequence[str], *, interactive: bool, sink: OutputSink | None
