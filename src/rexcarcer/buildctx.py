@@ -114,3 +114,14 @@ def unpack(data: bytes, dest: Path, rexfile_name: str) -> Path:
     if not path.is_file():
         raise UsageError(f"the build context has no {rexfile_name}")
     return path
+
+
+def unpack_files(data: bytes, dest: Path) -> list[Path]:
+    """Extract files a client sent for `rex cp` into ``dest`` (an empty directory,
+    tarfile's ``data`` filter); the top-level entries, each to be copied."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise UsageError(f"cannot unpack the files to copy: {exc}") from exc
+    return sorted(dest.iterdir())

@@ -175,6 +175,15 @@ class RemoteService:
             hint=f"run the command on {self.host} to see what happens",
         )
 
+    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
+        raise self._on_host("cp", name)
+
+    def cp_out(self, name: str, src: str) -> bytes:
+        raise self._on_host("cp", name)
+
+    def console(self, name: str) -> int:
+        raise self._on_host("console", name)
+
     def ls(self) -> list[JailInfo]:
         raise self._elsewhere("ls")
 
