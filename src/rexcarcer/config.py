@@ -72,7 +72,20 @@ SETTINGS = (
         "a group whose members may use the agent's "
         "socket (root-equivalent; docs/security.md); unset: root only",
     ),
+    Setting(
+        "log_max_size",
+        "REX_LOG_MAX_SIZE",
+        "a jail's log file is rotated at this size (bytes, or with K, M, G), one old file "
+        "kept; 0: no limit (docs/logs.md)",
+    ),
+    Setting(
+        "log_rate_limit",
+        "REX_LOG_RATE_LIMIT",
+        "messages the log collector accepts from all jails, as BURST/SECONDS; 0: no limit",
+    ),
 )
+
+MIN_LOG_SIZE = 64 << 10  # below this, rsyslog would run the rotation very often
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +109,8 @@ class Config:
     generations: int
     agent_socket: Path
     agent_group: str
+    log_max_size: int  # bytes; 0: unbounded
+    log_rate_limit: tuple[int, int]  # (burst, seconds); (0, 0): none
 
     @property
     def host_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -130,6 +145,10 @@ def _defaults() -> dict[str, str]:
         "generations": "2",
         "agent_socket": "",
         "agent_group": "",
+        # at most about 2 x 10 MiB per jail on the host (docs/logs.md)
+        "log_max_size": "10M",
+        # 10000 messages a second on average from all jails, bursts of 50000
+        "log_rate_limit": "50000/5",
     }
 
 
@@ -236,6 +255,8 @@ def _build(v: dict[str, str], *, testing: bool = False) -> Config:
         generations=_count("generations", v["generations"]),
         agent_socket=Path(v["agent_socket"] or root / "run" / "agent.sock").absolute(),
         agent_group=v["agent_group"].strip(),
+        log_max_size=_log_size(v["log_max_size"]),
+        log_rate_limit=_rate_limit(v["log_rate_limit"]),
     )
 
 
@@ -280,6 +301,44 @@ def _forwarders(text: str) -> tuple[str, ...]:
             addr = _parse("dns_forward", item, ipaddress.ip_address)
             out.append(str(addr))
     return tuple(out)
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B")
+    unit = t[-1:] if t[-1:] in units else ""
+    number = int(t[: len(t) - len(unit)])
+    if number < 0:
+        raise ValueError("a size is not negative")
+    return number * units[unit]
+
+
+def _log_size(text: str) -> int:
+    size = _parse("log_max_size", text, _size)
+    assert isinstance(size, int)
+    if 0 < size < MIN_LOG_SIZE:
+        raise ConfigError(
+            f"log_max_size (REX_LOG_MAX_SIZE) {text!r} is below {MIN_LOG_SIZE >> 10}K",
+            hint="rsyslog runs the rotation each time a file reaches it: use 64K or more, "
+            "or 0 for no limit",
+        )
+    return size
+
+
+def _burst_per_seconds(text: str) -> tuple[int, int]:
+    if text.strip() in ("", "0"):
+        return (0, 0)
+    burst, sep, seconds = text.strip().partition("/")
+    pair = (int(burst), int(seconds)) if sep else (-1, -1)
+    if min(pair) < 1:
+        raise ValueError("expected BURST/SECONDS, two whole numbers above 0, e.g. 50000/5")
+    return pair
+
+
+def _rate_limit(text: str) -> tuple[int, int]:
+    pair = _parse("log_rate_limit", text, _burst_per_seconds)
+    assert isinstance(pair, tuple)
+    return pair
 
 
 def describe(config: Config) -> dict[str, str]:

@@ -28,6 +28,7 @@ import ipaddress
 import json
 import os
 import signal
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -64,7 +65,8 @@ cd /
 exec /bin/sh -c "$init"
 """.replace("DEVICES", " ".join(DEVICES))
 
-RC_STATUS = "dev/.rex-rc"
+RC_STATUS_DIR, RC_STATUS_NAME = "dev", ".rex-rc"
+RC_STATUS = f"{RC_STATUS_DIR}/{RC_STATUS_NAME}"
 # rex's own start-up script (syslog forwarding, logs/forward.py): the jail's
 # /etc/rc is the user's, so rex's part runs first, from a file rex rewrites.
 RC_PRE = "/etc/rexcarcer/rc.pre"
@@ -305,12 +307,10 @@ class LinuxRuntime:
         raise RuntimeBackendError(f"the jail did not start within {START_TIMEOUT:.0f} s")
 
     def _wait_rc(self, name: str, ipid: int, console: Path) -> None:
-        status = Path(f"/proc/{ipid}/root/{RC_STATUS}")
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            try:
-                text = status.read_text().strip()
-            except OSError:
+            text = read_rc_status(ipid)
+            if text is None:
                 if not procfs.alive(ipid):
                     raise RuntimeBackendError(
                         "the jail exited while /etc/rc ran", hint=_tail(console)
@@ -392,6 +392,54 @@ class LinuxRuntime:
         (self.run_dir / f"{name}.console.log").unlink(missing_ok=True)
 
 
+def read_rc_status(pid: int) -> str | None:
+    """The status INIT left in the jail's /dev, or None while there is none.
+
+    The jail's /etc/rc runs before INIT writes it and can plant a symlink where
+    INIT's ``mv`` puts the file. Read through ``/proc/PID/root``, an absolute
+    symlink resolves against *this* process's root, the host's (proc(5),
+    /proc/pid/root): a link to a host file would be read (and shown in an
+    error), one to /dev/zero read without end. So the directory and the file are
+    opened one component at a time with ``O_NOFOLLOW``, the file must be a
+    regular file (``O_NONBLOCK``: a fifo does not block), and only its first
+    bytes are read."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        root = os.open(f"/proc/{pid}/root/.", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None  # the jail's init is gone; the caller says so
+    try:
+        try:
+            dev = os.open(RC_STATUS_DIR, flags | os.O_DIRECTORY, dir_fd=root)
+        except OSError as exc:
+            raise _tampered(f"/{RC_STATUS_DIR}", exc) from exc
+        try:
+            fd = os.open(RC_STATUS_NAME, flags | os.O_NONBLOCK, dir_fd=dev)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _tampered(f"/{RC_STATUS}", exc) from exc
+        finally:
+            os.close(dev)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _tampered(f"/{RC_STATUS}", None)
+            return os.read(fd, 64).decode(errors="replace").strip()
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root)
+
+
+def _tampered(path: str, exc: OSError | None) -> RuntimeBackendError:
+    why = exc.strerror if exc is not None else "it is not a regular file"
+    return RuntimeBackendError(
+        f"cannot read the start status rex keeps at {path} in the jail: {why} "
+        "(something in the jail replaced it: not a regular file rex wrote)",
+        hint="see what the jail's /etc/rc does to /dev",
+    )
+
+
 def _ensure_dir(root: Path, name: str) -> None:
     """mkdir ROOT/NAME, refusing a symlink planted in the image."""
     path = root / name
@@ -415,9 +463,13 @@ def _wait_dead(pid: int, timeout: float) -> bool:
     return True
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def _tail(path: Path, lines: int = 20, limit: int = 1 << 16) -> str:
+    """The last lines of the console log, reading at most its last ``limit``
+    bytes: the jail writes that file, and may have made it huge."""
     try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
+        with path.open("rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - limit, 0))
+            text = f.read(limit).decode(errors="replace").splitlines()[-lines:]
     except OSError:
         return "no console output"
     return "console output:\n" + "\n".join(text) if text else "no console output"
