@@ -241,7 +241,8 @@ def test_names_and_parameters_are_checked_before_the_body(
     [
         ("/v1/up?name=web&file=app.rex", "-1", 400),
         ("/v1/up?name=web&file=app.rex", "abc", 400),
-        ("/v1/up?name=web&file=app.rex", str(2**64), 400),
+        # an overflow: 400 from aiohttp's C parser (llhttp), 413 from its Python one
+        ("/v1/up?name=web&file=app.rex", str(2**64), (400, 413)),
         ("/v1/up?name=web&file=app.rex", str(2**63), 413),
         ("/v1/up?name=web&file=app.rex", str((1 << 30) + 1), 413),
         ("/v1/jails/web/exec", str((1 << 20) + 1), 413),
@@ -250,12 +251,12 @@ def test_names_and_parameters_are_checked_before_the_body(
     ],
 )
 def test_content_lengths_are_checked_before_the_body(
-    cluster: Cluster, path: str, length: str, status: int
+    cluster: Cluster, path: str, length: str, status: int | tuple[int, ...]
 ) -> None:
     h1, _h2, server_api, server = cluster
     head = f"POST {path} HTTP/1.1\r\nHost: h2\r\nContent-Length: {length}"
     got, _payload = raw("127.0.0.1", server.port, client_context(h1, "127.0.0.1"), head)
-    assert got == status
+    assert got in (status if isinstance(status, tuple) else (status,))
     assert server_api.calls == []
 
 

@@ -13,8 +13,8 @@ the kernel's backlog in front of a host's), and hands it to
 connection counts until its transport is gone, handshake or not.
 
 After the handshake, aiohttp closes a connection that stays idle between
-requests (its keep-alive timeout) but, before 3.14.5, not one that never sends
-a first request; ``_Watched`` closes a connection whose first request head
+requests (its keep-alive timeout) but not, in 3.12 (3.14.5 does), one that
+never sends a first request; ``_Watched`` closes a connection whose first request head
 (up to the empty line, RFC 9112 section 2.1) has not arrived ``Limits.header``
 seconds after the handshake. After that, a request whose body stalls is the
 handler's business (agent/remote.py), and only a host gets that far.
