@@ -192,6 +192,14 @@ class Handler:
                 resp.headers["Allow"] = refused.allow
             resp.force_close()  # a body may follow, unread
             return resp
+        except (ConnectionError, web.HTTPException):
+            raise  # aiohttp's own: a client gone, a response it makes
+        except Exception:  # a bug: said in the log, a 500 to the client, the server goes on
+            log.exception("API: %s %s failed", request.method, request.rel_url.raw_path[:200])
+            error = AgentApiError("the agent's API failed", hint="its log says why")
+            resp = _json(500, _error_body(error))
+            resp.force_close()
+            return resp
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
