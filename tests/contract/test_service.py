@@ -92,14 +92,11 @@ def _remote_door(eng: Engine, tmp_path: Path) -> Iterator[Door]:
         put_json(store, model.host_key(h), {"name": h, "address": "127.0.0.1"})
     api = remote.Api(server_config, store, _local(eng))
     server = remote.serve(api, tls.ensure(server_config, "127.0.0.1"), "127.0.0.1", 0)
-    put_json(
-        store, model.alive_key("h2"), {"api": remote.url_for("127.0.0.1", server.server_address[1])}
-    )
+    put_json(store, model.alive_key("h2"), {"api": remote.url_for("127.0.0.1", server.port)})
     try:
         yield Door("remote-agent", RemoteService(client, store, "h2"), eng)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 def _rexfile(tmp_path: Path, body: str = "") -> Path:

@@ -47,7 +47,7 @@ from rexcarcer.state.records import jails_of
 from rexcarcer.state.watch import Kind, Update, apply
 
 if TYPE_CHECKING:
-    from rexcarcer.agent.remote import Server
+    from rexcarcer.agent.remote import ApiServer
     from rexcarcer.state.etcd import EtcdStore
 
 log = logging.getLogger("rexcarcer.agent")
@@ -61,7 +61,7 @@ class Agent:
     dns: DnsSync | None = None
     routes: RouteSync | None = None
     idle: float = 5.0
-    api: Server | None = None
+    api: ApiServer | None = None
     jails: JailSync | None = None
     skydns: SkyDnsMirror | None = None
     view: dict[str, Entry] = field(default_factory=dict)
@@ -77,8 +77,7 @@ class Agent:
                 self.handle(update)
         finally:
             if self.api is not None:
-                self.api.shutdown()
-                self.api.server_close()
+                self.api.close()
                 self.api.api.store.close()
             if self.skydns is not None:
                 self.skydns.store.close()
@@ -133,7 +132,7 @@ def dns_sync_for(host: Host, cidr: model.Network) -> DnsSync | None:
     )
 
 
-def start_api(host: Host, local: LocalService, address: str, port: int) -> tuple[Server, str]:
+def start_api(host: Host, local: LocalService, address: str, port: int) -> tuple[ApiServer, str]:
     """Issue this host's API credentials if needed and serve the API."""
     from rexcarcer.agent import remote
     from rexcarcer.cluster import tls

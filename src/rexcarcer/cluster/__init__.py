@@ -12,7 +12,9 @@
     skydns.py      the optional ``/skydns/`` mirror for CoreDNS
     cashare.py     the cluster CA, published by init and installed by join
     agent.py       ``rex agent``: lease, watch, DNS, routes, jails, SkyDNS, API
-    api.py         the agents' mutual-TLS API (tls.py: their certificates)
+    tls.py         the hosts' certificates for the agents' mutual-TLS API
+                   (agent/remote.py serves it)
+    auth.py        who may use that API: a registered host's certificate
     client.py      ``rex up`` placed (placement.py) and the lifecycle verbs,
                    here or through another host's agent (context.py: the tar)
 
