@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from pathlib import Path
 
 from rexcarcer.run import ScriptedRunner
@@ -24,14 +25,23 @@ def test_start_argv_passes_values_as_arguments_not_script_text() -> None:
     assert "--mount-proc=/pool/jails/web/proc" in argv
     script = argv[argv.index("-c") + 1]
     assert "web.jail" not in script and "/pool/jails" not in script
-    assert argv[-3:-1] == ["/pool/jails/web", "web.jail.rex.internal"]
+    assert argv[-5:-3] == ["/pool/jails/web", "web.jail.rex.internal"]
+    # the jail's init is exec'd by jailenter.py, which drops capabilities first
+    assert argv[-2:] == [sys.executable, str(Path(linux.__file__).with_name("jailenter.py"))]
+    assert script.rstrip().endswith('exec "$python" -I -S "$enter" init "$init"')
 
 
-def test_exec_argv_enters_every_namespace_and_the_root() -> None:
+def test_exec_argv_goes_through_the_capability_drop() -> None:
+    enter = str(Path(linux.__file__).with_name("jailenter.py"))
     assert linux.exec_argv(42, ["true"]) == [
-        "nsenter", "--target=42", "--pid", "--mount", "--uts", "--ipc", "--net",
-        "--root", "--wd", "--", "true",
-    ]  # fmt: skip
+        sys.executable,
+        "-I",
+        "-S",
+        enter,
+        "exec",
+        "42",
+        "true",
+    ]
 
 
 def test_bridge_is_created_once_and_a_ready_one_is_left_alone(tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ class LinuxPlatform:
         self.routes = IpRoutes(runner)
 
     def tools(self) -> tuple[str, ...]:
-        return ("zfs", "ip", "unshare", "nsenter", "mount", "pivot_root")
+        return ("zfs", "ip", "unshare", "nsenter", "mount")
 
     def unbound_layout(self) -> UnboundLayout:
         work = self.config.root / "unbound"

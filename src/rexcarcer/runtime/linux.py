@@ -10,12 +10,13 @@ Start (command lines from notes/linux-testbed.md §3, which measured them):
 SETUP gives the jail a private minimal /dev (tmpfs plus bind-mounted device
 nodes), sets the host name, makes ROOT the namespace's root with
 ``pivot_root . .`` + ``umount -l .`` (pivot_root(2)'s documented idiom) and
-execs ``/bin/sh -c INIT``. A chroot would keep a copy of every host mount in the
-jail's mount namespace, and a copied zfs-fuse mount of another jail keeps that
-jail's dataset "busy" until this one stops. INIT runs rex's
-``/etc/rexcarcer/rc.pre`` and then ``/bin/sh /etc/rc`` when the root has them
-(as FreeBSD's exec.start does), stops at the first that fails, leaves
-its exit status in the jail's private /dev, then waits; SIGTERM ends it, and with
+execs ``/bin/sh -c INIT``; the unmount and the exec are done by jailenter.py, which first drops
+the capabilities a jail's root must not have. A chroot would keep a copy of
+every host mount in the jail's mount namespace, and a copied zfs-fuse mount of
+another jail keeps that jail's dataset "busy" until this one stops. INIT runs
+rex's ``/etc/rexcarcer/rc.pre`` and then ``/bin/sh /etc/rc`` when the root has
+them (as FreeBSD's exec.start does), stops at the first that fails, leaves its
+exit status in the jail's private /dev, then waits; SIGTERM ends it, and with
 it the pid namespace and every process of the jail.
 """
 
@@ -29,11 +30,13 @@ import json
 import os
 import signal
 import stat
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rexcarcer.errors import CommandFailed, RuntimeBackendError
+from rexcarcer.fsutil import atomic_write
 from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.run import Completed, OutputSink, Runner
 from rexcarcer.runtime import procfs
@@ -44,13 +47,14 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 # Runs on the host, inside the new namespaces, before the pivot. $1 = root,
-# $2 = host name, $3 = what to run in the jail, then pairs of (host directory,
-# directory inside the jail) to bind-mount: the jail's volumes. The mounts
-# belong to the jail's private mount namespace and go with it. No value is ever
-# pasted into the script.
+# $2 = host name, $3 = what to run in the jail, $4 $5 = the Python and the
+# jailenter.py that pivot and drop the capabilities, then pairs of
+# (host directory, directory inside the jail) to bind-mount: the jail's
+# volumes. The mounts belong to the jail's private mount namespace and go with
+# it. No value is ever pasted into the script.
 SETUP = """set -e
-root=$1 name=$2 init=$3
-shift 3
+root=$1 name=$2 init=$3 python=$4 enter=$5
+shift 5
 mount -t tmpfs -o mode=755,size=1m,nosuid,noexec tmpfs "$root/dev"
 for d in DEVICES; do : > "$root/dev/$d"; mount --bind "/dev/$d" "$root/dev/$d"; done
 ln -s /proc/self/fd "$root/dev/fd"; ln -s fd/0 "$root/dev/stdin"
@@ -59,10 +63,7 @@ mkdir -p "$root/dev/shm" "$root/dev/pts"
 while [ $# -ge 2 ]; do mount --bind "$1" "$root$2"; shift 2; done
 hostname "$name"
 cd "$root"
-pivot_root . .
-umount -l .
-cd /
-exec /bin/sh -c "$init"
+exec "$python" -I -S "$enter" init "$init"
 """.replace("DEVICES", " ".join(DEVICES))
 
 RC_STATUS_DIR, RC_STATUS_NAME = "dev", ".rex-rc"
@@ -96,6 +97,10 @@ def netns_name(token: str, name: str) -> str:
     return f"rex-{token}-{name}"
 
 
+# The jail's first and last host code (its docstring says why and how).
+ENTER = (sys.executable, str(Path(__file__).with_name("jailenter.py")))
+
+
 def start_argv(
     netns: str, root: Path, hostname: str, mounts: Sequence[tuple[Path, str]] = ()
 ) -> list[str]:
@@ -104,7 +109,7 @@ def start_argv(
         "nsenter", f"--net=/run/netns/{netns}", "--",
         "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--kill-child",
         f"--mount-proc={root}/proc",
-        "/bin/sh", "-c", SETUP, "rex-jail", str(root), hostname, INIT, *binds,
+        "/bin/sh", "-c", SETUP, "rex-jail", str(root), hostname, INIT, *ENTER, *binds,
     ]  # fmt: skip
 
 
@@ -112,15 +117,13 @@ def build_argv(root: Path, command: str) -> list[str]:
     return [
         "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "--kill-child",
         f"--mount-proc={root}/proc",
-        "/bin/sh", "-c", SETUP, "rex-build", str(root), "build", command,
+        "/bin/sh", "-c", SETUP, "rex-build", str(root), "build", command, *ENTER,
     ]  # fmt: skip
 
 
 def exec_argv(pid: int, argv: Sequence[str]) -> list[str]:
-    return [
-        "nsenter", f"--target={pid}", "--pid", "--mount", "--uts", "--ipc", "--net",
-        "--root", "--wd", "--", *argv,
-    ]  # fmt: skip
+    """Join the jail's namespaces and root, drop to a jail's capabilities, run."""
+    return [ENTER[0], "-I", "-S", ENTER[1], "exec", str(pid), *argv]
 
 
 class LinuxRuntime:
@@ -286,7 +289,7 @@ class LinuxRuntime:
                 "root": str(spec.root), "netns": netns,
                 "address": str(spec.address) if spec.address else None,
             }  # fmt: skip
-            self._run_file(spec.name).write_text(json.dumps(info))
+            atomic_write(self._run_file(spec.name), json.dumps(info))  # read concurrently
             self._wait_rc(spec.name, ipid, console)
         except BaseException:
             self._kill(spec.name)
