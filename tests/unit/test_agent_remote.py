@@ -1,8 +1,10 @@
 """The agents' mutual-TLS API, in process on loopback: a host certificate from
-the cluster CA is served; no certificate, another CA's, or a jail's is refused."""
+the cluster CA is served; no certificate, another CA's, or a jail's is refused
+(what makes a host certificate: tests/unit/test_cluster_auth.py)."""
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import ssl
 from collections.abc import Callable, Iterator
@@ -13,7 +15,7 @@ import httpx
 import pytest
 
 from rexcarcer.agent import remote as api
-from rexcarcer.cluster import RemoteError, model, tls
+from rexcarcer.cluster import RemoteError, cashare, model, tls
 from rexcarcer.config import Config, load_config
 from rexcarcer.errors import Conflict, RuntimeBackendError
 from rexcarcer.pki import ca
@@ -65,6 +67,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Config, Config, RecordingApi, str]
     _new_ca(h1.root)
     shutil.copytree(h1.root / "ca", h2.root / "ca")  # one CA, copied to every host
     store = MemoryStore()
+    cashare.publish(store, CaPaths.under(h1.root), "h1")  # `rex cluster init`
     for h in ("h1", "h2"):
         put_json(store, model.host_key(h), {"name": h, "address": "127.0.0.1"})
     server_api = RecordingApi(h2, store)
@@ -132,7 +135,7 @@ def test_a_cluster_certificate_that_names_no_host_gets_403(cluster: Any) -> None
     with httpx.Client(verify=files.client_context(), timeout=5) as http:
         answer = http.get(f"{url}/v1/health")
     assert answer.status_code == 403
-    with pytest.raises(RemoteError, match="names no registered host"):
+    with pytest.raises(RemoteError, match="is not a registered host's"):
         result("h2", answer.status_code, answer.content)
     assert server_api.calls == []
 
@@ -145,15 +148,31 @@ def test_credentials_are_reused_until_the_ca_or_address_changes(tmp_path: Path) 
     assert tls.ensure(h1, "127.0.0.2").cert.read_bytes() != first
 
 
-def test_peer_host_needs_the_name_and_the_registered_address() -> None:
-    store = MemoryStore()
-    put_json(store, model.host_key("h1"), {"name": "h1", "address": "198.51.100.11"})
-    view = {e.key: e for e in store.list(model.HOSTS)}
-    good = {"subjectAltName": (("DNS", "h1.host.rex.internal"), ("IP Address", "198.51.100.11"))}
-    jail = {"subjectAltName": (("DNS", "h1.host.rex.internal"), ("IP Address", "203.0.113.5"))}
-    assert api.peer_host(good, view, "rex.internal") == "h1"
-    assert api.peer_host(jail, view, "rex.internal") is None
-    assert api.peer_host(None, view, "rex.internal") is None
+def test_a_jail_certificate_gets_403(cluster: Any, tmp_path: Path) -> None:
+    """A jail's real certificate passes the TLS handshake (its chain ends at the
+    cluster's root) and is refused by the API, even with the host's name in it."""
+    import datetime as dt
+
+    from rexcarcer.model.jail import JailRecord
+    from rexcarcer.pki import identity, issue, jailca
+    from rexcarcer.pki.layout import JailCaPaths
+
+    _h1, h2, server_api, url = cluster
+    authority = jailca.make_local(ca.load(CaPaths.under(h2.root)), JailCaPaths.under(h2.root),
+                                  host="h2", zone="rex.internal",
+                                  subnet=ipaddress.ip_network("127.0.0.0/8"), public=(),
+                                  now=ca.utcnow())  # fmt: skip
+    rec = JailRecord.from_json({"name": "evil", "address": "127.0.0.5/8"})
+    ident = identity.identity_for(rec, "rex.internal")
+    got = issue.issue(authority, ident, dt.datetime.now(dt.UTC))
+    (tmp_path / "jail.crt").write_bytes(got.host_crt)  # leaf + jail CA, as in the jail
+    (tmp_path / "jail.key").write_bytes(got.key_pem)
+    ctx = ssl.create_default_context(cafile=str(tls.TlsFiles.under(h2.root).trust))
+    ctx.load_cert_chain(tmp_path / "jail.crt", tmp_path / "jail.key")
+    with httpx.Client(verify=ctx, timeout=5) as http:
+        assert http.get(f"{url}/v1/health").status_code == 403
+        assert http.post(f"{url}/v1/jails/web/destroy").status_code == 403
+    assert server_api.calls == []
 
 
 def test_exec_streams_the_output_and_passes_the_status_on(cluster: Any) -> None:

@@ -16,9 +16,11 @@
 
 The receiving agent runs the jail service in process (service/local.py), as a
 local ``rex up`` would, with its own store connection. A peer is served only if
-its certificate (checked against the cluster CA in the TLS handshake) names a
-registered host and that host's address; anything else gets 403 before the
-body is read.
+its certificate (checked against the cluster CA in the TLS handshake) is a host
+certificate of a registered host, not revoked (cluster/auth.py: signed by the
+cluster CA itself, with the host-role policy, naming that host and its address);
+anything else, a jail's certificate first of all, gets 403 before the body is
+read.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from rexcarcer.buildctx import MAX_CONTEXT, unpack
-from rexcarcer.cluster import AgentApiError, model
-from rexcarcer.cluster.tls import TlsFiles, host_dns_name
+from rexcarcer.cluster import AgentApiError
+from rexcarcer.cluster.auth import authorize
+from rexcarcer.cluster.tls import TlsFiles
 from rexcarcer.config import Config
 from rexcarcer.errors import RexError
 from rexcarcer.model.jail import JailInfo
@@ -51,20 +54,6 @@ log = logging.getLogger("rexcarcer.agent")
 
 DEFAULT_PORT = 7443
 MAX_EXEC_BODY = 1 << 20  # an argv, not a file
-Peer = dict[str, Any]  # ssl.SSLSocket.getpeercert()
-
-
-def peer_host(cert: Peer | None, view: model.View, zone: str) -> str | None:
-    """The registered host a verified client certificate belongs to, or None."""
-    if not cert:
-        return None
-    sans = cert.get("subjectAltName", ())
-    dns = {v for k, v in sans if k == "DNS"}
-    ips = {v for k, v in sans if k == "IP Address"}
-    for name, rec in model.host_records(view).items():
-        if host_dns_name(name, zone) in dns and str(rec.get("address")) in ips:
-            return name
-    return None
 
 
 VERBS = ("start", "stop", "restart", "destroy")
@@ -78,8 +67,9 @@ class Api:
         self.store = store
         self.local = local
 
-    def caller(self, cert: Peer | None) -> str | None:
-        return peer_host(cert, {e.key: e for e in self.store.list(model.HOSTS)}, self.config.zone)
+    def caller(self, cert_der: bytes | None) -> str | None:
+        """The host a client certificate belongs to (cluster/auth.py), or None."""
+        return authorize(cert_der, self.store, self.config.zone)
 
     def up(self, name: str, rexfile_name: str, origin: str | None, body: bytes) -> dict[str, Any]:
         from rexcarcer.rexfile.parser import load
@@ -135,11 +125,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _authorised(self) -> str | None:
         conn = self.connection
-        cert = conn.getpeercert() if isinstance(conn, ssl.SSLSocket) else None
+        cert = conn.getpeercert(binary_form=True) if isinstance(conn, ssl.SSLSocket) else None
         who = self.server.api.caller(cert)
         if who is None:
             self.close_connection = True
-            self._send(403, {"error": "the client certificate names no registered host",
+            self._send(403, {"error": "the client certificate is not a registered host's",
                              "hint": None, "exit_code": AgentApiError.exit_code})  # fmt: skip
         return who
 
