@@ -169,8 +169,10 @@ def test_a_jail_certificate_gets_403(cluster: Any, tmp_path: Path) -> None:
     (tmp_path / "jail.key").write_bytes(got.key_pem)
     ctx = ssl.create_default_context(cafile=str(tls.TlsFiles.under(h2.root).trust))
     ctx.load_cert_chain(tmp_path / "jail.crt", tmp_path / "jail.key")
+    # one connection each: the server closes the connection after a 403
     with httpx.Client(verify=ctx, timeout=5) as http:
         assert http.get(f"{url}/v1/health").status_code == 403
+    with httpx.Client(verify=ctx, timeout=5) as http:
         assert http.post(f"{url}/v1/jails/web/destroy").status_code == 403
     assert server_api.calls == []
 
