@@ -373,3 +373,61 @@ def test_membership_leave_lists_what_it_removed(ready: tuple[MemoryStore, Config
     enroll.finish(store, h2, pending, _answer(store, pending))
     removed = membership.leave(store, "h2")
     assert "pki/hosts/h2" in removed and "hosts/h2" in removed
+
+
+def test_another_host_is_removed_and_revoked_from_here(
+    ready: tuple[MemoryStore, Config, Config],
+) -> None:
+    """`rex cluster leave --host h2` on h1: for a host that died or is compromised."""
+    store, h1, h2 = ready
+    pending = _start(store, h2, bed.token(store, h1))
+    bed.sign(store, h1)
+    enroll.finish(store, h2, pending, _answer(store, pending))
+    der = _der(h2)
+    onboard.leave(h1, store, force=False, host="h2")
+    assert authorize(der, store, ZONE) is None
+    assert store.get("hosts/h2") is None and store.get("pki/hosts/h2") is None
+    assert tls.TlsFiles.under(h1.root).present()  # h1's own credentials untouched
+
+
+def test_the_agent_renews_a_certificate_in_its_last_third(
+    ready: tuple[MemoryStore, Config, Config],
+) -> None:
+    import json
+
+    from rexcarcer.cluster.renewal import Renewal
+
+    store, h1, h2 = ready
+    pending = _start(store, h2, bed.token(store, h1))
+    bed.sign(store, h1)
+    first = enroll.finish(store, h2, pending, _answer(store, pending))
+    reloads: list[int] = []
+    renewal = Renewal(store, h2, reload=lambda: reloads.append(1))
+
+    def view() -> dict[str, Any]:
+        return {e.key: e for e in store.list("")}
+
+    renewal.sync(view())
+    assert renewal.pending is None  # not due: nothing asked
+    files = tls.TlsFiles.under(h2.root)
+    meta = files.settings()
+    span = meta["not_after"] - meta["not_before"]
+    meta["not_before"] -= span * 0.7  # as if 70 % of its validity went by
+    meta["not_after"] -= span * 0.7
+    files.meta.write_text(json.dumps(meta))
+    renewal.sync(view())
+    assert renewal.pending is not None and reloads == []
+    bed.sign(store, h1)  # the CA host's agent, at its next pass
+    renewal.sync(view())
+    assert renewal.pending is None and reloads == [1]
+    now = x509.load_pem_x509_certificates(files.cert.read_bytes())[0]
+    assert format(now.serial_number, "x") != first.host_serial
+    assert authorize(_der(h2), store, ZONE) == "h2"
+    # on the CA host the same pass renews here
+    ca_files = tls.TlsFiles.under(h1.root)
+    meta = ca_files.settings()
+    meta["not_after"] = meta["not_before"] + 1
+    ca_files.meta.write_text(json.dumps(meta))
+    before = ca_files.cert.read_bytes()
+    Renewal(store, h1).sync(view())
+    assert ca_files.cert.read_bytes() != before

@@ -181,7 +181,7 @@ def certificates(
 
         refresh_crl(host, jailca.load(jail_ca_paths(host)), ca.utcnow())
 
-    return signer, Renewal(store, config, reload, refresh_crl)
+    return signer, Renewal(store, config, reload, refresh_crl, lambda: host.lock("ca"))
 
 
 def build(

@@ -118,6 +118,10 @@ def init(
 
     ttl = tokens.parse_duration(token_ttl)
     urls = _endpoints(ctx, etcd)
+    if share_ca:  # before anything is written
+        from rexcarcer.cluster.cashare import check_share
+
+        check_share(urls, ctx.config.etcd_cert)
     wanted = make_settings(cidr, zone or ctx.config.zone, host_prefix)
     store = _store(ctx, urls)
     host = ctx.host()
@@ -258,22 +262,28 @@ def renew(ctx: Ctx, wait: float, public_range: tuple[str, ...]) -> None:
 
 
 @cluster.command()
-@click.option("--force", is_flag=True, help="Leave even if jails of this host remain.")
+@click.option("--force", is_flag=True, help="Leave even if jails of the host remain.")
+@click.option(
+    "--host",
+    "other",
+    help="Remove another host (dead, or not to be trusted any more) from here.",
+)
 @pass_ctx
-def leave(ctx: Ctx, force: bool) -> None:
+def leave(ctx: Ctx, force: bool, other: str | None) -> None:
     """Release this host's subnet and registration, revoke its certificates; remove
-    etcd from its configuration."""
+    etcd from its configuration (with --host: another host's, from here)."""
     from rexcarcer.cluster import hostconf, onboard
 
+    name = other or ctx.config.host
     store = _store(ctx, _endpoints(ctx, None))
     try:
-        removed = onboard.leave(ctx.config, store, force=force)
+        removed = onboard.leave(ctx.config, store, force=force, host=name)
     finally:
         store.close()
-    path = _config_path(ctx)
-    hostconf.update(path, {"etcd": None, "subnet": None, "cluster_cidr": None})
-    said = f"{ctx.config.host} left the cluster ({len(removed)} keys; its certificates are revoked)"
-    ctx.emit({"host": ctx.config.host, "removed": removed}, lambda: click.echo(said))
+    if name == ctx.config.host:
+        hostconf.update(_config_path(ctx), {"etcd": None, "subnet": None, "cluster_cidr": None})
+    said = f"{name} left the cluster ({len(removed)} keys; its certificates are revoked)"
+    ctx.emit({"host": name, "removed": removed}, lambda: click.echo(said))
 
 
 @click.command()

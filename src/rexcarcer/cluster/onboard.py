@@ -186,10 +186,12 @@ def renew(
     return f"signed by {pending.ca_host}", done
 
 
-def leave(config: Config, store: Store, *, force: bool) -> list[str]:
-    """Deregister and revoke; then remove this host's (revoked) credentials. The
-    cluster CA itself stays where it is."""
-    removed = membership.leave(store, config.host, force=force)
+def leave(config: Config, store: Store, *, force: bool, host: str | None = None) -> list[str]:
+    """Deregister and revoke ``host`` (default: this one); for this host, then
+    remove its (revoked) credentials. The cluster CA itself stays where it is."""
+    removed = membership.leave(store, host or config.host, force=force)
+    if host not in (None, config.host):
+        return removed  # a dead or compromised host, removed from here
     for d in (tls.TlsFiles.under(config.root).cert.parent, JailCaPaths.under(config.root).dir):
         shutil.rmtree(d, ignore_errors=True)
     return removed

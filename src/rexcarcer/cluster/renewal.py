@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from rexcarcer.cluster import enroll, model, tls
@@ -39,6 +40,7 @@ class Renewal:
     config: Config
     reload: Callable[[], None] | None = None
     refresh_crl: Callable[[], None] | None = None
+    lock: Callable[[], AbstractContextManager[None]] = nullcontext  # the host's "ca" lock
     pending: enroll.Pending | None = None
     sent: float = 0.0
     next_try: float = 0.0
@@ -51,7 +53,8 @@ class Renewal:
         self._crl(view)
         address = str(rec["address"])
         if CaPaths.under(self.config.root).exists():
-            done = enroll.issue_here(self.store, self.config, address=address, subnet=subnet)
+            with self.lock():  # `rex up` may be making the jail CA too
+                done = enroll.issue_here(self.store, self.config, address=address, subnet=subnet)
             if done is not None:
                 log.info("certificates: renewed here (host certificate %s)", done.host_serial)
                 self._reloaded()
