@@ -13,7 +13,8 @@ from rexcarcer.engine import jails
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import UnsafePath
 from rexcarcer.logs.hook import LogHook
-from rexcarcer.pki import PkiError, registry
+from rexcarcer.netpolicy import HostnameRefused
+from rexcarcer.pki import registry
 from rexcarcer.pki.ca import load
 from rexcarcer.pki.hook import IdentityHook, ensure_identity
 from rexcarcer.pki.layout import CaPaths
@@ -135,7 +136,8 @@ def test_a_failed_up_revokes_what_it_issued(eng: Engine, tmp_path: Path) -> None
 
 
 def test_a_bad_hostname_fails_before_a_ca_is_made(eng: Engine, tmp_path: Path) -> None:
-    with pytest.raises(PkiError, match="cannot be a name in its certificate"):
+    # refused by the network policy's admission, before anything changes
+    with pytest.raises(HostnameRefused, match="bad_name"):
         jails.up(eng, rexfile(tmp_path, hostname="bad_name.example.com"), "app")
     assert not CaPaths.under(eng.host.config.root).exists()
     assert jails.list_jails(eng) == []

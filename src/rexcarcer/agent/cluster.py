@@ -10,7 +10,8 @@ every change and every ``idle`` seconds, makes the host match the cluster:
 - jails (jailsync.py): this host's jails started or stopped as their records
   want (after a reboot, after a jail's init died);
 - with ``--skydns``, the records mirrored under ``/skydns/`` for CoreDNS
-  (skydns.py; written by the live host with the lowest name).
+  (skydns.py; written by the live host with the lowest name);
+- the firewall's guard (netpolicy/), which follows the hosts and etcd endpoints.
 
 With an API port it also serves the mutual-TLS API (agent/remote.py) on the host's
 cluster address, through which ``rex up`` on another host places jails here,
@@ -64,6 +65,7 @@ class Agent:
     api: Server | None = None
     jails: JailSync | None = None
     skydns: SkyDnsMirror | None = None
+    firewall: Callable[[], None] | None = None
     view: dict[str, Entry] = field(default_factory=dict)
     syncs: int = 0
 
@@ -105,6 +107,8 @@ class Agent:
             parts.append(("jails", lambda: sync_jails(jails_of(self.view.values()))))
         if self.skydns is not None:
             parts.append(("SkyDNS", partial(self.skydns.sync, self.view)))
+        if self.firewall is not None:
+            parts.append(("firewall", self.firewall))
         for label, sync in parts:
             try:
                 sync()
@@ -189,4 +193,5 @@ def build(
 
         mirror = SkyDnsMirror(open_etcd(host.config, prefix=sky.PREFIX), name)
     return Agent(name, store, keeper, dns_sync_for(host, conf.cidr), route_sync, idle, server,
-                 JailSync(engine, name) if jails else None, mirror)  # fmt: skip
+                 JailSync(engine, name) if jails else None, mirror,
+                 partial(engine.policy.guard, host))  # fmt: skip

@@ -255,10 +255,10 @@ def hosts(ctx: Ctx) -> None:
 @click.option("--no-routes", is_flag=True, help="Do not install routes to other hosts' jails.")
 @click.option(
     "--api-port",
-    type=int,
-    default=7443,
-    show_default=True,
-    help="Port of the mutual-TLS API (on the host's cluster address).",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port of the mutual-TLS API (on the host's cluster address); "
+    "default: the api_port setting (REX_API_PORT), 7443.",
 )
 @click.option("--no-api", is_flag=True, help="Serve no API: jails cannot be placed here.")
 @click.option(
@@ -275,7 +275,7 @@ def agent(
     lease_ttl: int,
     idle: float,
     no_routes: bool,
-    api_port: int,
+    api_port: int | None,
     no_api: bool,
     no_jails: bool,
     skydns: bool,
@@ -292,7 +292,8 @@ def agent(
 
     logging.getLogger("rexcarcer").setLevel(logging.INFO)
     options = Options(lease_ttl=lease_ttl, idle=idle, routes=not no_routes,
-                      api_port=None if no_api else api_port, jails=not no_jails,
+                      api_port=None if no_api else (api_port or ctx.config.api_port),
+                      jails=not no_jails,
                       skydns=skydns)  # fmt: skip
     stop = threading.Event()
     try:

@@ -178,10 +178,16 @@ def check_hostname(hostname: str, jail: str, zone: str) -> str:
             problem = "lies inside the reverse zones (arpa.)"
         elif name == zone:
             problem = f"is the cluster zone {zone} itself"
-        elif name != f"{jail}.jail.{zone}" and (
-            _under(name, f"jail.{zone}") or _under(name, f"svc.{zone}")
-        ):
-            problem = f"lies inside jail.{zone} or svc.{zone}, which rex names from jails"
+        elif _under(name, f"host.{zone}"):
+            # the hosts' own names (a jail's certificate must never pass as a host's)
+            problem = f"lies inside host.{zone}, where rex names the cluster's hosts"
+        elif _under(name, f"svc.{zone}"):
+            problem = f"lies inside svc.{zone}, which rex names from the jails' SERVICEs"
+        elif name != f"{jail}.jail.{zone}" and _under(name, f"jail.{zone}"):
+            problem = (
+                f"lies inside jail.{zone}, where rex names every jail: only "
+                f"{jail}.jail.{zone} is this jail's own"
+            )
     if problem:
         raise DnsError(
             f"jail {jail}: HOSTNAME {hostname!r} {problem}",
