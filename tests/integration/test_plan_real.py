@@ -64,7 +64,7 @@ def test_the_plan_of_a_run_step_is_what_its_build_runs(rex: Rex, tmp_path: Path)
                                               "start"]  # fmt: skip
     planned = [shlex.split(c) for a in actions[:2] for c in a["commands"]
                if not c.startswith("write ")]  # fmt: skip
-    assert ["nft", "-j", "-f", "-"] == planned[0]
+    assert planned[0] == ["nft", "-j", "-f", "-"]
     done = rex.run("--debug", "build", app)
     # the image's creation time is the only value the plan cannot know
     assert _timeless(_changes(done.stderr)) == _timeless(planned)
