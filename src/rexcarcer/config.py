@@ -368,4 +368,8 @@ def _forwarders(text: str) -> tuple[str, ...]:
 
 def describe(config: Config) -> dict[str, str]:
     """The effective configuration, for ``rex doctor`` and ``--debug``."""
-    return {f.name: str(getattr(config, f.name)) for f in fields(config)}
+
+    def text(value: object) -> str:
+        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    return {f.name: text(getattr(config, f.name)) for f in fields(config)}
