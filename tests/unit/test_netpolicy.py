@@ -19,14 +19,20 @@ from rexcarcer.engine.plan import plan_up
 from rexcarcer.errors import ConfigError
 from rexcarcer.firewall.fake import FakeFirewall
 from rexcarcer.firewall.rules import Guard
+from rexcarcer.host import Host
 from rexcarcer.netpolicy import AddressRefused, HostnameRefused
 from rexcarcer.netpolicy.admit import address_problem
 from rexcarcer.netpolicy.facts import Endpoint, NetFacts, Peer, endpoint
 from rexcarcer.netpolicy.guard import guard_for, unbound_tcp_port
+from rexcarcer.netpolicy.policy import NetworkPolicy
 from rexcarcer.platform.fake import FakePlatform
+from rexcarcer.progress import QuietProgress
 from rexcarcer.rexfile.ast import Base, Proto, Rexfile, Run
+from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime.base import BuildNet
 from rexcarcer.state.base import create_json
+from rexcarcer.state.memory import MemoryStore
+from rexcarcer.storage.fake import FakeStorage
 from tests.unit.fakes import fake_engine, fake_runtime
 
 ip = ipaddress.ip_address
@@ -308,3 +314,59 @@ def test_the_plan_loads_the_guard_before_the_first_step_that_runs(
     jails.up(eng, _rexfile(tmp_path), "app")
     jails.stop(eng, "app")
     assert [a.kind for a in plan_up(eng, _rexfile(tmp_path), "app")] == ["start"]
+
+
+# -- in a cluster ---------------------------------------------------------------------------
+
+
+def _clustered(tmp_path: Path, store: MemoryStore) -> Host:
+    config = load_config(root=tmp_path / "h1", environ={
+        "REX_SUBNET": "203.0.113.0/26", **TESTING_ENV, "REX_HOST": "h1",
+        "REX_ETCD": "http://198.51.100.1:2379,http://198.51.100.2:23790"})  # fmt: skip
+    runner = ScriptedRunner()
+    return Host(config, runner, FakeStorage(tmp_path / "zfs"), FakePlatform(runner, config),
+                store, QuietProgress())  # fmt: skip
+
+
+def _join(store: MemoryStore, name: str, address: str, subnet: str) -> None:
+    net_ = ipaddress.ip_network(subnet)
+    create_json(store, f"hosts/{name}", {"name": name, "address": address, "subnet": subnet})
+    create_json(store, f"subnets/{net_.network_address}_{net_.prefixlen}", {"host": name})
+
+
+def test_in_a_cluster_the_guard_follows_the_hosts_and_the_agent(tmp_path: Path) -> None:
+    store = MemoryStore()
+    _join(store, "h1", "198.51.100.11", "203.0.113.0/26")
+    _join(store, "h2", "198.51.100.12", "203.0.113.64/26")
+    create_json(store, "hosts/h1/alive", {"since": 1, "api": "https://198.51.100.11:9443"})
+    host = _clustered(tmp_path, store)
+    policy = NetworkPolicy()
+    policy.guard(host)
+    firewall = host.platform.firewall
+    assert isinstance(firewall, FakeFirewall) and firewall.ruleset.guard is not None
+    guard = firewall.ruleset.guard
+    assert guard.addresses == (ip("198.51.100.1"), ip("198.51.100.2"), ip("198.51.100.12"),
+                               ip("203.0.113.65"))  # fmt: skip
+    assert guard.sources == (net("203.0.113.64/26"),)
+    assert {p for _, p in guard.ports} >= {7443, 9443, 2379, 2380, 23790, 8953}
+    assert policy.guard_commands(host) == []
+    _join(store, "h3", "198.51.100.13", "203.0.113.128/26")  # a host joins: the next tick
+    assert policy.guard_commands(host) == [["fake-firewall", "apply"]]
+    policy.guard(host)
+    assert firewall.loads == 2 and ip("198.51.100.13") in firewall.ruleset.guard.addresses  # type: ignore[union-attr]
+
+
+def test_the_agent_s_tick_loads_the_guard_and_survives_a_refusal(tmp_path: Path) -> None:
+    from rexcarcer.agent.cluster import Agent
+    from rexcarcer.firewall import FirewallError
+
+    calls: list[str] = []
+
+    def firewall() -> None:
+        calls.append("guard")
+        raise FirewallError("nft refused")
+
+    agent = Agent("h1", MemoryStore(), None, firewall=firewall)  # type: ignore[arg-type]
+    agent.reconcile()  # logged, not raised: DNS, routes and jails go on
+    agent.reconcile()
+    assert calls == ["guard", "guard"]
