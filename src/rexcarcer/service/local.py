@@ -45,33 +45,22 @@ class LocalService:
                 hint="join a cluster (`rex cluster join`), or leave out --host",
             )
 
-    @staticmethod
-    def _check_names(eng: Engine, rexfile: Rexfile, name: str) -> None:
-        """Refuse a HOSTNAME rex reserves (host.<zone>, svc.<zone>, another jail's
-        name) before anything changes; the DNS and identity hooks check it again."""
-        if rexfile.hostname:
-            from rexcarcer.dns.records import check_hostname
-
-            check_hostname(rexfile.hostname, name, eng.host.config.zone)
-
     def up(self, rexfile: Rexfile, name: str, *, on_host: str | None = None) -> JailInfo:
         check_jail_name(name)
         with self.engine() as eng:
             self._here(eng, on_host)
-            self._check_names(eng, rexfile, name)
             return jails.up(eng, rexfile, name)
 
     def plan(self, rexfile: Rexfile, name: str, *, on_host: str | None = None) -> list[Action]:
         check_jail_name(name)
         with self.engine() as eng:
             self._here(eng, on_host)
-            self._check_names(eng, rexfile, name)
             return plan_up(eng, rexfile, name)
 
     def build(self, rexfile: Rexfile) -> str:
         with self.engine() as eng:
             eng.host.storage.ensure_layout()
-            image = builder.build(eng.host, rexfile, eng.bases.ensure(eng.host, rexfile.base))
+            image = builder.build(eng, rexfile, eng.bases.ensure(eng.host, rexfile.base))
             return f"{eng.host.config.dataset}/{image}"
 
     def start(self, name: str) -> JailInfo:
