@@ -83,3 +83,70 @@ def test_a_build_step_cannot_make_a_device_either(rex: Rex, tmp_path: Path) -> N
     done = rex.run("up", path, check=False)
     assert done.returncode != 0
     assert rex.jails() == {}
+
+
+LISTEN = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5599))
+s.settimeout(float(sys.argv[1]))
+print("ready", flush=True)
+try:
+    while True:
+        data, (src, _) = s.recvfrom(100)
+        print(data.decode(), src, flush=True)
+except socket.timeout:
+    pass
+"""
+
+# What a process in the jail can do with a jail root's capabilities
+# (jailenter.drop_capabilities): IP_FREEBIND needs none (ip(7)).
+SEND = """
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+import jailenter
+jailenter.drop_capabilities()
+IP_FREEBIND = 15
+for tag, src in (("own", sys.argv[2]), ("forged", "203.0.113.99")):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+    s.bind((src, 0))
+    s.sendto(tag.encode(), ("203.0.113.1", 5599))
+    s.close()
+"""
+
+
+def test_a_jail_cannot_send_from_an_address_that_is_not_its_own(rex: Rex, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from rexcarcer.runtime import jailenter
+
+    path = tmp_path / "a.rex"
+    path.write_text("BASE busybox\n")
+    rex.run("up", path)
+    jail_ns, own = f"rex-{rex.token}-a", rex.ip_of("a")
+    enter_dir = str(Path(jailenter.__file__).parent)
+
+    def heard() -> list[str]:
+        listener = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{rex.netns}", sys.executable, "-c", LISTEN, "1.5"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert listener.stdout is not None and listener.stdout.readline() == "ready\n"
+            subprocess.run(["nsenter", f"--net=/run/netns/{jail_ns}", sys.executable, "-c", SEND,
+                            enter_dir, own], check=True, timeout=30)  # fmt: skip
+            out, _ = listener.communicate(timeout=30)
+        finally:
+            if listener.poll() is None:
+                listener.kill()
+                listener.wait()
+        return out.split("\n")
+
+    got = heard()
+    assert f"own {own}" in got and not any(line.startswith("forged") for line in got), got
+    # the guard is what stops it: without the jail's table the forged source gets through
+    subprocess.run(["nsenter", f"--net=/run/netns/{jail_ns}", "nft", "delete", "table", "inet",
+                    "rexcarcer_source"], check=True)  # fmt: skip
+    assert "forged 203.0.113.99" in heard()

@@ -136,8 +136,10 @@ def test_a_build_step_gets_a_jail_s_network_and_gives_it_back(tmp_path: Path) ->
     planned = rt.build_commands(root, "echo hi", {}, net)
     done = rt.build_run(root, "echo hi", env={}, network=net)
     assert done.ok
-    step = [c for c in r.calls if c[0] == "nsenter"]
+    step = [c for c in r.calls if c[0] == "nsenter" and "nft" not in c]
     assert step == [tuple(linux.build_net_argv(ns, root, "echo hi"))]
+    # the step's packets carry only its own address (the source guard in its namespace)
+    assert tuple(linux.source_guard_argv(ns, net.address)) in r.calls
     assert step[0][:3] == ("nsenter", f"--net=/run/netns/{ns}", "--") and "--net" not in step[0]
     # what ran is what was planned (queries left out); the scripted `ip link
     # show` says there is no veth to remove afterwards
@@ -170,3 +172,14 @@ def test_only_a_declared_public_address_gets_a_host_route(tmp_path: Path) -> Non
     with pytest.raises(RuntimeBackendError, match="every public range declared"):
         rt.start(spec)
     assert not any(c[:3] == ("ip", "route", "replace") for c in r.calls)
+
+
+def test_the_source_guard_admits_only_the_jails_own_address() -> None:
+    four = linux.source_guard_argv("ns", ipaddress.ip_interface("203.0.113.5/24"))
+    assert four[:3] == ["nsenter", "--net=/run/netns/ns", "nft"] and len(four) == 4
+    assert "meta nfproto ipv4 ip saddr != 203.0.113.5 drop" in four[3]
+    assert "ip6 saddr != { fe80::/10, :: } drop" in four[3]
+    assert 'oifname "lo" accept' in four[3]
+    six = linux.source_guard_argv("ns", ipaddress.ip_interface("2001:db8::5/64"))
+    assert "meta nfproto ipv4 drop" in six[3]
+    assert "ip6 saddr != { 2001:db8::5, fe80::/10, :: } drop" in six[3]

@@ -153,6 +153,35 @@ def build_net_argv(netns: str, root: Path, command: str) -> list[str]:
     ]  # fmt: skip
 
 
+# The jail's own address is the only source its packets may carry. Root in a
+# jail has no net_raw (jailenter.py), but IP_FREEBIND, which needs no
+# capability (ip(7)), lets any process bind a UDP socket to an address that is
+# not its own and send from it: another jail's, the host's. So the jail's own
+# namespace drops, on the output hook, every packet whose source is not the
+# jail's address (loopback aside; for IPv6 also link-local and the unspecified
+# address the kernel's neighbour discovery uses). The table is in the jail's
+# namespace, where only a net_admin capability, which the jail lacks, could
+# change it; the host's firewall is not touched.
+SOURCE_TABLE = "rexcarcer_source"
+
+
+def source_guard_argv(netns: str, address: IPInterface) -> list[str]:
+    """One nft(8) run in ``netns``: its arguments form one script, applied as one
+    transaction (nft(8): commands separated by ';')."""
+    ip = address.ip
+    v4 = f"ip saddr != {ip} drop" if ip.version == 4 else "drop"
+    v6 = f"{{ {ip}, fe80::/10, :: }}" if ip.version == 6 else "{ fe80::/10, :: }"
+    chain = f"inet {SOURCE_TABLE} egress"
+    script = "; ".join((
+        f"add table inet {SOURCE_TABLE}",
+        f"add chain {chain} {{ type filter hook output priority 0; policy accept; }}",
+        f'add rule {chain} oifname "lo" accept',
+        f"add rule {chain} meta nfproto ipv4 {v4}",
+        f"add rule {chain} meta nfproto ipv6 ip6 saddr != {v6} drop",
+    ))  # fmt: skip
+    return ["nsenter", f"--net=/run/netns/{netns}", "nft", script]
+
+
 def exec_argv(pid: int, argv: Sequence[str]) -> list[str]:
     """Join the jail's namespaces and root, drop to a jail's capabilities, run."""
     return [ENTER[0], "-I", "-S", ENTER[1], "exec", str(pid), *argv]
@@ -253,6 +282,7 @@ class LinuxRuntime:
             ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns],
             ["ip", "link", "set", veth, "master", self.bridge, "up"],
             ["ip", "-n", netns, "addr", "add", str(address), "dev", "eth0"],
+            source_guard_argv(netns, address),  # before the link is up
             ["ip", "-n", netns, "link", "set", "eth0", "up"],
         ]
         if address.ip not in self.host_address.network:
@@ -326,7 +356,16 @@ class LinuxRuntime:
                 self._ip("netns", "del", netns, check=False)  # left by a killed run
                 self._ip(*argv[1:])
             elif argv[1:3] != ["netns", "add"]:
-                self._ip(*argv[1:])
+                self._plumb_step(argv)
+
+    def _plumb_step(self, argv: list[str]) -> None:
+        if argv[0] == "ip":
+            self._ip(*argv[1:])
+            return
+        try:
+            self.runner.run(argv)
+        except CommandFailed as exc:
+            raise RuntimeBackendError(exc.message) from exc
 
     def _unplumb(self, name: str, address: str | None) -> None:
         netns = netns_name(self.token, name)
@@ -467,7 +506,7 @@ class LinuxRuntime:
         self.build_cleanup(network)  # what a killed run left under this name
         try:
             for argv in self.build_net_argvs(network):
-                self._ip(*argv[1:])
+                self._plumb_step(argv)
             netns = build_netns_name(self.token, network.name)
             return self.runner.run(build_net_argv(netns, root, command), check=False, env=env,
                                    on_output=on_output, die_with_parent=True)  # fmt: skip
