@@ -180,11 +180,16 @@ def test_jails_and_build_steps_cannot_reach_the_host_s_control_ports(
     assert ANSWER in jail
     wait_until(lambda: [s for s in listeners.seen("syslog 203.0.113.2") if "from-the-jail" in s],
                "the jail's syslog line")  # fmt: skip
-    # root in the jail routes to another of the host's addresses: closed there too
+    # root in the jail cannot change its routes (no net_admin, runtime/jailenter.py) ...
     sh("ip", "-n", rex.netns, "link", "add", "up0", "type", "veth", "peer", "name", "up1")
     sh("ip", "-n", rex.netns, "addr", "add", "198.51.100.1/24", "dev", "up0")
     sh("ip", "-n", rex.netns, "link", "set", "up0", "up")
-    rex.run("exec", "probe", "--", "ip", "route", "add", "198.51.100.0/24", "via", HOST)
+    denied = rex.run("exec", "probe", "--", "ip", "route", "add", "198.51.100.0/24", "via", HOST,
+                     check=False)  # fmt: skip
+    assert denied.returncode != 0 and "not permitted" in denied.stderr, denied
+    # ... but with a route to another of the host's addresses (added from outside,
+    # as if it could), that address is closed too
+    sh("ip", "-n", _jail_ns(rex, "probe"), "route", "add", "198.51.100.0/24", "via", HOST)
     other = rex.run("exec", "probe", "--", "sh", "/probe.sh", "jail", "198.51.100.1").stdout
     _assert_guarded(_probed(other, "jail"))
     reached = [t.split() for t in listeners.seen("tcp")]

@@ -99,20 +99,33 @@ except socket.timeout:
     pass
 """
 
-# What a process in the jail can do with a jail root's capabilities
-# (jailenter.drop_capabilities): IP_FREEBIND needs none (ip(7)).
+# A bound socket cannot take a source address the namespace does not hold
+# (IP_FREEBIND only binds; the route lookup refuses the send), so the forger
+# is a raw socket: the guard's second layer, behind the capability drop.
 SEND = """
-import socket, sys
+import socket, struct, sys
 sys.path.insert(0, sys.argv[1])
 import jailenter
-jailenter.drop_capabilities()
-IP_FREEBIND = 15
+def packet(src, payload):
+    udp = struct.pack("!HHHH", 40000, 5599, 8 + len(payload), 0) + payload
+    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                       socket.inet_aton(src), socket.inet_aton("203.0.113.1"))
+    return head + udp
+# A raw socket picks any source address: what a process holding CAP_NET_RAW
+# (which a jail's root does not keep) could send.
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
 for tag, src in (("own", sys.argv[2]), ("forged", "203.0.113.99")):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-    s.bind((src, 0))
-    s.sendto(tag.encode(), ("203.0.113.1", 5599))
-    s.close()
+    try:
+        raw.sendto(packet(src, tag.encode()), ("203.0.113.1", 0))
+        print(tag, "sent", flush=True)
+    except PermissionError:
+        print(tag, "refused", flush=True)
+jailenter.drop_capabilities()
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    print("raw socket opened", flush=True)
+except PermissionError:
+    print("raw socket refused", flush=True)
 """
 
 
@@ -128,25 +141,29 @@ def test_a_jail_cannot_send_from_an_address_that_is_not_its_own(rex: Rex, tmp_pa
     jail_ns, own = f"rex-{rex.token}-a", rex.ip_of("a")
     enter_dir = str(Path(jailenter.__file__).parent)
 
-    def heard() -> list[str]:
+    def heard() -> tuple[list[str], str]:
         listener = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{rex.netns}", sys.executable, "-c", LISTEN, "1.5"],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
             assert listener.stdout is not None and listener.stdout.readline() == "ready\n"
-            subprocess.run(["nsenter", f"--net=/run/netns/{jail_ns}", sys.executable, "-c", SEND,
-                            enter_dir, own], check=True, timeout=30)  # fmt: skip
+            sent = subprocess.run(["nsenter", f"--net=/run/netns/{jail_ns}", sys.executable, "-c",
+                                   SEND, enter_dir, own], check=True, timeout=30,
+                                  capture_output=True, text=True).stdout  # fmt: skip
             out, _ = listener.communicate(timeout=30)
         finally:
             if listener.poll() is None:
                 listener.kill()
                 listener.wait()
-        return out.split("\n")
+        return out.split("\n"), sent
 
-    got = heard()
+    got, sent = heard()
     assert f"own {own}" in got and not any(line.startswith("forged") for line in got), got
+    # the guard refuses the send; the jail's root cannot open a raw socket at all
+    assert "forged refused" in sent and "raw socket refused" in sent, sent
     # the guard is what stops it: without the jail's table the forged source gets through
     subprocess.run(["nsenter", f"--net=/run/netns/{jail_ns}", "nft", "delete", "table", "inet",
                     "rexcarcer_source"], check=True)  # fmt: skip
-    assert "forged 203.0.113.99" in heard()
+    got, sent = heard()
+    assert "forged 203.0.113.99" in got and "forged sent" in sent, (got, sent)
