@@ -200,8 +200,8 @@ def change(tree: Path, megabytes: int) -> int:
                    key=lambda p: -p.stat().st_size)  # fmt: skip
     changed, limit = 0, megabytes << 20
     for f in files[1:]:
-        if changed >= limit:
-            break
+        if f.stat().st_size > limit - changed:
+            continue
         data = bytearray(f.read_bytes())
         for i in range(0, len(data), 4096):  # every block differs, as a rebuilt binary's would
             data[i] ^= 0xFF
