@@ -184,3 +184,23 @@ def test_a_fetched_base_gets_versions_only_from_its_publisher(host: Host, tmp_pa
     host.storage.set_props("bases/bb@1", fetched)
     with pytest.raises(Conflict, match="is fetched from https://h/bb: its versions come from"):
         import_base(host, src, "bb", version="2")
+
+
+def test_a_jail_on_an_older_version_keeps_its_osrelease(tmp_path: Path) -> None:
+    from rexcarcer.base.versions import keep_own_props, record
+    from rexcarcer.engine import jails
+    from rexcarcer.model.jail import JailRecord
+    from tests.unit.fakes import fake_engine
+
+    eng = fake_engine(tmp_path)
+    storage = eng.host.storage
+    storage.set_props("bases/bb", {"osrelease": "14.1-RELEASE-p3"})  # bb@1, as rex 0.1 wrote it
+    keep_own_props(eng.host, find_base(eng.host, "bb"))
+    storage.snapshot("bases/bb@2")
+    record(eng.host, "bb", "bases/bb@2", {"id": "v2", "osrelease": "14.1-RELEASE-p4"}, {})
+    storage.clone("bases/bb@1", "jails/old")  # a jail without build steps: the base itself
+    spec = jails.spec_for(eng, JailRecord("old", image="bases/bb@1"))
+    assert spec.osrelease == "14.1-RELEASE-p3"
+    storage.clone("bases/bb@2", "jails/new")
+    assert jails.spec_for(eng, JailRecord("new", image="bases/bb@2")).osrelease == (
+        "14.1-RELEASE-p4")  # fmt: skip
