@@ -107,7 +107,8 @@ class Location:
 
 
 def parse_location(text: str) -> Location:
-    """``https://host/dir/NAME`` (or one of its four files) → the base's location."""
+    """``https://host/dir/NAME`` (or its full stream, metadata, manifest or a
+    signature) → the base's location."""
     parts = urlsplit(text.strip())
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
