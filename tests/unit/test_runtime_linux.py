@@ -19,11 +19,18 @@ def test_interface_names_are_deterministic_and_short() -> None:
 
 
 def test_start_argv_passes_values_as_arguments_not_script_text() -> None:
-    argv = linux.start_argv("rex-t-web", Path("/pool/jails/web"), "web.jail.rex.internal")
+    argv = linux.start_argv("rex-t-web", Path("/pool/jails/web"), "web.jail.rex.internal",
+                            status_file=Path("/state/run/web.exit"))  # fmt: skip
     assert argv[:3] == ["nsenter", "--net=/run/netns/rex-t-web", "--"]
+    # a host-side shell runs unshare and keeps its status: how the jail ended
+    assert argv[3:9] == ["/bin/sh", "-c", linux.WAITER, "rex-wait", "/state/run/web.exit",
+                         "unshare"]  # fmt: skip
     assert "--mount-proc=/pool/jails/web/proc" in argv
-    script = argv[argv.index("-c") + 1]
-    assert "web.jail" not in script and "/pool/jails" not in script
+    for i, arg in enumerate(argv):
+        if arg == "-c":
+            script = argv[i + 1]
+            assert "web.jail" not in script and "/pool/jails" not in script
+            assert "/state/run" not in script
     assert argv[-3:-1] == ["/pool/jails/web", "web.jail.rex.internal"]
 
 

@@ -189,4 +189,4 @@ def build(
 
         mirror = SkyDnsMirror(open_etcd(host.config, prefix=sky.PREFIX), name)
     return Agent(name, store, keeper, dns_sync_for(host, conf.cidr), route_sync, idle, server,
-                 JailSync(engine, name) if jails else None, mirror)  # fmt: skip
+                 JailSync(engine, name, rewire=True) if jails else None, mirror)  # fmt: skip

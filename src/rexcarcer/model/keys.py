@@ -12,6 +12,8 @@ once; on etcd all of them sit under ``/rexcarcer/v1/``.
     pki/revoked/<serial>   a revoked certificate
     cluster/config         the cluster's settings (cluster/model.py)
     cluster/ca             the cluster CA shared through etcd (cluster/cashare.py)
+    health/<jail>          the jail's life in this boot as the host agent sees it:
+                           started, health, restarts (model/health.py)
     hosts/<host>           a member host; hosts/<host>/alive its lease
     subnets/<net>_<len>    a host's jail subnet claimed
 """
@@ -23,6 +25,7 @@ HISTORY = "history/"
 IPAM = "ipam/"
 DNS = "dns/"
 NAMES = "names/"
+HEALTH = "health/"
 PKI_CERTS = "pki/certs/"
 PKI_REVOKED = "pki/revoked/"
 CLUSTER_CONFIG = "cluster/config"
@@ -37,3 +40,7 @@ def jail_key(name: str) -> str:
 
 def history_key(name: str, generation: int) -> str:
     return f"{HISTORY}{name}/{generation:08d}"  # zero-padded: listed in order
+
+
+def health_key(name: str) -> str:
+    return HEALTH + name
