@@ -154,6 +154,51 @@ def test_an_http_probe_that_gets_no_answer_fails_in_its_timeout() -> None:
     assert time.monotonic() - begun < 2
 
 
+def test_an_answer_trickled_byte_by_byte_does_not_outlast_the_timeout() -> None:
+    """The timeout is a deadline for the whole exchange, not for each read."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        stop = threading.Event()
+
+        def trickle() -> None:
+            conn, _ = s.accept()
+            with conn:
+                for ch in b"HTTP/1.1 200 OK\r\n":
+                    if stop.wait(0.1):
+                        return
+                    conn.sendall(bytes([ch]))
+
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        begun = time.monotonic()
+        res = http_get(LOOP, s.getsockname()[1], "/", 0.5)
+        took = time.monotonic() - begun
+        stop.set()
+        t.join()
+    assert not res.ok and "no answer within 0.5 s" in res.reason
+    assert took < 1.0
+
+
+def test_an_answer_that_is_not_http_fails() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+
+        def babble() -> None:
+            conn, _ = s.accept()
+            with conn:
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\x1b[31m")
+
+        t = threading.Thread(target=babble, daemon=True)
+        t.start()
+        port = s.getsockname()[1]
+        res = http_get(LOOP, port, "/", 1.0)
+        t.join()
+    assert not res.ok
+    assert res.reason == f"HTTP {port} /: not an HTTP answer: 'SSH-2.0-OpenSSH_9.6'"
+
+
 def test_cmd_runs_in_the_jail_with_a_timeout(tmp_path: Path) -> None:
     eng = fake_engine(tmp_path)
     jails.up(eng, Rexfile(Base("bb"), path=tmp_path / "a.rex"), "app")

@@ -6,20 +6,21 @@
   timeout, a second later, stops the host side even if the jail's timeout(1)
   does not.
 - ``TCP``: a connection to the jail's address and port, from the host.
-- ``HTTP``: ``GET <path>`` to the jail's address and port with the standard
-  library's client (http.client); healthy on a 2xx or 3xx status (redirects are not followed).
+- ``HTTP``: ``GET <path>`` to the jail's address and port over a plain socket;
+  healthy on a 2xx or 3xx status (redirects are not followed).
 
-Whatever the jail answers is hostile input: a probe reads at most the status
-line and headers (http.client caps them) and reports it in a short, printable
-reason, never more.
+Whatever the jail answers is hostile input: a probe reads at most the first
+1 KiB (the HTTP status line) within its timeout, and reports it in a short,
+printable reason, never more.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
+import time
 from dataclasses import dataclass
-from http import client as httpclient
 
 from rexcarcer.errors import RexError
 from rexcarcer.model.jail import JailRecord
@@ -27,6 +28,8 @@ from rexcarcer.rexfile.ast import HealthCheck, Probe
 from rexcarcer.runtime.base import Runtime, jail_env
 
 REASON_MAX = 200
+STATUS_MAX = 1024  # bytes read for the status line, at most
+_STATUS_LINE = re.compile(r"HTTP/1\.[01] ([0-9]{3})(?: ([^\r\n]*))?")
 KILL_GRACE = 1.0  # the host-side timeout beyond the check's own
 
 
@@ -82,17 +85,36 @@ def tcp(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int,
 
 
 def http_get(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, path: str,
-         timeout: float) -> Result:  # fmt: skip
-    conn = httpclient.HTTPConnection(str(address), port, timeout=timeout)
+             timeout: float) -> Result:  # fmt: skip
+    """``GET path`` and the status line of the answer, all within ``timeout``: a
+    deadline for the whole exchange, not per read, so a jail that trickles its
+    answer byte by byte cannot hold a probe longer (http.client's timeout is per
+    socket operation). Only the status line is read (RFC 9112 4)."""
+    what = f"HTTP {port} {path}"
+    deadline = time.monotonic() + timeout
+    host = f"[{address}]" if address.version == 6 else str(address)
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: rexcarcer-health\r\n"
+               "Connection: close\r\n\r\n").encode("ascii")  # fmt: skip
+    answer = b""
     try:
-        conn.request("GET", path, headers={"User-Agent": "rexcarcer-health", "Connection": "close"})
-        resp = conn.getresponse()
-        status, reason = resp.status, printable(resp.reason or "")
+        with socket.create_connection((str(address), port), timeout=timeout) as sock:
+            sock.sendall(request)
+            while b"\r\n" not in answer and len(answer) < STATUS_MAX:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                sock.settimeout(left)
+                chunk = sock.recv(STATUS_MAX)
+                if not chunk:
+                    break
+                answer += chunk
     except TimeoutError:
-        return Result(False, f"HTTP {port} {path}: no answer within {timeout:g} s")
-    except (OSError, httpclient.HTTPException) as exc:
-        return Result(False, printable(f"HTTP {port} {path}: {exc}"))
-    finally:
-        conn.close()
-    ok = 200 <= status < 400
-    return Result(ok, printable(f"HTTP {port} {path}: {status} {reason}"))
+        return Result(False, f"{what}: no answer within {timeout:g} s")
+    except OSError as exc:
+        return Result(False, printable(f"{what}: {exc.strerror or exc}"))
+    line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+    m = _STATUS_LINE.fullmatch(line)
+    if m is None:
+        return Result(False, printable(f"{what}: not an HTTP answer: {line[:60]!r}"))
+    status = int(m.group(1))
+    return Result(200 <= status < 400, printable(f"{what}: {status} {m.group(2) or ''}"))
