@@ -116,7 +116,7 @@ def test_durations_read_back() -> None:
         ("DEPENDS", "2:8", "expected a jail name after DEPENDS"),
         ("DEPENDS db cache", "2:12", "DEPENDS names one jail"),
         ("DEPENDS Db_1", "2:9", "bad jail name in DEPENDS"),
-        ("DEPENDS db\nDEPENDS db", "3:1", "DEPENDS db is given twice (first at line 2)"),
+        ("DEPENDS db\nDEPENDS db", "3:1", "DEPENDS db given twice (first at line 2)"),
     ],
 )  # fmt: skip
 def test_bad_input_names_the_place(text: str, where: str, message: str) -> None:

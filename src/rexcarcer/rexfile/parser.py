@@ -305,23 +305,20 @@ class _Parser:
 
     def _healthcheck(self, line: Line, keyword: Token) -> None:
         if self.healthcheck is not None:
-            raise line.error(keyword, f"HEALTHCHECK given twice (first at line "
-                             f"{self.healthcheck.pos.line})",
-                             hint="a jail has one health check: remove one")  # fmt: skip
+            raise running.twice(line, keyword, "HEALTHCHECK", self.healthcheck.pos.line)
         self.healthcheck = running.healthcheck(line, keyword)
 
     def _restart(self, line: Line, keyword: Token) -> None:
         if self.restart is not None:
-            raise line.error(keyword, f"RESTART given twice (first at line {self.restart[1]})",
-                             hint="a jail has one restart policy: remove one")  # fmt: skip
+            raise running.twice(line, keyword, "RESTART", self.restart[1])
         self.restart = (running.restart(line, keyword), keyword.pos.line)
 
     def _depends(self, line: Line, keyword: Token) -> None:
         dep = running.depends(line, keyword)
-        first = self.depends.get(dep.name)
-        if first is not None:
-            raise line.error(keyword, f"DEPENDS {dep.name} is given twice (first at line "
-                             f"{first.pos.line})", hint="remove one of them")  # fmt: skip
+        if dep.name in self.depends:
+            raise running.twice(
+                line, keyword, f"DEPENDS {dep.name}", self.depends[dep.name].pos.line
+            )
         self.depends[dep.name] = dep
 
 

@@ -280,6 +280,13 @@ def _probe(line: Line, tok: Token) -> tuple[HealthCheck, int]:
 
 # -- RESTART and DEPENDS --------------------------------------------------------------
 
+
+def twice(line: Line, keyword: Token, what: str, first: int) -> RexfileError:
+    """The error for an instruction given again that may be given once."""
+    return line.error(keyword, f"{what} given twice (first at line {first})",
+                      hint=f"remove one {what.split()[0]}")  # fmt: skip
+
+
 RESTART_HINT = "write RESTART no, RESTART on-failure (the default) or RESTART always"
 
 
