@@ -246,3 +246,17 @@ def test_health_record_round_trip() -> None:
     h = HealthRecord("web", Health.UNHEALTHY, "b", 1.5, 2.5, "TCP 80: refused", 3)
     assert HealthRecord.from_json(h.as_json()) == h
     assert h.shown == "unhealthy" and HealthRecord("x", Health.NONE).shown is None
+
+
+def test_a_restart_that_waits_for_a_dependency_does_not_spin(eng: Engine, tmp_path: Path) -> None:
+    jails.up(eng, rexfile(tmp_path, healthcheck=HealthCheck(Probe.TCP, port=5432)), "db")
+    jails.up(eng, rexfile(tmp_path, "db"), "web")
+    clock = Clock()
+    sync = sync_of(eng, clock)
+    fake_runtime(eng.host).die("web", 137)  # db has no verdict yet: web must wait
+    assert sync.sync(list_jails(eng.host.store)) == []
+    assert sync.next_wake() is None  # due now but blocked: the health verdict wakes it
+    h = get_health(eng.host.store, "db")
+    assert h is not None
+    put_health(eng.host.store, h.replace(state=Health.HEALTHY))
+    assert sync.sync(list_jails(eng.host.store)) == [("web", "restart")]

@@ -121,5 +121,17 @@ def _single(
             due = sync.next_wake()
             if due is not None:
                 wait = min(wait, max(0.0, due - time.monotonic()))
-        if wake.wait(wait):  # a health verdict: jails may wait for it (DEPENDS)
+        _pause(wait, stop, wake)
+
+
+def _pause(seconds: float, stop: threading.Event, wake: threading.Event) -> None:
+    """Until ``seconds`` pass, the agent stops, or a health verdict wakes the jail
+    sync (jails may wait for it: DEPENDS)."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        if wake.wait(min(left, 0.25)):
             wake.clear()
+            return

@@ -68,8 +68,10 @@ class JailSync:
     rewire: bool = False
 
     def next_wake(self) -> float | None:
-        """Monotonic time of the next delayed restart or retry, if any."""
-        times = [*self.due.values(), *(t for _, t in self.backoff.values())]
+        """Monotonic time of the next delayed restart or retry still to come, if
+        any (one already due that waits for its DEPENDS is woken by their health)."""
+        now = self.clock()
+        times = [t for t in (*self.due.values(), *(t for _, t in self.backoff.values())) if t > now]
         return min(times) if times else None
 
     def sync(self, current: Iterable[JailRecord]) -> list[tuple[str, str]]:
