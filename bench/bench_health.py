@@ -8,9 +8,9 @@ Measures (in one run of this script, on one machine state):
   until `web.svc` answers NXDOMAIN at unbound (queried every 10 ms), and back:
   httpd started again -> `web.svc` answers again;
 - dead init -> running again: a jail's init killed with SIGKILL; the time until
-  the agent has started it again (a new init whose /etc/rc finished, as the run
-  file says), one fresh jail per run (so no restart backoff applies);
-- the restart backoff: one jail killed again right after each restart.
+  the agent has started it again (its /etc/rc finished: the start's health
+  record says so), one fresh jail per run (so no restart backoff applies);
+- the restart backoff: one jail killed again as soon as each restart is done.
 This process enters a network namespace of its own (setns on its main thread),
 so unbound, the agent, the bridge address 203.0.113.1 and the jails live only
 there; it makes its own file pool and state directory and removes everything.
@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -73,6 +74,16 @@ class Bed:
         argv = [sys.executable, "-m", "rexcarcer", "agent", "--idle", str(self.idle)]
         self.agent = subprocess.Popen(argv, env=self.env, stdout=log, stderr=log)
         wait(lambda: Path(self.env["REX_AGENT_SOCKET"]).exists(), "the agent's socket", 30)
+
+    def started(self, name: str) -> float:
+        """When the jail last finished starting (its /etc/rc done): the health
+        record the start writes, 0 when there is none."""
+        db = sqlite3.connect(self.work / "state" / "state.db")
+        try:
+            row = db.execute("SELECT value FROM kv WHERE key = ?", (f"health/{name}",)).fetchone()
+        finally:
+            db.close()
+        return float(json.loads(row[0])["started"]) if row else 0.0
 
     def run_file(self, name: str) -> dict[str, Any] | None:
         try:
@@ -128,14 +139,10 @@ def restarts(bed: Bed, runs: int) -> list[str]:
         bed.rex("up", plain, "--name", name)
         info = bed.run_file(name)
         assert info is not None
+        before = bed.started(name)
         os.kill(info["init_pid"], signal.SIGKILL)
         t0 = time.perf_counter()
-
-        def again(name: str = name, old: int = info["init_pid"]) -> bool:
-            now = bed.run_file(name)
-            return now is not None and now["init_pid"] != old
-
-        wait(again, f"{name} started again")
+        wait(lambda n=name, b=before: bed.started(n) > b, f"{name} started again")
         lat.append(time.perf_counter() - t0)
     # one jail, killed again as soon as it is back: the backoff
     name = "phoenix0"
@@ -143,11 +150,10 @@ def restarts(bed: Bed, runs: int) -> list[str]:
     for _ in range(4):
         info = bed.run_file(name)
         assert info is not None
+        before = bed.started(name)
         os.kill(info["init_pid"], signal.SIGKILL)
         t0 = time.perf_counter()
-        old = info["init_pid"]
-        wait(lambda old=old: (bed.run_file(name) or {"init_pid": old})["init_pid"] != old,
-             "back", timeout=300)  # fmt: skip
+        wait(lambda b=before: bed.started(name) > b, "back", timeout=300)
         gaps.append(time.perf_counter() - t0)
     for i in range(runs):
         bed.rex("destroy", f"phoenix{i}", check=False)
