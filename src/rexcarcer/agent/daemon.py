@@ -10,6 +10,10 @@ that has joined a cluster it is also the cluster member (agent/cluster.py):
 lease, watch, DNS of the whole cluster, routes, the mutual-TLS API. Without a
 cluster it checks the jails every ``idle`` seconds, and at once when a health
 verdict or a delayed restart is due.
+
+On every host it also keeps the firewall's guard loaded (netpolicy/): at start
+and on every tick, so that the rules follow the cluster's hosts and come back
+if someone flushes them.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ def run(config: Config, options: Options, stop: threading.Event) -> None:
                                   daemon=True)  # fmt: skip
         checks.start()
     try:
+        guard(engine)
         if config.etcd:
             _cluster(config, options, engine, stop)
         else:
@@ -94,6 +99,14 @@ def _health(config: Config, stop: threading.Event, wake: threading.Event) -> Non
         engine.close()
 
 
+def guard(engine: Engine) -> None:
+    """Load the guard; a failure is logged and retried on the next tick."""
+    try:
+        engine.policy.guard(engine.host)
+    except RexError as exc:
+        log.warning("firewall: %s (%s)", exc, exc.hint or "retrying on the next tick")
+
+
 def _cluster(config: Config, options: Options, engine: Engine, stop: threading.Event) -> None:
     from rexcarcer.agent.cluster import build
     from rexcarcer.state.etcd import EtcdStore
@@ -112,6 +125,7 @@ def _single(
     sync = JailSync(engine, config.host, rewire=True) if options.jails else None
     log.info("agent %s: single host; checking jails every %.1f s", config.host, options.idle)
     while not stop.is_set():
+        guard(engine)
         wait = options.idle
         if sync is not None:
             try:

@@ -64,6 +64,7 @@ def _register() -> None:
         cluster_cmds,
         complete,
         dns_cmds,
+        files_cmds,
         gen_cmds,
         host_cmds,
         jail_cmds,
@@ -73,6 +74,7 @@ def _register() -> None:
 
     jail_cmds.register(cli)
     gen_cmds.register(cli)
+    files_cmds.register(cli)
     base_cmds.register(cli)
     host_cmds.register(cli)
     dns_cmds.register(cli)

@@ -96,7 +96,7 @@ def up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
     """Build (cached), create, start; idempotent for an unchanged definition."""
     host = eng.host
     copy_sources(rexfile)  # bad COPY sources fail before anything changes
-    check_depends(eng, rexfile, name)
+    admit(eng, rexfile, name)
     existing = _reclaim(eng, name)
     if existing is not None:
         if not same_definition(eng, rexfile, existing):
@@ -106,8 +106,6 @@ def up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
         return info(eng, name)
     base = eng.bases.ensure(host, rexfile.base)
     host.storage.ensure_layout()
-    if rexfile.ip is not None:
-        _precheck_fixed_ip(eng, rexfile, name)
     volumes.check(host, name, volumes.entries(rexfile))
     rec = new_record(eng, rexfile, name)
     if not records.create_jail(host.store, rec):
@@ -127,6 +125,19 @@ def up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
             raise type(exc)(f"rex up {name} failed: {exc.message}", hint=exc.hint) from exc
         raise
     return info(eng, name)
+
+
+def admit(eng: Engine, rexfile: Rexfile, name: str) -> None:
+    """Everything that refuses a definition on this host before anything changes:
+    the jail is ours to touch, its IP and HOSTNAME pass the network policy, a
+    fixed IP is free, its DEPENDS name other jails and close no cycle."""
+    rec = record(eng, name)
+    if rec is not None:
+        ensure_local(eng, rec)
+    eng.policy.admit(eng.host, rexfile, name)
+    if rexfile.ip is not None:
+        _precheck_fixed_ip(eng, rexfile, name)
+    check_depends(eng, rexfile, name)
 
 
 def check_depends(eng: Engine, rexfile: Rexfile, name: str) -> None:
@@ -170,7 +181,7 @@ def _create(
     eng: Engine, rexfile: Rexfile, base: BaseInfo, rec: JailRecord, made: list[str]
 ) -> None:
     host = eng.host
-    image = builder.build(host, rexfile, base)
+    image = builder.build(eng, rexfile, base)
     host.progress.step(f"Assigning an address to {rec.name}")
     if rexfile.ip is not None:
         ipam.claim(host.store, rexfile.ip, rec.name, host=host.config.host)

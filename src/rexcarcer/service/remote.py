@@ -62,7 +62,7 @@ def credentials(config: Config, store: Store) -> TlsFiles:
             f"this host ({config.host}) has not joined the cluster: it has no API credentials",
             hint="run `rex up` on a cluster host (`rex cluster join` first)",
         )
-    return tls.ensure(config, str(rec.json()["address"]))
+    return tls.ensure(config, str(rec.json()["address"]), store=store)
 
 
 class RemoteService:
@@ -174,6 +174,15 @@ class RemoteService:
             f"host {self.host}'s agent ended the command without an exit status",
             hint=f"run the command on {self.host} to see what happens",
         )
+
+    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
+        raise self._on_host("cp", name)
+
+    def cp_out(self, name: str, src: str) -> bytes:
+        raise self._on_host("cp", name)
+
+    def console(self, name: str) -> int:
+        raise self._on_host("console", name)
 
     def ls(self) -> list[JailInfo]:
         raise self._elsewhere("ls")
