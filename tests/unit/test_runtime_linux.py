@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import sys
 from pathlib import Path
 
@@ -184,10 +185,21 @@ def test_only_a_declared_public_address_gets_a_host_route(tmp_path: Path) -> Non
 
 def test_the_source_guard_admits_only_the_jails_own_address() -> None:
     four = linux.source_guard_argv("ns", ipaddress.ip_interface("203.0.113.5/24"))
-    assert four[:3] == ["nsenter", "--net=/run/netns/ns", "nft"] and len(four) == 4
-    assert "meta nfproto ipv4 ip saddr != 203.0.113.5 drop" in four[3]
-    assert "ip6 saddr != { fe80::/10, :: } drop" in four[3]
-    assert 'oifname "lo" accept' in four[3]
+    assert four[:4] == ["nsenter", "--net=/run/netns/ns", "nft", "-j"] and len(four) == 5
+    cmds = json.loads(four[4])["nftables"]
+    assert cmds[0] == {"add": {"table": {"family": "inet", "name": "rexcarcer_source"}}}
+    chain = cmds[1]["add"]["chain"]
+    assert (chain["hook"], chain["type"], chain["policy"]) == ("output", "filter", "accept")
+    rules = [c["add"]["rule"]["expr"] for c in cmds[2:]]
+    assert rules[0][-1] == {"accept": None} and rules[0][0]["match"]["right"] == "lo"
+    v4 = rules[1]
+    assert v4[1]["match"] == {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                              "right": "203.0.113.5"} and v4[-1] == {"drop": None}  # fmt: skip
+    assert rules[2][1]["match"]["right"] == {
+        "set": [{"prefix": {"addr": "fe80::", "len": 10}}, "::"]
+    }
     six = linux.source_guard_argv("ns", ipaddress.ip_interface("2001:db8::5/64"))
-    assert "meta nfproto ipv4 drop" in six[3]
-    assert "ip6 saddr != { 2001:db8::5, fe80::/10, :: } drop" in six[3]
+    rules6 = [c["add"]["rule"]["expr"] for c in json.loads(six[4])["nftables"][2:]]
+    assert len(rules6[1]) == 2 and rules6[1][-1] == {"drop": None}  # every IPv4 source dropped
+    own = rules6[2][1]["match"]["right"]["set"]
+    assert own[0] == "2001:db8::5" and "::" in own

@@ -50,6 +50,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rexcarcer.errors import CommandFailed, RuntimeBackendError
 from rexcarcer.fsutil import atomic_write
@@ -192,21 +193,42 @@ def build_net_argv(netns: str, root: Path, command: str) -> list[str]:
 SOURCE_TABLE = "rexcarcer_source"
 
 
-def source_guard_argv(netns: str, address: IPInterface) -> list[str]:
-    """One nft(8) run in ``netns``: its arguments form one script, applied as one
-    transaction (nft(8): commands separated by ';')."""
+def _source_guard_rules(address: IPInterface) -> list[dict[str, Any]]:
+    """The guard as nftables JSON commands (libnftables-json(5)), never rule text."""
     ip = address.ip
-    v4 = f"ip saddr != {ip} drop" if ip.version == 4 else "drop"
-    v6 = f"{{ {ip}, fe80::/10, :: }}" if ip.version == 6 else "{ fe80::/10, :: }"
-    chain = f"inet {SOURCE_TABLE} egress"
-    script = "; ".join((
-        f"add table inet {SOURCE_TABLE}",
-        f"add chain {chain} {{ type filter hook output priority 0; policy accept; }}",
-        f'add rule {chain} oifname "lo" accept',
-        f"add rule {chain} meta nfproto ipv4 {v4}",
-        f"add rule {chain} meta nfproto ipv6 ip6 saddr != {v6} drop",
-    ))  # fmt: skip
-    return ["nsenter", f"--net=/run/netns/{netns}", "nft", script]
+    table = {"family": "inet", "table": SOURCE_TABLE, "chain": "egress"}
+
+    def rule(*expr: dict[str, Any]) -> dict[str, Any]:
+        return {"add": {"rule": {**table, "expr": list(expr)}}}
+
+    def saddr_not(protocol: str, right: Any) -> dict[str, Any]:
+        left = {"payload": {"protocol": protocol, "field": "saddr"}}
+        return {"match": {"op": "!=", "left": left, "right": right}}
+
+    def nfproto(name: str) -> dict[str, Any]:
+        return {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": name}}
+
+    drop: dict[str, Any] = {"drop": None}
+    own6 = [str(ip)] if ip.version == 6 else []
+    link_local = {"prefix": {"addr": "fe80::", "len": 10}}
+    return [
+        {"add": {"table": {"family": "inet", "name": SOURCE_TABLE}}},
+        {"add": {"chain": {"family": "inet", "table": SOURCE_TABLE, "name": "egress",
+                           "type": "filter", "hook": "output", "prio": 0,
+                           "policy": "accept"}}},
+        rule({"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "lo"}},
+             {"accept": None}),
+        rule(nfproto("ipv4"), *([saddr_not("ip", str(ip))] if ip.version == 4 else []), drop),
+        rule(nfproto("ipv6"), saddr_not("ip6", {"set": [*own6, link_local, "::"]}), drop),
+    ]  # fmt: skip
+
+
+def source_guard_argv(netns: str, address: IPInterface) -> list[str]:
+    """One nft(8) run in ``netns``. With ``-j`` the command argument is read as
+    JSON (libnftables: nft_run_cmd_from_buffer parses JSON input), one batch
+    the kernel commits as one transaction."""
+    script = json.dumps({"nftables": _source_guard_rules(address)}, separators=(",", ":"))
+    return ["nsenter", f"--net=/run/netns/{netns}", "nft", "-j", script]
 
 
 def exec_argv(pid: int, argv: Sequence[str]) -> list[str]:
