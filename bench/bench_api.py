@@ -38,7 +38,7 @@ import httpx
 
 from rexcarcer.agent import remote
 from rexcarcer.agent.listener import Limits
-from rexcarcer.cluster import model, tls
+from rexcarcer.cluster import cashare, model, tls
 from rexcarcer.config import load_config
 from rexcarcer.pki import ca
 from rexcarcer.pki.layout import CaPaths
@@ -124,6 +124,8 @@ def main() -> None:
         store = MemoryStore()
         for h in ("h1", "h2"):
             put_json(store, model.host_key(h), {"name": h, "address": "127.0.0.1"})
+        # `rex cluster init` on h1: the CA record the API checks host certificates against
+        cashare.publish(store, CaPaths.under(h1.root), h1.host)
         api = remote.Api(h2, store, LocalService(_no_engine))
         limits = Limits(handshake=600, header=600)  # the idle ones stay for the whole run
         server = remote.serve(api, tls.ensure(h2, "127.0.0.1"), "127.0.0.1", 0, limits)
