@@ -77,8 +77,9 @@ def default_hooks(config: Config) -> list[JailHook]:
 
 def engine_for(host: Host) -> Engine:
     from rexcarcer.base.source import Bases
+    from rexcarcer.secret.source import Secrets
 
-    return Engine(host=host, bases=Bases(), hooks=default_hooks(host.config))
+    return Engine(host=host, bases=Bases(), hooks=default_hooks(host.config), secrets=Secrets())
 
 
 def open_engine(config: Config, progress: Progress | None = None) -> Engine:

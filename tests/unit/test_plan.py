@@ -31,6 +31,11 @@ def _freebsd_engine(tmp_path: Path) -> tuple[Engine, ScriptedRunner]:
     return Engine(host, Bases()), runner
 
 
+def _query(argv: tuple[str, ...]) -> bool:
+    """Commands that only read: jls, rctl -u (rex ls's usage), sysctl -n."""
+    return argv[0] == "jls" or argv[:2] in (("rctl", "-u"), ("sysctl", "-n"))
+
+
 def _running(name: str, root: Path) -> str:
     jail = {"jid": "1", "name": name, "path": str(root)}
     return json.dumps({"__version": "2", "jail-information": {"jail": [jail]}})
@@ -46,6 +51,6 @@ def test_the_plan_of_an_up_is_what_the_up_runs(tmp_path: Path) -> None:
     runner.on(JLS, _running("web", storage.mountpoint("jails") / "web"))
     storage.calls.clear()
     jails.up(eng, rexfile, "web")
-    ran = [list(c) for c in runner.calls if c[0] != "jls"]  # jls only reads
+    ran = [list(c) for c in runner.calls if not _query(c)]
     assert [list(c) for a in plan for c in a.commands] == storage.calls + ran
     assert ran == [["jail", "-f", str(tmp_path / "jail.conf.d" / "web.conf"), "-c", "web"]]

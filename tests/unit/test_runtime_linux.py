@@ -24,13 +24,15 @@ def test_start_argv_passes_values_as_arguments_not_script_text() -> None:
     assert "--mount-proc=/pool/jails/web/proc" in argv
     script = argv[argv.index("-c") + 1]
     assert "web.jail" not in script and "/pool/jails" not in script
-    assert argv[-3:-1] == ["/pool/jails/web", "web.jail.rex.internal"]
+    assert argv[-4:-2] == ["/pool/jails/web", "web.jail.rex.internal"]
+    assert argv[-2] == linux.INIT and argv[-1] == ""  # no secrets directory
+    assert "--cgroup" in argv[: argv.index("/bin/sh")]  # a cgroup namespace of its own
 
 
 def test_exec_argv_enters_every_namespace_and_the_root() -> None:
     assert linux.exec_argv(42, ["true"]) == [
         "nsenter", "--target=42", "--pid", "--mount", "--uts", "--ipc", "--net",
-        "--root", "--wd", "--", "true",
+        "--cgroup", "--root", "--wd", "--", "true",
     ]  # fmt: skip
 
 

@@ -138,8 +138,10 @@ def start_api(host: Host, local: LocalService, address: str, port: int) -> tuple
     from rexcarcer.agent import remote
     from rexcarcer.cluster import tls
     from rexcarcer.cluster.store import open_etcd
+    from rexcarcer.secret.publish import keep_sealing_key
 
-    files = tls.ensure(host.config, address)
+    # a new key seals this host's secrets again before it is published (secret/)
+    files = keep_sealing_key(host.config, host.store, lambda: tls.ensure(host.config, address))
     # its own store connection: requests run beside the watch
     api = remote.Api(host.config, open_etcd(host.config), local)
     return remote.serve(api, files, address, port), remote.url_for(address, port)

@@ -49,7 +49,7 @@ def cli(
     Exit status: 0 success; 2 usage; 10 .rex error; 11 not found; 12 conflict;
     20-27 OS, storage, runtime, state, address, build, path and capability errors;
     28-43 DNS, identity, logs, etcd, cluster, base-verification, firewall and limit
-    errors; 44 an update in place failed and was rolled back.
+    errors; 44 an update in place failed and was rolled back; 47 secrets.
     """
     ctx.obj = Ctx(root=root, config_file=config_file, output=output, debug=debug)
     logging.basicConfig(
@@ -68,6 +68,7 @@ def _register() -> None:
         host_cmds,
         jail_cmds,
         log_cmds,
+        secret_cmds,
         trust_cmds,
     )  # fmt: skip
 
@@ -80,6 +81,7 @@ def _register() -> None:
     log_cmds.register(cli)
     trust_cmds.register(cli)
     cluster_cmds.register(cli)
+    secret_cmds.register(cli)
     complete.register(cli)
 
 

@@ -17,7 +17,7 @@ from rexcarcer.host import Host
 from rexcarcer.model.base import BaseInfo
 from rexcarcer.model.jail import JailRecord
 from rexcarcer.rexfile.ast import Base
-from rexcarcer.runtime.base import JailSpec
+from rexcarcer.runtime.base import JailSpec, Secret
 
 
 class JailHook(Protocol):
@@ -54,11 +54,23 @@ class BaseSource(Protocol):
         ...
 
 
+class SecretSource(Protocol):
+    """Where ``SECRET`` values come from (secret/): this host's secret directory,
+    or in a cluster the copy sealed to this host's key."""
+
+    def open(self, host: Host, names: Sequence[str]) -> tuple[Secret, ...]:
+        """The value of every named secret, in order, as this host can open it;
+        an error naming the first that is unknown or cannot be opened here.
+        Errors name secrets, never show a value."""
+        ...
+
+
 @dataclass
 class Engine:
     host: Host
     bases: BaseSource
     hooks: Sequence[JailHook] = ()
+    secrets: SecretSource | None = None  # None: a SECRET line is refused
 
     def close(self) -> None:
         self.host.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from rexcarcer import ipam
 from rexcarcer.buildctx import copy_sources
 from rexcarcer.engine import build as builder
-from rexcarcer.engine import update, volumes
+from rexcarcer.engine import lifecycle, update, volumes
 from rexcarcer.engine.base import Engine
 from rexcarcer.engine.lifecycle import (
     ENV_FILE as ENV_FILE,
@@ -95,6 +95,8 @@ def up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
     """Build (cached), create, start; idempotent for an unchanged definition."""
     host = eng.host
     copy_sources(rexfile)  # bad COPY sources fail before anything changes
+    lifecycle.open_secrets(eng, rexfile.secrets)  # so does a secret this host cannot open
+    host.platform.check_limits(rexfile.limits)  # and a LIMIT it cannot enforce
     existing = _reclaim(eng, name)
     if existing is not None:
         if not same_definition(eng, rexfile, existing):

@@ -13,18 +13,22 @@ from pathlib import Path
 
 from rexcarcer import ipam
 from rexcarcer.engine import build as builder
-from rexcarcer.engine import jails, update
+from rexcarcer.engine import jails, lifecycle, update
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import Conflict
 from rexcarcer.model.base import BaseInfo
 from rexcarcer.model.jail import JailRecord
 from rexcarcer.model.plan import Action, argvs
 from rexcarcer.rexfile.ast import IPInterface, Rexfile, Run
-from rexcarcer.runtime.base import JailSpec
+from rexcarcer.runtime.base import JailSpec, Secret
 
 
 def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
     host = eng.host
+    # `rex up` refuses a secret this host cannot open before anything changes;
+    # so does its plan (the values are opened and dropped, never shown)
+    lifecycle.open_secrets(eng, rexfile.secrets)
+    host.platform.check_limits(rexfile.limits)
     rec = jails.record(eng, name)
     if rec is not None:
         jails.ensure_local(eng, rec)
@@ -49,6 +53,7 @@ def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
     files = [f"write {inside} ({mode:04o}) in the jail" for inside, _, mode
              in jails.jail_files(eng, spec)]  # fmt: skip
     actions.append(Action("files", "write the jail's configuration files", notes=tuple(files)))
+    actions += _limits_and_secrets(rexfile)
     actions.append(Action("start", f"start jail {name} ({host.platform.kind} platform)",
                           argvs(host.runtime.start_commands(spec))))  # fmt: skip
     return actions
@@ -109,8 +114,32 @@ def _spec(eng: Engine, rec: JailRecord, root: Path, base: BaseInfo) -> JailSpec:
     return JailSpec(
         name=rec.name, root=root, hostname=rec.hostname, address=rec.address,
         interface=host.config.interface, gateway=host.config.host_address, env=rec.env,
-        osrelease=base.props.get("osrelease") or None,
+        osrelease=base.props.get("osrelease") or None, limits=rec.limits,
+        # names only: the commands depend on which secrets, never on their values
+        secrets=tuple(Secret(n, b"") for n in rec.secrets),
     )  # fmt: skip
+
+
+def _limits_and_secrets(rexfile: Rexfile) -> list[Action]:
+    out = []
+    if rexfile.limits:
+        notes = tuple(f"LIMIT {r} {v}" for r, v in rexfile.limits.as_json().items())
+        out.append(
+            Action(
+                "limits",
+                "limit the jail from its first process on (cgroups and "
+                "RLIMIT_NOFILE on Linux, rctl rules on FreeBSD)",
+                notes=notes,
+            )
+        )
+    if rexfile.secrets:
+        notes = tuple(
+            f"/run/secrets/{n} (0400), from `rex secret set {n}`" for n in rexfile.secrets
+        )
+        out.append(
+            Action("secrets", "put the jail's secrets on a tmpfs before /etc/rc runs", notes=notes)
+        )
+    return out
 
 
 def _step_action(eng: Engine, rexfile: Rexfile, base: BaseInfo, plan: builder.StepPlan) -> Action:
@@ -119,6 +148,9 @@ def _step_action(eng: Engine, rexfile: Rexfile, base: BaseInfo, plan: builder.St
     what = f"step {plan.index}: {plan.step.describe()}"
     if plan.cached:
         return Action("cached", f"{what} (cached as {full}/{plan.snapshot})")
-    notes = () if isinstance(plan.step, Run) else (f"copy {plan.step.src} to {plan.step.dst} "
-                                                    "inside the image",)  # fmt: skip
+    notes = (
+        ()
+        if isinstance(plan.step, Run)
+        else (f"copy {plan.step.src} to {plan.step.dst} inside the image",)
+    )
     return Action("build", what, argvs(builder.step_commands(host, rexfile, base, plan)), notes)

@@ -11,7 +11,11 @@ JSON form (schema 2)::
     {"schema": 2, "name", "host", "status", "desired", "definition", "rexfile",
      "base", "image", "hostname", "address", "services": [{"name","port","proto"}],
      "env": [[key, value]], "created", "pid", "pid_start", "generation",
-     "volumes": [{"name","path","size"}], "canonical": {...}}
+     "volumes": [{"name","path","size"}], "limits": {"memory", "cpu", "pids",
+     "openfiles"}, "secrets": [name], "canonical": {...}}
+
+``limits`` holds the LIMIT values that are set; ``secrets`` only the names of
+the SECRET lines: a secret's value is never in the record (secret/).
 
 Schema 1 (rex 0.1) had the same fields without ``schema``; ``from_json``
 migrates it. A record with a newer schema is refused, never half-read.
@@ -29,6 +33,7 @@ from typing import Any
 from rexcarcer.errors import StateError
 from rexcarcer.model.keys import jail_key
 from rexcarcer.rexfile.ast import IPInterface
+from rexcarcer.rexfile.limits import NO_LIMITS, Limits
 
 SCHEMA = 2
 
@@ -88,6 +93,8 @@ class JailRecord:
     generation: int = 1  # bumped by every update in place (jails/<name> is the current one)
     replacing: int = 0  # while UPDATING: the generation being replaced (the run's journal)
     volumes: tuple[VolumeEntry, ...] = ()
+    limits: Limits = NO_LIMITS
+    secrets: tuple[str, ...] = ()  # names only
     # Rexfile.canonical() of the definition: what `rex plan` compares to say
     # which instruction an update changes
     canonical: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
@@ -119,6 +126,7 @@ class JailRecord:
             "pid": self.pid, "pid_start": self.pid_start, "generation": self.generation,
             "replacing": self.replacing,
             "volumes": [v.as_json() for v in self.volumes], "canonical": self.canonical,
+            "limits": self.limits.as_json(), "secrets": list(self.secrets),
         }  # fmt: skip
 
     @classmethod
@@ -157,6 +165,8 @@ class JailRecord:
             replacing=int(d.get("replacing") or 0),
             volumes=tuple(VolumeEntry(str(v["name"]), str(v["path"]), _opt_int(v.get("size")))
                           for v in d.get("volumes") or ()),
+            limits=Limits.from_json(d.get("limits")),
+            secrets=tuple(str(s) for s in d.get("secrets") or ()),
             canonical=dict(d.get("canonical") or {}),
         )  # fmt: skip
 
@@ -195,18 +205,23 @@ class JailInfo:
     base: str
     image: str
     host: str
+    limits: Limits = NO_LIMITS
+    # what the running jail uses now (runtime usage(): memory, pids, cpu_ns, ...)
+    usage: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of(cls, rec: JailRecord, state: str) -> JailInfo:
+    def of(cls, rec: JailRecord, state: str, usage: Mapping[str, int] | None = None) -> JailInfo:
         return cls(rec.name, state if rec.ready else "creating",
                    str(rec.address) if rec.address is not None else None, rec.hostname,
-                   rec.services, rec.base, rec.image, rec.host)  # fmt: skip
+                   rec.services, rec.base, rec.image, rec.host, rec.limits,
+                   dict(usage or {}))  # fmt: skip
 
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "state": self.state, "ips": [self.address] if self.address else [],
             "hostname": self.hostname, "services": [s.as_json() for s in self.services],
             "base": self.base, "image": self.image, "host": self.host,
+            "limits": self.limits.as_json(), "usage": dict(self.usage),
         }  # fmt: skip
 
     @classmethod
@@ -218,6 +233,8 @@ class JailInfo:
             tuple(ServiceEntry(str(s["name"]), int(s["port"]), str(s.get("proto", "tcp")))
                   for s in d.get("services", ())),
             str(d.get("base", "")), str(d.get("image", "")), str(d.get("host", "")),
+            Limits.from_json(d.get("limits")),
+            {str(k): int(v) for k, v in (d.get("usage") or {}).items()},
         )  # fmt: skip
 
 

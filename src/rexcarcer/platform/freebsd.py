@@ -14,6 +14,8 @@ import struct
 from pathlib import Path
 
 from rexcarcer import jailfs
+from rexcarcer.limits import Limits
+from rexcarcer.limits.rctl import Rctl
 from rexcarcer.platform.base import (
     Address,
     Flavour,
@@ -147,6 +149,11 @@ class FreeBSDPlatform:
 
     def peer_ids(self, sock: socket.socket) -> PeerIds:
         return peer_ids(sock)
+
+    def check_limits(self, limits: Limits) -> None:
+        # rctl(4): kern.racct.enable is a loader tunable; the hint says so
+        if limits:
+            Rctl(self.runner).ensure_enabled()
 
 
 # sys/un.h: SOL_LOCAL 0, LOCAL_PEERCRED 1; sys/ucred.h: struct xucred

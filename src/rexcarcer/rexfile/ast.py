@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from rexcarcer.rexfile.limits import NO_LIMITS, Limits
+
 
 class Proto(StrEnum):
     TCP = "tcp"
@@ -94,6 +96,8 @@ class Rexfile:
     ip: IPInterface | None = None
     services: tuple[Service, ...] = ()
     volumes: tuple[Volume, ...] = ()
+    limits: Limits = NO_LIMITS  # LIMIT lines; unset resources are unlimited
+    secrets: tuple[str, ...] = ()  # SECRET names, in order (values live on the host)
     path: Path | None = field(default=None, compare=False)
     # The name a user knows the file by, when it was unpacked elsewhere (an agent
     # building a client's context): used in messages instead of ``path``.
@@ -129,6 +133,8 @@ class Rexfile:
             # digest of a file written for 0.1 does not change
             **({"volumes": [[v.name, v.path, v.size] for v in self.volumes]}
                if self.volumes else {}),
+            **({"limits": self.limits.as_json()} if self.limits else {}),
+            **({"secrets": list(self.secrets)} if self.secrets else {}),
         }  # fmt: skip
 
     def digest(self) -> str:

@@ -22,6 +22,7 @@ class FakeRuntime:
     execs: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     fail_start: set[str] = field(default_factory=set)
     fail_next: int = 0  # the next N starts fail, whatever the jail
+    usages: dict[str, dict[str, int]] = field(default_factory=dict)  # what usage() answers
 
     def start(self, spec: JailSpec) -> None:
         if spec.name in self.fail_start or self.fail_next > 0:
@@ -74,3 +75,6 @@ class FakeRuntime:
 
     def remove(self, name: str) -> None:
         self.stop(name)
+
+    def usage(self, name: str) -> dict[str, int]:
+        return dict(self.usages.get(name, {})) if name in self.running else {}
