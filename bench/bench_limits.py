@@ -21,6 +21,7 @@ namespace and state directory, and removes them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -127,9 +128,9 @@ def cleanup(rex: Callable[..., subprocess.CompletedProcess[str]], tok: str, work
     sh("zpool", "destroy", "-f", tok, check=False)
     sh("ip", "netns", "del", tok, check=False)
     token = hashlib.sha256(str(work / "state").encode()).hexdigest()[:6]
-    for controller in ("memory", "cpu,cpuacct", "pids"):
+    for controller in ("memory", "cpu", "cpuacct", "cpu,cpuacct", "pids"):
         parent = Path("/sys/fs/cgroup") / controller / "rexcarcer" / f"rex-{token}"
-        if parent.is_dir():
+        with contextlib.suppress(OSError):
             parent.rmdir()
     shutil.rmtree(work, ignore_errors=True)
 
