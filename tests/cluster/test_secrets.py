@@ -46,7 +46,7 @@ def test_a_secret_sealed_in_etcd_opens_on_its_host_only(
     app.write_text("BASE busybox\nSECRET token\n")
     try:
         refused = h1.rex("up", app, "--host", "h3", check=False)
-        assert refused.returncode == 47, refused.stderr
+        assert refused.returncode == 70, refused.stderr
         assert "host h3 cannot open secret token" in refused.stderr
         assert "(h1, h2)" in refused.stderr and value not in refused.stderr
         assert "sec" not in {j["name"] for j in json.loads(h1.rex("-o", "json", "ls").stdout)}

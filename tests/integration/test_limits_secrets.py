@@ -196,7 +196,7 @@ def test_an_unknown_secret_is_refused_with_nothing_created(rex: Rex, tmp_path: P
     app = _write(tmp_path, "app", "BASE busybox\nLIMIT pids 10\nSECRET missing\n")
     for verb in ("up", "plan"):
         done = rex.run(verb, app, check=False)
-        assert done.returncode == 47, done.stderr
+        assert done.returncode == 70, done.stderr
         assert "no secret named 'missing'" in done.stderr and "rex secret set missing" in (
             done.stderr)  # fmt: skip
     assert rex.jails() == {}
@@ -218,6 +218,6 @@ def test_bad_limit_and_secret_input(rex: Rex, tmp_path: Path) -> None:
     assert name.returncode == 2 and "bad secret name" in name.stderr
     empty = subprocess.run(rex.argv("secret", "set", "x"), input="", text=True, env=rex.env,
                            capture_output=True)  # fmt: skip
-    assert empty.returncode == 47 and "is empty" in empty.stderr
+    assert empty.returncode == 70 and "is empty" in empty.stderr
     assert not (rex.root / "secrets" / "x").exists()
     sh("true")

@@ -66,7 +66,7 @@ def test_limits_and_secrets_reach_the_runtime_and_only_names_are_kept(
 def test_an_unknown_secret_fails_before_anything_changes(eng: Engine, tmp_path: Path) -> None:
     with pytest.raises(SecretError, match="no secret named 'db'") as err:
         jails.up(eng, parse(FILE, path=tmp_path / "app.rex"), "app")
-    assert err.value.exit_code == 47
+    assert err.value.exit_code == 70
     _nothing_created(eng)
     with pytest.raises(SecretError):
         plan_up(eng, parse(FILE, path=tmp_path / "app.rex"), "app")
@@ -126,7 +126,7 @@ def test_the_plan_shows_limits_and_secret_names_never_values(eng: Engine, tmp_pa
     LocalSecrets(eng.host.config.root).set("db", VALUE)
     actions = plan_up(eng, parse(FILE, path=tmp_path / "app.rex"), "app")
     kinds = [a.kind for a in actions]
-    assert kinds == ["address", "clone", "files", "limits", "secrets", "start"]
+    assert kinds == ["address", "clone", "firewall", "files", "limits", "secrets", "start"]
     text = json.dumps([a.as_json() for a in actions])
     assert "LIMIT memory 67108864" in text and "/run/secrets/db (0400)" in text
     assert "correct horse" not in text

@@ -22,6 +22,7 @@ from rexcarcer.engine.plan import plan_up
 from rexcarcer.errors import RuntimeBackendError
 from rexcarcer.limits import LimitError, Limits
 from rexcarcer.limits.cgroup import CgroupDriver
+from rexcarcer.netpolicy.policy import NetworkPolicy
 from rexcarcer.platform.freebsd import FreeBSDPlatform
 from rexcarcer.rexfile.parser import parse
 from rexcarcer.run import ScriptedRunner
@@ -151,7 +152,7 @@ def _freebsd_engine(tmp_path: Path) -> tuple[Engine, ScriptedRunner]:
     runtime = FreeBSDRuntime(runner, conf_dir=tmp_path / "jail.conf.d", is_mount=lambda p: True)
     host.platform = FreeBSDPlatform(runner, host.config, runtime=runtime)
     host.runner = runner
-    return Engine(host, Bases(), secrets=Secrets()), runner
+    return Engine(host, Bases(), policy=NetworkPolicy(), secrets=Secrets()), runner
 
 
 def test_freebsd_plan_of_limits_and_secrets_is_what_up_runs(tmp_path: Path) -> None:
@@ -204,7 +205,7 @@ def test_linux_exec_joins_the_jails_cgroups_and_rlimits(tmp_path: Path) -> None:
 
 def test_linux_start_argv_names_the_secrets_directory_as_an_argument() -> None:
     argv = linux.start_argv("rex-t-web", Path("/pool/jails/web"), "web.x", (), "/run/secrets")
-    assert argv[-1] == "/run/secrets" and argv[-2] == linux.INIT
+    assert argv[-3] == "/run/secrets" and argv[-4] == linux.INIT  # before jailenter's argv
     assert 'mount -t tmpfs -o mode=0755,size=8m,nosuid,nodev,noexec tmpfs "$root$secrets"' in (
         linux.SETUP
     )

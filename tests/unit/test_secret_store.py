@@ -59,7 +59,7 @@ def test_files_are_0600_in_a_0700_directory_and_read_back(tmp_path: Path) -> Non
     assert s.remove("db") and not s.remove("db")
     with pytest.raises(SecretError, match="no secret named 'db'") as err:
         s.get("db")
-    assert err.value.exit_code == 47 and "rex secret set db" in (err.value.hint or "")
+    assert err.value.exit_code == 70 and "rex secret set db" in (err.value.hint or "")
 
 
 def test_a_loose_directory_mode_is_tightened(tmp_path: Path) -> None:

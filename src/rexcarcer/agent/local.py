@@ -207,6 +207,13 @@ class LocalServer:
             return svc.rollback(name, to=to).as_json()
         if op == "history":
             return [g.as_json() for g in svc.history(name)]
+        if op == "cp-in":
+            svc.cp_in(name, _str(args, "dst"), body)
+            return None
+        if op == "cp-out":
+            import base64
+
+            return base64.b64encode(svc.cp_out(name, _str(args, "src"))).decode()
         if op == "volumes":
             return [v.as_json() for v in svc.volumes()]
         if op == "volume-rm":

@@ -48,8 +48,9 @@ def cli(
     \b
     Exit status: 0 success; 2 usage; 10 .rex error; 11 not found; 12 conflict;
     20-27 OS, storage, runtime, state, address, build, path and capability errors;
-    28-43 DNS, identity, logs, etcd, cluster, base-verification, firewall and limit
-    errors; 44 an update in place failed and was rolled back; 47 secrets.
+    28-44 DNS, identity, logs, etcd, cluster, base-verification, firewall, limit and
+    joining errors; 45 an update in place failed and was rolled back; 46-47 network
+    policy; 70 secrets.
     """
     ctx.obj = Ctx(root=root, config_file=config_file, output=output, debug=debug)
     logging.basicConfig(
@@ -64,6 +65,7 @@ def _register() -> None:
         cluster_cmds,
         complete,
         dns_cmds,
+        files_cmds,
         gen_cmds,
         host_cmds,
         jail_cmds,
@@ -74,6 +76,7 @@ def _register() -> None:
 
     jail_cmds.register(cli)
     gen_cmds.register(cli)
+    files_cmds.register(cli)
     base_cmds.register(cli)
     host_cmds.register(cli)
     dns_cmds.register(cli)

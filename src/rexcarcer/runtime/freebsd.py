@@ -27,7 +27,7 @@ from typing import Any
 from rexcarcer.errors import CommandFailed, Conflict, RuntimeBackendError, UnsafePath, UsageError
 from rexcarcer.fsutil import atomic_write
 from rexcarcer.run import Completed, OutputSink, Runner
-from rexcarcer.runtime.base import JailSpec, JailState, JailStatus
+from rexcarcer.runtime.base import BuildNet, JailSpec, JailState, JailStatus
 from rexcarcer.runtime.freebsd_extras import JailExtras, conf_root
 
 CONF_DIR = Path("/etc/jail.conf.d")
@@ -361,7 +361,12 @@ class FreeBSDRuntime:
         create = jail_create_argv(self.conf_path(spec.name), spec.name)
         return [*self.extras.commands(spec), create]
 
-    def build_commands(self, root: Path, command: str, env: Mapping[str, str]) -> list[list[str]]:
+    def build_commands(
+        self, root: Path, command: str, env: Mapping[str, str], network: BuildNet | None = None
+    ) -> list[list[str]]:
+        # ``network`` is not used yet: the build jail still inherits the host's
+        # addresses (ip4=inherit, build_argv). Giving it the BuildNet address as
+        # ip4.addr, like a jail's, is the FreeBSD side of build networking.
         return [build_argv(root, command, env)]
 
     def start(self, spec: JailSpec) -> None:
@@ -419,9 +424,11 @@ class FreeBSDRuntime:
         *,
         env: Mapping[str, str],
         on_output: OutputSink | None = None,
+        network: BuildNet | None = None,
     ) -> Completed:
         # No die_with_parent: the runner implements it with Linux prctl(2).
-        (argv,) = self.build_commands(root, command, env)
+        # ``network`` is accepted and not used yet (see build_commands).
+        (argv,) = self.build_commands(root, command, env, network)
         done = self.runner.run(argv, check=False, on_output=on_output)
         self._clean_build(root)
         return done
@@ -441,6 +448,11 @@ class FreeBSDRuntime:
 
     def usage(self, name: str) -> dict[str, int]:
         return self.extras.usage(name)  # {} for a jail that is not running
+
+    def build_cleanup(self, network: BuildNet) -> None:
+        # Nothing yet: a build jail gets no address of its own (build_commands),
+        # and _clean_build removes a build jail a killed run left on its root.
+        return None
 
     def remove(self, name: str) -> None:
         self.stop(name)

@@ -18,7 +18,7 @@ or an error: those hold names.
 Errors::
 
     RexError
-    └── SecretError (47)   an unknown secret, one this host cannot open, a bad value
+    └── SecretError (70)   an unknown secret, one this host cannot open, a bad value
 """
 
 from __future__ import annotations
@@ -28,6 +28,6 @@ from rexcarcer.errors import RexError
 
 class SecretError(RexError):
     """A secret is unknown, cannot be opened on this host, or its value is
-    refused (exit 47). Messages name secrets and hosts, never a value."""
+    refused (exit 70). Messages name secrets and hosts, never a value."""
 
-    exit_code = 47
+    exit_code = 70

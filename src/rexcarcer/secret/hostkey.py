@@ -4,9 +4,10 @@ if the host's keys move (pki/, cluster/tls.py), only this module changes.
 Today it is the key of the host's agent TLS certificate
 (``$REX_ROOT/agent-tls/host.key``, ECDSA P-256, issued from the cluster CA by
 cluster/tls.py). That key is issued again now and then (tls.REISSUE_AFTER, or
-a new address); cluster.py's ``keep_sealing_key`` wraps every call that may
-issue it, and seals this host's copies to the new key before the old one is
-forgotten.
+a new address, a renewal by the CA host); publish.py's ``keep_sealing_key``
+wraps every call that may issue it (cluster/tls.py ``ensure``, the agent's
+renewal, ``rex cluster join`` and ``renew``), and seals this host's copies to
+the new key before the old one is forgotten.
 """
 
 from __future__ import annotations

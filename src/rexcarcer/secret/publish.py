@@ -1,6 +1,7 @@
 """Keeping this host's sealing key published (cluster.py), cheaply: it wraps
 every call that may issue the host a new key pair (cluster/tls.py ``ensure``,
-run by the agent and by a client of another host's agent), and loads
+run by the agent and by a client of another host's agent; the agent's renewal,
+cluster/renewal.py; ``rex cluster join`` and ``rex cluster renew``), and loads
 ``cryptography`` only when the key changed or was never published."""
 
 from __future__ import annotations

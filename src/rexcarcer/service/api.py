@@ -56,6 +56,19 @@ class JailService(Protocol):
 
     def ls(self) -> list[JailInfo]: ...
 
+    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
+        """Unpack ``tar`` (made by the client from host files) into the jail at
+        ``dst``, resolved inside the jail root."""
+        ...
+
+    def cp_out(self, name: str, src: str) -> bytes:
+        """File or tree ``src`` of the jail as a tar (links kept as links)."""
+        ...
+
+    def console(self, name: str) -> int:
+        """An interactive login shell in the jail, on this terminal; its exit status."""
+        ...
+
     def logs(self, name: str, *, lines: int | None, follow: bool, sink: OutputSink) -> None:
         """The jail's collected syslog, each line to ``sink`` (``follow``: until
         interrupted)."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from rexcarcer.engine import build as builder
 from rexcarcer.engine import jails, update
 from rexcarcer.engine import volumes as vol
 from rexcarcer.engine.base import Engine
 from rexcarcer.engine.plan import plan_up
-from rexcarcer.errors import Conflict, NotFound, UsageError
+from rexcarcer.errors import Conflict, NotFound, UnsafePath, UsageError
 from rexcarcer.model.jail import GenerationInfo, JailInfo, VolumeInfo
 from rexcarcer.model.plan import Action
 from rexcarcer.names import check_jail_name
@@ -59,7 +60,7 @@ class LocalService:
     def build(self, rexfile: Rexfile) -> str:
         with self.engine() as eng:
             eng.host.storage.ensure_layout()
-            image = builder.build(eng.host, rexfile, eng.bases.ensure(eng.host, rexfile.base))
+            image = builder.build(eng, rexfile, eng.bases.ensure(eng.host, rexfile.base))
             return f"{eng.host.config.dataset}/{image}"
 
     def start(self, name: str) -> JailInfo:
@@ -120,6 +121,46 @@ class LocalService:
             done = jails.exec_in(eng, check_jail_name(name), argv, interactive=interactive,
                                  on_output=sink)  # fmt: skip
             return exit_status(done.returncode)
+
+    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
+        import shutil
+        import tempfile
+
+        from rexcarcer import jailfs
+        from rexcarcer.buildctx import unpack_files
+
+        with self.engine() as eng:
+            rec = jails.require(eng, check_jail_name(name))
+            root = eng.host.storage.mountpoint(f"jails/{rec.name}")
+            work = Path(tempfile.mkdtemp(prefix="cp-", dir=eng.host.config.root))
+            try:
+                for src in unpack_files(tar, work):
+                    # as cp(1): into DST when it is a directory (or ends in /), else as DST
+                    into = dst.endswith("/") or jailfs.is_dir(root, dst)
+                    jailfs.copy_into(root, src, f"{dst.rstrip('/')}/{src.name}" if into else dst)
+            except OSError as exc:
+                raise UnsafePath(f"cannot copy into {name}:{dst}: {exc}") from exc
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+    def cp_out(self, name: str, src: str) -> bytes:
+        import io
+
+        from rexcarcer import jailfs
+
+        with self.engine() as eng:
+            rec = jails.require(eng, check_jail_name(name))
+            root = eng.host.storage.mountpoint(f"jails/{rec.name}")
+            buf = io.BytesIO()
+            try:
+                jailfs.export_tar(root, src, buf)
+            except OSError as exc:
+                raise NotFound(f"cannot read {name}:{src}: {exc.strerror or exc}",
+                               hint="the path is read as the jail sees it") from exc  # fmt: skip
+            return buf.getvalue()
+
+    def console(self, name: str) -> int:
+        return self.exec(name, ["/bin/sh", "-l"], interactive=True, sink=None)
 
     def ls(self) -> list[JailInfo]:
         with self.engine() as eng:

@@ -65,7 +65,7 @@ def credentials(config: Config, store: Store) -> TlsFiles:
         )
     address = str(rec.json()["address"])
     # a new key seals this host's secrets again before it is published (secret/)
-    return keep_sealing_key(config, store, lambda: tls.ensure(config, address))
+    return keep_sealing_key(config, store, lambda: tls.ensure(config, address, store=store))
 
 
 class RemoteService:
@@ -177,6 +177,15 @@ class RemoteService:
             f"host {self.host}'s agent ended the command without an exit status",
             hint=f"run the command on {self.host} to see what happens",
         )
+
+    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
+        raise self._on_host("cp", name)
+
+    def cp_out(self, name: str, src: str) -> bytes:
+        raise self._on_host("cp", name)
+
+    def console(self, name: str) -> int:
+        raise self._on_host("console", name)
 
     def ls(self) -> list[JailInfo]:
         raise self._elsewhere("ls")

@@ -141,6 +141,15 @@ class RoutedService:
         _, door = self._owner(name)
         return door.exec(name, argv, interactive=interactive and door is self.local, sink=sink)
 
+    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
+        self._owner(name)[1].cp_in(name, dst, tar)
+
+    def cp_out(self, name: str, src: str) -> bytes:
+        return self._owner(name)[1].cp_out(name, src)
+
+    def console(self, name: str) -> int:
+        return self._owner(name)[1].console(name)
+
     def ls(self) -> list[JailInfo]:
         return self.local.ls()
 

@@ -143,6 +143,20 @@ class SocketService:
             return self.direct().exec(name, argv, interactive=interactive, sink=sink)
         return int(self._call("exec", {"name": name, "argv": list(argv)}, sink=sink or _stdout))
 
+    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
+        self._call("cp-in", {"name": name, "dst": dst}, tar)
+
+    def cp_out(self, name: str, src: str) -> bytes:
+        import base64
+
+        return base64.b64decode(self._call("cp-out", {"name": name, "src": src}))
+
+    def console(self, name: str) -> int:
+        if self.direct is None or os.geteuid() != 0:
+            raise UsageError("a console needs a terminal in the jail: run `rex console` as root",
+                             hint="or use `rex exec NAME -- COMMAND`")  # fmt: skip
+        return self.direct().console(name)
+
     def ls(self) -> list[JailInfo]:
         return [JailInfo.from_json(j) for j in self._call("ls", {})]
 
