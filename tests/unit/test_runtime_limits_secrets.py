@@ -204,7 +204,8 @@ def test_linux_exec_joins_the_jails_cgroups_and_rlimits(tmp_path: Path) -> None:
 
 
 def test_linux_start_argv_names_the_secrets_directory_as_an_argument() -> None:
-    argv = linux.start_argv("rex-t-web", Path("/pool/jails/web"), "web.x", (), "/run/secrets")
+    argv = linux.start_argv("rex-t-web", Path("/pool/jails/web"), "web.x", (), "/run/secrets",
+                            status_file=Path("/state/run/web.exit"))  # fmt: skip
     assert argv[-3] == "/run/secrets" and argv[-4] == linux.INIT  # before jailenter's argv
     assert 'mount -t tmpfs -o mode=0755,size=8m,nosuid,nodev,noexec tmpfs "$root$secrets"' in (
         linux.SETUP

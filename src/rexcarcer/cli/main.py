@@ -50,7 +50,7 @@ def cli(
     20-27 OS, storage, runtime, state, address, build, path and capability errors;
     28-44 DNS, identity, logs, etcd, cluster, base-verification, firewall, limit and
     joining errors; 45 an update in place failed and was rolled back; 46-47 network
-    policy; 70 secrets.
+    policy; 51 DEPENDS; 52 no host agent for HEALTHCHECK, RESTART, DEPENDS; 70 secrets.
     """
     ctx.obj = Ctx(root=root, config_file=config_file, output=output, debug=debug)
     logging.basicConfig(

@@ -19,11 +19,13 @@ from rexcarcer.engine import build as builder
 from rexcarcer.engine import volumes
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import Conflict, NotFound, NotSupported, UnsafePath
+from rexcarcer.model.health import Health
 from rexcarcer.model.jail import Desired, JailInfo, JailRecord, ServiceEntry, Status
-from rexcarcer.rexfile.ast import Rexfile
+from rexcarcer.rexfile.ast import RestartPolicy, Rexfile
 from rexcarcer.run import Completed, OutputSink
 from rexcarcer.runtime.base import JailSpec, JailState, Secret, jail_env
 from rexcarcer.state import records
+from rexcarcer.state.health import all_health
 
 ENV_FILE = "/etc/rexcarcer/env"
 
@@ -49,6 +51,8 @@ def new_record(eng: Engine, rexfile: Rexfile, name: str) -> JailRecord:
         pid_start=host.platform.process_start(os.getpid()),
         volumes=volumes.entries(rexfile), limits=rexfile.limits, secrets=rexfile.secrets,
         canonical=rexfile.canonical(),
+        healthcheck=rexfile.healthcheck, restart=rexfile.restart or RestartPolicy.ON_FAILURE,
+        depends=tuple(d.name for d in rexfile.depends),
     )  # fmt: skip
 
 
@@ -265,10 +269,15 @@ def list_jails(eng: Engine, names: Sequence[str] | None = None) -> list[JailInfo
         recs = [r for r in recs if r.name in names]
     runtime = eng.host.runtime
     status = runtime.status([r.name for r in recs if foreign_host(eng, r) is None])
+    health = all_health(eng.host.store)
     out = []
     for r in recs:
-        state = status[r.name].state if r.name in status else None
-        running = state is JailState.RUNNING
-        out.append(JailInfo.of(r, str(state) if state is not None else str(r.desired),
-                               runtime.usage(r.name) if running else None))  # fmt: skip
+        state = str(status[r.name].state) if r.name in status else str(r.desired)
+        h = health.get(r.name)
+        # a verdict is about a run: none while the jail is down, except why it stays down
+        shown = h.shown if h is not None and (state != "stopped" or h.state is Health.EXITED) \
+            else None  # fmt: skip
+        running = r.name in status and status[r.name].state is JailState.RUNNING
+        usage = runtime.usage(r.name) if running else None
+        out.append(JailInfo.of(r, state, shown, usage))
     return out

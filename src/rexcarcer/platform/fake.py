@@ -60,6 +60,7 @@ class FakePlatform:
         self._linux = LinuxPlatform(runner, config)
         self.forwarding = False
         self.checked_limits: list[Limits] = []
+        self.boot = "boot-1"  # a test "reboots" the host by changing it
 
     def tools(self) -> tuple[str, ...]:
         return ()
@@ -87,3 +88,6 @@ class FakePlatform:
 
     def check_limits(self, limits: Limits) -> None:
         self.checked_limits.append(limits)
+
+    def boot_id(self) -> str:
+        return self.boot

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rexcarcer.errors import RuntimeBackendError
 from rexcarcer.run import Completed, OutputSink
-from rexcarcer.runtime.base import BuildNet, JailSpec, JailState, JailStatus
+from rexcarcer.runtime.base import BuildNet, JailEnd, JailSpec, JailState, JailStatus
 
 Handler = Callable[[str], int]
 
@@ -25,11 +25,18 @@ class FakeRuntime:
     fail_start: set[str] = field(default_factory=set)
     fail_next: int = 0  # the next N starts fail, whatever the jail
     usages: dict[str, dict[str, int]] = field(default_factory=dict)  # what usage() answers
+    ended: dict[str, JailEnd] = field(default_factory=dict)  # how a jail's run ended
+
+    def die(self, name: str, status: int | None) -> None:
+        """The jail's init ends on its own with ``status`` (None: unknown)."""
+        self.running.pop(name, None)
+        self.ended[name] = JailEnd(status)
 
     def start(self, spec: JailSpec) -> None:
         if spec.name in self.fail_start or self.fail_next > 0:
             self.fail_next = max(0, self.fail_next - 1)
             raise RuntimeBackendError(f"jail {spec.name} failed to start (fake)")
+        self.ended.pop(spec.name, None)
         self.running[spec.name] = spec
 
     def start_commands(self, spec: JailSpec) -> list[list[str]]:
@@ -43,12 +50,14 @@ class FakeRuntime:
 
     def stop(self, name: str) -> None:
         self.running.pop(name, None)
+        self.ended.pop(name, None)
 
     def status(self, names: Sequence[str]) -> dict[str, JailStatus]:
         return {
-            n: JailStatus(n, JailState.RUNNING if n in self.running else JailState.STOPPED)
+            n: JailStatus(n, JailState.RUNNING, None) if n in self.running
+            else JailStatus(n, JailState.STOPPED, None, self.ended.get(n))
             for n in names
-        }
+        }  # fmt: skip
 
     def exec(
         self,
@@ -58,6 +67,7 @@ class FakeRuntime:
         env: Mapping[str, str],
         interactive: bool = False,
         on_output: OutputSink | None = None,
+        timeout: float | None = None,
     ) -> Completed:
         if name not in self.running:
             raise RuntimeBackendError(f"jail {name} is not running")

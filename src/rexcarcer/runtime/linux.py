@@ -34,7 +34,8 @@ holding etcd's or another host's address would pull that traffic to itself).
 Limits (LIMIT): every jail has cgroups of its own (limits/cgroup.py,
 ``rexcarcer/rex-<token>/<jail>`` in each hierarchy), made before it starts with
 its limits written (none: "max"). The runner's child joins them and sets
-RLIMIT_NOFILE before it execs nsenter, so the jail's first process and all it
+RLIMIT_NOFILE before it execs nsenter (the waiter below and unshare are in
+them too), so the jail's first process and all it
 forks start limited; ``rex exec`` joins them the same way. ``--cgroup`` then
 gives the jail a cgroup namespace rooted at its groups: root in the jail sees
 its groups as ``/``, and a cgroupfs it mounts shows only them, so it cannot
@@ -50,6 +51,11 @@ checks that /run/secrets is that tmpfs, writes the files through jailfs, and
 only then writes "go": no process of the jail runs before its secrets are in
 place, and if rex dies first the FIFO closes, the read fails and the jail ends
 without running /etc/rc.
+
+A host-side shell (WAITER) runs unshare and writes its exit status to
+``RUN_DIR/NAME.exit`` when the jail ends: nothing inside the jail outlives its
+init, so only a process outside can tell how it ended (``status``, for the
+agent's RESTART policy; docs/agent.md).
 """
 
 from __future__ import annotations
@@ -75,7 +81,7 @@ from rexcarcer.limits.cgroup import CgroupDriver, rlimits_for
 from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.run import Completed, OutputSink, Runner
 from rexcarcer.runtime import procfs, secretfs
-from rexcarcer.runtime.base import BuildNet, JailSpec, JailState, JailStatus, jail_env
+from rexcarcer.runtime.base import BuildNet, JailEnd, JailSpec, JailState, JailStatus, jail_env
 from rexcarcer.runtime.linux_secrets import GO_FIFO, deliver_secrets
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -128,6 +134,22 @@ mv /{RC_STATUS}.tmp /{RC_STATUS}
 while :; do sleep 3600 & wait $!; done
 """
 
+# $1 = the status file, then unshare's argv. unshare(1) passes its child's end
+# on: it exits with the child's status, or kills itself with the signal that
+# killed the child, so "$?" is 0 when the jail's init ended through its TERM
+# trap (`rex stop`, or `kill 1` inside the jail) and 128+N when it was killed by
+# signal N. Only SIGKILL reaches a namespace's init from outside without a
+# handler (pid_namespaces(7)): the OOM killer, `kill -9` on the host. unshare of
+# util-linux 2.38 cannot re-raise SIGKILL ("sigprocmask unblock failed") and
+# exits 1 instead: a failure all the same.
+WAITER = """f=$1
+shift
+"$@"
+s=$?
+echo "$s" > "$f.tmp" && mv -f "$f.tmp" "$f"
+"""
+END_WAIT = 1.0  # how long `status` waits for the waiter to write what it saw
+
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
@@ -164,11 +186,14 @@ def start_argv(
     hostname: str,
     mounts: Sequence[tuple[Path, str]] = (),
     secrets: str = "",
+    *,
+    status_file: Path,
 ) -> list[str]:
     """``secrets``: the jail's secrets directory (inside the jail), "" for none."""
     binds = [str(arg) for src, inside in mounts for arg in (src, inside)]
     return [
         "nsenter", f"--net=/run/netns/{netns}", "--",
+        "/bin/sh", "-c", WAITER, "rex-wait", str(status_file),
         "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--cgroup", "--kill-child",
         f"--mount-proc={root}/proc",
         "/bin/sh", "-c", SETUP, "rex-jail", str(root), hostname, INIT, secrets, *ENTER, *binds,
@@ -281,6 +306,9 @@ class LinuxRuntime:
 
     def _run_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.json"
+
+    def _status_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.exit"
 
     def _read_run(self, name: str) -> dict[str, object] | None:
         try:
@@ -401,7 +429,8 @@ class LinuxRuntime:
         netns = netns_name(self.token, spec.name)
         bridge = [] if self._bridge_ready() else self.bridge_argvs()
         secrets = secretfs.inside_path(spec.root) if spec.secrets else ""
-        start = start_argv(netns, spec.root, spec.hostname, spec.mounts, secrets)
+        start = start_argv(netns, spec.root, spec.hostname, spec.mounts, secrets,
+                           status_file=self._status_file(spec.name))  # fmt: skip
         return [*bridge, *self.plumb_argvs(spec), start]
 
     def build_commands(
@@ -458,19 +487,22 @@ class LinuxRuntime:
         self.ensure_bridge()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         console = self.run_dir / f"{spec.name}.console.log"
+        status_file = self._status_file(spec.name)
+        status_file.unlink(missing_ok=True)  # how an earlier run ended
         try:
             self._plumb(spec)
             procs = self._cgroups_for(spec)
             env = jail_env(spec.env)
-            argv = start_argv(netns, spec.root, spec.hostname, spec.mounts, secrets)
-            upid = self.runner.spawn(argv, env=env, log_path=str(console), cgroups=procs,
+            argv = start_argv(netns, spec.root, spec.hostname, spec.mounts, secrets,
+                              status_file=status_file)  # fmt: skip
+            wpid = self.runner.spawn(argv, env=env, log_path=str(console), cgroups=procs,
                                      rlimits=rlimits_for(spec.limits))  # fmt: skip
-            ipid = self._wait_init(upid)
+            upid, ipid = self._wait_init(wpid)
             st = procfs.stat(ipid)
             start = st.starttime if st else 0
             info = {
-                "unshare_pid": upid, "init_pid": ipid, "init_start": start,
-                "root": str(spec.root), "netns": netns,
+                "waiter_pid": wpid, "unshare_pid": upid, "init_pid": ipid,
+                "init_start": start, "root": str(spec.root), "netns": netns,
                 "address": str(spec.address) if spec.address else None,
                 "limits": spec.limits.as_json(),
             }  # fmt: skip
@@ -485,14 +517,16 @@ class LinuxRuntime:
             self._run_file(spec.name).unlink(missing_ok=True)
             raise
 
-    def _wait_init(self, upid: int) -> int:
-        """The jail's init: unshare's only child (PID 1 of the new pid namespace)."""
+    def _wait_init(self, wpid: int) -> tuple[int, int]:
+        """unshare (the waiter's child) and the jail's init: unshare's only child,
+        PID 1 of the new pid namespace."""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            for child in procfs.children(upid):
-                return child
-            if not procfs.alive(upid):
-                procfs.reap(upid)
+            for upid in procfs.children(wpid):
+                for child in procfs.children(upid):
+                    return upid, child
+            if not procfs.alive(wpid):
+                procfs.reap(wpid)
                 raise RuntimeBackendError("the jail's init exited during start")
             time.sleep(0.002)
         raise RuntimeBackendError(f"the jail did not start within {START_TIMEOUT:.0f} s")
@@ -517,7 +551,8 @@ class LinuxRuntime:
 
     def _kill(self, name: str) -> None:
         info = self._read_run(name) or {}
-        init_pid, upid = info.get("init_pid"), info.get("unshare_pid")
+        # the waiter outlives unshare (runs of rex before it had none)
+        init_pid, upid = info.get("init_pid"), info.get("waiter_pid", info.get("unshare_pid"))
         start = info.get("init_start")
         if isinstance(init_pid, int) and procfs.alive(
             init_pid, start if isinstance(start, int) else None
@@ -535,20 +570,49 @@ class LinuxRuntime:
         if info is None:
             self._drop_cgroups(name)
             self._unplumb(name, None)
+            self._status_file(name).unlink(missing_ok=True)
             return
         self._kill(name)
         self._drop_cgroups(name)
         address = info.get("address")
         self._unplumb(name, address if isinstance(address, str) else None)
         self._run_file(name).unlink(missing_ok=True)
+        self._status_file(name).unlink(missing_ok=True)
 
     def status(self, names: Sequence[str]) -> dict[str, JailStatus]:
         out: dict[str, JailStatus] = {}
         for name in names:
             pid = self._running_pid(name)
-            state = JailState.RUNNING if pid is not None else JailState.STOPPED
-            out[name] = JailStatus(name, state, pid)
+            if pid is not None:
+                out[name] = JailStatus(name, JailState.RUNNING, pid)
+            else:
+                out[name] = JailStatus(name, JailState.STOPPED, None, self._ended(name))
         return out
+
+    def _ended(self, name: str) -> JailEnd | None:
+        """How the jail's run ended, when it was started and not stopped."""
+        info = self._read_run(name)
+        if info is None:
+            return None
+        wpid = info.get("waiter_pid")
+        deadline = time.monotonic() + END_WAIT
+        while True:
+            try:
+                return JailEnd(int(self._status_file(name).read_text().strip()))
+            except (OSError, ValueError):
+                pass
+            # the init is gone; its waiter writes the status a moment later
+            if not isinstance(wpid, int) or not procfs.alive(wpid):
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        if isinstance(wpid, int):
+            procfs.reap(wpid)  # ours when this process started the jail
+        try:
+            return JailEnd(int(self._status_file(name).read_text().strip()))
+        except (OSError, ValueError):
+            return JailEnd(None)
 
     def exec(
         self,
@@ -558,15 +622,17 @@ class LinuxRuntime:
         env: Mapping[str, str],
         interactive: bool = False,
         on_output: OutputSink | None = None,
+        timeout: float | None = None,
     ) -> Completed:
         pid = self._running_pid(name)
         if pid is None:
             raise RuntimeBackendError(f"jail {name} is not running", hint=f"rex start {name}")
-        # the jail's groups and rlimits, joined before nsenter execs (run.py)
+        # the jail's groups and rlimits, joined before jailenter execs (run.py)
         procs = self.cgroups.procs_files(name) if self.cgroups is not None else []
         return self.runner.run(
             exec_argv(pid, argv), check=False, env=env, interactive=interactive,
-            on_output=on_output, cgroups=procs, rlimits=rlimits_for(self._limits(name)),
+            on_output=on_output, timeout=timeout, cgroups=procs,
+            rlimits=rlimits_for(self._limits(name)),
         )  # fmt: skip
 
     def _limits(self, name: str) -> Limits:
