@@ -33,6 +33,7 @@ from rexcarcer.errors import UnsafePath
 MAX_SYMLINKS = 40
 MAX_READ = 1 << 16
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -72,7 +73,10 @@ def resolve_in_root(root: Path, inside: str) -> Path:
 def jail_dir(root: Path, inside: str, *, create: bool = True) -> Iterator[int]:
     """A descriptor of directory ``inside`` of the jail, made (0755) if needed."""
     rel = resolve_in_root(root, inside).relative_to(root)
-    fd = os.open(root, _DIR_FLAGS)
+    # The root itself is rex's to name, never the jail's, and may be a magic
+    # link (/proc/self/fd/N: the root of a running jail, held open by rex), so
+    # it is the one component opened without O_NOFOLLOW.
+    fd = os.open(root, _ROOT_FLAGS)
     try:
         for part in rel.parts:
             if create:

@@ -122,6 +122,39 @@ def check_jail_name(name: str) -> str:
     raise UsageError(f"bad jail name: {problem}", hint=hint)
 
 
+# A secret's name is a file name in /run/secrets inside the jail, in the host's
+# secret directory and in a store key: no '/', no leading '.' (never '.' or
+# '..', never one of the dot files an atomic write leaves while it works).
+MAX_SECRET_NAME = 64
+_SECRET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+SECRET_NAME_HINT = (
+    "a secret name is 1-64 letters, digits, '_', '.' and '-', starting with a letter "
+    "or digit, e.g. db_password"
+)
+
+
+def secret_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a secret name (``SECRET NAME``, ``rex secret set NAME``), or None."""
+    if not name:
+        return "the secret name is empty"
+    if len(name) > MAX_SECRET_NAME:
+        return f"it is {len(name)} characters long; the limit is {MAX_SECRET_NAME}"
+    bad = next((ch for ch in name if not (ch.isascii() and (ch.isalnum() or ch in "_.-"))), None)
+    if bad is not None:
+        return f"{name!r} contains {bad!r}; use letters, digits, '_', '.' and '-'"
+    if not _SECRET_NAME.fullmatch(name):
+        return f"{name!r} does not start with a letter or digit"
+    return None
+
+
+def check_secret_name(name: str) -> str:
+    """``name`` if it is a valid secret name; otherwise a UsageError with a hint."""
+    problem = secret_name_problem(name)
+    if problem is not None:
+        raise UsageError(f"bad secret name: {problem}", hint=SECRET_NAME_HINT)
+    return name
+
+
 # -- names rex reserves in the cluster zone ------------------------------------------
 
 RESERVED_HINT = (

@@ -80,9 +80,10 @@ def default_hooks(config: Config) -> list[JailHook]:
 def engine_for(host: Host) -> Engine:
     from rexcarcer.base.source import Bases
     from rexcarcer.netpolicy.policy import NetworkPolicy
+    from rexcarcer.secret.source import Secrets
 
     return Engine(host=host, bases=Bases(), hooks=default_hooks(host.config),
-                  policy=NetworkPolicy())  # fmt: skip
+                  policy=NetworkPolicy(), secrets=Secrets())  # fmt: skip
 
 
 def open_engine(config: Config, progress: Progress | None = None) -> Engine:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.capability import require_tools
 from tests.etcd_support import EtcdCluster, Member, require_etcd
-from tests.integration.conftest import TOKEN, _unmount_below, require, sh
+from tests.integration.conftest import TOKEN, _unmount_below, remove_cgroup_parents, require, sh
 
 SWITCH = "198.51.100"
 CIDR = "203.0.113.0/24"
@@ -172,6 +172,7 @@ def zfs_hosts(testbed: Testbed, pool: str, busybox_root: Path) -> Iterator[list[
         for jail in json.loads(listing.stdout or "[]"):
             if jail.get("host") == h.name:
                 h.rex("destroy", jail["name"], check=False)
+        remove_cgroup_parents(h.root)
         for _ in range(30):
             if sh("zfs", "destroy", "-r", h.dataset, check=False).returncode == 0:
                 break

@@ -191,6 +191,7 @@ def _teardown(r: Rex) -> None:
             break
         for jail in json.loads(listing.stdout):
             r.run("destroy", jail["name"], check=False)
+    remove_cgroup_parents(r.root)
     _sweep_netns(f"rex-{r.token}-")
     for _ in range(30):
         if sh("zfs", "destroy", "-r", r.dataset, check=False).returncode == 0:
@@ -199,6 +200,19 @@ def _teardown(r: Rex) -> None:
         time.sleep(0.1)
     sh("ip", "netns", "del", r.netns, check=False)
     shutil.rmtree(r.root, ignore_errors=True)
+
+
+def remove_cgroup_parents(root: Path) -> None:
+    """The Linux runtime's per-state-directory cgroup parents,
+    rexcarcer/rex-<token> (platform/linux.py), left empty once its jails are
+    destroyed: removed; one still in use is left alone."""
+    import contextlib
+    import hashlib
+
+    token = hashlib.sha256(str(root).encode()).hexdigest()[:6]
+    for controller in ("memory", "cpu", "cpuacct", "cpu,cpuacct", "pids", "unified"):
+        with contextlib.suppress(OSError):
+            (Path("/sys/fs/cgroup") / controller / "rexcarcer" / f"rex-{token}").rmdir()
 
 
 def wait_until(cond: Callable[[], T], what: str, timeout: float = 60.0) -> T:

@@ -431,3 +431,39 @@ def test_the_agent_renews_a_certificate_in_its_last_third(
     before = ca_files.cert.read_bytes()
     Renewal(store, h1).sync(view())
     assert ca_files.cert.read_bytes() != before
+
+
+def test_a_renewal_by_the_ca_host_keeps_the_hosts_secrets_openable(
+    ready: tuple[MemoryStore, Config, Config],
+) -> None:
+    """A renewal gives the host a new key pair; the agent's renewal seals the
+    host's copies of its secrets to it before the old key is gone."""
+    import functools
+    import json
+
+    from rexcarcer.cluster.renewal import Renewal
+    from rexcarcer.secret import cluster as secrets
+    from rexcarcer.secret.publish import keep_sealing_key
+
+    store, h1, h2 = ready
+    pending = _start(store, h2, bed.token(store, h1))
+    bed.sign(store, h1)
+    enroll.finish(store, h2, pending, _answer(store, pending))
+    keep_sealing_key(h2, store, lambda: None)  # the agent's start publishes the key
+    secrets.set_secret(store, "db", b"pw")
+    renewal = Renewal(store, h2, rekey=functools.partial(keep_sealing_key, h2, store))
+    files = tls.TlsFiles.under(h2.root)
+    old_key = files.key.read_bytes()
+    meta = files.settings()
+    meta["not_after"] = meta["not_before"] + 1  # due
+    files.meta.write_text(json.dumps(meta))
+
+    def view() -> dict[str, Any]:
+        return {e.key: e for e in store.list("")}
+
+    renewal.sync(view())
+    bed.sign(store, h1)
+    renewal.sync(view())
+    assert renewal.pending is None and files.key.read_bytes() != old_key
+    assert secrets.open_secret(store, h2, "db") == b"pw"
+    secrets.check_host(store, ["db"], "h2")

@@ -6,7 +6,7 @@ import pytest
 
 from rexcarcer.errors import RexError
 from rexcarcer.limits import LimitError, Limits, Resource, parse_limit, parse_limits
-from rexcarcer.limits.spec import Problem, format_size, limit_problem
+from rexcarcer.rexfile.limits import Problem, format_size, limit_problem
 
 
 @pytest.mark.parametrize(

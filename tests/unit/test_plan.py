@@ -56,5 +56,10 @@ def test_the_plan_of_an_up_is_what_the_up_runs(tmp_path: Path) -> None:
 
 
 def _reads(argv: tuple[str, ...]) -> bool:
-    """Commands that only read: jls, ifconfig, pfctl -s."""
-    return argv[0] in ("jls", "ifconfig") or (argv[0] == "pfctl" and "-s" in argv)
+    """Commands that only read: jls, ifconfig, pfctl -s, rctl -u (rex ls's usage),
+    sysctl -n."""
+    return (
+        argv[0] in ("jls", "ifconfig")
+        or (argv[0] == "pfctl" and "-s" in argv)
+        or argv[:2] in (("rctl", "-u"), ("sysctl", "-n"))
+    )

@@ -21,6 +21,8 @@ from rexcarcer.runtime.freebsd import FreeBSDRuntime
 
 DATA = Path(__file__).parent.parent / "data" / "freebsd"
 JLS = ("jls", "--libxo=json", "jid", "name", "path")
+RCTL_R = ("rctl", "-r", "jail:web")
+MOUNT_P = ("mount", "-p")
 
 WEB = JailSpec(
     name="web",
@@ -161,15 +163,19 @@ def test_start_failure_is_a_runtime_error(tmp_path: Path) -> None:
 def test_stop_removes_a_running_jail_with_its_file(tmp_path: Path) -> None:
     r = _running(ScriptedRunner(strict=True))
     r.on(["jail"], "web: removed\n")
+    r.on(["rctl", "-r"], "No such process", returncode=1)  # no rule: nothing to remove
     rt = _runtime(tmp_path, r)
     rt.stop("web")
-    assert r.calls == [JLS, ("jail", "-f", str(tmp_path / "jail.conf.d/web.conf"), "-r", "web")]
+    # no jail.conf (so no root to look for a secrets tmpfs under); its rctl rules go
+    assert r.calls == [JLS, ("jail", "-f", str(tmp_path / "jail.conf.d/web.conf"), "-r", "web"),
+                       RCTL_R]  # fmt: skip
 
 
 def test_stop_of_a_jail_that_is_not_running_runs_no_jail_r(tmp_path: Path) -> None:
     r = _running(ScriptedRunner(strict=True))
+    r.on(["rctl", "-r"], "")
     _runtime(tmp_path, r).stop("svc")
-    assert r.calls == [JLS]
+    assert r.calls == [JLS, ("rctl", "-r", "jail:svc")]
 
 
 def test_stop_tolerates_a_jail_that_exited_meanwhile(tmp_path: Path) -> None:
@@ -208,7 +214,7 @@ def test_remove_stops_and_deletes_our_file(tmp_path: Path) -> None:
     conf = rt.write_conf(WEB)
     rt.remove("web")
     assert not conf.exists()
-    assert r.calls == [JLS, ("jail", "-f", str(conf), "-r", "web")]
+    assert r.calls == [JLS, ("jail", "-f", str(conf), "-r", "web"), MOUNT_P, RCTL_R]
     rt.remove("web")  # idempotent
 
 

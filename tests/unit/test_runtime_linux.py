@@ -36,7 +36,11 @@ def test_start_argv_passes_values_as_arguments_not_script_text() -> None:
             script = argv[i + 1]
             assert "web.jail" not in script and "/pool/jails" not in script
             assert "/state/run" not in script
-    assert argv[-5:-3] == ["/pool/jails/web", "web.jail.rex.internal"]
+    assert argv[-6:-4] == ["/pool/jails/web", "web.jail.rex.internal"]
+    assert argv[-4] == linux.INIT and argv[-3] == ""  # no secrets directory
+    unshare = argv.index("unshare")
+    # a cgroup namespace of its own
+    assert "--cgroup" in argv[unshare : argv.index("/bin/sh", unshare)]
     # the jail's init is exec'd by jailenter.py, which drops capabilities first
     assert argv[-2:] == [sys.executable, str(Path(linux.__file__).with_name("jailenter.py"))]
     setup = argv[argv.index("-c", argv.index("unshare")) + 1]

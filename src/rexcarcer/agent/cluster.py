@@ -154,9 +154,12 @@ def start_api(host: Host, local: LocalService, address: str, port: int) -> tuple
     from rexcarcer.agent import remote
     from rexcarcer.cluster import tls
     from rexcarcer.cluster.store import open_etcd
+    from rexcarcer.secret.publish import keep_sealing_key
 
     store = open_etcd(host.config)  # its own connection: requests run beside the watch
-    files = tls.ensure(host.config, address, store=store)
+    # a new key seals this host's secrets again before it is published (secret/)
+    files = keep_sealing_key(host.config, host.store,
+                             lambda: tls.ensure(host.config, address, store=store))  # fmt: skip
     api = remote.Api(host.config, store, local)
     return remote.serve(api, files, address, port), remote.url_for(address, port)
 
@@ -184,7 +187,11 @@ def certificates(
 
         refresh_crl(host, jailca.load(jail_ca_paths(host)), ca.utcnow())
 
-    return signer, Renewal(store, config, reload, refresh_crl, lambda: host.lock("ca"))
+    from rexcarcer.secret.publish import keep_sealing_key
+
+    # a new key seals this host's secrets again before it is published (secret/)
+    return signer, Renewal(store, config, reload, refresh_crl, lambda: host.lock("ca"),
+                           rekey=partial(keep_sealing_key, config, store))  # fmt: skip
 
 
 def build(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from pathlib import Path
@@ -201,6 +202,7 @@ def join(
     Again on a host that has its certificates: no token needed."""
     from rexcarcer.cluster import hostconf, onboard
     from rexcarcer.cluster.membership import local_address
+    from rexcarcer.secret.publish import keep_sealing_key
 
     urls = _endpoints(ctx, etcd)
     name = host_name or ctx.config.host
@@ -210,8 +212,12 @@ def join(
     host = ctx.host()
     try:
         where = address or local_address(urls[0])
-        done = onboard.join(host, store, store, name=name, address=where, token=join_token,
-                            public=ranges, wait=wait, progress=host.progress)  # fmt: skip
+        # a new host key seals this host's secrets again before it is published
+        done = keep_sealing_key(
+            dataclasses.replace(ctx.config, host=name), store,
+            lambda: onboard.join(host, store, store, name=name, address=where, token=join_token,
+                                 public=ranges, wait=wait, progress=host.progress),
+        )  # fmt: skip
     finally:
         host.close()
         store.close()
@@ -256,12 +262,14 @@ def renew(ctx: Ctx, wait: float, public_range: tuple[str, ...]) -> None:
     Signed by the CA host for a request made with the current certificate
     (no token); --public-range replaces the jail CA's public ranges."""
     from rexcarcer.cluster import onboard
+    from rexcarcer.secret.publish import keep_sealing_key
 
     store = _store(ctx, _endpoints(ctx, None))
     host = ctx.host()
     try:
         ranges = _ranges(public_range) if public_range else _declared(ctx)
-        how, done = onboard.renew(host, store, public=ranges, wait=wait, progress=host.progress)
+        how, done = keep_sealing_key(ctx.config, store, lambda: onboard.renew(
+            host, store, public=ranges, wait=wait, progress=host.progress))  # fmt: skip
     finally:
         host.close()
         store.close()

@@ -48,8 +48,9 @@ def cli(
     \b
     Exit status: 0 success; 2 usage; 10 .rex error; 11 not found; 12 conflict;
     20-27 OS, storage, runtime, state, address, build, path and capability errors;
-    28-43 DNS, identity, logs, etcd, cluster, base-verification, firewall and limit
-    errors; 44 an update in place failed and was rolled back.
+    28-44 DNS, identity, logs, etcd, cluster, base-verification, firewall, limit and
+    joining errors; 45 an update in place failed and was rolled back; 46-47 network
+    policy; 51 DEPENDS; 52 no host agent for HEALTHCHECK, RESTART, DEPENDS; 70 secrets.
     """
     ctx.obj = Ctx(root=root, config_file=config_file, output=output, debug=debug)
     logging.basicConfig(
@@ -69,6 +70,7 @@ def _register() -> None:
         host_cmds,
         jail_cmds,
         log_cmds,
+        secret_cmds,
         trust_cmds,
     )  # fmt: skip
 
@@ -82,6 +84,7 @@ def _register() -> None:
     log_cmds.register(cli)
     trust_cmds.register(cli)
     cluster_cmds.register(cli)
+    secret_cmds.register(cli)
     complete.register(cli)
 
 

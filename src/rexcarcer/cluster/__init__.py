@@ -37,6 +37,8 @@ Keys under ``/rexcarcer/v1/`` (state/etcd.py)::
     ipam/<address>         {"jail", "host"}                             create-if-absent
     names/<fqdn>           {"jail", "host"}                             create-if-absent
     dns/<jail>             {"jail", "host", "records"}                  dns/publish.py
+    secrets/<name>         {"name", "updated", "copies": {host: sealed}}  secret/cluster.py
+    sealkeys/<host>        {"host", "spki", "sha256", "published"}      the host's agent
 
 Claims (subnets, jails, addresses, names) never sit on a lease; only the
 ``alive`` marker does. A host whose lease lapses keeps its claims, but every

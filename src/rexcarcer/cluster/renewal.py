@@ -5,7 +5,10 @@ CA changed) the host certificate and the jail CA are renewed: signed here on a
 host that holds the cluster CA, else by a renewal request to the CA host
 (enroll.py), sent without waiting and picked up at a later pass. A refused or
 unanswered request is retried after ``RETRY`` seconds. After a renewal
-``reload`` lets the API serve the new certificate.
+``reload`` lets the API serve the new certificate. Every step that may install
+a new host key runs through ``rekey`` (the agent's: secret/publish.py
+``keep_sealing_key``, which seals this host's secrets to the new key before
+the old one is gone).
 
 Each pass also re-signs this host's jail CRL when the one published in the
 store is older than a day (a CRL is good for a week, crl.py).
@@ -18,7 +21,8 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from rexcarcer.cluster import enroll, model, tls
 from rexcarcer.config import Config
@@ -34,6 +38,15 @@ ANSWER_WAIT = 600.0  # an unanswered request is withdrawn and sent again after t
 CRL_REFRESH = 86400.0
 
 
+T = TypeVar("T")
+
+
+class Rekey(Protocol):
+    """Runs a step that may give this host a new key pair, and returns its result."""
+
+    def __call__(self, issue: Callable[[], T]) -> T: ...
+
+
 @dataclass
 class Renewal:
     store: Store
@@ -41,6 +54,7 @@ class Renewal:
     reload: Callable[[], None] | None = None
     refresh_crl: Callable[[], None] | None = None
     lock: Callable[[], AbstractContextManager[None]] = nullcontext  # the host's "ca" lock
+    rekey: Rekey = field(default=lambda issue: issue())
     pending: enroll.Pending | None = None
     sent: float = 0.0
     next_try: float = 0.0
@@ -54,7 +68,10 @@ class Renewal:
         address = str(rec["address"])
         if CaPaths.under(self.config.root).exists():
             with self.lock():  # `rex up` may be making the jail CA too
-                done = enroll.issue_here(self.store, self.config, address=address, subnet=subnet)
+                done = self.rekey(
+                    lambda: enroll.issue_here(self.store, self.config, address=address,
+                                              subnet=subnet)
+                )  # fmt: skip
             if done is not None:
                 log.info("certificates: renewed here (host certificate %s)", done.host_serial)
                 self._reloaded()
@@ -99,7 +116,9 @@ class Renewal:
             return
         self.pending = None
         try:
-            done = enroll.finish(self.store, self.config, pending, model.record(entry))
+            done = self.rekey(
+                lambda: enroll.finish(self.store, self.config, pending, model.record(entry))
+            )
         except RexError as exc:
             self.next_try = time.time() + RETRY
             log.warning("certificates: renewal failed: %s (%s)", exc, exc.hint or "")

@@ -17,7 +17,7 @@ from rexcarcer.host import Host
 from rexcarcer.model.base import BaseInfo
 from rexcarcer.model.jail import JailRecord
 from rexcarcer.rexfile.ast import Base, Rexfile
-from rexcarcer.runtime.base import JailSpec
+from rexcarcer.runtime.base import JailSpec, Secret
 
 
 class JailHook(Protocol):
@@ -54,6 +54,17 @@ class BaseSource(Protocol):
         ...
 
 
+class SecretSource(Protocol):
+    """Where ``SECRET`` values come from (secret/): this host's secret directory,
+    or in a cluster the copy sealed to this host's key."""
+
+    def open(self, host: Host, names: Sequence[str]) -> tuple[Secret, ...]:
+        """The value of every named secret, in order, as this host can open it;
+        an error naming the first that is unknown or cannot be opened here.
+        Errors name secrets, never show a value."""
+        ...
+
+
 class NetPolicy(Protocol):
     """What a jail (and a build step, which is one) may be and reach on the
     network; the root inside a jail is an adversary (netpolicy/)."""
@@ -81,6 +92,7 @@ class Engine:
     hooks: Sequence[JailHook] = ()
     # keyword and required: an engine never runs jails without a network policy
     policy: NetPolicy = field(kw_only=True)
+    secrets: SecretSource | None = None  # None: a SECRET line is refused
 
     def close(self) -> None:
         self.host.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from rexcarcer import ipam
 from rexcarcer.buildctx import copy_sources
 from rexcarcer.engine import build as builder
-from rexcarcer.engine import update, volumes
+from rexcarcer.engine import lifecycle, update, volumes
 from rexcarcer.engine.base import Engine
 from rexcarcer.engine.lifecycle import (
     ENV_FILE as ENV_FILE,
@@ -130,7 +130,8 @@ def up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
 def admit(eng: Engine, rexfile: Rexfile, name: str) -> None:
     """Everything that refuses a definition on this host before anything changes:
     the jail is ours to touch, its IP and HOSTNAME pass the network policy, a
-    fixed IP is free, its DEPENDS name other jails and close no cycle."""
+    fixed IP is free, its DEPENDS name other jails and close no cycle, this host
+    can open its secrets and enforce its limits."""
     rec = record(eng, name)
     if rec is not None:
         ensure_local(eng, rec)
@@ -138,6 +139,8 @@ def admit(eng: Engine, rexfile: Rexfile, name: str) -> None:
     if rexfile.ip is not None:
         _precheck_fixed_ip(eng, rexfile, name)
     check_depends(eng, rexfile, name)
+    lifecycle.open_secrets(eng, rexfile.secrets)  # names only leave this call
+    eng.host.platform.check_limits(rexfile.limits)
 
 
 def check_depends(eng: Engine, rexfile: Rexfile, name: str) -> None:

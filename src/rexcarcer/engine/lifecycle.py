@@ -18,12 +18,12 @@ from rexcarcer import ipam, jailfs
 from rexcarcer.engine import build as builder
 from rexcarcer.engine import volumes
 from rexcarcer.engine.base import Engine
-from rexcarcer.errors import Conflict, NotFound, UnsafePath
+from rexcarcer.errors import Conflict, NotFound, NotSupported, UnsafePath
 from rexcarcer.model.health import Health
 from rexcarcer.model.jail import Desired, JailInfo, JailRecord, ServiceEntry, Status
 from rexcarcer.rexfile.ast import RestartPolicy, Rexfile
 from rexcarcer.run import Completed, OutputSink
-from rexcarcer.runtime.base import JailSpec, JailState, jail_env
+from rexcarcer.runtime.base import JailSpec, JailState, Secret, jail_env
 from rexcarcer.state import records
 from rexcarcer.state.health import all_health
 
@@ -49,7 +49,8 @@ def new_record(eng: Engine, rexfile: Rexfile, name: str) -> JailRecord:
         services=tuple(ServiceEntry(s.name, s.port, str(s.proto)) for s in rexfile.services),
         env=rexfile.env, created=int(time.time()), pid=os.getpid(),
         pid_start=host.platform.process_start(os.getpid()),
-        volumes=volumes.entries(rexfile), canonical=rexfile.canonical(),
+        volumes=volumes.entries(rexfile), limits=rexfile.limits, secrets=rexfile.secrets,
+        canonical=rexfile.canonical(),
         healthcheck=rexfile.healthcheck, restart=rexfile.restart or RestartPolicy.ON_FAILURE,
         depends=tuple(d.name for d in rexfile.depends),
     )  # fmt: skip
@@ -145,7 +146,19 @@ def spec_for(eng: Engine, rec: JailRecord) -> JailSpec:
         gateway=host.config.host_address,
         env=rec.env,
         osrelease=osrelease,
+        limits=rec.limits,
     )
+
+
+def open_secrets(eng: Engine, names: Sequence[str]) -> tuple[Secret, ...]:
+    """The values of the jail's secrets, read at every start (so a `rex secret
+    set` takes effect at the next start or update); also the check `rex up`
+    makes before anything changes."""
+    if not names:
+        return ()
+    if eng.secrets is None:
+        raise NotSupported("this rex has no secret store: SECRET cannot be used here")
+    return eng.secrets.open(eng.host, names)
 
 
 def jail_files(eng: Engine, spec: JailSpec) -> list[tuple[str, bytes, int]]:
@@ -185,7 +198,7 @@ def start(eng: Engine, name: str) -> None:
 def start_locked(eng: Engine, name: str) -> None:
     host = eng.host
     rec = require(eng, name)
-    spec = spec_for(eng, rec)
+    spec = dataclasses.replace(spec_for(eng, rec), secrets=open_secrets(eng, rec.secrets))
     if rec.volumes:
         spec = dataclasses.replace(spec, mounts=volumes.attach(host, rec, spec.root))
     host.progress.step(f"Starting {name}")
@@ -254,7 +267,8 @@ def list_jails(eng: Engine, names: Sequence[str] | None = None) -> list[JailInfo
     recs = records.list_jails(eng.host.store)
     if names is not None:
         recs = [r for r in recs if r.name in names]
-    status = eng.host.runtime.status([r.name for r in recs if foreign_host(eng, r) is None])
+    runtime = eng.host.runtime
+    status = runtime.status([r.name for r in recs if foreign_host(eng, r) is None])
     health = all_health(eng.host.store)
     out = []
     for r in recs:
@@ -263,5 +277,7 @@ def list_jails(eng: Engine, names: Sequence[str] | None = None) -> list[JailInfo
         # a verdict is about a run: none while the jail is down, except why it stays down
         shown = h.shown if h is not None and (state != "stopped" or h.state is Health.EXITED) \
             else None  # fmt: skip
-        out.append(JailInfo.of(r, state, shown))
+        running = r.name in status and status[r.name].state is JailState.RUNNING
+        usage = runtime.usage(r.name) if running else None
+        out.append(JailInfo.of(r, state, shown, usage))
     return out

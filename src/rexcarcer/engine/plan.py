@@ -20,13 +20,15 @@ from rexcarcer.model.base import BaseInfo
 from rexcarcer.model.jail import JailRecord
 from rexcarcer.model.plan import Action, argvs
 from rexcarcer.rexfile.ast import IPInterface, Rexfile, Run
-from rexcarcer.runtime.base import JailSpec
+from rexcarcer.runtime.base import JailSpec, Secret
 
 
 def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
     host = eng.host
     rec = jails.record(eng, name)
-    jails.admit(eng, rexfile, name)  # what `rex up` refuses, the plan refuses
+    # what `rex up` refuses, the plan refuses: a secret this host cannot open
+    # among them (the values are opened and dropped, never shown)
+    jails.admit(eng, rexfile, name)
     base = eng.bases.local(host, rexfile.base)
     if base is None:  # planning never touches the network
         return [
@@ -56,6 +58,7 @@ def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
     if guard is not None:
         actions.append(guard)
     actions.append(Action("files", "write the jail's configuration files", notes=tuple(files)))
+    actions += _limits_and_secrets(rexfile)
     actions.append(Action("start", f"start jail {name} ({host.platform.kind} platform)",
                           argvs(host.runtime.start_commands(spec))))  # fmt: skip
     return actions
@@ -135,8 +138,32 @@ def _spec(eng: Engine, rec: JailRecord, root: Path, base: BaseInfo) -> JailSpec:
         name=rec.name, root=root, hostname=rec.hostname, address=rec.address,
         interface=host.config.interface_for(rec.address.ip if rec.address else None),
         gateway=host.config.host_address, env=rec.env,
-        osrelease=base.props.get("osrelease") or None,
+        osrelease=base.props.get("osrelease") or None, limits=rec.limits,
+        # names only: the commands depend on which secrets, never on their values
+        secrets=tuple(Secret(n, b"") for n in rec.secrets),
     )  # fmt: skip
+
+
+def _limits_and_secrets(rexfile: Rexfile) -> list[Action]:
+    out = []
+    if rexfile.limits:
+        notes = tuple(f"LIMIT {r} {v}" for r, v in rexfile.limits.as_json().items())
+        out.append(
+            Action(
+                "limits",
+                "limit the jail from its first process on (cgroups and "
+                "RLIMIT_NOFILE on Linux, rctl rules on FreeBSD)",
+                notes=notes,
+            )
+        )
+    if rexfile.secrets:
+        notes = tuple(
+            f"/run/secrets/{n} (0400), from `rex secret set {n}`" for n in rexfile.secrets
+        )
+        out.append(
+            Action("secrets", "put the jail's secrets on a tmpfs before /etc/rc runs", notes=notes)
+        )
+    return out
 
 
 def _step_action(eng: Engine, rexfile: Rexfile, base: BaseInfo, plan: builder.StepPlan) -> Action:

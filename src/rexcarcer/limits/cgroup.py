@@ -1,7 +1,9 @@
 """Linux: a jail's limits as cgroups, v2, v1 or hybrid, found from mountinfo.
 
-Each jail gets ``<mount>/rexcarcer/<jail>`` in every hierarchy that carries one
-of the controllers we use (memory, cpu, pids; cpuacct for CPU time on v1). The
+Each jail gets ``<mount>/<prefix>/<jail>`` in every hierarchy that carries one
+of the controllers we use (memory, cpu, pids; cpuacct for CPU time on v1);
+the prefix is ``rexcarcer``, or ``rexcarcer/<instance>`` for the Linux runtime
+(one per state directory, as its network namespaces are). The
 runner's child writes its own PID into each group's ``cgroup.procs`` before it
 execs (``Runner.run(..., cgroups=...)``), so every process of the jail starts
 inside its groups and nothing runs unlimited, even for an instant.
@@ -41,8 +43,8 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from rexcarcer.limits.mounts import WANTED, Mount, parse_mountinfo, v1_mounts, v2_mount
-from rexcarcer.limits.spec import LimitError, Limits
 from rexcarcer.names import jail_name_problem
+from rexcarcer.rexfile.limits import LimitError, Limits
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PREFIX = "rexcarcer"
@@ -165,8 +167,9 @@ class CgroupDriver:
     ) -> None:
         if mountinfo is None:
             mountinfo = _read(Path("/proc/self/mountinfo"))
-        if jail_name_problem(prefix) is not None:
-            raise LimitError(f"bad cgroup prefix {prefix!r}: {jail_name_problem(prefix)}")
+        for part in prefix.split("/"):  # "rexcarcer", or "rexcarcer/<instance>"
+            if jail_name_problem(part) is not None:
+                raise LimitError(f"bad cgroup prefix {prefix!r}: {jail_name_problem(part)}")
         self.root = root
         self.prefix = prefix
         self.remove_timeout = remove_timeout
@@ -211,14 +214,17 @@ class CgroupDriver:
     def create(self, jail: str, limits: Limits) -> list[Path]:
         """Make (or update) the jail's groups, write its limits, and return the
         ``cgroup.procs`` files its first process must join."""
-        self._require(limits)
+        self.require(limits)
         made: list[Path] = []
         try:
             for d, version, mount in self._groups(jail):
                 if version is Version.V2:
                     self._enable_v2_controllers(mount, d)
                 else:
-                    _mkdir(d.parent)
+                    level = mount
+                    for part in d.parent.relative_to(mount).parts:
+                        level = level / part
+                        _mkdir(level)
                 if _mkdir(d):
                     made.append(d)
             for p in self.placements:
@@ -230,7 +236,8 @@ class CgroupDriver:
             raise
         return [d / "cgroup.procs" for d in self.group_dirs(jail)]
 
-    def _require(self, limits: Limits) -> None:
+    def require(self, limits: Limits) -> None:
+        """Refuse limits whose controller this host has not mounted."""
         needs = {"memory": limits.memory, "cpu": limits.cpu, "pids": limits.pids}
         for controller, value in needs.items():
             if value is not None and self.placement(controller) is None:

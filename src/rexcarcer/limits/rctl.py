@@ -33,8 +33,8 @@ per field defaults to the subject, so each amount is the whole jail's)::
 from __future__ import annotations
 
 from rexcarcer.errors import CommandFailed
-from rexcarcer.limits.spec import LimitError, Limits, Resource
 from rexcarcer.names import jail_name_problem
+from rexcarcer.rexfile.limits import LimitError, Limits, Resource
 from rexcarcer.run import Runner
 
 RCTL = "rctl"

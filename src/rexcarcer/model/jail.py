@@ -11,11 +11,14 @@ JSON form (schema 2)::
     {"schema": 2, "name", "host", "status", "desired", "definition", "rexfile",
      "base", "image", "hostname", "address", "services": [{"name","port","proto"}],
      "env": [[key, value]], "created", "pid", "pid_start", "generation",
-     "volumes": [{"name","path","size"}], "canonical": {...},
+     "volumes": [{"name","path","size"}], "limits": {"memory", "cpu", "pids",
+     "openfiles"}, "secrets": [name], "canonical": {...},
      "healthcheck": {"probe", "command"|"port", "path", "interval", "timeout",
                      "retries"} | null, "restart": "no"|"on-failure"|"always",
      "depends": [jail, ...]}
 
+``limits`` holds the LIMIT values that are set; ``secrets`` only the names of
+the SECRET lines: a secret's value is never in the record (secret/).
 The fields after ``canonical`` were added without a schema change: a record
 without them reads as no health check, ``on-failure`` and no dependencies.
 
@@ -35,6 +38,7 @@ from typing import Any
 from rexcarcer.errors import StateError
 from rexcarcer.model.keys import jail_key
 from rexcarcer.rexfile.ast import HealthCheck, IPInterface, Probe, RestartPolicy
+from rexcarcer.rexfile.limits import NO_LIMITS, Limits
 
 SCHEMA = 2
 
@@ -94,6 +98,8 @@ class JailRecord:
     generation: int = 1  # bumped by every update in place (jails/<name> is the current one)
     replacing: int = 0  # while UPDATING: the generation being replaced (the run's journal)
     volumes: tuple[VolumeEntry, ...] = ()
+    limits: Limits = NO_LIMITS
+    secrets: tuple[str, ...] = ()  # names only
     # Rexfile.canonical() of the definition: what `rex plan` compares to say
     # which instruction an update changes
     canonical: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
@@ -128,6 +134,7 @@ class JailRecord:
             "pid": self.pid, "pid_start": self.pid_start, "generation": self.generation,
             "replacing": self.replacing,
             "volumes": [v.as_json() for v in self.volumes], "canonical": self.canonical,
+            "limits": self.limits.as_json(), "secrets": list(self.secrets),
             "healthcheck": self.healthcheck.canonical() if self.healthcheck else None,
             "restart": str(self.restart), "depends": list(self.depends),
         }  # fmt: skip
@@ -168,6 +175,8 @@ class JailRecord:
             replacing=int(d.get("replacing") or 0),
             volumes=tuple(VolumeEntry(str(v["name"]), str(v["path"]), _opt_int(v.get("size")))
                           for v in d.get("volumes") or ()),
+            limits=Limits.from_json(d.get("limits")),
+            secrets=tuple(str(s) for s in d.get("secrets") or ()),
             canonical=dict(d.get("canonical") or {}),
             healthcheck=_healthcheck(d["healthcheck"]) if d.get("healthcheck") else None,
             restart=RestartPolicy(d.get("restart") or "on-failure"),
@@ -226,21 +235,29 @@ class JailInfo:
     base: str
     image: str
     host: str
+    limits: Limits = NO_LIMITS
+    # what the running jail uses now (runtime usage(): memory, pids, cpu_ns, ...)
+    usage: Mapping[str, int] = dataclasses.field(default_factory=dict)
     # healthy, unhealthy, starting (HEALTHCHECK; model/health.py), exited (stopped on
     # its own and left down by its RESTART policy); None: nothing to say
     health: str | None = None
 
     @classmethod
-    def of(cls, rec: JailRecord, state: str, health: str | None = None) -> JailInfo:
+    def of(
+        cls, rec: JailRecord, state: str, health: str | None = None,
+        usage: Mapping[str, int] | None = None,
+    ) -> JailInfo:  # fmt: skip
         return cls(rec.name, state if rec.ready else "creating",
                    str(rec.address) if rec.address is not None else None, rec.hostname,
-                   rec.services, rec.base, rec.image, rec.host, health)  # fmt: skip
+                   rec.services, rec.base, rec.image, rec.host, rec.limits,
+                   dict(usage or {}), health)  # fmt: skip
 
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "state": self.state, "ips": [self.address] if self.address else [],
             "hostname": self.hostname, "services": [s.as_json() for s in self.services],
-            "base": self.base, "image": self.image, "host": self.host, "health": self.health,
+            "base": self.base, "image": self.image, "host": self.host,
+            "limits": self.limits.as_json(), "usage": dict(self.usage), "health": self.health,
         }  # fmt: skip
 
     @classmethod
@@ -252,6 +269,8 @@ class JailInfo:
             tuple(ServiceEntry(str(s["name"]), int(s["port"]), str(s.get("proto", "tcp")))
                   for s in d.get("services", ())),
             str(d.get("base", "")), str(d.get("image", "")), str(d.get("host", "")),
+            Limits.from_json(d.get("limits")),
+            {str(k): int(v) for k, v in (d.get("usage") or {}).items()},
             str(d["health"]) if d.get("health") else None,
         )  # fmt: skip
 

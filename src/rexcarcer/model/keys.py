@@ -23,6 +23,8 @@ once; on etcd all of them sit under ``/rexcarcer/v1/``.
                            started, health, restarts (model/health.py)
     hosts/<host>           a member host; hosts/<host>/alive its lease
     subnets/<net>_<len>    a host's jail subnet claimed
+    secrets/<name>         a secret sealed to each host's key, never in clear (secret/)
+    sealkeys/<host>        the public key a host's secrets are sealed to
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ CLUSTER_TOKENS = "cluster/tokens/"
 JOIN = "join/"
 HOSTS = "hosts/"
 SUBNETS = "subnets/"
+SECRETS = "secrets/"
+SEALKEYS = "sealkeys/"
 
 
 def jail_key(name: str) -> str:

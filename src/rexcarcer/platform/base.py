@@ -23,6 +23,7 @@ from typing import Protocol
 
 from rexcarcer.firewall.base import Firewall
 from rexcarcer.platform.kinds import PlatformKind
+from rexcarcer.rexfile.limits import Limits
 from rexcarcer.runtime.base import Runtime
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -156,6 +157,11 @@ class Platform(Protocol):
 
     def peer_ids(self, sock: socket.socket) -> PeerIds:
         """The credentials of a connected UNIX socket's peer (the agent's socket)."""
+        ...
+
+    def check_limits(self, limits: Limits) -> None:
+        """Refuse (a LimitError, before anything changes) LIMIT values this host
+        cannot enforce: a missing cgroup controller, rctl(8) accounting off."""
         ...
 
     def boot_id(self) -> str:

@@ -12,6 +12,7 @@ from rexcarcer.platform.base import Address, Network, PeerIds, PlatformConfig, U
 from rexcarcer.platform.freebsd import FreeBSDPlatform
 from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.platform.linux import LinuxPlatform
+from rexcarcer.rexfile.limits import Limits
 from rexcarcer.run import Runner
 from rexcarcer.runtime.base import Runtime
 from rexcarcer.runtime.fake import FakeRuntime
@@ -58,6 +59,7 @@ class FakePlatform:
         )  # fmt: skip
         self._linux = LinuxPlatform(runner, config)
         self.forwarding = False
+        self.checked_limits: list[Limits] = []
         self.boot = "boot-1"  # a test "reboots" the host by changing it
 
     def tools(self) -> tuple[str, ...]:
@@ -83,6 +85,9 @@ class FakePlatform:
 
     def peer_ids(self, sock: socket.socket) -> PeerIds:
         return self._linux.peer_ids(sock)
+
+    def check_limits(self, limits: Limits) -> None:
+        self.checked_limits.append(limits)
 
     def boot_id(self) -> str:
         return self.boot

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from rexcarcer import jailfs
 from rexcarcer.firewall.pf import PfFirewall
+from rexcarcer.limits import Limits
+from rexcarcer.limits.rctl import Rctl
 from rexcarcer.platform.base import (
     Address,
     Flavour,
@@ -175,6 +177,11 @@ class FreeBSDPlatform:
 
     def peer_ids(self, sock: socket.socket) -> PeerIds:
         return peer_ids(sock)
+
+    def check_limits(self, limits: Limits) -> None:
+        # rctl(4): kern.racct.enable is a loader tunable; the hint says so
+        if limits:
+            Rctl(self.runner).ensure_enabled()
 
     def boot_id(self) -> str:
         # kern.boottime moves when the clock is stepped (kern_tc.c: "it changes

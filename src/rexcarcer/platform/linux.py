@@ -14,6 +14,8 @@ from pathlib import Path
 
 from rexcarcer import jailfs
 from rexcarcer.firewall.nft import NftFirewall
+from rexcarcer.limits import LimitError, Limits
+from rexcarcer.limits.cgroup import CgroupDriver
 from rexcarcer.platform.base import (
     Address,
     Flavour,
@@ -38,6 +40,10 @@ ROUTE_PROTO = "213"
 def instance_token(root: Path) -> str:
     """Distinguishes this state root's host objects (netns names) from another's."""
     return hashlib.sha256(str(root).encode()).hexdigest()[:6]
+
+
+def cgroup_prefix(token: str) -> str:
+    return f"rexcarcer/rex-{token}"
 
 
 # -- syslog forwarding (the busybox test base) -----------------------------------------
@@ -139,14 +145,18 @@ class LinuxPlatform:
         self.runner = runner
         self.config = config
         host_if = ipaddress.ip_interface(f"{config.host_address}/{config.subnet.prefixlen}")
+        token = instance_token(config.root)
         self.runtime = LinuxRuntime(
             runner,
             run_dir=config.root / "run",
             bridge=config.interface,
             host_address=host_if,
-            token=instance_token(config.root),
+            token=token,
             routes=jail_routes(config),
             public=tuple(r.network for r in config.public_ips),
+            # a jail's groups are rexcarcer/rex-<token>/<jail>: one parent per
+            # state directory, as its network namespaces are rex-<token>-<jail>
+            cgroups=lambda: CgroupDriver(prefix=cgroup_prefix(token)),
         )
         self.routes = IpRoutes(runner)
         # nft(8) in the namespace rex runs in: the table inet rexcarcer only
@@ -193,6 +203,13 @@ class LinuxPlatform:
 
     def peer_ids(self, sock: socket.socket) -> PeerIds:
         return peer_ids(sock)
+
+    def check_limits(self, limits: Limits) -> None:
+        if not limits:
+            return
+        if self.runtime.cgroups is None:
+            raise LimitError("LIMIT needs cgroups, and this runtime has none")
+        self.runtime.cgroups.require(limits)
 
     def boot_id(self) -> str:
         # random(4): "boot_id ... a random UUID generated once per boot"

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from rexcarcer.rexfile.limits import NO_LIMITS, Limits
+
 
 class Proto(StrEnum):
     TCP = "tcp"
@@ -173,6 +175,8 @@ class Rexfile:
     ip: IPInterface | None = None
     services: tuple[Service, ...] = ()
     volumes: tuple[Volume, ...] = ()
+    limits: Limits = NO_LIMITS  # LIMIT lines; unset resources are unlimited
+    secrets: tuple[str, ...] = ()  # SECRET names, in order (values live on the host)
     healthcheck: HealthCheck | None = None
     restart: RestartPolicy | None = None  # None: not written (the agent's default, on-failure)
     depends: tuple[Depend, ...] = ()
@@ -216,6 +220,8 @@ class Rexfile:
             # digest of a file written for 0.1 does not change
             **({"volumes": [[v.name, v.path, v.size] for v in self.volumes]}
                if self.volumes else {}),
+            **({"limits": self.limits.as_json()} if self.limits else {}),
+            **({"secrets": list(self.secrets)} if self.secrets else {}),
             **({"healthcheck": self.healthcheck.canonical()} if self.healthcheck else {}),
             **({"restart": str(self.restart)} if self.restart is not None else {}),
             **({"depends": [d.name for d in self.depends]} if self.depends else {}),

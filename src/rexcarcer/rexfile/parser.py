@@ -35,9 +35,10 @@ from rexcarcer.rexfile.ast import (
     Volume,
 )
 from rexcarcer.rexfile.lexer import Line, Token, fail, logical_lines
+from rexcarcer.rexfile.limits import Limits, Resource
 
-KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE", "VOLUME", "HEALTHCHECK",
-            "RESTART", "DEPENDS")  # fmt: skip
+KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE", "VOLUME", "LIMIT", "SECRET",
+            "HEALTHCHECK", "RESTART", "DEPENDS")  # fmt: skip
 # A .rex file is a page of instructions. The cap keeps a mistaken path (an image,
 # /dev/zero) or a file sent to an agent's API from being read whole into memory.
 MAX_FILE = 1024 * 1024
@@ -91,6 +92,9 @@ class _Parser:
         self.ip: tuple[IPInterface, int] | None = None
         self.services: dict[tuple[str, Proto], Service] = {}
         self.volumes: list[Volume] = []
+        self.limits = Limits()
+        self.limit_lines: dict[Resource, int] = {}
+        self.secrets: dict[str, int] = {}  # name -> line
         self.healthcheck: HealthCheck | None = None
         self.restart: tuple[RestartPolicy, int] | None = None
         self.depends: dict[str, Depend] = {}
@@ -116,6 +120,8 @@ class _Parser:
             "IP": self._ip,
             "SERVICE": self._service,
             "VOLUME": self._volume,
+            "LIMIT": self._limit,
+            "SECRET": self._secret,
             "HEALTHCHECK": self._healthcheck,
             "RESTART": self._restart,
             "DEPENDS": self._depends,
@@ -141,6 +147,8 @@ class _Parser:
             ip=self.ip[0] if self.ip else None,
             services=tuple(self.services.values()),
             volumes=tuple(self.volumes),
+            limits=self.limits,
+            secrets=tuple(self.secrets),
             healthcheck=self.healthcheck,
             restart=self.restart[0] if self.restart else None,
             depends=tuple(self.depends.values()),
@@ -303,6 +311,21 @@ class _Parser:
         running.volume_clash(self.volumes, volume, line, keyword)
         self.volumes.append(volume)
 
+    def _limit(self, line: Line, keyword: Token) -> None:
+        resource, value = running.limit(line, keyword)
+        if resource in self.limit_lines:
+            raise line.error(keyword, f"LIMIT {resource} is given twice (first at line "
+                             f"{self.limit_lines[resource]})", hint="keep one of them")  # fmt: skip
+        self.limit_lines[resource] = keyword.pos.line
+        self.limits = self.limits.set(resource, value)
+
+    def _secret(self, line: Line, keyword: Token) -> None:
+        name = running.secret(line, keyword)
+        if name in self.secrets:
+            raise line.error(keyword, f"SECRET {name} is given twice (first at line "
+                             f"{self.secrets[name]})", hint="remove one of them")  # fmt: skip
+        self.secrets[name] = keyword.pos.line
+
     def _healthcheck(self, line: Line, keyword: Token) -> None:
         if self.healthcheck is not None:
             raise running.twice(line, keyword, "HEALTHCHECK", self.healthcheck.pos.line)
@@ -335,7 +358,7 @@ def _unknown(line: Line, keyword: Token) -> RexfileError:
         f"did you mean {close[0]}?"
         if close
         else "the instructions are BASE, PROVISION RUN, PROVISION COPY, ENV, HOSTNAME, IP, "
-        "SERVICE, VOLUME, HEALTHCHECK, RESTART and DEPENDS"
+        "SERVICE, VOLUME, LIMIT, SECRET, HEALTHCHECK, RESTART and DEPENDS"
     )
     return line.error(keyword, f"unknown instruction {keyword.text!r}", hint)
 

@@ -5,6 +5,9 @@ parser (parser.py) dispatches to these and checks the rules across lines.
 ::
 
     VOLUME <name> <path> [<size>]     a dataset of its own mounted at <path>
+    LIMIT <resource> <value>          memory, cpu, pids, openfiles (limits.py: values)
+    SECRET <name>                     a file /run/secrets/<name>, its value set on the
+                                      host with `rex secret set <name>`
     HEALTHCHECK [INTERVAL <d>] [TIMEOUT <d>] [RETRIES <n>] CMD <command>
     HEALTHCHECK [options] TCP <port> [options]
     HEALTHCHECK [options] HTTP <port> <path> [options]
@@ -22,7 +25,7 @@ import posixpath
 import re
 
 from rexcarcer.errors import RexfileError
-from rexcarcer.names import jail_name_problem
+from rexcarcer.names import SECRET_NAME_HINT, jail_name_problem, secret_name_problem
 from rexcarcer.rexfile.ast import (
     DEFAULT_INTERVAL_MS,
     DEFAULT_RETRIES,
@@ -34,6 +37,7 @@ from rexcarcer.rexfile.ast import (
     Volume,
 )
 from rexcarcer.rexfile.lexer import Line, Token
+from rexcarcer.rexfile.limits import Problem, Resource, Value, resource_problem, value_of
 
 VOLUME_HINT = "write VOLUME <name> <path> [<size>], e.g. VOLUME data /var/db/app 10G"
 # A volume name is part of a dataset name (volumes/<jail>.<name>) and of
@@ -129,6 +133,65 @@ def volume_clash(volumes: list[Volume], new: Volume, line: Line, keyword: Token)
 def _clash(line: Line, keyword: Token, message: str, first: Volume) -> RexfileError:
     return line.error(keyword, f"{message} (first at line {first.pos.line})",
                       hint="give each volume its own name and directory")  # fmt: skip
+
+
+# -- LIMIT and SECRET ------------------------------------------------------------------
+
+LIMIT_HINT = "write LIMIT <resource> <value>: memory 512M, cpu 0.5, pids 200 or openfiles 1024"
+_EXAMPLE = {
+    Resource.MEMORY: "512M",
+    Resource.CPU: "0.5",
+    Resource.PIDS: "200",
+    Resource.OPENFILES: "1024",
+}
+
+
+def limit(line: Line, keyword: Token) -> tuple[Resource, Value]:
+    """``LIMIT <resource> <value>``; the value grammar is limits.py's."""
+    args = line.words(keyword.end)
+    if not args:
+        raise line.error(len(line.text), "expected a resource after LIMIT", LIMIT_HINT)
+    bad = (
+        resource_problem(args[0].text)
+        if args[0].text.isascii()
+        else Problem(f"unknown resource {args[0].text!r} for LIMIT", LIMIT_HINT)
+    )
+    if bad is not None:
+        raise line.error(args[0], bad.reason, bad.hint)
+    resource = Resource(args[0].text.lower())
+    example = f"e.g. LIMIT {resource} {_EXAMPLE[resource]}"
+    if len(args) < 2:
+        raise line.error(len(line.text), f"expected a value after LIMIT {resource}", example)
+    if len(args) > 2:
+        raise line.error(
+            args[2], f"unexpected {args[2].text!r}: LIMIT takes a resource and one value", example
+        )
+    value = value_of(resource, args[1].text)
+    if isinstance(value, Problem):
+        raise line.error(args[1], value.reason, value.hint)
+    return resource, value
+
+
+def secret(line: Line, keyword: Token) -> str:
+    """``SECRET <name>``: only the name; the value never appears in a .rex file."""
+    args = line.words(keyword.end)
+    if not args:
+        raise line.error(
+            len(line.text),
+            "expected a secret name after SECRET",
+            "write SECRET <name>, e.g. SECRET db_password",
+        )
+    if len(args) > 1:
+        # the word is not quoted back: it may be the value itself, written here by mistake
+        raise line.error(
+            args[1],
+            "SECRET takes only a name: its value never goes in a .rex file",
+            hint="set it on the host: printf %s VALUE | rex secret set NAME",
+        )
+    problem = secret_name_problem(args[0].text)
+    if problem is not None:
+        raise line.error(args[0], f"bad secret name: {problem}", SECRET_NAME_HINT)
+    return args[0].text
 
 
 # -- HEALTHCHECK -------------------------------------------------------------------

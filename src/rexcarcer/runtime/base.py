@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
 from rexcarcer.rexfile.ast import IPInterface
+from rexcarcer.rexfile.limits import NO_LIMITS, Limits
 from rexcarcer.run import Completed, OutputSink
 
 
 class JailState(StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A ``SECRET``'s value, for the runtime to put in ``/run/secrets/<name>``.
+    The value never shows in a repr (a log line, an error, a debugger)."""
+
+    name: str
+    data: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +48,12 @@ class JailSpec:
     # jail starts: its volumes. The inside path is already resolved within the
     # root (jailfs) and exists as a plain directory.
     mounts: tuple[tuple[Path, str], ...] = ()
+    # LIMIT: enforced from the jail's first process on (Linux cgroups and
+    # RLIMIT_NOFILE, FreeBSD rctl rules), for exec'd processes too; lifted at stop
+    limits: Limits = NO_LIMITS
+    # SECRET values, delivered as /run/secrets/<name> (0400) on a memory file
+    # system before the jail's /etc/rc runs; never written to the jail's disk
+    secrets: tuple[Secret, ...] = ()
 
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -154,6 +170,12 @@ class Runtime(Protocol):
     def remove(self, name: str) -> None:
         """Forget the jail: stop it if needed and remove any configuration the
         runtime keeps for it (jail.conf.d file, run files). Idempotent."""
+        ...
+
+    def usage(self, name: str) -> dict[str, int]:
+        """What the running jail uses now, as far as this host accounts:
+        ``memory`` (bytes), ``pids``, ``cpu_ns``, ``oom_kills``, ...; {} when
+        nothing is accounted (a stopped jail, accounting off)."""
         ...
 
 

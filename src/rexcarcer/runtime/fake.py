@@ -24,6 +24,7 @@ class FakeRuntime:
     execs: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     fail_start: set[str] = field(default_factory=set)
     fail_next: int = 0  # the next N starts fail, whatever the jail
+    usages: dict[str, dict[str, int]] = field(default_factory=dict)  # what usage() answers
     ended: dict[str, JailEnd] = field(default_factory=dict)  # how a jail's run ended
 
     def die(self, name: str, status: int | None) -> None:
@@ -94,3 +95,6 @@ class FakeRuntime:
 
     def remove(self, name: str) -> None:
         self.stop(name)
+
+    def usage(self, name: str) -> dict[str, int]:
+        return dict(self.usages.get(name, {})) if name in self.running else {}

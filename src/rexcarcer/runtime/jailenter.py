@@ -26,7 +26,7 @@ not on sys.path), in two modes:
 
 ``exec PID ARGV...``
     ``rex exec``: what ``nsenter --target PID --pid --mount --uts --ipc --net
-    --root --wd`` did: join the namespaces of the jail's init, take its root,
+    --cgroup --root --wd`` did: join the namespaces of the jail's init, take its root,
     fork (a new pid namespace holds only the children of the joiner,
     setns(2)), and in the child drop and exec ARGV; the parent waits and
     exits with the child's status (128+N for a signal, as a shell does).
@@ -76,7 +76,10 @@ SYS_PIVOT_ROOT = {
     "ppc64le": 203, "ppc64": 203, "s390x": 217, "i686": 217, "i386": 217,
     "armv7l": 218, "armv6l": 218,
 }  # fmt: skip
-NAMESPACES = ("ipc", "uts", "net", "pid", "mnt")  # mnt last: it changes our root
+# cgroup: the jail's cgroup namespace (unshare --cgroup, runtime/linux.py), so
+# an exec'd process sees the jail's groups as "/" as its init does
+# (cgroup_namespaces(7)); joined after the runner moved us into those groups
+NAMESPACES = ("ipc", "uts", "net", "pid", "cgroup", "mnt")  # mnt last: it changes our root
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

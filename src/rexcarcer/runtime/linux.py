@@ -5,7 +5,8 @@ Start (command lines from notes/linux-testbed.md §3, which measured them):
 
     ip netns add NS; ip link add VETH type veth peer name eth0 netns NS; ...
     nsenter --net=/run/netns/NS -- unshare --fork --pid --mount --uts --ipc \\
-        --kill-child --mount-proc=ROOT/proc /bin/sh -c SETUP rex-jail ROOT HOSTNAME
+        --cgroup --kill-child --mount-proc=ROOT/proc /bin/sh -c SETUP rex-jail ROOT \\
+        HOSTNAME INIT SECRETS [SRC DST]...
 
 SETUP gives the jail a private minimal /dev (tmpfs plus bind-mounted device
 nodes), sets the host name, makes ROOT the namespace's root with
@@ -30,6 +31,27 @@ bridge only when it lies in a public range declared for jails (``public``);
 anything else is refused here too, whatever the engine let through (a jail
 holding etcd's or another host's address would pull that traffic to itself).
 
+Limits (LIMIT): every jail has cgroups of its own (limits/cgroup.py,
+``rexcarcer/rex-<token>/<jail>`` in each hierarchy), made before it starts with
+its limits written (none: "max"). The runner's child joins them and sets
+RLIMIT_NOFILE before it execs nsenter (the waiter below and unshare are in
+them too), so the jail's first process and all it
+forks start limited; ``rex exec`` joins them the same way. ``--cgroup`` then
+gives the jail a cgroup namespace rooted at its groups: root in the jail sees
+its groups as ``/``, and a cgroupfs it mounts shows only them, so it cannot
+move itself out (cgroup_namespaces(7)). Stop kills what is left in the groups
+and removes them.
+
+Secrets (SECRET, runtime/secretfs.py): SECRETS is the jail's /run/secrets, or
+"" for none. SETUP mounts a tmpfs there before the pivot (in the jail's mount
+namespace only) and makes a FIFO in the jail's private /dev; INIT's first act
+is to read one line from it. rex opens the FIFO through /proc/<init>/root once
+the pivot is done (which also proves the jail's root is the one it meant),
+checks that /run/secrets is that tmpfs, writes the files through jailfs, and
+only then writes "go": no process of the jail runs before its secrets are in
+place, and if rex dies first the FIFO closes, the read fails and the jail ends
+without running /etc/rc.
+
 A host-side shell (WAITER) runs unshare and writes its exit status to
 ``RUN_DIR/NAME.exit`` when the jail ends: nothing inside the jail outlives its
 init, so only a process outside can tell how it ended (``status``, for the
@@ -40,6 +62,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import ipaddress
 import json
@@ -48,40 +71,50 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rexcarcer.errors import CommandFailed, RuntimeBackendError
 from rexcarcer.fsutil import atomic_write
+from rexcarcer.limits import LimitError, Limits
+from rexcarcer.limits.cgroup import CgroupDriver, rlimits_for
 from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.run import Completed, OutputSink, Runner
-from rexcarcer.runtime import procfs
+from rexcarcer.runtime import procfs, secretfs
 from rexcarcer.runtime.base import BuildNet, JailEnd, JailSpec, JailState, JailStatus, jail_env
+from rexcarcer.runtime.linux_secrets import GO_FIFO, deliver_secrets
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 # Runs on the host, inside the new namespaces, before the pivot. $1 = root,
-# $2 = host name, $3 = what to run in the jail, $4 $5 = the Python and the
-# jailenter.py that pivot and drop the capabilities, then pairs of
-# (host directory, directory inside the jail) to bind-mount: the jail's
-# volumes. The mounts belong to the jail's private mount namespace and go with
-# it. No value is ever pasted into the script.
+# $2 = host name, $3 = what to run in the jail, $4 = the jail's secrets
+# directory ("" for none), $5 $6 = the Python and the jailenter.py that pivot
+# and drop the capabilities, then pairs of (host directory, directory inside
+# the jail) to bind-mount: the jail's volumes. The mounts belong to the jail's
+# private mount namespace and go with it. No value is ever pasted into the script.
 SETUP = """set -e
-root=$1 name=$2 init=$3 python=$4 enter=$5
-shift 5
+root=$1 name=$2 init=$3 secrets=$4 python=$5 enter=$6
+shift 6
 mount -t tmpfs -o mode=755,size=1m,nosuid,noexec tmpfs "$root/dev"
 for d in DEVICES; do : > "$root/dev/$d"; mount --bind "/dev/$d" "$root/dev/$d"; done
 ln -s /proc/self/fd "$root/dev/fd"; ln -s fd/0 "$root/dev/stdin"
 ln -s fd/1 "$root/dev/stdout"; ln -s fd/2 "$root/dev/stderr"
 mkdir -p "$root/dev/shm" "$root/dev/pts"
 while [ $# -ge 2 ]; do mount --bind "$1" "$root$2"; shift 2; done
+if [ -n "$secrets" ]; then
+    mount -t tmpfs -o SECRET_OPTIONS tmpfs "$root$secrets"
+    mkfifo -m 600 "$root/GO_FIFO"
+fi
 hostname "$name"
 cd "$root"
 exec "$python" -I -S "$enter" init "$init"
-""".replace("DEVICES", " ".join(DEVICES))
+"""
+SETUP = (SETUP.replace("DEVICES", " ".join(DEVICES))
+         .replace("SECRET_OPTIONS", secretfs.LINUX_OPTIONS)
+         .replace("GO_FIFO", GO_FIFO))  # fmt: skip
 
 RC_STATUS_DIR, RC_STATUS_NAME = "dev", ".rex-rc"
 RC_STATUS = f"{RC_STATUS_DIR}/{RC_STATUS_NAME}"
@@ -89,6 +122,11 @@ RC_STATUS = f"{RC_STATUS_DIR}/{RC_STATUS_NAME}"
 # /etc/rc is the user's, so rex's part runs first, from a file rex rewrites.
 RC_PRE = "/etc/rexcarcer/rc.pre"
 INIT = f"""trap 'exit 0' TERM
+if [ -p /{GO_FIFO} ]; then
+    read -r go < /{GO_FIFO} || exit 1
+    [ "$go" = go ] || exit 1
+    rm -f /{GO_FIFO} 2>/dev/null
+fi
 s=0
 if [ -f {RC_PRE} ]; then /bin/sh {RC_PRE} </dev/null || s="$? {RC_PRE}"; fi
 if [ "$s" = 0 ] && [ -f /etc/rc ]; then /bin/sh /etc/rc </dev/null || s="$? /etc/rc"; fi
@@ -148,16 +186,18 @@ def start_argv(
     root: Path,
     hostname: str,
     mounts: Sequence[tuple[Path, str]] = (),
+    secrets: str = "",
     *,
     status_file: Path,
 ) -> list[str]:
+    """``secrets``: the jail's secrets directory (inside the jail), "" for none."""
     binds = [str(arg) for src, inside in mounts for arg in (src, inside)]
     return [
         "nsenter", f"--net=/run/netns/{netns}", "--",
         "/bin/sh", "-c", WAITER, "rex-wait", str(status_file),
-        "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--kill-child",
+        "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--cgroup", "--kill-child",
         f"--mount-proc={root}/proc",
-        "/bin/sh", "-c", SETUP, "rex-jail", str(root), hostname, INIT, *ENTER, *binds,
+        "/bin/sh", "-c", SETUP, "rex-jail", str(root), hostname, INIT, secrets, *ENTER, *binds,
     ]  # fmt: skip
 
 
@@ -165,7 +205,7 @@ def build_argv(root: Path, command: str) -> list[str]:
     return [
         "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "--kill-child",
         f"--mount-proc={root}/proc",
-        "/bin/sh", "-c", SETUP, "rex-build", str(root), "build", command, *ENTER,
+        "/bin/sh", "-c", SETUP, "rex-build", str(root), "build", command, "", *ENTER,
     ]  # fmt: skip
 
 
@@ -177,7 +217,7 @@ def build_net_argv(netns: str, root: Path, command: str) -> list[str]:
         "nsenter", f"--net=/run/netns/{netns}", "--",
         "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--kill-child",
         f"--mount-proc={root}/proc",
-        "/bin/sh", "-c", SETUP, "rex-build", str(root), "build", command, *ENTER,
+        "/bin/sh", "-c", SETUP, "rex-build", str(root), "build", command, "", *ENTER,
     ]  # fmt: skip
 
 
@@ -232,7 +272,9 @@ def source_guard_argv(netns: str, address: IPInterface) -> list[str]:
 
 
 def exec_argv(pid: int, argv: Sequence[str]) -> list[str]:
-    """Join the jail's namespaces and root, drop to a jail's capabilities, run."""
+    """Join the jail's namespaces (its cgroup namespace too: root in the jail sees
+    its own groups as ``/``) and root, drop to a jail's capabilities, run. The
+    runner's child joins the jail's cgroups and rlimits before it execs this."""
     return [ENTER[0], "-I", "-S", ENTER[1], "exec", str(pid), *argv]
 
 
@@ -247,6 +289,7 @@ class LinuxRuntime:
         token: str,
         routes: Sequence[Network] = (),
         public: Sequence[Network] = (),
+        cgroups: Callable[[], CgroupDriver] | None = None,
     ) -> None:
         self.runner = runner
         self.run_dir = run_dir
@@ -259,6 +302,27 @@ class LinuxRuntime:
         # The public ranges declared for jails (config public_ips): the only
         # addresses outside the jail subnet that get a host route.
         self.public = tuple(public)
+        # made on first use (it reads /proc/self/mountinfo); None: no cgroups,
+        # and a jail with LIMIT is refused
+        self._make_cgroups = cgroups
+
+    @functools.cached_property
+    def cgroups(self) -> CgroupDriver | None:
+        return self._make_cgroups() if self._make_cgroups is not None else None
+
+    def _cgroups_for(self, spec: JailSpec) -> list[Path]:
+        """Make (or update) the jail's cgroups; the cgroup.procs files to join."""
+        if self.cgroups is None:
+            if spec.limits:
+                raise LimitError("LIMIT needs cgroups, and this runtime has no cgroup driver")
+            return []
+        return self.cgroups.create(spec.name, spec.limits)
+
+    def _drop_cgroups(self, name: str) -> None:
+        """Kill what is left in the jail's groups (a process it left behind, an
+        exec that outlived it) and remove them; idempotent."""
+        if self.cgroups is not None:
+            self.cgroups.remove(name, kill=True)
 
     # -- run files: what we know of a started jail ------------------------
 
@@ -386,7 +450,8 @@ class LinuxRuntime:
     def start_commands(self, spec: JailSpec) -> list[list[str]]:
         netns = netns_name(self.token, spec.name)
         bridge = [] if self._bridge_ready() else self.bridge_argvs()
-        start = start_argv(netns, spec.root, spec.hostname, spec.mounts,
+        secrets = secretfs.inside_path(spec.root) if spec.secrets else ""
+        start = start_argv(netns, spec.root, spec.hostname, spec.mounts, secrets,
                            status_file=self._status_file(spec.name))  # fmt: skip
         return [*bridge, *self.plumb_argvs(spec), start]
 
@@ -439,6 +504,8 @@ class LinuxRuntime:
         netns = netns_name(self.token, spec.name)
         for d in ("proc", "dev"):
             _ensure_dir(spec.root, d)
+        secretfs.check_sizes(spec.secrets)
+        secrets = secretfs.mountpoint(spec.root) if spec.secrets else ""
         self.ensure_bridge()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         console = self.run_dir / f"{spec.name}.console.log"
@@ -446,21 +513,28 @@ class LinuxRuntime:
         status_file.unlink(missing_ok=True)  # how an earlier run ended
         try:
             self._plumb(spec)
+            procs = self._cgroups_for(spec)
             env = jail_env(spec.env)
-            argv = start_argv(netns, spec.root, spec.hostname, spec.mounts,
+            argv = start_argv(netns, spec.root, spec.hostname, spec.mounts, secrets,
                               status_file=status_file)  # fmt: skip
-            wpid = self.runner.spawn(argv, env=env, log_path=str(console))
+            wpid = self.runner.spawn(argv, env=env, log_path=str(console), cgroups=procs,
+                                     rlimits=rlimits_for(spec.limits))  # fmt: skip
             upid, ipid = self._wait_init(wpid)
             st = procfs.stat(ipid)
+            start = st.starttime if st else 0
             info = {
                 "waiter_pid": wpid, "unshare_pid": upid, "init_pid": ipid,
-                "init_start": st.starttime if st else 0, "root": str(spec.root), "netns": netns,
+                "init_start": start, "root": str(spec.root), "netns": netns,
                 "address": str(spec.address) if spec.address else None,
+                "limits": spec.limits.as_json(),
             }  # fmt: skip
             atomic_write(self._run_file(spec.name), json.dumps(info))  # read concurrently
+            if spec.secrets:
+                deliver_secrets(spec, ipid, start, secrets, timeout=START_TIMEOUT)
             self._wait_rc(spec.name, ipid, console)
         except BaseException:
             self._kill(spec.name)
+            self._drop_cgroups(spec.name)
             self._unplumb(spec.name, str(spec.address) if spec.address else None)
             self._run_file(spec.name).unlink(missing_ok=True)
             raise
@@ -516,10 +590,12 @@ class LinuxRuntime:
     def stop(self, name: str) -> None:
         info = self._read_run(name)
         if info is None:
+            self._drop_cgroups(name)
             self._unplumb(name, None)
             self._status_file(name).unlink(missing_ok=True)
             return
         self._kill(name)
+        self._drop_cgroups(name)
         address = info.get("address")
         self._unplumb(name, address if isinstance(address, str) else None)
         self._run_file(name).unlink(missing_ok=True)
@@ -573,9 +649,25 @@ class LinuxRuntime:
         pid = self._running_pid(name)
         if pid is None:
             raise RuntimeBackendError(f"jail {name} is not running", hint=f"rex start {name}")
-        return self.runner.run(exec_argv(pid, argv), check=False, env=env,
-                               interactive=interactive, on_output=on_output,
-                               timeout=timeout)  # fmt: skip
+        # the jail's groups and rlimits, joined before jailenter execs (run.py)
+        procs = self.cgroups.procs_files(name) if self.cgroups is not None else []
+        return self.runner.run(
+            exec_argv(pid, argv), check=False, env=env, interactive=interactive,
+            on_output=on_output, timeout=timeout, cgroups=procs,
+            rlimits=rlimits_for(self._limits(name)),
+        )  # fmt: skip
+
+    def _limits(self, name: str) -> Limits:
+        """The limits the jail was started with (its run file, written by rex)."""
+        try:
+            return Limits.from_json((self._read_run(name) or {}).get("limits"))
+        except (ValueError, LimitError):
+            return Limits()
+
+    def usage(self, name: str) -> dict[str, int]:
+        if self.cgroups is None or self._running_pid(name) is None:
+            return {}
+        return self.cgroups.usage(name)
 
     def build_run(
         self,

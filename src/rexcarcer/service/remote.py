@@ -55,6 +55,7 @@ def api_url(store: Store, host: str) -> str:
 
 def credentials(config: Config, store: Store) -> TlsFiles:
     from rexcarcer.cluster import tls
+    from rexcarcer.secret.publish import keep_sealing_key
 
     rec = store.get(model.host_key(config.host))
     if rec is None:
@@ -62,7 +63,9 @@ def credentials(config: Config, store: Store) -> TlsFiles:
             f"this host ({config.host}) has not joined the cluster: it has no API credentials",
             hint="run `rex up` on a cluster host (`rex cluster join` first)",
         )
-    return tls.ensure(config, str(rec.json()["address"]), store=store)
+    address = str(rec.json()["address"])
+    # a new key seals this host's secrets again before it is published (secret/)
+    return keep_sealing_key(config, store, lambda: tls.ensure(config, address, store=store))
 
 
 class RemoteService:

@@ -63,8 +63,18 @@ class RoutedService:
         with self.local.engine() as eng:
             return decide(eng.host.store, rexfile, name, on_host, eng.host.config.host)
 
+    def _check_secrets(self, rexfile: Rexfile, host: str) -> None:
+        """A jail goes only to a host that can open its secrets: refused here,
+        before anything changes anywhere."""
+        if rexfile.secrets:
+            from rexcarcer.secret.cluster import check_host
+
+            with self.local.engine() as eng:
+                check_host(eng.host.store, rexfile.secrets, host)
+
     def up(self, rexfile: Rexfile, name: str, *, on_host: str | None = None) -> JailInfo:
         where = self._place(rexfile, name, on_host)
+        self._check_secrets(rexfile, where.host)
         self.progress.step(f"Placing {name} on {where.host}: {where.why}")
         with self.local.engine() as eng:
             if where.host == eng.host.config.host:
@@ -75,6 +85,7 @@ class RoutedService:
 
     def plan(self, rexfile: Rexfile, name: str, *, on_host: str | None = None) -> list[Action]:
         where = self._place(rexfile, name, on_host)
+        self._check_secrets(rexfile, where.host)
         actions = [Action("place", f"on host {where.host}: {where.why}")]
         with self.local.engine() as eng:
             here = where.host == eng.host.config.host

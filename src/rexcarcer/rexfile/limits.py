@@ -9,8 +9,13 @@
     LIMIT openfiles 1024  open file descriptors; an integer >= 1
 
 A problem is a ``Problem(reason, hint)`` pair, so the ``.rex`` parser can wrap it
-with ``file:line:col``; :func:`parse_limit` raises it as a :class:`LimitError`.
-This module imports nothing of rex but the error tree.
+with ``file:line:col`` (a ``RexfileError``, exit 10, like every error in a
+``.rex`` file); :func:`parse_limit` raises it as a :class:`LimitError` (exit 43).
+
+This is the language's half of LIMIT: pure, importing nothing of rex but the
+error tree, so the parser (this layer) and the drivers that enforce the limits
+(``rexcarcer.limits``: cgroups on Linux, rctl(8) on FreeBSD, a layer above)
+share one grammar. ``rexcarcer.limits`` re-exports what is public here.
 """
 
 from __future__ import annotations
@@ -85,6 +90,26 @@ class Limits:
         value: Value | None = getattr(self, resource.value)
         return value
 
+    def as_json(self) -> dict[str, Value]:
+        """The limits that are set, by resource name (the jail record, ``rex ls``)."""
+        return {r.value: v for r in Resource if (v := self.get(r)) is not None}
+
+    @classmethod
+    def from_json(cls, data: object) -> Limits:
+        """Read :meth:`as_json` back; anything else is a ``ValueError``."""
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise ValueError(f"limits must be an object, not {type(data).__name__}")
+        out = cls()
+        for key, value in data.items():
+            if key not in {r.value for r in Resource}:
+                raise ValueError(f"unknown limit {key!r}")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"limit {key}: {value!r} is not a number")
+            out = out.set(Resource(key), value)
+        return out
+
     def set(self, resource: Resource, value: Value) -> Limits:
         """A copy with ``resource`` set; a resource given twice is an error."""
         if self.get(resource) is not None:
@@ -99,6 +124,9 @@ class Limits:
         if resource is Resource.PIDS:
             return dataclasses.replace(self, pids=int(value))
         return dataclasses.replace(self, openfiles=int(value))
+
+
+NO_LIMITS = Limits()
 
 
 def resource_problem(name: str) -> Problem | None:
