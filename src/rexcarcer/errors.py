@@ -21,12 +21,13 @@ process) are translated where they happen, at the driver boundary, with
     ├── BuildError (25)             a PROVISION step failed
     ├── UnsafePath (26)             a path that would escape its root
     ├── NotSupported (27)           a capability this host lacks
-    └── UpdateFailed (44)           an update in place failed and was rolled back
+    ├── UpdateFailed (45)           an update in place failed and was rolled back
+    └── MoveFailed (52)             rex move failed; the jail runs where it was
 
 Feature packages add their own subclasses beside their code: dns (28, unbound
 32), pki (29), logs (30), etcd (35, 36), cluster (37, 38, joining 44), bases (40, 41),
-firewall (42), limits (43). A unit test imports every module and checks that no two
-classes share a code.
+firewall (42), limits (43), jail exports and imports (transfer: 50, 51). A unit test
+imports every module and checks that no two classes share a code.
 """
 
 from __future__ import annotations
@@ -145,6 +146,14 @@ class UpdateFailed(RexError):
     """An update in place did not start; the previous generation runs again (exit 45)."""
 
     exit_code = 45
+
+
+class MoveFailed(RexError):
+    """``rex move`` failed before the jail started on the other host: it runs (or
+    stays stopped, as it was) where it was, and the other host keeps nothing
+    (exit 52)."""
+
+    exit_code = 52
 
 
 def all_error_classes() -> list[type[RexError]]:

@@ -48,8 +48,10 @@ def cli(
     \b
     Exit status: 0 success; 2 usage; 10 .rex error; 11 not found; 12 conflict;
     20-27 OS, storage, runtime, state, address, build, path and capability errors;
-    28-43 DNS, identity, logs, etcd, cluster, base-verification, firewall and limit
-    errors; 44 an update in place failed and was rolled back.
+    28-44 DNS, identity, logs, etcd, cluster, base-verification, firewall, limit and
+    joining errors; 45 an update in place failed and was rolled back; 50 an export
+    cannot be written or read, 51 an export refused (truncated, altered, untrusted),
+    52 a move failed (the jail runs where it was).
     """
     ctx.obj = Ctx(root=root, config_file=config_file, output=output, debug=debug)
     logging.basicConfig(
@@ -69,12 +71,14 @@ def _register() -> None:
         host_cmds,
         jail_cmds,
         log_cmds,
+        transfer_cmds,
         trust_cmds,
     )  # fmt: skip
 
     jail_cmds.register(cli)
     gen_cmds.register(cli)
     files_cmds.register(cli)
+    transfer_cmds.register(cli)
     base_cmds.register(cli)
     host_cmds.register(cli)
     dns_cmds.register(cli)

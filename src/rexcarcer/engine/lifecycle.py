@@ -18,7 +18,7 @@ from rexcarcer import ipam, jailfs
 from rexcarcer.engine import build as builder
 from rexcarcer.engine import volumes
 from rexcarcer.engine.base import Engine
-from rexcarcer.errors import Conflict, NotFound, UnsafePath
+from rexcarcer.errors import Conflict, NotFound, StorageError, UnsafePath
 from rexcarcer.model.jail import Desired, JailInfo, JailRecord, ServiceEntry, Status
 from rexcarcer.rexfile.ast import Rexfile
 from rexcarcer.run import Completed, OutputSink
@@ -121,7 +121,7 @@ def is_running(eng: Engine, name: str) -> bool:
 
 def spec_for(eng: Engine, rec: JailRecord) -> JailSpec:
     host = eng.host
-    osrelease = host.storage.get_props(rec.image.split("@")[0]).get("osrelease") or None
+    osrelease = osrelease_of(eng, rec)
     return JailSpec(
         name=rec.name,
         root=host.storage.mountpoint(f"jails/{rec.name}"),
@@ -132,6 +132,16 @@ def spec_for(eng: Engine, rec: JailRecord) -> JailSpec:
         env=rec.env,
         osrelease=osrelease,
     )
+
+
+def osrelease_of(eng: Engine, rec: JailRecord) -> str | None:
+    """The jail's osrelease (jail(8)): its image's; a jail received from another
+    host (rex import, rex move) has no image here and carries it on its dataset."""
+    storage = eng.host.storage
+    try:
+        return storage.get_props(rec.image.split("@")[0]).get("osrelease") or None
+    except (StorageError, NotFound):
+        return storage.get_props(f"jails/{rec.name}").get("osrelease") or None
 
 
 def jail_files(eng: Engine, spec: JailSpec) -> list[tuple[str, bytes, int]]:
@@ -173,8 +183,16 @@ def start(eng: Engine, name: str) -> None:
 
 
 def start_locked(eng: Engine, name: str) -> None:
-    host = eng.host
     rec = require(eng, name)
+    start_record(eng, rec)
+    if not rec.wants_running:
+        records.put_jail(eng.host.store, rec.replace(desired=Desired.RUNNING))
+
+
+def start_record(eng: Engine, rec: JailRecord) -> None:
+    """Start the jail ``rec`` describes, whatever the store says (``rex move``
+    starts a jail on its new host before that host's record is its record)."""
+    host, name = eng.host, rec.name
     spec = spec_for(eng, rec)
     if rec.volumes:
         spec = dataclasses.replace(spec, mounts=volumes.attach(host, rec, spec.root))
@@ -189,8 +207,6 @@ def start_locked(eng: Engine, name: str) -> None:
     except BaseException:
         stop_runtime(eng, rec)
         raise
-    if not rec.wants_running:
-        records.put_jail(host.store, rec.replace(desired=Desired.RUNNING))
 
 
 def stop(eng: Engine, name: str) -> None:
@@ -224,11 +240,12 @@ def exec_in(
     *,
     interactive: bool,
     on_output: OutputSink | None = None,
+    tty: int | None = None,
 ) -> Completed:
     rec = require(eng, name)
     env = jail_env(rec.env)
     return eng.host.runtime.exec(name, argv, env=env, interactive=interactive,
-                                 on_output=on_output)  # fmt: skip
+                                 on_output=on_output, tty=tty)  # fmt: skip
 
 
 def info(eng: Engine, name: str) -> JailInfo:

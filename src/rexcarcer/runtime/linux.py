@@ -368,13 +368,15 @@ class LinuxRuntime:
         env: Mapping[str, str],
         interactive: bool = False,
         on_output: OutputSink | None = None,
+        tty: int | None = None,
     ) -> Completed:
         pid = self._running_pid(name)
         if pid is None:
             raise RuntimeBackendError(f"jail {name} is not running", hint=f"rex start {name}")
         return self.runner.run(
-            exec_argv(pid, argv), check=False, env=env, interactive=interactive, on_output=on_output
-        )
+            exec_argv(pid, argv), check=False, env=env, interactive=interactive,
+            on_output=on_output, tty=tty,
+        )  # fmt: skip
 
     def build_run(
         self,

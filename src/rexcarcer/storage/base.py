@@ -90,12 +90,19 @@ class Storage(Protocol):
         """Snapshot names (``name@snap``) of one dataset."""
         ...
 
-    def send(self, snapshot: str, out: IO[bytes]) -> None:
-        """Write a ``zfs send`` stream of ``snapshot`` to ``out``."""
+    def send(self, snapshot: str, out: IO[bytes], *, since: str | None = None) -> None:
+        """Write a ``zfs send`` stream of ``snapshot`` to ``out``; with ``since`` (an
+        earlier snapshot of the same dataset) an incremental one (``zfs send -i``)."""
         ...
 
     def receive(self, name: str, stream: IO[bytes]) -> None:
-        """``zfs receive -u`` a stream into the new dataset ``name`` (left unmounted)."""
+        """``zfs receive -u`` a stream into dataset ``name`` (left unmounted): a new
+        one for a full stream; for an incremental one, ``name`` holds its origin
+        snapshot and has not changed since."""
+        ...
+
+    def mount(self, name: str) -> None:
+        """Mount a filesystem a receive left unmounted (at its inherited place)."""
         ...
 
     def rename(self, name: str, new: str) -> None:

@@ -1,10 +1,18 @@
 """An in-memory ZFS for unit tests: datasets are real directories under a
 scratch directory, snapshots are copies, clones copy their snapshot. Slow for
-big trees, exact in behaviour where the engine can tell."""
+big trees, exact in behaviour where the engine can tell.
+
+Its send streams are its own (``FAKE_STREAM``, a JSON line, then a tar of the
+snapshot's tree): they travel and are received as zfs(8) streams are, full or
+incremental, and are refused by the real driver (and it refuses zfs(8)'s).
+"""
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
+import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +21,9 @@ from typing import IO
 from rexcarcer.errors import NotFound, StorageError
 from rexcarcer.storage import zfs
 from rexcarcer.storage.base import LAYOUT, Dataset
+
+FAKE_STREAM = b"rexcarcer-fake-zfs-stream 1\n"
+MAX_HEAD = 4096
 
 
 @dataclass
@@ -144,11 +155,47 @@ class FakeStorage:
             if n.startswith(prefix) and "/" not in n[len(prefix) :]
         ]
 
-    def send(self, snapshot: str, out: IO[bytes]) -> None:
-        raise StorageError("the fake storage cannot send streams")
+    def send(self, snapshot: str, out: IO[bytes], *, since: str | None = None) -> None:
+        if snapshot not in self.snaps:
+            raise StorageError(f"cannot open '{self.parent}/{snapshot}': dataset does not exist")
+        if since is not None and (
+            since not in self.snaps or since.partition("@")[0] != snapshot.partition("@")[0]
+        ):
+            raise StorageError(f"incremental source {since} is not a snapshot of {snapshot}")
+        head = {"snapshot": snapshot.partition("@")[2],
+                "since": since.partition("@")[2] if since else None}  # fmt: skip
+        out.write(FAKE_STREAM + json.dumps(head).encode() + b"\n")
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(self.snaps[snapshot], arcname=".")
 
     def receive(self, name: str, stream: IO[bytes]) -> None:
-        raise StorageError("the fake storage cannot receive streams")
+        if stream.read(len(FAKE_STREAM)) != FAKE_STREAM:
+            raise StorageError(f"cannot receive into {name}: invalid stream (bad magic number)")
+        try:
+            head = json.loads(stream.readline(MAX_HEAD))
+            label, since = str(head["snapshot"]), head.get("since")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"cannot receive into {name}: invalid stream header") from exc
+        if since is None:
+            self._new(name, None, None)
+        elif f"{name}@{since}" not in self.snaps:
+            raise StorageError(f"cannot receive incremental stream: {name}@{since} does not exist")
+        tree = self._dir(name)
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir(parents=True)
+        data = io.BytesIO(stream.read())
+        try:
+            with tarfile.open(fileobj=data, mode="r:") as tar:
+                tar.extractall(tree, filter="tar")
+        except (tarfile.TarError, OSError) as exc:
+            if since is None:
+                del self._ds[name]
+            raise StorageError(f"cannot receive into {name}: {exc}") from exc
+        self.snapshot(f"{name}@{label}")
+
+    def mount(self, name: str) -> None:
+        if name not in self._ds:
+            raise NotFound(f"dataset {name} does not exist")
 
     def rename(self, name: str, new: str) -> None:
         if not self.exists(name):

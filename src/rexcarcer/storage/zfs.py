@@ -304,8 +304,8 @@ class ZfsStorage:
             return []
         return parse_children(done.stdout, self.parent, KNOWN_PROPS)
 
-    def send(self, snapshot: str, out: IO[bytes]) -> None:
-        argv = ["zfs", "send", self.full(snapshot)]
+    def send(self, snapshot: str, out: IO[bytes], *, since: str | None = None) -> None:
+        argv = ["zfs", "send", *(["-i", self.full(since)] if since else []), self.full(snapshot)]
         done = self.runner.run(argv, check=False, stdout=out)
         if not done.ok:
             raise StorageError(CommandFailed(argv, done.returncode, done.stderr).message)
@@ -318,6 +318,11 @@ class ZfsStorage:
                 CommandFailed(argv, done.returncode, done.stderr).message,
                 hint="is it a ZFS send stream?",
             )
+
+    def mount(self, name: str) -> None:
+        done = self._zfs("get", "-H", "-o", "value", "mounted", self.full(name))
+        if done.stdout.strip() != "yes":
+            self._zfs("mount", self.full(name))
 
     def rename(self, name: str, new: str) -> None:
         # zfs-fuse answers "dataset is busy" for a mounted filesystem (and has no
