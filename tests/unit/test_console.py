@@ -85,3 +85,19 @@ def test_a_console_in_a_stopped_or_missing_jail_is_an_error(door: Door, tmp_path
     assert err.value.exit_code == 11
     for fd in (r, w):
         os.close(fd)
+
+
+def test_what_was_typed_before_the_console_opened_is_kept() -> None:
+    """The client's terminal goes raw without discarding typeahead (script(1),
+    a paste, a fast typist: the lines reach the jail's shell)."""
+    from rexcarcer.service.console import _raw
+
+    main, sub = os.openpty()
+    try:
+        os.write(main, b"echo early\n")
+        with _raw(sub):
+            os.set_blocking(sub, False)
+            assert _read_until(sub, b"early\n", timeout=2) == b"echo early\n"
+    finally:
+        os.close(main)
+        os.close(sub)

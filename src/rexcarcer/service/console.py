@@ -79,7 +79,9 @@ def _raw(fd: int) -> Any:
     import tty
 
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    # TCSADRAIN as ssh(1) enters raw mode, not setraw's default TCSAFLUSH: that
+    # discards what was typed before the console opened (tcsetattr(3))
+    tty.setraw(fd, termios.TCSADRAIN)
     try:
         yield
     finally:
