@@ -121,11 +121,11 @@ def test_export_then_import_on_another_host(
         # altered or truncated copies: refused, nothing received
         bad = _flip(file, tmp_path / "bad", (1 << 20) + made["parts"][0]["size"] + 5000)
         refused = h2.rex("import", bad, "--name", "exp2", check=False)
-        assert refused.returncode == 51 and "altered" in refused.stderr, refused.stderr
+        assert refused.returncode == 53 and "altered" in refused.stderr, refused.stderr
         cut = tmp_path / "cut"
         cut.write_bytes(file.read_bytes()[: -(1 << 16)])
         refused = h2.rex("import", cut, "--name", "exp2", check=False)
-        assert refused.returncode == 51 and "truncated" in refused.stderr, refused.stderr
+        assert refused.returncode == 53 and "truncated" in refused.stderr, refused.stderr
         assert "exp2" not in _ls(h2) and not _datasets(h2, "exp2")
         # the name is the cluster's: exp1 exists (on h1)
         taken = h2.rex("import", file, check=False)
@@ -139,7 +139,7 @@ def test_export_then_import_on_another_host(
         assert h1.rex("exec", "exp2", "--", "cat", "/etc/motd").stdout == "made-on-h1\n"
         # a host of another cluster: refused until it trusts this cluster's CA
         foreign = rex.run("import", file, check=False)
-        assert foreign.returncode == 51 and "does not chain" in foreign.stderr, foreign.stderr
+        assert foreign.returncode == 53 and "does not chain" in foreign.stderr, foreign.stderr
         assert not rex.jails()
         rex.run("trust", "add", h1.root / "agent-tls" / "cluster.crt")
         rex.run("import", file)
@@ -235,7 +235,7 @@ def test_a_failed_move_leaves_the_jail_running_where_it_was(
             if move.poll() is None:
                 os.kill(move.pid, signal.SIGKILL)
                 move.wait()
-        assert move.returncode == 52 and "runs on h1" in err, err
+        assert move.returncode == 54 and "runs on h1" in err, err
         assert _ls(h1)["big"]["host"] == "h1" and _ls(h1)["big"]["state"] == "running"
         assert _digest(h1, "big") == digest
         # h3 back: its leftovers are swept by the next move, which goes through

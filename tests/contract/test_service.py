@@ -165,9 +165,11 @@ def test_listing_planning_and_logs(full_door: Door, tmp_path: Path) -> None:
     svc = door.svc
     dataset = door.engine.host.config.dataset
     plan = svc.plan(load(_rexfile(tmp_path)), "app")
-    assert [a.kind for a in plan] == ["build", "build", "address", "clone", "files", "start"]
+    # the guard is not loaded yet: loaded before the first step that runs
+    kinds = ["firewall", "build", "build", "address", "clone", "files", "start"]
+    assert [a.kind for a in plan] == kinds
     assert (
-        plan[3]
+        plan[4]
         .lines()[0]
         .startswith(f"zfs clone -o rexcarcer:jail=app -o rexcarcer:generation=1 {dataset}/images/")
     )

@@ -18,6 +18,7 @@ from rexcarcer.engine import jails, moving
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import AddressError, MoveFailed, NotFound, RexError
 from rexcarcer.model.jail import JailInfo
+from rexcarcer.netpolicy.policy import NetworkPolicy
 from rexcarcer.rexfile.parser import parse
 from rexcarcer.service.local import LocalService
 from rexcarcer.state import records
@@ -65,7 +66,7 @@ class Cluster:
         put_json(self.store, model.host_key(name), {"name": name, "address": "198.51.100.1",
                                                     "subnet": subnet})  # fmt: skip
         put_json(self.store, model.alive_key(name), {"api": "https://198.51.100.1:7443"})
-        return Engine(host, Bases(), [])
+        return Engine(host, Bases(), [], policy=NetworkPolicy())
 
 
 @pytest.fixture
@@ -112,7 +113,7 @@ def test_a_failed_start_there_leaves_it_running_here(cl: Cluster) -> None:
     fake_runtime(cl.h2.host).fail_next = 1
     with pytest.raises(MoveFailed) as err:
         cl.svc1.move("web", "h2")
-    assert err.value.exit_code == 52
+    assert err.value.exit_code == 54
     assert "it runs on h1" in err.value.message and "failed to start" in err.value.message
     rec = records.get_jail(cl.store, "web")
     assert rec is not None and rec.host == "h1" and str(rec.address) == "203.0.113.2/26"

@@ -14,6 +14,7 @@ from rexcarcer.engine import jails
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import UnsafePath
 from rexcarcer.logs.hook import LogHook
+from rexcarcer.netpolicy import HostnameRefused
 from rexcarcer.pki import PkiError, jailca, registry
 from rexcarcer.pki.ca import load
 from rexcarcer.pki.hook import IdentityHook, ensure_identity, issuer_id
@@ -150,7 +151,8 @@ def test_a_failed_up_revokes_what_it_issued(eng: Engine, tmp_path: Path) -> None
 
 
 def test_a_bad_hostname_fails_before_a_ca_is_made(eng: Engine, tmp_path: Path) -> None:
-    with pytest.raises(PkiError, match="cannot be a name in its certificate"):
+    # refused by the network policy's admission, before anything changes
+    with pytest.raises(HostnameRefused, match="bad_name"):
         jails.up(eng, rexfile(tmp_path, hostname="bad_name.example.com"), "app")
     assert not CaPaths.under(eng.host.config.root).exists()
     assert jails.list_jails(eng) == []
@@ -264,7 +266,34 @@ def test_an_address_outside_the_jail_cas_ranges_is_refused_with_a_hint(
 ) -> None:
     import ipaddress
 
-    rf = rexfile(tmp_path, ip=ipaddress.ip_interface("192.0.2.7/24"))
+    # the network policy refuses such an IP at `rex up` (exit 46); the jail CA
+    # refuses to certify it all the same, should a record carry it
+    jails.up(eng, rexfile(tmp_path), "app")
+    rec = jails.record(eng, "app")
+    assert rec is not None
+    rec = rec.replace(address=ipaddress.ip_interface("192.0.2.7/24"))
     with pytest.raises(PkiError, match=r"192.0.2.7 is not one this host's jail CA may certify"):
-        jails.up(eng, rf, "app")
-    assert jails.list_jails(eng) == []
+        ensure_identity(eng.host, rec, jails.spec_for(eng, rec), force=True)
+
+
+def test_a_public_range_declared_later_is_added_to_the_jail_ca(eng: Engine, tmp_path: Path) -> None:
+    """public_ips and the jail CA's name constraints are one list: a range
+    declared after the jail CA was made gets a new jail CA that covers it."""
+    import dataclasses
+    import ipaddress
+
+    from rexcarcer.config import PublicRange
+
+    jails.up(eng, rexfile(tmp_path), "app")
+    paths = JailCaPaths.under(eng.host.config.root)
+    before = paths.key_id()
+    public = ipaddress.ip_network("198.51.100.16/28")
+    eng.host.config = dataclasses.replace(
+        eng.host.config, public_ips=(PublicRange(public, "eth9"),)
+    )
+    (tmp_path / "pub").mkdir()
+    jails.up(eng, rexfile(tmp_path / "pub", ip=ipaddress.ip_interface("198.51.100.18/28")), "pub")
+    assert paths.key_id() != before
+    assert public in jailca.public_ranges(paths)
+    san = leaf(eng, "pub").extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert ipaddress.ip_address("198.51.100.18") in san.value.get_values_for_type(x509.IPAddress)

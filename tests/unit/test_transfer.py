@@ -20,6 +20,7 @@ from rexcarcer.base.trust import TrustStore, trust_dir
 from rexcarcer.engine import jails
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import AddressError, Conflict
+from rexcarcer.netpolicy.policy import NetworkPolicy
 from rexcarcer.rexfile.parser import parse
 from rexcarcer.service.local import LocalService
 from rexcarcer.transfer import ArchiveRejected, TransferError, archive, manifest, signer
@@ -30,7 +31,8 @@ REX = "BASE bb\nVOLUME data /srv/data\nENV GREETING=hi\n"
 
 
 def _engine(tmp_path: Path, name: str, subnet: str = "203.0.113.0/24") -> Engine:
-    return Engine(fake_host(tmp_path / name, name=name, subnet=subnet), Bases(), [])
+    host = fake_host(tmp_path / name, name=name, subnet=subnet)
+    return Engine(host, Bases(), [], policy=NetworkPolicy())
 
 
 def _jail(eng: Engine, tmp_path: Path, text: str = REX, name: str = "web") -> Path:
@@ -113,7 +115,7 @@ def _flip(path: Path, offset: int) -> None:
 def _refused(eng: Engine, path: Path, match: str) -> None:
     with pytest.raises(ArchiveRejected, match=match) as err:
         _import(eng, path)
-    assert err.value.exit_code == 51
+    assert err.value.exit_code == 53
     assert jails.record(eng, "web") is None
     assert not eng.host.storage.datasets("jails") and not eng.host.storage.datasets("volumes")
 

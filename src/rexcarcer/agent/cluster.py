@@ -16,6 +16,7 @@ every change and every ``idle`` seconds, makes the host match the cluster:
 - on the CA host (the one holding ``$REX_ROOT/ca``): join and renewal requests
   under ``join/`` are checked and signed, and the cluster CA's CRL is kept
   current (cluster/signer.py).
+- the firewall's guard (netpolicy/), which follows the hosts and etcd endpoints.
 
 With an API port it also serves the mutual-TLS API (agent/remote.py) on the host's
 cluster address, through which ``rex up`` on another host places jails here,
@@ -73,6 +74,7 @@ class Agent:
     skydns: SkyDnsMirror | None = None
     signer: Signer | None = None
     renewal: Renewal | None = None
+    firewall: Callable[[], None] | None = None
     view: dict[str, Entry] = field(default_factory=dict)
     syncs: int = 0
 
@@ -117,6 +119,8 @@ class Agent:
             parts.append(("jails", lambda: sync_jails(jails_of(self.view.values()))))
         if self.skydns is not None:
             parts.append(("SkyDNS", partial(self.skydns.sync, self.view)))
+        if self.firewall is not None:
+            parts.append(("firewall", self.firewall))
         for label, sync in parts:
             try:
                 sync()
@@ -228,4 +232,5 @@ def build(
         mirror = SkyDnsMirror(open_etcd(host.config, prefix=sky.PREFIX), name)
     signer, renewal = certificates(host, store, server)
     return Agent(name, store, keeper, dns_sync_for(host, conf.cidr), route_sync, idle, server,
-                 JailSync(engine, name) if jails else None, mirror, signer, renewal)  # fmt: skip
+                 JailSync(engine, name, rewire=True) if jails else None, mirror, signer, renewal,
+                 partial(engine.policy.guard, host))  # fmt: skip

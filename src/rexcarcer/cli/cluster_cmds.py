@@ -53,8 +53,15 @@ RANGE = click.option(
     "public_range",
     multiple=True,
     help="A range outside the jail subnet this host's jails may have addresses in "
-    "(repeatable); their certificates may name only these and the subnet.",
+    "(repeatable); their certificates may name only these and the subnet. Default: "
+    "the ranges of the public_ips setting.",
 )
+
+
+def _declared(ctx: Ctx) -> list[Network] | None:
+    """The public ranges this host declares for its jails (``public_ips``), or
+    None: keep what the jail CA has."""
+    return [r.network for r in ctx.config.public_ips] or None
 
 
 def _ranges(values: tuple[str, ...]) -> list[Network]:
@@ -197,7 +204,8 @@ def join(
 
     urls = _endpoints(ctx, etcd)
     name = host_name or ctx.config.host
-    ranges = _ranges(public_range) if public_range else None
+    # default: the ranges this host declares for its jails (public_ips)
+    ranges = _ranges(public_range) if public_range else _declared(ctx)
     store = _store(ctx, urls)
     host = ctx.host()
     try:
@@ -252,8 +260,8 @@ def renew(ctx: Ctx, wait: float, public_range: tuple[str, ...]) -> None:
     store = _store(ctx, _endpoints(ctx, None))
     host = ctx.host()
     try:
-        how, done = onboard.renew(host, store, public=_ranges(public_range) if public_range
-                                  else None, wait=wait, progress=host.progress)  # fmt: skip
+        ranges = _ranges(public_range) if public_range else _declared(ctx)
+        how, done = onboard.renew(host, store, public=ranges, wait=wait, progress=host.progress)
     finally:
         host.close()
         store.close()
@@ -328,14 +336,16 @@ def hosts(ctx: Ctx) -> None:
 @click.option("--no-routes", is_flag=True, help="Do not install routes to other hosts' jails.")
 @click.option(
     "--api-port",
-    type=int,
-    default=7443,
-    show_default=True,
-    help="Port of the mutual-TLS API (on the host's cluster address).",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port of the mutual-TLS API (on the host's cluster address); "
+    "default: the api_port setting (REX_API_PORT), 7443.",
 )
 @click.option("--no-api", is_flag=True, help="Serve no API: jails cannot be placed here.")
 @click.option(
-    "--no-jails", is_flag=True, help="Do not start or stop this host's jails to match the cluster."
+    "--no-jails",
+    is_flag=True,
+    help="Do not start, stop, restart or health-check this host's jails.",
 )
 @click.option(
     "--skydns",
@@ -348,24 +358,27 @@ def agent(
     lease_ttl: int,
     idle: float,
     no_routes: bool,
-    api_port: int,
+    api_port: int | None,
     no_api: bool,
     no_jails: bool,
     skydns: bool,
 ) -> None:
-    """The per-host daemon (foreground).
+    """The per-host daemon (foreground): the boot path and supervisor of the jails.
 
     On every host: the UNIX socket through which this host's `rex` commands run
-    in the agent (REX_AGENT_SOCKET), and this host's jails kept in their desired
-    state (started again after a reboot or a crash, unless stopped with `rex
-    stop`). In a cluster also: the lease, DNS of the whole cluster, routes, and
+    in the agent (REX_AGENT_SOCKET); this host's jails kept in their desired
+    state: started at boot in DEPENDS order, started again after they stopped on
+    their own as their RESTART policy says, stopped when `rex stop` wants them
+    stopped; their HEALTHCHECKs, with unhealthy jails out of their services' DNS
+    records. In a cluster also: the lease, DNS of the whole cluster, routes, and
     the mutual-TLS API through which `rex up` and `rex start/stop/destroy` on
-    other hosts reach this one."""
+    other hosts reach this one. `rex host setup` installs and enables it."""
     from rexcarcer.agent.daemon import Options, run
 
     logging.getLogger("rexcarcer").setLevel(logging.INFO)
     options = Options(lease_ttl=lease_ttl, idle=idle, routes=not no_routes,
-                      api_port=None if no_api else api_port, jails=not no_jails,
+                      api_port=None if no_api else (api_port or ctx.config.api_port),
+                      jails=not no_jails,
                       skydns=skydns)  # fmt: skip
     stop = threading.Event()
     try:

@@ -117,7 +117,10 @@ def plan(ctx: Ctx, file: Path, name: str | None, on_host: str | None) -> None:
 @click.command(name="ls")
 @pass_ctx
 def ls_(ctx: Ctx) -> None:
-    """List jails: name, state, addresses, host name, services, base, host."""
+    """List jails: name, state, health, addresses, host name, services, base, host.
+
+    Health is that of a jail with a HEALTHCHECK (starting, healthy, unhealthy), or
+    exited for one that stopped on its own and stays down (RESTART); `-` otherwise."""
     from rexcarcer.cli.output import table
 
     svc = ctx.service()
@@ -126,12 +129,12 @@ def ls_(ctx: Ctx) -> None:
     finally:
         svc.close()
     rows = [
-        [i.name, i.state, i.address or "-", i.hostname,
+        [i.name, i.state, i.health or "-", i.address or "-", i.hostname,
          ",".join(f"{s.name}/{s.proto}:{s.port}" for s in i.services) or "-",
          i.base, i.host]
         for i in infos
     ]  # fmt: skip
-    headers = ["name", "state", "ip", "hostname", "services", "base", "host"]
+    headers = ["name", "state", "health", "ip", "hostname", "services", "base", "host"]
     ctx.emit([i.as_json() for i in infos], lambda: click.echo(table(headers, rows)))
 
 

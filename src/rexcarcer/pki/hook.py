@@ -85,7 +85,8 @@ def ensure_issuer(host: Host) -> Ca:
     with host.lock("ca"):
         now = ca.utcnow()
         root_fp = rpaths.fingerprint() if rpaths.exists() else None
-        why = jailca.problem(jpaths, config.subnet, root_fp, now)
+        declared = [r.network for r in config.public_ips]
+        why = jailca.problem(jpaths, config.subnet, root_fp, now, declared)
         if why is None and (root_fp is None or not jailca.is_due(jpaths, now)):
             return jailca.load(jpaths)
         if root_fp is None:
@@ -93,13 +94,14 @@ def ensure_issuer(host: Host) -> Ca:
                 raise PkiError(
                     f"cannot issue jail certificates: {why}",
                     hint="this cluster host gets its jail CA from the CA host: run `rex cluster "
-                    "join --token T` (or `rex cluster renew`) with a token from `rex cluster "
-                    "token` on the CA host",
+                    "renew` (it asks for the public ranges declared in public_ips), or `rex "
+                    "cluster join --token T` with a token from `rex cluster token` on the CA host",
                 )
             host.progress.step(f"Creating the cluster CA in {rpaths.dir} (see `rex ca show`)")
             ca.install(rpaths, ca.self_signed(ca.CaSettings(), now), now=now)
         root = ca.load(rpaths)
         public = jailca.public_ranges(jpaths) if jpaths.exists() else ca.public_ranges(rpaths)
+        public = sorted({*public, *declared}, key=str)  # the declared ones are always in
         host.progress.step(f"Making this host's jail CA in {jpaths.dir}: "
                            f"{why or 'it is in the last third of its validity'}")  # fmt: skip
         return jailca.make_local(root, jpaths, host=config.host, zone=config.zone,

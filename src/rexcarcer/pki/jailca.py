@@ -101,9 +101,16 @@ def load(paths: JailCaPaths) -> Ca:
     return Ca(key, cert, chain, trust, "jail", days)
 
 
-def problem(paths: JailCaPaths, subnet: Network, root: str | None, now: dt.datetime) -> str | None:
+def problem(
+    paths: JailCaPaths,
+    subnet: Network,
+    root: str | None,
+    now: dt.datetime,
+    public: Sequence[Network] = (),
+) -> str | None:
     """Why this host's jail CA cannot sign now, or None. ``root``: the fingerprint of
-    the cluster CA on this host, if it holds one."""
+    the cluster CA on this host, if it holds one; ``public``: the ranges declared
+    for jails on this host (config ``public_ips``), which it must cover too."""
     meta = paths.settings()
     if not paths.exists():
         return "this host has no jail CA yet"
@@ -112,6 +119,9 @@ def problem(paths: JailCaPaths, subnet: Network, root: str | None, now: dt.datet
     permitted = [ipaddress.ip_network(n) for n in meta.get("permitted", [])]
     if not any(subnet.version == n.version and subnet.subnet_of(n) for n in permitted):  # type: ignore[arg-type]
         return f"the jail subnet {subnet} is not among the jail CA's addresses"
+    for net in public:
+        if not any(net.version == n.version and net.subnet_of(n) for n in permitted):  # type: ignore[arg-type]
+            return f"the public range {net} declared for jails is not among the jail CA's addresses"
     if now.timestamp() >= int(meta.get("not_after", 0)):
         return "the jail CA expired"
     return None

@@ -12,17 +12,30 @@ how the configuration is loaded.
 from __future__ import annotations
 
 import ipaddress
+import os
+import secrets
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from rexcarcer.firewall.base import Firewall
 from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.runtime.base import Runtime
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class PublicRangeLike(Protocol):
+    """A public range declared for jails (``rexcarcer.config.PublicRange``)."""
+
+    @property
+    def network(self) -> Network: ...
+    @property
+    def interface(self) -> str: ...
 
 
 class PlatformConfig(Protocol):
@@ -42,6 +55,8 @@ class PlatformConfig(Protocol):
     def etcd(self) -> tuple[str, ...]: ...
     @property
     def cluster_cidr(self) -> Network | None: ...
+    @property
+    def public_ips(self) -> Sequence[PublicRangeLike]: ...
 
 
 class Flavour(StrEnum):
@@ -99,6 +114,12 @@ class Platform(Protocol):
     def routes(self) -> RouteTable: ...
 
     @property
+    def firewall(self) -> Firewall:
+        """rex's own part of the host's firewall (nftables table ``inet
+        rexcarcer``, pf anchors ``rexcarcer/*``); never anything else."""
+        ...
+
+    @property
     def collector_freebind(self) -> bool:
         """Whether the log collector may bind the jail-subnet address before it
         exists (IP_FREEBIND on Linux; FreeBSD's rsyslog has no such option)."""
@@ -106,6 +127,11 @@ class Platform(Protocol):
 
     def tools(self) -> tuple[str, ...]:
         """The commands this platform needs (``rex doctor``)."""
+        ...
+
+    def host_addresses(self) -> tuple[Address, ...]:
+        """Every address on this host's interfaces (loopback included), as the
+        kernel lists them now."""
         ...
 
     def unbound_layout(self) -> UnboundLayout: ...
@@ -131,6 +157,29 @@ class Platform(Protocol):
     def peer_ids(self, sock: socket.socket) -> PeerIds:
         """The credentials of a connected UNIX socket's peer (the agent's socket)."""
         ...
+
+    def boot_id(self) -> str:
+        """Names this boot of the host: the same until it reboots, then another
+        (the agent tells "started at boot" from "restarted", docs/agent.md)."""
+        ...
+
+
+def boot_marker(path: Path) -> str:
+    """A random token in ``path``, a file the OS removes at boot: the first caller
+    in a boot makes it (link(2) never replaces, so racing callers agree)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(secrets.token_hex(16) + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
 
 
 def jail_routes(config: PlatformConfig) -> tuple[Network, ...]:

@@ -40,11 +40,53 @@ class JailSpec:
     mounts: tuple[tuple[Path, str], ...] = ()
 
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class BuildNet:
+    """The network of one PROVISION RUN step: the same as a jail's. ``name`` is
+    the owner of ``address`` in IPAM (``build-<first 8 of the step key>``);
+    ``gateway`` the host's address in the jail subnet (the step's resolver and
+    log collector); ``interface`` the host interface (Linux: the bridge);
+    ``routes`` what the step reaches through ``gateway`` (never a default)."""
+
+    name: str
+    address: IPInterface
+    gateway: Address
+    interface: str
+    routes: tuple[Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JailEnd:
+    """How a jail's last run ended without ``stop``: its init's exit status as sh(1)
+    has it in ``$?`` (128+N: killed by signal N), or None when the runtime cannot
+    tell (FreeBSD: a persistent jail has no init whose status anyone collects)."""
+
+    status: int | None
+
+    @property
+    def failed(self) -> bool:
+        """An exit status other than 0, or none known (RESTART on-failure)."""
+        return self.status != 0
+
+    def describe(self) -> str:
+        if self.status is None:
+            return "it stopped; how is not known"
+        if self.status > 128:
+            return f"its init was killed by signal {self.status - 128}"
+        return f"its init exited with status {self.status}"
+
+
 @dataclass(frozen=True, slots=True)
 class JailStatus:
     name: str
     state: JailState
     pid: int | None = None  # FreeBSD: jid; Linux: the jail's init PID on the host
+    # not running, and the runtime remembers a run that ended without `stop`
+    ended: JailEnd | None = None
 
 
 class Runtime(Protocol):
@@ -58,7 +100,9 @@ class Runtime(Protocol):
         the host (queries left out). ``rex plan`` shows them; ``start`` runs them."""
         ...
 
-    def build_commands(self, root: Path, command: str, env: Mapping[str, str]) -> list[list[str]]:
+    def build_commands(
+        self, root: Path, command: str, env: Mapping[str, str], network: BuildNet | None = None
+    ) -> list[list[str]]:
         """The commands ``build_run`` runs for a PROVISION step."""
         ...
 
@@ -68,7 +112,8 @@ class Runtime(Protocol):
         ...
 
     def status(self, names: Sequence[str]) -> dict[str, JailStatus]:
-        """The state of each named jail (every name gets an entry)."""
+        """The state of each named jail (every name gets an entry); for a jail that
+        stopped on its own, how its last run ended when the runtime knows."""
         ...
 
     def exec(
@@ -80,10 +125,12 @@ class Runtime(Protocol):
         interactive: bool = False,
         on_output: OutputSink | None = None,
         tty: int | None = None,
+        timeout: float | None = None,
     ) -> Completed:
         """Run argv in the running jail, as root, with exactly ``env``; ``tty``: on
         that terminal (a pseudo-terminal's subsidiary side), as its session.
-        The exit status is returned, not raised."""
+        The exit status is returned, not raised; a command still running after
+        ``timeout`` seconds is killed and raises ``CommandFailed``."""
         ...
 
     def build_run(
@@ -93,9 +140,17 @@ class Runtime(Protocol):
         *,
         env: Mapping[str, str],
         on_output: OutputSink | None = None,
+        network: BuildNet | None = None,
     ) -> Completed:
         """Run ``/bin/sh -c command`` in a throw-away jail on ``root`` (a PROVISION
-        step). Every process it started is gone when this returns."""
+        step). Every process it started is gone when this returns. With
+        ``network`` the step has a jail's network (its address on the host's
+        jail network, removed again when the step ends); without, none."""
+        ...
+
+    def build_cleanup(self, network: BuildNet) -> None:
+        """Remove what ``build_run`` set up for ``network`` on the host, if a run
+        killed mid-step left it. Idempotent; nothing when there is nothing."""
         ...
 
     def remove(self, name: str) -> None:

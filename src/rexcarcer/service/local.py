@@ -19,7 +19,7 @@ from rexcarcer.engine import volumes as vol
 from rexcarcer.engine.base import Engine
 from rexcarcer.engine.moving import Target
 from rexcarcer.engine.plan import plan_up
-from rexcarcer.errors import Conflict, NotFound, UnsafePath, UsageError
+from rexcarcer.errors import AgentRequired, Conflict, NotFound, UnsafePath, UsageError
 from rexcarcer.model.jail import ExportInfo, GenerationInfo, JailInfo, VolumeInfo
 from rexcarcer.model.plan import Action
 from rexcarcer.names import check_jail_name
@@ -28,6 +28,27 @@ from rexcarcer.run import OutputSink, exit_status
 from rexcarcer.state import records
 
 CONSOLE = ["/bin/sh", "-l"]
+
+
+def _require_agent(eng: Engine, rexfile: Rexfile) -> None:
+    """HEALTHCHECK, RESTART and DEPENDS are the host agent's work: without one
+    they would be silently ignored, so such a file is refused (docs/agent.md)."""
+    from rexcarcer.service.socket import agent_answers
+
+    if not rexfile.supervised:
+        return
+    path = eng.host.config.agent_socket
+    if agent_answers(path):
+        return
+    used = [kw for kw, on in (("HEALTHCHECK", rexfile.healthcheck is not None),
+                              ("RESTART", rexfile.restart is not None),
+                              ("DEPENDS", bool(rexfile.depends))) if on]  # fmt: skip
+    raise AgentRequired(
+        f"{rexfile.display} uses {', '.join(used)}, which the host agent carries out, and no "
+        f"agent runs on this host (nothing answers on {path})",
+        hint="start it: `rex host setup` installs and enables it (or run `rex agent`); "
+        "then run `rex up` again",
+    )
 
 
 class LocalService:
@@ -55,33 +76,23 @@ class LocalService:
                 hint="join a cluster (`rex cluster join`), or leave out --host",
             )
 
-    @staticmethod
-    def _check_names(eng: Engine, rexfile: Rexfile, name: str) -> None:
-        """Refuse a HOSTNAME rex reserves (host.<zone>, svc.<zone>, another jail's
-        name) before anything changes; the DNS and identity hooks check it again."""
-        if rexfile.hostname:
-            from rexcarcer.dns.records import check_hostname
-
-            check_hostname(rexfile.hostname, name, eng.host.config.zone)
-
     def up(self, rexfile: Rexfile, name: str, *, on_host: str | None = None) -> JailInfo:
         check_jail_name(name)
         with self.engine() as eng:
             self._here(eng, on_host)
-            self._check_names(eng, rexfile, name)
+            _require_agent(eng, rexfile)
             return jails.up(eng, rexfile, name)
 
     def plan(self, rexfile: Rexfile, name: str, *, on_host: str | None = None) -> list[Action]:
         check_jail_name(name)
         with self.engine() as eng:
             self._here(eng, on_host)
-            self._check_names(eng, rexfile, name)
             return plan_up(eng, rexfile, name)
 
     def build(self, rexfile: Rexfile) -> str:
         with self.engine() as eng:
             eng.host.storage.ensure_layout()
-            image = builder.build(eng.host, rexfile, eng.bases.ensure(eng.host, rexfile.base))
+            image = builder.build(eng, rexfile, eng.bases.ensure(eng.host, rexfile.base))
             return f"{eng.host.config.dataset}/{image}"
 
     def start(self, name: str) -> JailInfo:

@@ -10,7 +10,9 @@ incremental, and are refused by the real driver (and it refuses zfs(8)'s).
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import random
 import shutil
 import tarfile
 from collections.abc import Mapping
@@ -20,7 +22,7 @@ from typing import IO
 
 from rexcarcer.errors import NotFound, StorageError
 from rexcarcer.storage import zfs
-from rexcarcer.storage.base import LAYOUT, Dataset
+from rexcarcer.storage.base import LAYOUT, Dataset, Snapshot
 
 FAKE_STREAM = b"rexcarcer-fake-zfs-stream 1\n"
 MAX_HEAD = 4096
@@ -32,16 +34,28 @@ class _Entry:
     origin: str | None = None
 
 
+@dataclass
+class _Snap:
+    guid: int
+    txg: int
+    props: dict[str, str] = field(default_factory=dict)
+
+
 class FakeStorage:
     def __init__(self, scratch: Path, parent: str = "pool/rex") -> None:
         self.parent = parent
         self.scratch = scratch
         self._ds: dict[str, _Entry] = {}
         self.snaps: dict[str, Path] = {}
+        # a snapshot's identity as zfs keeps it: guid (random, as in ZFS) and the
+        # order it was made in (createtxg)
+        self.snap_meta: dict[str, _Snap] = {}
+        self._txg = itertools.count(1)
         # the zfs(8) command lines the real driver would have run for the changes
         # made so far (clone, snapshot, set): what `rex plan` is checked against
         self.calls: list[list[str]] = []
         self.quotas: dict[str, int | None] = {}
+        self.unmounted: set[str] = set()  # received (zfs receive -u), not mounted yet
 
     def _dir(self, name: str) -> Path:
         return self.scratch / "mnt" / name
@@ -59,6 +73,10 @@ class FakeStorage:
         if name not in self._ds:
             raise NotFound(f"dataset {name} does not exist")
         return self._dir(name)
+
+    def mounted(self, name: str) -> bool:
+        # every filesystem of the fake is a directory, as if mounted, but a receive's
+        return name in self._ds and name not in self.unmounted
 
     def create(self, name: str, *, props: Mapping[str, str] | None = None) -> Path:
         self._new(name, props, None)
@@ -97,9 +115,21 @@ class FakeStorage:
         if ds not in self._ds or snapshot in self.snaps:
             raise StorageError(f"cannot create snapshot '{self.parent}/{snapshot}'")
         self.calls.append(self.snapshot_argv(snapshot))
-        copy = self.scratch / "snaps" / snapshot.replace("/", "_")
+        txg = next(self._txg)
+        # named by txg too: a renamed snapshot keeps its copy, and the old name may return
+        copy = self.scratch / "snaps" / f"{txg}-{snapshot.replace('/', '_')}"
         shutil.copytree(self._dir(ds), copy, symlinks=True)
         self.snaps[snapshot] = copy
+        self.snap_meta[snapshot] = _Snap(random.getrandbits(64) or 1, txg)
+
+    def snapshot_details(self, name: str) -> list[Snapshot]:
+        def below(snap: str) -> bool:
+            ds = snap.partition("@")[0]
+            return ds == name or (ds.startswith(name + "/") and "/" not in ds[len(name) + 1 :])
+
+        out = [Snapshot(s, m.guid, m.txg, dict(m.props))
+               for s, m in self.snap_meta.items() if below(s)]  # fmt: skip
+        return sorted(out, key=lambda s: (s.createtxg, s.name))
 
     def snapshots(self, name: str) -> list[str]:
         return sorted(s for s in self.snaps if s.partition("@")[0] == name)
@@ -113,6 +143,7 @@ class FakeStorage:
             if any(e.origin == name for e in self._ds.values()):
                 raise StorageError(f"cannot destroy '{name}': snapshot has dependent clones")
             shutil.rmtree(self.snaps.pop(name))
+            del self.snap_meta[name]
             return
         own = self.snapshots(name)
         if own and not recursive:
@@ -120,22 +151,27 @@ class FakeStorage:
         for snap in own:
             self.destroy(snap)
         del self._ds[name]
+        self.unmounted.discard(name)
         shutil.rmtree(self._dir(name))
 
-    def get_props(self, name: str) -> dict[str, str]:
+    def _props(self, name: str) -> dict[str, str]:
+        if name in self.snap_meta:
+            return self.snap_meta[name].props
         if name not in self._ds:
             raise NotFound(f"dataset {name} does not exist")
-        return dict(self._ds[name].props)
+        return self._ds[name].props
+
+    def get_props(self, name: str) -> dict[str, str]:
+        return dict(self._props(name))
 
     def set_props(self, name: str, props: Mapping[str, str]) -> None:
-        if name not in self._ds:
-            raise NotFound(f"dataset {name} does not exist")
+        own = self._props(name)
         self.calls += self.set_props_argvs(name, props)
         for key, value in props.items():
             if value:
-                self._ds[name].props[key] = value
+                own[key] = value
             else:  # as zfs inherit: the user property is gone
-                self._ds[name].props.pop(key, None)
+                own.pop(key, None)
 
     def set_quota(self, name: str, size: int | None) -> None:
         if name not in self._ds:
@@ -162,7 +198,7 @@ class FakeStorage:
             since not in self.snaps or since.partition("@")[0] != snapshot.partition("@")[0]
         ):
             raise StorageError(f"incremental source {since} is not a snapshot of {snapshot}")
-        head = {"snapshot": snapshot.partition("@")[2],
+        head = {"snapshot": snapshot.partition("@")[2], "guid": self.snap_meta[snapshot].guid,
                 "since": since.partition("@")[2] if since else None}  # fmt: skip
         out.write(FAKE_STREAM + json.dumps(head).encode() + b"\n")
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
@@ -173,13 +209,17 @@ class FakeStorage:
             raise StorageError(f"cannot receive into {name}: invalid stream (bad magic number)")
         try:
             head = json.loads(stream.readline(MAX_HEAD))
-            label, since = str(head["snapshot"]), head.get("since")
+            label, since, guid = str(head["snapshot"]), head.get("since"), int(head["guid"])
         except (ValueError, KeyError, TypeError) as exc:
             raise StorageError(f"cannot receive into {name}: invalid stream header") from exc
         if since is None:
             self._new(name, None, None)
         elif f"{name}@{since}" not in self.snaps:
             raise StorageError(f"cannot receive incremental stream: {name}@{since} does not exist")
+        elif max(self.snapshots(name), key=lambda s: self.snap_meta[s].txg) != f"{name}@{since}":
+            # zfs(8): an incremental stream applies only onto the newest snapshot
+            raise StorageError(f"cannot receive incremental stream: most recent snapshot of "
+                               f"{name} does not match incremental source")  # fmt: skip
         tree = self._dir(name)
         shutil.rmtree(tree, ignore_errors=True)
         tree.mkdir(parents=True)
@@ -192,10 +232,13 @@ class FakeStorage:
                 del self._ds[name]
             raise StorageError(f"cannot receive into {name}: {exc}") from exc
         self.snapshot(f"{name}@{label}")
+        self.snap_meta[f"{name}@{label}"].guid = guid  # a received snapshot keeps its identity
+        self.unmounted.add(name)
 
     def mount(self, name: str) -> None:
         if name not in self._ds:
             raise NotFound(f"dataset {name} does not exist")
+        self.unmounted.discard(name)
 
     def rename(self, name: str, new: str) -> None:
         if not self.exists(name):
@@ -206,13 +249,18 @@ class FakeStorage:
             if name.partition("@")[0] != new.partition("@")[0]:
                 raise StorageError("snapshots can only be renamed within their dataset")
             self.snaps[new] = self.snaps.pop(name)
+            self.snap_meta[new] = self.snap_meta.pop(name)
             return
         self._new(new, self._ds[name].props, self._ds[name].origin)
         del self._ds[name]
+        if name in self.unmounted:
+            self.unmounted.discard(name)
+            self.unmounted.add(new)
         self._dir(new).parent.mkdir(parents=True, exist_ok=True)
         self._dir(name).rename(self._dir(new))
         for snap in self.snapshots(name):
             self.snaps[new + snap[len(name) :]] = self.snaps.pop(snap)
+            self.snap_meta[new + snap[len(name) :]] = self.snap_meta.pop(snap)
         for entry in self._ds.values():  # clones follow their origin's new name
             if entry.origin and entry.origin.partition("@")[0] == name:
                 entry.origin = new + entry.origin[len(name) :]

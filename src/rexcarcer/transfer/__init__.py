@@ -16,7 +16,7 @@ Errors (exit codes unique in the tree)::
     ├── TransferError (50)            an export cannot be written or read (not a file,
     │                                 no host certificate to sign with, I/O)
     └── VerificationError (41)
-        └── ArchiveRejected (51)      truncated, tampered, unsigned or signed by a
+        └── ArchiveRejected (53)      truncated, tampered, unsigned or signed by a
                                       host this one does not trust: nothing received
 """
 
@@ -35,6 +35,6 @@ class TransferError(RexError):
 
 class ArchiveRejected(VerificationError):
     """An export that is truncated, altered, unsigned, or signed by a host this
-    one does not trust; refused before anything is received (exit 51)."""
+    one does not trust; refused before anything is received (exit 53)."""
 
-    exit_code = 51
+    exit_code = 53
