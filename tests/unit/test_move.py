@@ -14,9 +14,16 @@ import pytest
 
 from rexcarcer.base.source import Bases
 from rexcarcer.cluster import AgentApiError, ClusterError, model
-from rexcarcer.engine import jails, moving
+from rexcarcer.engine import carry, jails, moving
 from rexcarcer.engine.base import Engine
-from rexcarcer.errors import AddressError, MoveFailed, NotFound, RexError
+from rexcarcer.errors import (
+    AddressError,
+    MoveFailed,
+    NotFound,
+    RexError,
+    StorageError,
+    UsageError,
+)
 from rexcarcer.model.jail import JailInfo
 from rexcarcer.netpolicy.policy import NetworkPolicy
 from rexcarcer.rexfile.parser import parse
@@ -165,10 +172,13 @@ def test_a_commit_that_never_arrived_is_fenced_off(cl: Cluster) -> None:
 
 
 def test_bad_targets_change_nothing(cl: Cluster, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="jail web is on h1 already"):
+        moving.move(cl.h1, "web", DirectTarget(cl.svc2, "h1", "h1"))
+    with pytest.raises(NotFound, match="no jail named 'nope'"):
+        cl.svc1.move("nope", "h2")
     cl.svc1.targets = None  # the real door: checks the host before any connection
     with pytest.raises(NotFound, match="no host 'h9' in the cluster"):
         cl.svc1.move("web", "h9")
-    cl.store.commit([], [])
     from rexcarcer.state.base import Delete
 
     cl.store.commit([], [Delete(model.alive_key("h2"))])
@@ -194,3 +204,31 @@ def test_only_its_host_moves_a_jail(cl: Cluster) -> None:
     with pytest.raises(RexError, match="no part 'nope'"):
         cl.svc2.incoming_part("h1", "web", "nope", None)
     assert moving.LIVE != moving.FINAL
+
+
+def test_what_cannot_be_removed_after_a_move_is_swept_by_the_next(
+    cl: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The jail runs on h2 once its record is taken: a dataset h1 cannot destroy
+    then (zfs-fuse: "dataset is busy") does not fail the move; it stays marked,
+    hidden from rex volume ls, and the move back sweeps it."""
+    h1 = cl.h1.host.storage
+    destroy = h1.destroy
+
+    def busy(name: str, **kw: bool) -> None:
+        if name in ("jails/web", "volumes/web.data"):
+            raise StorageError(f"cannot destroy '{name}': dataset is busy")
+        destroy(name, **kw)
+
+    monkeypatch.setattr(h1, "destroy", busy)
+    monkeypatch.setattr(carry, "DISCARD_SECONDS", 0.0)
+    info = cl.svc1.move("web", "h2")
+    assert info.host == "h2" and records.get_jail(cl.store, "web").host == "h2"  # type: ignore[union-attr]
+    assert h1.get_props("jails/web")["moved"] == "h2"
+    assert h1.get_props("volumes/web.data")["moved"] == "h2"
+    assert not [v for v in cl.svc1.volumes() if v.jail == "web"]
+    monkeypatch.setattr(h1, "destroy", destroy)
+    cl.target = DirectTarget(LocalService(lambda: cl.h1), "h2", "h1")
+    back = LocalService(lambda: cl.h2, targets=lambda eng, to: cl.target).move("web", "h1")
+    assert back.host == "h1" and "moved" not in h1.get_props("jails/web")
+    assert (h1.mountpoint("volumes/web.data") / "rows").read_text() == "precious"

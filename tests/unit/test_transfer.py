@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import ipaddress
 import json
 import shutil
 import struct
@@ -17,12 +18,14 @@ import pytest
 from rexcarcer.base.sign import now
 from rexcarcer.base.source import Bases
 from rexcarcer.base.trust import TrustStore, trust_dir
-from rexcarcer.engine import jails
+from rexcarcer.engine import carry, jails
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import AddressError, Conflict
+from rexcarcer.netpolicy import AddressRefused, HostnameRefused
 from rexcarcer.netpolicy.policy import NetworkPolicy
 from rexcarcer.rexfile.parser import parse
 from rexcarcer.service.local import LocalService
+from rexcarcer.state import records
 from rexcarcer.transfer import ArchiveRejected, TransferError, archive, manifest, signer
 from tests.api_support import new_ca
 from tests.unit.fakes import fake_host
@@ -242,3 +245,24 @@ def test_a_header_that_lies_about_its_length_is_refused() -> None:
     short = archive.MAGIC + struct.pack(">Q", 10) + struct.pack(">I", 100)
     with pytest.raises(ArchiveRejected):
         archive.decode_header(short + bytes(10))
+
+
+def test_an_arrival_is_held_to_this_hosts_network_policy(tmp_path: Path) -> None:
+    """A record written under another host's rules (another cluster, another zone)
+    is refused when its HOSTNAME or fixed IP could not be given here."""
+    a, b = _pair(tmp_path)
+    _jail(a, tmp_path)
+    rec = jails.record(a, "web")
+    assert rec is not None
+    records.put_jail(a.host.store, rec.replace(hostname="b.host.rex.internal"))
+    path = _export(a, tmp_path / "web.rexjail")
+    with pytest.raises(HostnameRefused, match="arriving from another host"):
+        _import(b, path)
+    assert not b.host.storage.datasets("jails") and jails.record(b, "web") is None
+    assert not b.host.storage.datasets("volumes")
+    # a fixed IP that is b's own address in its jail subnet, though inside its range
+    own = ipaddress.ip_interface("198.51.100.1/24")
+    fixed = rec.replace(address=own, canonical={**rec.canonical, "ip": str(own)})
+    with pytest.raises(AddressRefused, match="this host's own address"):
+        carry.admit(b, fixed, [b.host.config.subnet])
+    carry.admit(b, rec, [b.host.config.subnet])  # its own default name, no fixed IP: admitted

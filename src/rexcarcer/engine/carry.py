@@ -18,6 +18,7 @@ has), so it carries the jail's ``osrelease`` as a property
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import time
 from collections.abc import Sequence
@@ -30,9 +31,12 @@ from rexcarcer.errors import AddressError, Conflict, RexError
 from rexcarcer.host import Host
 from rexcarcer.model.jail import JailRecord
 from rexcarcer.rexfile.ast import IPInterface
+from rexcarcer.storage.base import Dataset
 
 TEMP = "_in-"
 ROOT = "root"
+MOVED = "moved"  # the property discard() leaves on what a move away could not destroy
+DISCARD_SECONDS = 30.0
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -84,6 +88,18 @@ def check_address(rec: JailRecord, ranges: Sequence[Network], host: str) -> None
         )
 
 
+def admit(eng: Engine, rec: JailRecord, ranges: Sequence[Network]) -> None:
+    """Refuse a jail arriving here that a definition could not make here: a fixed
+    IP outside this host's ranges or that the network policy refuses (another
+    host's address, an etcd endpoint's...), a HOSTNAME of its own that claims a
+    host's, a service's or another jail's name. Reads only."""
+    host = eng.host
+    check_address(rec, ranges, host.config.host)
+    own_name = None if default_hostname(rec, host.config.zone) else rec.hostname
+    fixed = rec.address if is_fixed(rec) else None
+    eng.policy.admit_arrival(host, rec.name, fixed, own_name)
+
+
 def snapshot(host: Host, rec: JailRecord, label: str) -> None:
     for p in pieces(rec):
         if not host.storage.exists(f"{p.dataset}@{label}"):
@@ -97,7 +113,8 @@ def drop_snapshots(host: Host, datasets: Sequence[str], labels: Sequence[str]) -
 
 
 def sweep(host: Host, name: str) -> None:
-    """Destroy what an earlier transfer of jail ``name`` left here unfinished."""
+    """Destroy what an earlier transfer of jail ``name`` left here: unfinished
+    temporary datasets, and the datasets a move away could not destroy (marked)."""
     prefix = f"{TEMP}{name}"
     for kind in ("jails", "volumes"):
         for ds in host.storage.datasets(kind):
@@ -105,17 +122,51 @@ def sweep(host: Host, name: str) -> None:
             if rest == prefix or rest.startswith(prefix + "."):
                 host.progress.step(f"Removing {ds.name}, left by an unfinished transfer")
                 host.storage.destroy(ds.name, recursive=True)
+            elif _left_behind(ds, name):
+                host.progress.step(f"Removing {ds.name}, left by a move to {ds.props[MOVED]}")
+                host.storage.destroy(ds.name, recursive=True)
+
+
+def _left_behind(ds: Dataset, name: str) -> bool:
+    """A dataset of jail ``name`` that ``discard`` marked (its jail lives elsewhere)."""
+    rest = ds.name.split("/", 1)[1]
+    return bool(ds.props.get(MOVED)) and (rest == name or rest.startswith(name + "."))
+
+
+def discard(host: Host, dataset: str, moved_to: str) -> bool:
+    """Destroy ``dataset`` of a jail that moved to ``moved_to``; whether it is gone.
+    The move has happened: a failure here only leaves the dataset, marked, for the
+    next transfer of the jail to this host to sweep (``sweep``; ``check_free`` and
+    ``rex volume ls`` pass over it). zfs-fuse may answer "dataset is busy" for a
+    while after the jail's processes ended (the driver retries a few seconds):
+    this waits up to ``DISCARD_SECONDS`` more."""
+    deadline = time.monotonic() + DISCARD_SECONDS
+    while True:
+        try:
+            host.storage.destroy(dataset, recursive=True)
+            return True
+        except RexError as exc:
+            if "busy" not in exc.message or time.monotonic() > deadline:
+                host.progress.step(f"cannot remove {dataset} yet: {exc.message}")
+                break
+        time.sleep(1.0)
+    with contextlib.suppress(RexError):
+        host.storage.set_props(dataset, {MOVED: moved_to})
+    return False
 
 
 def check_free(host: Host, rec: JailRecord) -> None:
     """Nothing of this name may be overwritten: a jail root or a kept volume."""
     name = rec.name
-    if host.storage.exists(f"jails/{name}"):
+    left = {ds.name for kind in ("jails", "volumes") for ds in host.storage.datasets(kind)
+            if _left_behind(ds, name)}  # fmt: skip
+    if host.storage.exists(f"jails/{name}") and f"jails/{name}" not in left:
         raise Conflict(f"this host already has a dataset jails/{name}",
                        hint="a jail of that name lives here: destroy it first, or choose "
                        "another name (rex import --name)")  # fmt: skip
     for v in rec.volumes:
-        if host.storage.exists(volumes.dataset(name, v.name)):
+        ds = volumes.dataset(name, v.name)
+        if host.storage.exists(ds) and ds not in left:
             raise Conflict(
                 f"this host keeps a volume {name}.{v.name} of an earlier jail {name}",
                 hint=f"`rex volume rm {name}.{v.name}` drops it and its data; or choose "

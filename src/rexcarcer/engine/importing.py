@@ -4,7 +4,8 @@ archive and its verification are transfer/; service/jailfile.py joins them.
 In order, nothing changing before the checks passed:
 
 1. the name must be free in the store (cluster-wide), a fixed IP free and in
-   this host's ranges, and no dataset of that name (root, kept volume) here;
+   this host's ranges, the IP and a HOSTNAME admitted by its network policy
+   (netpolicy/admit.py), and no dataset of that name (root, kept volume) here;
 2. the record is claimed (status ``creating``, this run's PID), then the address
    (the fixed IP, or the next free one of this host's subnet);
 3. every stream is received into its temporary dataset, and they are renamed
@@ -40,7 +41,7 @@ def check(eng: Engine, rec: JailRecord, ranges: Sequence[carry.Network]) -> None
         where = f" on host {existing.host}" if existing.host else ""
         raise Conflict(f"a jail named {name!r} exists{where}",
                        hint="import it under another name: rex import FILE --name NEW")  # fmt: skip
-    carry.check_address(rec, ranges, host.config.host)
+    carry.admit(eng, rec, ranges)
     if carry.is_fixed(rec):
         assert rec.address is not None
         holder = ipam.owner(host.store, rec.address.ip)

@@ -101,7 +101,10 @@ def move(eng: Engine, name: str, target: Target) -> JailInfo:
             if not _moved(eng, name, target.host):
                 raise _undo(eng, rec, target, stopped, exc) from exc
             info = lifecycle.info(eng, name)
-        release(eng, rec)
+        try:
+            release(eng, rec, target.host)
+        except RexError as exc:  # it runs there now: what stays here is reported, not fatal
+            host.progress.step(f"{name} moved, but cleaning up here failed: {exc.message}")
     return info
 
 
@@ -176,15 +179,17 @@ def _undo(
     )
 
 
-def release(eng: Engine, rec: JailRecord) -> None:
+def release(eng: Engine, rec: JailRecord, target: str) -> None:
     """What stays here of a jail that moved away: its datasets, its kept
     generations and their records, its old address (unless it kept it). Its DNS
-    records, names and certificate are the new host's now: no hook runs."""
+    records, names and certificate are the new host's now: no hook runs. A
+    dataset that cannot be destroyed is marked for the next transfer of the jail
+    here to sweep (carry.discard)."""
     host, name = eng.host, rec.name
     host.progress.step(f"Removing {name} from {host.config.host}")
     host.runtime.remove(name)
-    for p in carry.pieces(rec):
-        host.storage.destroy(p.dataset, recursive=True)
+    left = [p.dataset for p in carry.pieces(rec)
+            if not carry.discard(host, p.dataset, target)]  # fmt: skip
     for ds in host.storage.datasets("generations"):
         if ds.props.get("jail") == name:
             host.storage.destroy(ds.name, recursive=True)
@@ -194,6 +199,9 @@ def release(eng: Engine, rec: JailRecord) -> None:
     new_ip = now.address.ip if now is not None and now.address is not None else None
     if rec.address is not None and rec.address.ip != new_ip:
         ipam.release(host.store, rec.address.ip, name)
+    if left:
+        host.progress.step(f"{', '.join(left)} stay here, marked: the next move or import "
+                           f"of {name} to {host.config.host} removes them")  # fmt: skip
 
 
 # -- the target ---------------------------------------------------------------------
@@ -215,7 +223,7 @@ def offered(eng: Engine, caller: str, name: str) -> JailRecord:
 def accept_begin(eng: Engine, caller: str, name: str, ranges: Sequence[carry.Network]) -> None:
     host = eng.host
     rec = offered(eng, caller, name)
-    carry.check_address(rec, ranges, host.config.host)
+    carry.admit(eng, rec, ranges)
     with host.lock(lifecycle.lock_name(name)):
         host.storage.ensure_layout()
         carry.sweep(host, name)
@@ -246,7 +254,7 @@ def accept_commit(
     with host.lock(lifecycle.lock_name(name)):
         rec = offered(eng, caller, name)
         entry = Entry(rec.key, "", revision)
-        carry.check_address(rec, ranges, host.config.host)
+        carry.admit(eng, rec, ranges)
         carry.check_free(host, rec)
         address, claimed = carry.address_for(eng, rec)
         new = rec.replace(host=host.config.host, address=address)

@@ -18,6 +18,7 @@ LAYOUT = ("bases", "images", "jails", "generations", "volumes")
 KNOWN_PROPS = (
     "jail", "version", "id", "origin", "osrelease", "base", "depth", "step", "parent",
     "created", "url", "digest", "signer", "complete", "size", "generation", "volume", "path",
+    "moved",
 )  # fmt: skip
 
 
