@@ -3,6 +3,7 @@ tests/cluster → ``cluster``."""
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -57,10 +58,12 @@ def revive_zfs(name: str) -> None:
 
 @pytest.fixture(scope="session")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's pool, on a sparse file of REX_TEST_POOL_SIZE bytes (3G unless
+    set: a run that moves big volumes between the test bed's hosts needs more)."""
     require("root", "zfs", "namespaces", "busybox-static", "iproute2")
     work = tmp_path_factory.mktemp("pool")
     img = work / "pool.img"
-    sh("truncate", "-s", "3G", img)
+    sh("truncate", "-s", os.environ.get("REX_TEST_POOL_SIZE", "3G"), img)
     name = TOKEN
     for _ in range(5):  # zfs-fuse may refuse while it is busy elsewhere
         made = sh("zpool", "create", "-o", "cachefile=none", "-m", work / "mnt", name, img,

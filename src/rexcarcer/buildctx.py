@@ -193,7 +193,7 @@ def members(rexfile: Rexfile) -> list[tuple[Path, str]]:
     return out
 
 
-def _add(tar: tarfile.TarFile, path: Path, arc: str) -> None:
+def add_entry(tar: tarfile.TarFile, path: Path, arc: str) -> None:
     """One entry, described from lstat: never a hard link (tarfile's ``add`` makes
     one of a second name of an inode), no owner names from this host."""
     st = path.lstat()
@@ -212,14 +212,20 @@ def _add(tar: tarfile.TarFile, path: Path, arc: str) -> None:
             tar.addfile(info, f)
 
 
+def add_tree(tar: tarfile.TarFile, path: Path, arc: str) -> None:
+    """``path`` as ``arc``, and everything below it when it is a directory (links
+    are kept as links, never followed)."""
+    add_entry(tar, path, arc)
+    if path.is_dir() and not path.is_symlink():
+        for rel, sub in walk(path):
+            add_entry(tar, sub, rel if arc == "." else f"{arc}/{rel}")
+
+
 def pack(rexfile: Rexfile) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path, arc in members(rexfile):
-            _add(tar, path, arc)
-            if path.is_dir() and not path.is_symlink():
-                for rel, sub in walk(path):
-                    _add(tar, sub, rel if arc == "." else f"{arc}/{rel}")
+            add_tree(tar, path, arc)
     data = buf.getvalue()
     if len(data) > MAX_CONTEXT:
         raise UsageError(

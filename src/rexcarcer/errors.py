@@ -23,12 +23,14 @@ process) are translated where they happen, at the driver boundary, with
     ├── NotSupported (27)           a capability this host lacks
     ├── UpdateFailed (45)           an update in place failed and was rolled back
     ├── DependencyError (51)        DEPENDS on itself, on an unknown jail, or a cycle
-    └── AgentRequired (52)          HEALTHCHECK, RESTART, DEPENDS without a host agent
+    ├── AgentRequired (52)          HEALTHCHECK, RESTART, DEPENDS without a host agent
+    └── MoveFailed (54)             rex move failed; the jail runs where it was
 
 Feature packages add their own subclasses beside their code: dns (28, unbound
 32), pki (29), logs (30), etcd (35, 36), cluster (37, 38, joining 44), bases (40, 41),
-firewall (42), limits (43), netpolicy (address 46, hostname 47), secrets (70). A unit
-test imports every module and checks that no two classes share a code.
+firewall (42), limits (43), netpolicy (address 46, hostname 47), jail exports and
+imports (transfer: 50, 53), DEPENDS (51), the host agent (52), moves (54), secrets
+(70). A unit test imports every module and checks that no two classes share a code.
 """
 
 from __future__ import annotations
@@ -161,6 +163,14 @@ class AgentRequired(RexError):
     and none runs on the host."""
 
     exit_code = 52
+
+
+class MoveFailed(RexError):
+    """``rex move`` failed before the jail started on the other host: it runs (or
+    stays stopped, as it was) where it was, and the other host keeps nothing
+    (exit 54)."""
+
+    exit_code = 54
 
 
 def all_error_classes() -> list[type[RexError]]:

@@ -32,6 +32,7 @@ from rexcarcer.errors import UnsafePath
 
 MAX_SYMLINKS = 40
 MAX_READ = 1 << 16
+CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -99,16 +100,24 @@ def _own(fd: int, mode: int) -> None:
     os.fchmod(fd, mode)
 
 
-def _replace_at(dfd: int, name: str, data: bytes, mode: int) -> None:
-    """Write ``name`` in directory ``dfd`` through a fresh temporary file."""
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _replace_at(dfd: int, name: str, data: bytes | IO[bytes], mode: int, size: int = 0) -> None:
+    """Write ``name`` in directory ``dfd`` through a fresh temporary file: ``data``,
+    or ``size`` bytes read from the stream ``data``."""
     tmp = f".{name}.rex-{secrets.token_hex(4)}"
     fd = os.open(tmp, _NEW_FILE, mode, dir_fd=dfd)
     try:
         try:
             _own(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            if isinstance(data, bytes):
+                _write_all(fd, data)
+            else:
+                _copy_n(data, fd, size)
         finally:
             os.close(fd)
         os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -116,6 +125,15 @@ def _replace_at(dfd: int, name: str, data: bytes, mode: int) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dfd)
         raise
+
+
+def _copy_n(src: IO[bytes], fd: int, size: int) -> None:
+    while size:
+        chunk = src.read(min(size, CHUNK))
+        if not chunk:
+            raise UnsafePath(f"a file ended {size} bytes early in the stream")
+        _write_all(fd, chunk)
+        size -= len(chunk)
 
 
 def _split(inside: str) -> tuple[str, str]:
@@ -288,3 +306,58 @@ def _export_entry(tar: tarfile.TarFile, dfd: int, name: str, arc: str, budget: l
                 _export_entry(tar, sub, child, f"{arc}/{child}", budget)
         finally:
             os.close(sub)
+
+
+# -- copying a tar stream in (rex cp SRC NAME:PATH) --------------------------------------
+
+
+def import_tar(root: Path, dst: str, stream: IO[bytes], *, limit: int = MAX_EXPORT) -> int:
+    """Unpack the uncompressed tar ``stream`` into the jail member by member, as
+    cp(1) copies: its one top entry goes into ``dst`` when ``dst`` is a
+    directory in the jail (or ends in ``/``), else becomes ``dst``; the bytes of
+    file data written.
+
+    Every path is resolved inside the jail (as every write here). A member that
+    is absolute, has ``..``, lies outside the archive's top entry or below a
+    symlink the archive made, a hard link or a special file is refused: the
+    archive is the client's, and only files, directories and symlinks travel.
+    Files are owned by root, with the modes the archive gives (no set-id bits)."""
+    into = dst.endswith("/") or is_dir(root, dst)
+    base = dst.rstrip("/") or ""
+    top: str | None = None
+    links: set[tuple[str, ...]] = set()
+    written = 0
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for m in tar:
+            parts = _member_parts(m.name)
+            top = top or parts[0]
+            if parts[0] != top or any(parts[:i] in links for i in range(1, len(parts))):
+                raise UnsafePath(f"{m.name!r}: a copy is one tree; nothing below a symlink")
+            rel = parts if into else parts[1:]
+            target = "/".join([base, *rel]) if rel else dst
+            mode = m.mode & 0o777
+            if m.isdir():
+                mkdirs(root, target, mode=mode)
+            elif m.issym():
+                symlink(root, target, m.linkname)
+                links.add(parts)
+            elif m.isreg():
+                written += m.size
+                if written > limit:
+                    raise UnsafePath(f"more than {limit >> 20} MiB to copy into the jail")
+                src = tar.extractfile(m)
+                assert src is not None
+                parent, name = _split(target)
+                with jail_dir(root, parent) as dfd:
+                    _replace_at(dfd, name, src, mode, m.size)
+            else:
+                raise UnsafePath(f"{m.name!r} is neither a file, a directory nor a symlink")
+    return written
+
+
+def _member_parts(name: str) -> tuple[str, ...]:
+    path = PurePosixPath(name)
+    parts = tuple(p for p in path.parts if p not in ("", "."))
+    if path.is_absolute() or not parts or ".." in parts:
+        raise UnsafePath(f"{name!r} is not a relative path inside the copy")
+    return parts

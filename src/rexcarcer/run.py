@@ -103,6 +103,7 @@ class Runner(Protocol):
         stdin: IO[bytes] | None = None,
         stdout: IO[bytes] | None = None,
         interactive: bool = False,
+        tty: int | None = None,
         die_with_parent: bool = False,
         cgroups: Sequence[Arg] = (),
         rlimits: RLimits = NO_RLIMITS,
@@ -110,6 +111,9 @@ class Runner(Protocol):
         """Run to completion. ``on_output`` receives combined output line by line
         as it arrives (the tail is kept in ``stdout``); ``stdin``/``stdout`` pass
         binary streams straight through (pipelines such as ``zfs send``);
+        ``tty`` (a pseudo-terminal's subsidiary side) is the child's standard
+        input, output and error and, in a session of its own, its controlling
+        terminal (``rex console`` through an agent);
         ``die_with_parent`` has the kernel kill the child if rex dies first;
         ``cgroups`` are ``cgroup.procs`` files the child joins and ``rlimits``
         the limits it sets, both before it execs."""
@@ -220,6 +224,24 @@ class _ChildSetup:
         self._read = self._write = -1
 
 
+class _Terminal:
+    """The child's setup, then its standard input (a terminal; subprocess has
+    called setsid(2) by now) made its controlling terminal: TIOCSCTTY, tty(4)."""
+
+    def __init__(self, setup: _ChildSetup | None) -> None:
+        import fcntl
+        import termios
+
+        self.setup = setup
+        self.ioctl = fcntl.ioctl  # resolved here: the child between fork and exec imports nothing
+        self.request = termios.TIOCSCTTY
+
+    def __call__(self) -> None:
+        if self.setup is not None:
+            self.setup()
+        self.ioctl(0, self.request, 0)
+
+
 def _rlimit_name(res: int) -> str:
     # dir() is sorted: the first name wins (RLIMIT_NOFILE before its alias RLIMIT_OFILE)
     names: dict[int, str] = {}
@@ -249,6 +271,7 @@ class SubprocessRunner:
         stdin: IO[bytes] | None = None,
         stdout: IO[bytes] | None = None,
         interactive: bool = False,
+        tty: int | None = None,
         die_with_parent: bool = False,
         cgroups: Sequence[Arg] = (),
         rlimits: RLimits = NO_RLIMITS,
@@ -262,6 +285,12 @@ class SubprocessRunner:
                 code = subprocess.run(
                     args, env=child_env, timeout=timeout, check=False, preexec_fn=setup
                 ).returncode
+                result = Completed(args, code)
+            elif tty is not None:
+                code = subprocess.run(
+                    args, env=child_env, timeout=timeout, check=False, stdin=tty, stdout=tty,
+                    stderr=tty, start_new_session=True, preexec_fn=_Terminal(setup),
+                ).returncode  # fmt: skip
                 result = Completed(args, code)
             elif on_output is not None:
                 result = self._run_streaming(args, child_env, on_output, timeout, setup)
@@ -442,6 +471,7 @@ class ScriptedRunner:
         stdin: IO[bytes] | None = None,
         stdout: IO[bytes] | None = None,
         interactive: bool = False,
+        tty: int | None = None,
         die_with_parent: bool = False,
         cgroups: Sequence[Arg] = (),
         rlimits: RLimits = NO_RLIMITS,

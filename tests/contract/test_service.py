@@ -205,3 +205,69 @@ def test_two_ups_of_one_jail_at_once(door: Door, tmp_path: Path) -> None:
     for t in threads:
         t.join(timeout=30)
     assert sorted(map(str, results)) in (["running", "running"], ["12", "running"])
+
+
+def test_generations_and_volumes(door: Door, tmp_path: Path) -> None:
+    """rollback, history, volume ls/snapshot/rm and destroy --volumes, the same
+    through every door (another host's agent answers them for its jails)."""
+    svc = door.svc
+    svc.up(load(_rexfile(tmp_path, "VOLUME data /srv/data\n")), "app")
+    svc.up(load(_rexfile(tmp_path, "VOLUME data /srv/data\nENV X=1\n")), "app")  # generation 2
+    gens = svc.history("app")
+    assert [(g.generation, g.current) for g in gens] == [(1, False), (2, True)]
+    assert svc.rollback("app").state == "running"
+    assert [g.generation for g in svc.history("app") if g.current] == [1]
+    with pytest.raises(RexError) as err:
+        svc.rollback("app", to=7)
+    assert _code(err) == NotFound.exit_code and "has no generation 7" in err.value.message
+    [vol] = [v for v in svc.volumes() if v.jail == "app"]
+    assert (vol.name, vol.path, vol.attached, vol.host) == ("data", "/srv/data", True, "h1")
+    made = svc.volume_snapshot("app", "data", "before")
+    [after] = [v for v in svc.volumes() if v.jail == "app"]
+    assert made == "before" and "before" in after.snapshots
+    with pytest.raises(RexError) as err:
+        svc.volume_rm("app", "data")
+    assert _code(err) == Conflict.exit_code and "mounts volume data" in err.value.message
+    assert svc.destroy("app") == ["data"]  # kept
+    svc.up(load(_rexfile(tmp_path, "VOLUME data /srv/data\n")), "app")
+    assert svc.destroy("app", volumes=True) == []
+    assert not [v for v in svc.volumes() if v.jail == "app"]
+
+
+def test_files_in_and_out(door: Door, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from rexcarcer.cli.files_cmds import _pack
+
+    svc = door.svc
+    svc.up(load(_rexfile(tmp_path)), "app")
+    site = tmp_path / "site"
+    (site / "css").mkdir(parents=True)
+    (site / "css" / "a.css").write_text("h1{}")
+    (site / "big").write_bytes(b"x" * (3 << 20))  # several chunks and frames
+    tar = io.BytesIO()
+    _pack(site, tar)
+    tar.seek(0)
+    svc.cp_in("app", "/srv/", tar)
+    root = door.engine.host.storage.mountpoint("jails/app")
+    assert (root / "srv/site/css/a.css").read_text() == "h1{}"
+    out = io.BytesIO()
+    svc.cp_out("app", "/srv/site", out)
+    out.seek(0)
+    with tarfile.open(fileobj=out) as got:
+        names = sorted(m.name for m in got.getmembers())
+        big = got.extractfile("site/big")
+        assert big is not None and big.read() == b"x" * (3 << 20)
+    assert names == ["site", "site/big", "site/css", "site/css/a.css"]
+    with pytest.raises(RexError) as err:
+        svc.cp_out("app", "/nope", io.BytesIO())
+    assert _code(err) == NotFound.exit_code and "cannot read app:/nope" in err.value.message
+    bad = io.BytesIO()
+    with tarfile.open(fileobj=bad, mode="w") as t:
+        info = tarfile.TarInfo("../escape")
+        t.addfile(info, io.BytesIO(b""))
+    bad.seek(0)
+    with pytest.raises(RexError) as err:
+        svc.cp_in("app", "/srv/", bad)
+    assert _code(err) == 26

@@ -15,18 +15,25 @@ from rexcarcer.platform.fake import FakePlatform
 from rexcarcer.progress import QuietProgress
 from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime.fake import FakeRuntime
+from rexcarcer.state.base import Store
 from rexcarcer.state.memory import MemoryStore
 from rexcarcer.storage.fake import FakeStorage
 
 
-def fake_host(tmp_path: Path) -> Host:
+def fake_host(
+    tmp_path: Path, *, name: str = "h1", subnet: str = "203.0.113.0/24",
+    store: Store | None = None, etcd: bool = False,
+) -> Host:  # fmt: skip
+    """``etcd``: a cluster member (its store is ``store``, shared with the other
+    fake hosts of the test; no etcd is contacted)."""
+    cluster = {"REX_ETCD": "http://192.0.2.1:2379"} if etcd else {}
     config = load_config(
         root=tmp_path / "state",
-        environ={"REX_SUBNET": "203.0.113.0/24", **TESTING_ENV, "REX_HOST": "h1"},
+        environ={"REX_SUBNET": subnet, **TESTING_ENV, "REX_HOST": name, **cluster},
     )
     runner = ScriptedRunner()
     storage = FakeStorage(tmp_path / "zfs", config.dataset)
-    h = Host(config, runner, storage, FakePlatform(runner, config), MemoryStore(),
+    h = Host(config, runner, storage, FakePlatform(runner, config), store or MemoryStore(),
              QuietProgress())  # fmt: skip
     h.storage.ensure_layout()
     mnt = h.storage.create("bases/bb", props={"version": "1", "id": "base-id"})

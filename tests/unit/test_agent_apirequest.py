@@ -124,3 +124,61 @@ def test_exec_argv() -> None:
         with pytest.raises(Refused) as err:
             exec_argv(body)
         assert err.value.status == 400
+
+
+def test_the_endpoints_of_files_volumes_consoles_and_moves() -> None:
+    p = parse
+    assert p(Head("POST", "/v1/jails/web/rollback", "to=2")).param("to") == "2"
+    assert p(Head("GET", "/v1/jails/web/history", "")).op is Op.HISTORY
+    assert p(Head("GET", "/v1/volumes", "")) == Call(Op.VOLUMES)
+    snap = p(Head("POST", "/v1/jails/web/volumes/data/snapshot", "label=before"))
+    assert (snap.op, snap.jail, snap.volume, snap.verb, snap.param("label")) == (
+        Op.VOLUME, "web", "data", "snapshot", "before")  # fmt: skip
+    assert p(Head("POST", "/v1/jails/web/destroy", "volumes=1")).param("volumes") == "1"
+    cp = p(Head("POST", "/v1/jails/web/cp-in", "dst=%2Fsrv%2F", "10"))
+    assert (cp.op, cp.param("dst"), cp.body) == (Op.CP_IN, "/srv/", 10)
+    assert p(Head("GET", "/v1/jails/web/cp-out", "src=%2Fetc")).param("src") == "/etc"
+    con = p(Head("GET", "/v1/jails/web/console", "rows=24&cols=80"))
+    assert (con.op, con.param("rows"), con.param("cols")) == (Op.CONSOLE, "24", "80")
+    assert p(Head("POST", "/v1/jails/web/move", "to=h2")).param("to") == "h2"
+    recv = p(Head("POST", "/v1/incoming/web/receive", "part=data&since=rex-move-1", None,
+                  chunked=True))  # fmt: skip
+    assert (recv.op, recv.verb, recv.chunked, recv.param("since")) == (
+        Op.INCOMING, "receive", True, "rex-move-1")  # fmt: skip
+    commit = p(Head("POST", "/v1/incoming/web/commit", "snapshot=rex-move-2&revision=41"))
+    assert commit.param("revision") == "41"
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (Head("POST", "/v1/jails/web/rollback", "to=0"), 400),
+        (Head("POST", "/v1/jails/web/rollback", "to=x%20y"), 400),
+        (Head("GET", "/v1/jails/web/history", "", "5"), 400),
+        (Head("POST", "/v1/jails/web/volumes/Data/rm", ""), 400),
+        (Head("POST", "/v1/jails/web/volumes/../rm", ""), 400),
+        (Head("POST", "/v1/jails/web/volumes/data/snapshot", "label=a%2Fb"), 400),
+        (Head("POST", "/v1/jails/web/volumes/data/grow", ""), 404),
+        (Head("POST", "/v1/jails/web/destroy", "volumes=yes"), 400),
+        (Head("POST", "/v1/jails/web/cp-in", "dst=rel", "10"), 400),
+        (Head("POST", "/v1/jails/web/cp-in", "dst=%2Fa%0A", "10"), 400),
+        (Head("POST", "/v1/jails/web/cp-in", "dst=%2Fa", None, chunked=True), 411),
+        (Head("POST", "/v1/jails/web/cp-in", "dst=%2Fa", str((1 << 30) + 1)), 413),
+        (Head("POST", "/v1/jails/web/cp-out", "src=%2Fa"), 405),
+        (Head("GET", "/v1/jails/web/cp-out", ""), 400),
+        (Head("GET", "/v1/jails/web/console", "rows=0&cols=80"), 400),
+        (Head("GET", "/v1/jails/web/console", "rows=24&cols=100000"), 400),
+        (Head("GET", "/v1/jails/web/console", "rows=24"), 400),
+        (Head("POST", "/v1/jails/web/move", "to=H_2"), 400),
+        (Head("POST", "/v1/jails/web/move", ""), 400),
+        (Head("POST", "/v1/incoming/web/receive", "part=..", None, chunked=True), 400),
+        (Head("POST", "/v1/incoming/web/receive", "part=root", str(1 << 51)), 413),
+        (Head("POST", "/v1/incoming/web/commit", "snapshot=s"), 400),
+        (Head("POST", "/v1/incoming/web/commit", "snapshot=s&revision=-1"), 400),
+        (Head("POST", "/v1/incoming/web/begin", "", "3"), 400),
+        (Head("POST", "/v1/incoming/web/steal", ""), 404),
+        (Head("GET", "/v1/incoming/web/begin", ""), 405),
+    ],
+)
+def test_bad_requests_to_the_new_endpoints(head: Head, status: int) -> None:
+    assert _refused(head)[0] == status

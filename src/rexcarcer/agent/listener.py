@@ -54,6 +54,7 @@ class Limits:
     auth_threads: int = 4  # store reads of the authorisation
     work_threads: int = 8  # jail verbs (up, exec, ...) in process
     uploads: int = 2  # build contexts (up to 1 GiB each) read at once
+    consoles: int = 8  # `rex console` sessions at once (a thread each while the shell runs)
 
 
 class _Watched(asyncio.Protocol):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import io
 import logging
 import os
 import shutil
@@ -211,12 +212,15 @@ class LocalServer:
         if op == "history":
             return [g.as_json() for g in svc.history(name)]
         if op == "cp-in":
-            svc.cp_in(name, _str(args, "dst"), body)
+            svc.cp_in(name, _str(args, "dst"), io.BytesIO(body))
             return None
         if op == "cp-out":
-            import base64
-
-            return base64.b64encode(svc.cp_out(name, _str(args, "src"))).decode()
+            stream = io.BufferedWriter(_DataFrames(send), buffer_size=DATA_FRAME)
+            svc.cp_out(name, _str(args, "src"), stream)
+            stream.flush()
+            return None
+        if op == "move":
+            return svc.move(name, _str(args, "to")).as_json()
         if op == "volumes":
             return [v.as_json() for v in svc.volumes()]
         if op == "volume-rm":
@@ -251,6 +255,27 @@ class LocalServer:
             yield replace(rexfile, origin=origin if isinstance(origin, str) else None)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+
+DATA_FRAME = 256 << 10  # bytes of a data frame: its base64 stays below wire.MAX_LINE
+
+
+class _DataFrames(io.RawIOBase):
+    """A stream the client receives as ``{"data": BASE64}`` frames (rex cp out)."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
+        super().__init__()
+        self.send = send
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any, /) -> int:  # a bytes-like object
+        import base64
+
+        payload = bytes(data)
+        self.send({"data": base64.b64encode(payload).decode()})
+        return len(payload)
 
 
 def _request(reader: wire.Reader) -> tuple[str, dict[str, Any], bytes] | None:

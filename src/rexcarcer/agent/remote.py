@@ -12,6 +12,21 @@ served by aiohttp on one asyncio event loop. The client is service/remote.py.
          200, one JSON object a line (chunked), as the command writes:
              {"out": LINE} ... then {"exit": STATUS} or {"error", "hint", "exit_code"}
              (STATUS as sh(1) has it: 128+N when signal N killed the command)
+    POST /v1/jails/JAIL/destroy?volumes=1  {"jail": {..., "kept": [VOLUME...]}}
+    POST /v1/jails/JAIL/rollback[?to=N]    {"jail": JailInfo}
+    GET  /v1/jails/JAIL/history            {"generations": [GenerationInfo...]}
+    GET  /v1/volumes                       {"volumes": [VolumeInfo...]}  (this host's)
+    POST /v1/jails/JAIL/volumes/VOL/rm     {"volume": "JAIL.VOL"}
+    POST /v1/jails/JAIL/volumes/VOL/snapshot[?label=L]   {"snapshot": LABEL}
+    POST /v1/jails/JAIL/cp-in?dst=PATH     body: a tar (Content-Length), unpacked
+                                           into the jail as it arrives (jailfs)
+    GET  /v1/jails/JAIL/cp-out?src=PATH    200: the tar in frames (service/frames.py)
+    GET  /v1/jails/JAIL/console?rows=R&cols=C   a websocket (agent/console.py)
+    POST /v1/jails/JAIL/move?to=HOST       this host moves its jail: {"jail": JailInfo}
+    POST /v1/incoming/JAIL/begin|abort     a jail moving here (engine/moving.py), from
+    POST /v1/incoming/JAIL/receive?part=P[&since=S]   the host whose jail it is only;
+    POST /v1/incoming/JAIL/commit?snapshot=S&revision=R[&osrelease=O]   receive's body: a zfs
+                                           stream, chunked, piped into zfs receive
          4xx/5xx {"error", "hint", "exit_code"}
 
 Every request, in this order: the client certificate (verified against the
@@ -66,15 +81,16 @@ import ssl
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import IO, Any, ParamSpec, TypeVar
 
 from aiohttp import web
 
-from rexcarcer.agent import apirequest
+from rexcarcer.agent import apirequest, streams
 from rexcarcer.agent.apirequest import Call, Op, Refused
+from rexcarcer.agent.console import Console
 from rexcarcer.agent.listener import Limits, Listener, listen
 from rexcarcer.buildctx import unpack
 from rexcarcer.cluster import AgentApiError, auth
@@ -84,7 +100,8 @@ from rexcarcer.errors import RexError
 from rexcarcer.model.jail import JailInfo
 from rexcarcer.names import check_jail_name
 from rexcarcer.run import OutputSink
-from rexcarcer.service.local import LocalService
+from rexcarcer.service import frames
+from rexcarcer.service.local import Incoming, LocalService
 from rexcarcer.state.base import Store
 
 log = logging.getLogger("rexcarcer.agent")
@@ -138,6 +155,56 @@ class Api:
         check_jail_name(name)
         return self.local.exec(name, argv, interactive=False, sink=sink)
 
+    def destroy(self, name: str, volumes: bool) -> dict[str, Any]:
+        kept = self.local.destroy(check_jail_name(name), volumes=volumes)
+        return {"name": name, "host": self.config.host, "destroyed": True, "kept": kept}
+
+    def rollback(self, name: str, to: str | None) -> dict[str, Any]:
+        return self.local.rollback(name, to=int(to) if to else None).as_json()
+
+    def history(self, name: str) -> list[dict[str, object]]:
+        return [g.as_json() for g in self.local.history(name)]
+
+    def volumes(self) -> list[dict[str, object]]:
+        return [v.as_json() for v in self.local.volumes()]
+
+    def volume(self, name: str, volume: str, verb: str, label: str | None) -> str:
+        if verb == "rm":
+            self.local.volume_rm(name, volume)
+            return f"{name}.{volume}"
+        return self.local.volume_snapshot(name, volume, label)
+
+    def cp_in(self, name: str, dst: str, stream: IO[bytes]) -> None:
+        self.local.cp_in(name, dst, stream)
+
+    def cp_out(self, name: str, src: str, out: IO[bytes]) -> None:
+        self.local.cp_out(name, src, out)
+
+    def console(self, name: str, tty: int) -> int:
+        return self.local.console_on(name, tty)
+
+    def move(self, name: str, to: str) -> dict[str, Any]:
+        return self.local.move(name, to).as_json()
+
+    def incoming(self, who: str, call: Call) -> dict[str, Any]:
+        """begin, commit or abort of jail ``call.jail`` moving here from ``who``."""
+        if call.verb == "begin":
+            self.local.incoming_begin(who, call.jail)
+        elif call.verb == "abort":
+            self.local.incoming_abort(who, call.jail)
+        else:
+            snapshot, revision = call.param("snapshot"), call.param("revision")
+            assert snapshot is not None and revision is not None  # required by apirequest
+            info = self.local.incoming_commit(who, call.jail, snapshot, call.param("osrelease"),
+                                              int(revision))  # fmt: skip
+            return info.as_json()
+        return {"name": call.jail, "host": self.config.host, call.verb: True}
+
+    def incoming_part(self, who: str, call: Call) -> Incoming:
+        part = call.param("part")
+        assert part is not None  # required by apirequest
+        return self.local.incoming_part(who, call.jail, part, call.param("since"))
+
     def _work_dir(self) -> Path:
         d = self.config.root / "run" / "contexts"
         d.mkdir(parents=True, exist_ok=True)
@@ -181,6 +248,10 @@ class Handler:
         self.limits = limits
         self.auth = concurrent.futures.ThreadPoolExecutor(limits.auth_threads, "agent-api-auth")
         self.work = concurrent.futures.ThreadPoolExecutor(limits.work_threads, "agent-api-work")
+        # writes into the pipes of streamed bodies (they wait while a receive is slow)
+        self.pipes = concurrent.futures.ThreadPoolExecutor(limits.work_threads, "agent-api-pipe")
+        self.shells = concurrent.futures.ThreadPoolExecutor(limits.consoles, "agent-api-console")
+        self.consoles = Console(self.shells, limits.consoles)
         self.uploads: asyncio.Semaphore | None = None
 
     async def _blocking(
@@ -226,17 +297,103 @@ class Handler:
             return await self._exec(request, who, call)
         if call.op is Op.UP:
             return await self._up(request, who, call)
-        log.info("API: %s asks to %s jail %s", who, call.verb, call.jail)
-        return await self._verb(f"{call.verb} {call.jail}", who,
-                                lambda: self.api.lifecycle(call.jail, call.verb))  # fmt: skip
+        if call.op in _STREAMS:
+            return await _STREAMS[call.op](self, request, who, call)
+        if call.op is Op.INCOMING and call.verb == "receive":
+            return await self._receive(request, who, call)
+        what, key, fn = self._simple(call, who)
+        log.info("API: %s asks for %s", who, what)
+        return await self._verb(what, who, fn, key)
 
-    async def _verb(self, what: str, who: str, fn: Callable[[], dict[str, Any]]) -> web.Response:
+    def _simple(self, call: Call, who: str) -> tuple[str, str, Callable[[], Any]]:
+        """(what, answer key, the work) of the calls answered with one JSON object."""
+        api, jail = self.api, call.jail
+        if call.op is Op.LIFECYCLE and call.verb == "destroy":
+            volumes = call.param("volumes") == "1"
+            return f"destroy {jail}", "jail", lambda: api.destroy(jail, volumes)
+        if call.op is Op.LIFECYCLE:
+            return f"{call.verb} {jail}", "jail", lambda: api.lifecycle(jail, call.verb)
+        if call.op is Op.ROLLBACK:
+            return f"rollback {jail}", "jail", lambda: api.rollback(jail, call.param("to"))
+        if call.op is Op.HISTORY:
+            return f"history {jail}", "generations", lambda: api.history(jail)
+        if call.op is Op.VOLUMES:
+            return "volume ls", "volumes", api.volumes
+        if call.op is Op.VOLUME:
+            key = "volume" if call.verb == "rm" else "snapshot"
+            label = call.param("label")
+            return (f"volume {call.verb} {jail}.{call.volume}", key,
+                    lambda: api.volume(jail, call.volume, call.verb, label))  # fmt: skip
+        if call.op is Op.MOVE:
+            to = call.param("to") or ""
+            return f"move {jail} to {to}", "jail", lambda: api.move(jail, to)
+        assert call.op is Op.INCOMING
+        return f"{call.verb} of incoming jail {jail}", "jail", lambda: api.incoming(who, call)
+
+    async def _verb(
+        self, what: str, who: str, fn: Callable[[], Any], key: str = "jail"
+    ) -> web.Response:
         try:
             info = await self._blocking(self.work, fn)
         except RexError as exc:
             log.warning("API: %s for %s failed: %s", what, who, exc)
             return _json(422, _error_body(exc))
-        return _json(200, {"jail": info})
+        return _json(200, {key: info})
+
+    async def _cp_in(self, request: web.BaseRequest, who: str, call: Call) -> web.Response:
+        dst = call.param("dst") or "/"
+        log.info("API: %s copies %d bytes into %s:%s", who, call.body, call.jail, dst)
+        try:
+            await streams.pipe_body(request, call, self.limits, self.work, self.pipes,
+                                    lambda s: self.api.cp_in(call.jail, dst, s))  # fmt: skip
+        except RexError as exc:
+            log.warning("API: cp into %s for %s failed: %s", call.jail, who, exc)
+            return _json(422, _error_body(exc))
+        return _json(200, {"jail": {"name": call.jail, "copied": True}})
+
+    async def _cp_out(self, request: web.BaseRequest, who: str, call: Call) -> web.StreamResponse:
+        src = call.param("src") or "/"
+        log.info("API: %s copies %s:%s out", who, call.jail, src)
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/octet-stream"})
+        await resp.prepare(request)
+        loop = asyncio.get_running_loop()
+
+        def copy() -> None:
+            out = streams.buffered(streams.FrameWriter(resp, loop, self.limits))
+            self.api.cp_out(call.jail, src, out)
+            out.flush()
+
+        try:
+            await self._blocking(self.work, copy)
+            last = frames.frame(frames.END)
+        except RexError as exc:
+            log.warning("API: cp out of %s for %s failed: %s", call.jail, who, exc)
+            last = frames.frame(frames.ERROR, json.dumps(_error_body(exc)).encode())
+        try:
+            await resp.write(last)
+            await resp.write_eof()
+        except ConnectionError as exc:
+            log.info("API: %s left during its copy out of %s: %s", who, call.jail, exc)
+        return resp
+
+    async def _receive(self, request: web.BaseRequest, who: str, call: Call) -> web.Response:
+        """One zfs stream of a jail moving here: checked, then piped into zfs receive."""
+        try:
+            incoming = await self._blocking(self.work, self.api.incoming_part, who, call)
+        except RexError as exc:
+            log.warning("API: %s may not send %s here: %s", who, call.jail, exc)
+            return _json(422, _error_body(exc))
+        log.info("API: %s sends the %s of jail %s", who, call.param("part"), call.jail)
+        try:
+            await streams.pipe_body(request, call, self.limits, self.work, self.pipes,
+                                    incoming.receive)  # fmt: skip
+        except RexError as exc:
+            log.warning("API: receiving %s from %s failed: %s", call.jail, who, exc)
+            return _json(422, _error_body(exc))
+        return _json(200, {"jail": {"name": call.jail, "part": call.param("part")}})
+
+    async def _console(self, request: web.BaseRequest, who: str, call: Call) -> web.StreamResponse:
+        return await self.consoles.serve(request, call, who, self.api.console)
 
     async def _body(self, request: web.BaseRequest, size: int) -> bytes:
         chunks: list[bytes] = []
@@ -293,8 +450,14 @@ class Handler:
         return resp
 
     def close(self) -> None:
-        self.auth.shutdown(wait=False, cancel_futures=True)
-        self.work.shutdown(wait=False, cancel_futures=True)
+        for pool in (self.auth, self.work, self.pipes, self.shells):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+_STREAMS: dict[Op, Callable[[Handler, web.BaseRequest, str, Call], Awaitable[web.StreamResponse]]]
+_STREAMS = {
+    Op.CP_IN: Handler._cp_in, Op.CP_OUT: Handler._cp_out, Op.CONSOLE: Handler._console,
+}  # fmt: skip
 
 
 def _json(status: int, body: dict[str, Any]) -> web.Response:

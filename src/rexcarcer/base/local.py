@@ -277,7 +277,7 @@ def jails_on_version(host: Host, info: BaseInfo) -> list[str]:
               if i.props.get("base") == info.id}  # fmt: skip
     sources = images | {info.snapshot}
     return sorted(d.name.split("/", 1)[1] for d in host.storage.datasets("jails")
-                  if d.origin in sources)  # fmt: skip
+                  if d.origin in sources and not d.props.get("moved"))  # fmt: skip
 
 
 def _url_base(ref: object) -> str | None:

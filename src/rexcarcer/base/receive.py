@@ -369,19 +369,36 @@ def check_head(head: bytes, expect: StreamHead, what: str) -> None:
 
 
 class Feeder:
-    """Reads the file once: hashes it, decompresses it, writes it into a pipe."""
+    """Reads the file once: hashes it, decompresses it, writes it into a pipe.
 
-    def __init__(self, src: IO[bytes], transfer: Transfer) -> None:
+    ``size``: read exactly that many bytes from where ``src`` stands (one part of
+    a larger file, as a jail export's streams are; ending early is an error);
+    ``decompress=False``: the bytes go into the pipe as they are."""
+
+    def __init__(
+        self, src: IO[bytes], transfer: Transfer, *, size: int | None = None,
+        decompress: bool = True,
+    ) -> None:  # fmt: skip
         self.src = src
         self.transfer = transfer
+        self.size = size
         self.hasher = hashlib.sha256()
-        self.chunks = bunzip(self._read())
+        self.chunks = bunzip(self._read()) if decompress else self._read()
         self.pending: list[bytes] = []
         self.written = 0
         self.error: BaseException | None = None
 
     def _read(self) -> Iterator[bytes]:
-        for chunk in iter(lambda: self.src.read(CHUNK), b""):
+        left = self.size
+        while left is None or left > 0:
+            chunk = self.src.read(CHUNK if left is None else min(CHUNK, left))
+            if not chunk:
+                if left:
+                    raise VerificationError(f"the stream ended {left} bytes early",
+                                            hint="the file was truncated")  # fmt: skip
+                return
+            if left is not None:
+                left -= len(chunk)
             self.hasher.update(chunk)
             self.transfer.advance(len(chunk))
             yield chunk

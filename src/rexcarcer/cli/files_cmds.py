@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
+from typing import IO
 
 import click
 
@@ -39,33 +40,42 @@ def cp(ctx: Ctx, src: str, dst: str) -> None:
 
     Paths in the jail are resolved as the jail sees them: no symlink in the jail
     makes rex read or write a file of the host. Links in the jail are copied as
-    links; devices and fifos are not copied."""
+    links; devices and fifos are not copied. For a jail on another host of the
+    cluster the files travel as a tar stream through that host's agent (mutual
+    TLS), unpacked or packed there the same way."""
     into, out_of = jail_side(dst), jail_side(src)
     if (into is None) == (out_of is None):
         raise UsageError("one side of rex cp is a jail path (NAME:/PATH), the other a local one",
                          hint=CP_HINT)  # fmt: skip
     svc = ctx.service()
     try:
-        if into is not None:
-            svc.cp_in(into[0], into[1], _pack(Path(src)))
-        else:
-            assert out_of is not None
-            _unpack(svc.cp_out(out_of[0], out_of[1]), Path(dst))
+        # the tar travels through a file (memory stays small, whatever the size)
+        with tempfile.TemporaryFile(prefix="rex-cp-") as tar:
+            if into is not None:
+                _pack(Path(src), tar)
+                tar.seek(0)
+                svc.cp_in(into[0], into[1], tar)
+            else:
+                assert out_of is not None
+                svc.cp_out(out_of[0], out_of[1], tar)
+                tar.seek(0)
+                _unpack(tar, Path(dst))
     finally:
         svc.close()
 
 
-def _pack(path: Path) -> bytes:
+def _pack(path: Path, out: IO[bytes]) -> None:
+    from rexcarcer.buildctx import add_tree
+
     if not path.exists() and not path.is_symlink():
         raise UsageError(f"{path} does not exist", hint=CP_HINT)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.add(path, arcname=path.resolve().name if path.name in ("", ".", "..") else path.name)
-    return buf.getvalue()
+    arc = path.resolve().name if path.name in ("", ".", "..") else path.name
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        add_tree(tar, path, arc)
 
 
-def _unpack(data: bytes, dst: Path) -> None:
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+def _unpack(data: IO[bytes], dst: Path) -> None:
+    with tarfile.open(fileobj=data, mode="r:") as tar:
         members = tar.getmembers()
         if not members:
             return
@@ -86,7 +96,10 @@ def _unpack(data: bytes, dst: Path) -> None:
 def console(ctx: Ctx, name: str) -> None:
     """An interactive login shell in jail NAME (as root, on this terminal).
 
-    Exits with the shell's status. For a jail on another host, run it there."""
+    Exits with the shell's status. For a jail on another host of the cluster
+    the shell runs there, on a terminal of its own joined to this one through
+    that host's agent (mutual TLS): keys, output and window resizes travel;
+    closing this terminal hangs the shell up."""
     svc = ctx.service()
     try:
         status = svc.console(name)

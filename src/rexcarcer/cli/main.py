@@ -50,7 +50,9 @@ def cli(
     20-27 OS, storage, runtime, state, address, build, path and capability errors;
     28-44 DNS, identity, logs, etcd, cluster, base-verification, firewall, limit and
     joining errors; 45 an update in place failed and was rolled back; 46-47 network
-    policy; 51 DEPENDS; 52 no host agent for HEALTHCHECK, RESTART, DEPENDS; 70 secrets.
+    policy; 50 an export cannot be written or read; 51 DEPENDS; 52 no host agent for
+    HEALTHCHECK, RESTART, DEPENDS; 53 an export refused (truncated, altered,
+    untrusted); 54 a move failed (the jail runs where it was); 70 secrets.
     """
     ctx.obj = Ctx(root=root, config_file=config_file, output=output, debug=debug)
     logging.basicConfig(
@@ -71,12 +73,14 @@ def _register() -> None:
         jail_cmds,
         log_cmds,
         secret_cmds,
+        transfer_cmds,
         trust_cmds,
     )  # fmt: skip
 
     jail_cmds.register(cli)
     gen_cmds.register(cli)
     files_cmds.register(cli)
+    transfer_cmds.register(cli)
     base_cmds.register(cli)
     host_cmds.register(cli)
     dns_cmds.register(cli)

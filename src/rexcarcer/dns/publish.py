@@ -171,11 +171,17 @@ class Publisher:
             self.store.commit([], [Delete(PREFIX + jail)])
 
     def withdraw(self, jail: str) -> None:
-        """Withdraw what ``jail`` published; a no-op when nothing is. When unbound is
-        down the store and the file are still updated (it starts from the file)."""
+        """Withdraw what ``jail`` published; a no-op when nothing is, or when
+        another host published it (the jail moved there: ``rex move``). When
+        unbound is down the store and the file are still updated (it starts
+        from the file)."""
         with self.lock():
             before = self._lines()
             if jail not in before:
+                return
+            entry = self.store.get(PREFIX + jail)
+            owner = entry.json().get("host") if entry is not None else None
+            if owner and self.host and owner != self.host:
                 return
             after = {k: v for k, v in before.items() if k != jail}
             self.store.commit([], [Delete(PREFIX + jail)])

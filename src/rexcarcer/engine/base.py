@@ -16,7 +16,7 @@ from typing import Protocol
 from rexcarcer.host import Host
 from rexcarcer.model.base import BaseInfo
 from rexcarcer.model.jail import JailRecord
-from rexcarcer.rexfile.ast import Base, Rexfile
+from rexcarcer.rexfile.ast import Base, IPInterface, Rexfile
 from rexcarcer.runtime.base import JailSpec, Secret
 
 
@@ -73,6 +73,14 @@ class NetPolicy(Protocol):
         """Refuse a definition whose ``IP`` or ``HOSTNAME`` jail ``name`` may not
         have on this host. Reads only: ``rex up`` and ``rex plan`` call it
         before anything changes."""
+        ...
+
+    def admit_arrival(
+        self, host: Host, name: str, ip: IPInterface | None, hostname: str | None
+    ) -> None:
+        """Refuse jail ``name`` arriving from another host (rex import, rex move)
+        with a fixed ``ip`` or a ``hostname`` of its own that a definition could
+        not give it here (None: none to check). Reads only."""
         ...
 
     def guard(self, host: Host) -> None:

@@ -18,7 +18,7 @@ from rexcarcer import ipam, jailfs
 from rexcarcer.engine import build as builder
 from rexcarcer.engine import volumes
 from rexcarcer.engine.base import Engine
-from rexcarcer.errors import Conflict, NotFound, NotSupported, UnsafePath
+from rexcarcer.errors import Conflict, NotFound, NotSupported, StorageError, UnsafePath
 from rexcarcer.model.health import Health
 from rexcarcer.model.jail import Desired, JailInfo, JailRecord, ServiceEntry, Status
 from rexcarcer.rexfile.ast import RestartPolicy, Rexfile
@@ -135,7 +135,7 @@ def _osrelease(eng: Engine, image: str) -> str | None:
 
 def spec_for(eng: Engine, rec: JailRecord) -> JailSpec:
     host = eng.host
-    osrelease = _osrelease(eng, rec.image)
+    osrelease = osrelease_of(eng, rec)
     return JailSpec(
         name=rec.name,
         root=host.storage.mountpoint(f"jails/{rec.name}"),
@@ -159,6 +159,16 @@ def open_secrets(eng: Engine, names: Sequence[str]) -> tuple[Secret, ...]:
     if eng.secrets is None:
         raise NotSupported("this rex has no secret store: SECRET cannot be used here")
     return eng.secrets.open(eng.host, names)
+
+
+def osrelease_of(eng: Engine, rec: JailRecord) -> str | None:
+    """The jail's osrelease (jail(8)): its image's; a jail received from another
+    host (rex import, rex move) has no image here and carries it on its dataset."""
+    storage = eng.host.storage
+    try:
+        return _osrelease(eng, rec.image)
+    except (StorageError, NotFound):
+        return storage.get_props(f"jails/{rec.name}").get("osrelease") or None
 
 
 def jail_files(eng: Engine, spec: JailSpec) -> list[tuple[str, bytes, int]]:
@@ -196,8 +206,16 @@ def start(eng: Engine, name: str) -> None:
 
 
 def start_locked(eng: Engine, name: str) -> None:
-    host = eng.host
     rec = require(eng, name)
+    start_record(eng, rec)
+    if not rec.wants_running:
+        records.put_jail(eng.host.store, rec.replace(desired=Desired.RUNNING))
+
+
+def start_record(eng: Engine, rec: JailRecord) -> None:
+    """Start the jail ``rec`` describes, whatever the store says (``rex move``
+    starts a jail on its new host before that host's record is its record)."""
+    host, name = eng.host, rec.name
     spec = dataclasses.replace(spec_for(eng, rec), secrets=open_secrets(eng, rec.secrets))
     if rec.volumes:
         spec = dataclasses.replace(spec, mounts=volumes.attach(host, rec, spec.root))
@@ -214,8 +232,6 @@ def start_locked(eng: Engine, name: str) -> None:
     except BaseException:
         stop_runtime(eng, rec)
         raise
-    if not rec.wants_running:
-        records.put_jail(host.store, rec.replace(desired=Desired.RUNNING))
 
 
 def stop(eng: Engine, name: str) -> None:
@@ -249,11 +265,12 @@ def exec_in(
     *,
     interactive: bool,
     on_output: OutputSink | None = None,
+    tty: int | None = None,
 ) -> Completed:
     rec = require(eng, name)
     env = jail_env(rec.env)
     return eng.host.runtime.exec(name, argv, env=env, interactive=interactive,
-                                 on_output=on_output)  # fmt: skip
+                                 on_output=on_output, tty=tty)  # fmt: skip
 
 
 def info(eng: Engine, name: str) -> JailInfo:

@@ -104,11 +104,14 @@ def list_volumes(host: Host, attached: dict[str, set[str]]) -> list[VolumeInfo]:
     out = []
     for ds in host.storage.datasets(KIND):
         jail, volume = str(ds.props.get("jail", "")), str(ds.props.get("volume", ""))
+        if not jail or not volume or ds.props.get("moved"):  # being received, or left by
+            continue  # a move away (rex import, rex move: engine/carry.py)
         size = ds.props.get("size")
         out.append(VolumeInfo(
             jail, volume, str(ds.props.get("path", "")), int(size) if size else None,
             host.storage.used(ds.name), volume in attached.get(jail, set()),
             tuple(s.partition("@")[2] for s in host.storage.snapshots(ds.name)),
+            host.config.host,
         ))  # fmt: skip
     return sorted(out, key=lambda v: (v.jail, v.name))
 
@@ -149,5 +152,5 @@ def of_jail(host: Host, jail: str) -> list[str]:
     return sorted(
         str(ds.props.get("volume"))
         for ds in host.storage.datasets(KIND)
-        if ds.props.get("jail") == jail
+        if ds.props.get("jail") == jail and not ds.props.get("moved")
     )

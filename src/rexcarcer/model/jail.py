@@ -309,11 +309,13 @@ class VolumeInfo:
     used: int
     attached: bool  # named by the jail's current definition
     snapshots: tuple[str, ...]
+    host: str = ""  # the host that keeps it
 
     def as_json(self) -> dict[str, object]:
         return {
             "jail": self.jail, "name": self.name, "path": self.path, "size": self.size,
             "used": self.used, "attached": self.attached, "snapshots": list(self.snapshots),
+            "host": self.host,
         }  # fmt: skip
 
     @classmethod
@@ -321,4 +323,22 @@ class VolumeInfo:
         size = d.get("size")
         return cls(str(d["jail"]), str(d["name"]), str(d["path"]),
                    int(size) if size is not None else None, int(d["used"]), bool(d["attached"]),
-                   tuple(str(s) for s in d.get("snapshots", ())))  # fmt: skip
+                   tuple(str(s) for s in d.get("snapshots", ())),
+                   str(d.get("host") or ""))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ExportInfo:
+    """What ``rex export`` wrote: the jail, the host, each part and its size."""
+
+    name: str
+    host: str
+    parts: tuple[tuple[str, int], ...]  # ("root" or a volume, bytes)
+
+    @property
+    def size(self) -> int:
+        return sum(n for _, n in self.parts)
+
+    def as_json(self) -> dict[str, object]:
+        return {"name": self.name, "host": self.host, "size": self.size,
+                "parts": [{"part": p, "size": n} for p, n in self.parts]}  # fmt: skip

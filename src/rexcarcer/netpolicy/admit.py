@@ -27,7 +27,7 @@ from rexcarcer.dns.records import check_hostname, check_zone
 from rexcarcer.host import Host
 from rexcarcer.netpolicy import AddressRefused, HostnameRefused
 from rexcarcer.netpolicy.facts import Address, NetFacts, Network, gather
-from rexcarcer.rexfile.ast import Rexfile
+from rexcarcer.rexfile.ast import IPInterface, Rexfile
 
 # RFC 1122 3.2.1.3 "this network" (Python's is_unspecified is 0.0.0.0 only)
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
@@ -99,15 +99,18 @@ def address_problem(
 
 
 def check_address(config: Config, facts: NetFacts, rexfile: Rexfile) -> None:
-    if rexfile.ip is None:
-        return
+    if rexfile.ip is not None:
+        _refuse_address(config, facts, rexfile.ip, rexfile.display)
+
+
+def _refuse_address(config: Config, facts: NetFacts, ip: IPInterface, what: str) -> None:
     problem = address_problem(
-        rexfile.ip.ip, subnet=config.subnet, gateway=config.host_address,
+        ip.ip, subnet=config.subnet, gateway=config.host_address,
         public=config.public_ips, facts=facts,
     )  # fmt: skip
     if problem is not None:
         raise AddressRefused(
-            f"{rexfile.display}: IP {rexfile.ip} is refused: {rexfile.ip.ip} {problem}",
+            f"{what}: IP {ip} is refused: {ip.ip} {problem}",
             hint=f"use an address of the jail subnet {config.subnet} or of a public range "
             "declared for jails (public_ips / REX_PUBLIC_IPS, e.g. 198.51.100.16/28@em0), "
             "or leave IP out so that rex assigns one",
@@ -115,12 +118,15 @@ def check_address(config: Config, facts: NetFacts, rexfile: Rexfile) -> None:
 
 
 def check_hostname_of(config: Config, rexfile: Rexfile, name: str) -> None:
-    if rexfile.hostname is None:
-        return
+    if rexfile.hostname is not None:
+        _refuse_hostname(config, rexfile.hostname, name, rexfile.display)
+
+
+def _refuse_hostname(config: Config, hostname: str, name: str, what: str) -> None:
     try:
-        check_hostname(rexfile.hostname, name, check_zone(config.zone))
+        check_hostname(hostname, name, check_zone(config.zone))
     except DnsError as exc:
-        raise HostnameRefused(f"{rexfile.display}: {exc.message}", hint=exc.hint) from exc
+        raise HostnameRefused(f"{what}: {exc.message}", hint=exc.hint) from exc
 
 
 def admit(host: Host, rexfile: Rexfile, name: str) -> None:
@@ -128,3 +134,15 @@ def admit(host: Host, rexfile: Rexfile, name: str) -> None:
     check_hostname_of(host.config, rexfile, name)
     if rexfile.ip is not None:
         check_address(host.config, gather(host), rexfile)
+
+
+def admit_arrival(host: Host, name: str, ip: IPInterface | None, hostname: str | None) -> None:
+    """Refuse jail ``name`` arriving from another host (rex import, rex move) whose
+    fixed IP or HOSTNAME a .rex file could not give it here; reads only. Its record
+    was written where it came from (another cluster, for an import) and is held to
+    this host's rules, as a definition run here is."""
+    what = f"jail {name}, arriving from another host"
+    if hostname is not None:
+        _refuse_hostname(host.config, hostname, name, what)
+    if ip is not None:
+        _refuse_address(host.config, gather(host), ip, what)

@@ -13,7 +13,7 @@ from rexcarcer.host import Host
 from rexcarcer.netpolicy import admit as admission
 from rexcarcer.netpolicy.facts import gather
 from rexcarcer.netpolicy.guard import build_ruleset, guard_for, unbound_ports
-from rexcarcer.rexfile.ast import Rexfile
+from rexcarcer.rexfile.ast import IPInterface, Rexfile
 
 log = logging.getLogger("rexcarcer.netpolicy")
 
@@ -32,6 +32,11 @@ class NetworkPolicy:
 
     def admit(self, host: Host, rexfile: Rexfile, name: str) -> None:
         admission.admit(host, rexfile, name)
+
+    def admit_arrival(
+        self, host: Host, name: str, ip: IPInterface | None, hostname: str | None
+    ) -> None:
+        admission.admit_arrival(host, name, ip, hostname)
 
     def ruleset(self, host: Host) -> Ruleset:
         """This host's whole ruleset, as the host, the store and the

@@ -82,28 +82,43 @@ def volume(line: Line, keyword: Token) -> Volume:
     return Volume(name.text, _path(line, path), size, keyword.pos)
 
 
-def _path(line: Line, tok: Token) -> str:
-    text = tok.text
+def path_problem(text: str) -> tuple[str, str] | None:
+    """(why, hint) when ``text`` cannot be a volume's path inside the jail, else
+    None; the normalised path is ``posixpath.normpath(text)``."""
     if not text.startswith("/"):
         example = "/" + text.lstrip("./")
-        raise line.error(tok, f"volume path {text!r} is not an absolute path inside the jail",
-                         hint=f"write it from the jail's root, e.g. {example}")  # fmt: skip
+        return (f"volume path {text!r} is not an absolute path inside the jail",
+                f"write it from the jail's root, e.g. {example}")  # fmt: skip
     if ".." in text.split("/"):
-        raise line.error(tok, f"volume path {text!r} contains '..'",
-                         hint="write the path without '..'")  # fmt: skip
+        return f"volume path {text!r} contains '..'", "write the path without '..'"
     if any(ch.isspace() or not ch.isprintable() for ch in text):
         # jail(8) splits a `mount` line on blanks (no fstab \040 decoding)
-        raise line.error(tok, f"volume path {text!r} contains a blank or control character",
-                         hint="choose a path without spaces")  # fmt: skip
+        return (f"volume path {text!r} contains a blank or control character",
+                "choose a path without spaces")  # fmt: skip
     norm = posixpath.normpath(text)
     if norm == "/":
-        raise line.error(tok, "a volume cannot be mounted on the jail's root",
-                         hint="mount it on a directory, e.g. /var/db/app")  # fmt: skip
+        return (
+            "a volume cannot be mounted on the jail's root",
+            "mount it on a directory, e.g. /var/db/app",
+        )
     for reserved in RESERVED:
         if norm == reserved or norm.startswith(reserved + "/"):
-            raise line.error(tok, f"volume path {text!r} is under {reserved}, which rex manages",
-                             hint="choose another directory")  # fmt: skip
-    return norm
+            return (
+                f"volume path {text!r} is under {reserved}, which rex manages",
+                "choose another directory",
+            )
+    return None
+
+
+def volume_name_ok(name: str) -> bool:
+    return _VOLUME_NAME.fullmatch(name) is not None
+
+
+def _path(line: Line, tok: Token) -> str:
+    problem = path_problem(tok.text)
+    if problem is not None:
+        raise line.error(tok, problem[0], hint=problem[1])
+    return posixpath.normpath(tok.text)
 
 
 def _size(line: Line, tok: Token) -> int:

@@ -140,9 +140,11 @@ class Runtime(Protocol):
         env: Mapping[str, str],
         interactive: bool = False,
         on_output: OutputSink | None = None,
+        tty: int | None = None,
         timeout: float | None = None,
     ) -> Completed:
-        """Run argv in the running jail, as root, with exactly ``env``.
+        """Run argv in the running jail, as root, with exactly ``env``; ``tty``: on
+        that terminal (a pseudo-terminal's subsidiary side), as its session.
         The exit status is returned, not raised; a command still running after
         ``timeout`` seconds is killed and raises ``CommandFailed``."""
         ...

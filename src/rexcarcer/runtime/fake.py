@@ -3,6 +3,7 @@ exec calls are recorded and answered by a handler (default: success)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,11 +68,14 @@ class FakeRuntime:
         env: Mapping[str, str],
         interactive: bool = False,
         on_output: OutputSink | None = None,
+        tty: int | None = None,
         timeout: float | None = None,
     ) -> Completed:
         if name not in self.running:
             raise RuntimeBackendError(f"jail {name} is not running")
         self.execs.append((name, tuple(argv)))
+        if tty is not None:
+            return Completed(tuple(argv), fake_shell(tty))
         return Completed(tuple(argv), self.handler(" ".join(argv)))
 
     def build_run(
@@ -98,3 +102,34 @@ class FakeRuntime:
 
     def usage(self, name: str) -> dict[str, int]:
         return dict(self.usages.get(name, {})) if name in self.running else {}
+
+
+def fake_shell(tty: int) -> int:
+    """A shell on a terminal, for the console's tests: it answers each line
+    (``size``: the terminal's rows and columns) until ``exit N``, or the hangup."""
+    import fcntl
+    import struct
+    import termios
+
+    os.write(tty, b"$ ")
+    buf = b""
+    while True:
+        try:
+            data = os.read(tty, 1024)
+        except OSError:  # EIO: the other side hung up
+            return 129
+        if not data:
+            return 129
+        buf += data
+        while b"\n" in buf:
+            line, _, buf = buf.partition(b"\n")
+            words = line.strip().split()
+            if words[:1] == [b"exit"]:
+                return int(words[1]) if len(words) > 1 else 0
+            if words == [b"size"]:
+                rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(tty, termios.TIOCGWINSZ,
+                                                                     bytes(8)))  # fmt: skip
+                os.write(tty, f"{rows} {cols}\r\n".encode())
+            else:
+                os.write(tty, b"said " + line.strip() + b"\r\n")
+            os.write(tty, b"$ ")

@@ -644,6 +644,7 @@ class LinuxRuntime:
         env: Mapping[str, str],
         interactive: bool = False,
         on_output: OutputSink | None = None,
+        tty: int | None = None,
         timeout: float | None = None,
     ) -> Completed:
         pid = self._running_pid(name)
@@ -653,7 +654,7 @@ class LinuxRuntime:
         procs = self.cgroups.procs_files(name) if self.cgroups is not None else []
         return self.runner.run(
             exec_argv(pid, argv), check=False, env=env, interactive=interactive,
-            on_output=on_output, timeout=timeout, cgroups=procs,
+            on_output=on_output, tty=tty, timeout=timeout, cgroups=procs,
             rlimits=rlimits_for(self._limits(name)),
         )  # fmt: skip
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import IO, Protocol
 
-from rexcarcer.model.jail import GenerationInfo, JailInfo, VolumeInfo
+from rexcarcer.model.jail import ExportInfo, GenerationInfo, JailInfo, VolumeInfo
 from rexcarcer.model.plan import Action
 from rexcarcer.rexfile.ast import Rexfile
 from rexcarcer.run import OutputSink
@@ -56,17 +56,32 @@ class JailService(Protocol):
 
     def ls(self) -> list[JailInfo]: ...
 
-    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
-        """Unpack ``tar`` (made by the client from host files) into the jail at
-        ``dst``, resolved inside the jail root."""
+    def cp_in(self, name: str, dst: str, tar: IO[bytes]) -> None:
+        """Unpack the tar stream ``tar`` (made by the client from host files) into
+        the jail at ``dst``, resolved inside the jail root, member by member."""
         ...
 
-    def cp_out(self, name: str, src: str) -> bytes:
-        """File or tree ``src`` of the jail as a tar (links kept as links)."""
+    def cp_out(self, name: str, src: str, out: IO[bytes]) -> None:
+        """Write file or tree ``src`` of the jail to ``out`` as a tar stream (links
+        kept as links)."""
         ...
 
     def console(self, name: str) -> int:
         """An interactive login shell in the jail, on this terminal; its exit status."""
+        ...
+
+    def export(self, name: str, out: IO[bytes]) -> ExportInfo:
+        """Write the jail (current generation, volumes, record) into ``out``, a
+        regular file, as an export signed by this host."""
+        ...
+
+    def import_(self, source: IO[bytes], *, name: str | None = None) -> JailInfo:
+        """Verify the export in ``source`` (a regular file) and make it a jail of
+        this host, as ``name`` or under the name it was exported with."""
+        ...
+
+    def move(self, name: str, to: str) -> JailInfo:
+        """Move the jail and its volumes to host ``to`` of the cluster."""
         ...
 
     def logs(self, name: str, *, lines: int | None, follow: bool, sink: OutputSink) -> None:

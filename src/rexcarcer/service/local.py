@@ -7,22 +7,27 @@ thread.
 
 from __future__ import annotations
 
+import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import dataclass
+from typing import IO
 
 from rexcarcer.engine import build as builder
 from rexcarcer.engine import jails, update
 from rexcarcer.engine import volumes as vol
 from rexcarcer.engine.base import Engine
+from rexcarcer.engine.moving import Target
 from rexcarcer.engine.plan import plan_up
 from rexcarcer.errors import AgentRequired, Conflict, NotFound, UnsafePath, UsageError
-from rexcarcer.model.jail import GenerationInfo, JailInfo, VolumeInfo
+from rexcarcer.model.jail import ExportInfo, GenerationInfo, JailInfo, VolumeInfo
 from rexcarcer.model.plan import Action
 from rexcarcer.names import check_jail_name
 from rexcarcer.rexfile.ast import Rexfile
 from rexcarcer.run import OutputSink, exit_status
 from rexcarcer.state import records
+
+CONSOLE = ["/bin/sh", "-l"]
 
 
 def _require_agent(eng: Engine, rexfile: Rexfile) -> None:
@@ -47,8 +52,13 @@ def _require_agent(eng: Engine, rexfile: Rexfile) -> None:
 
 
 class LocalService:
-    def __init__(self, open_engine: Callable[[], Engine]) -> None:
+    def __init__(
+        self,
+        open_engine: Callable[[], Engine],
+        targets: Callable[[Engine, str], Target] | None = None,
+    ) -> None:
         self.open_engine = open_engine
+        self.targets = targets  # where `rex move` sends jails (None: the hosts' agents)
 
     @contextmanager
     def engine(self) -> Iterator[Engine]:
@@ -144,45 +154,122 @@ class LocalService:
                                  on_output=sink)  # fmt: skip
             return exit_status(done.returncode)
 
-    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
-        import shutil
-        import tempfile
-
+    def cp_in(self, name: str, dst: str, tar: IO[bytes]) -> None:
         from rexcarcer import jailfs
-        from rexcarcer.buildctx import unpack_files
 
         with self.engine() as eng:
             rec = jails.require(eng, check_jail_name(name))
             root = eng.host.storage.mountpoint(f"jails/{rec.name}")
-            work = Path(tempfile.mkdtemp(prefix="cp-", dir=eng.host.config.root))
             try:
-                for src in unpack_files(tar, work):
-                    # as cp(1): into DST when it is a directory (or ends in /), else as DST
-                    into = dst.endswith("/") or jailfs.is_dir(root, dst)
-                    jailfs.copy_into(root, src, f"{dst.rstrip('/')}/{src.name}" if into else dst)
-            except OSError as exc:
+                jailfs.import_tar(root, dst, tar)
+            except (OSError, tarfile.TarError) as exc:
                 raise UnsafePath(f"cannot copy into {name}:{dst}: {exc}") from exc
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
 
-    def cp_out(self, name: str, src: str) -> bytes:
-        import io
-
+    def cp_out(self, name: str, src: str, out: IO[bytes]) -> None:
         from rexcarcer import jailfs
 
         with self.engine() as eng:
             rec = jails.require(eng, check_jail_name(name))
             root = eng.host.storage.mountpoint(f"jails/{rec.name}")
-            buf = io.BytesIO()
             try:
-                jailfs.export_tar(root, src, buf)
+                jailfs.export_tar(root, src, out)
             except OSError as exc:
                 raise NotFound(f"cannot read {name}:{src}: {exc.strerror or exc}",
                                hint="the path is read as the jail sees it") from exc  # fmt: skip
-            return buf.getvalue()
 
     def console(self, name: str) -> int:
-        return self.exec(name, ["/bin/sh", "-l"], interactive=True, sink=None)
+        return self.exec(name, CONSOLE, interactive=True, sink=None)
+
+    def console_on(self, name: str, tty: int) -> int:
+        """A login shell in the jail on terminal ``tty`` (the agent's side of a
+        console through its API); its exit status."""
+        with self.engine() as eng:
+            done = jails.exec_in(eng, check_jail_name(name), CONSOLE, interactive=False, tty=tty)
+            return exit_status(done.returncode)
+
+    def export(self, name: str, out: IO[bytes]) -> ExportInfo:
+        from rexcarcer.service import jailfile
+
+        with self.engine() as eng:
+            made = jailfile.export(eng, name, out)
+            return ExportInfo(name, made.host, tuple((p.part, p.size) for p in made.parts))
+
+    def import_(self, source: IO[bytes], *, name: str | None = None) -> JailInfo:
+        from rexcarcer.service import jailfile
+
+        with self.engine() as eng:
+            return jailfile.import_(eng, source, name)
+
+    def move(self, name: str, to: str) -> JailInfo:
+        from rexcarcer.engine import moving
+
+        check_jail_name(name)
+        with self.engine() as eng:
+            config = eng.host.config
+            if not config.etcd:
+                raise UsageError(
+                    "rex move moves jails between the hosts of a cluster; this host is in none",
+                    hint="`rex export NAME FILE` here, then `rex import FILE` on the other host",
+                )
+            info = moving.move(eng, name, self._target(eng, to))
+            _refresh_crl(eng)
+            return info
+
+    def _target(self, eng: Engine, to: str) -> Target:
+        from rexcarcer.cluster import ClusterError, membership
+
+        hosts = {h.name: h for h in membership.list_hosts(eng.host.store)}
+        if to not in hosts:
+            known = ", ".join(sorted(hosts)) or "none"
+            raise NotFound(f"no host {to!r} in the cluster",
+                           hint=f"hosts: {known} (`rex hosts` lists them)")  # fmt: skip
+        if not hosts[to].alive and to != eng.host.config.host:
+            raise ClusterError(f"host {to!r} is down (its agent does not renew its lease)",
+                               hint=f"start `rex agent` on {to}, or move it elsewhere")  # fmt: skip
+        if self.targets is None:
+            from rexcarcer.service.remote import RemoteTarget
+
+            return RemoteTarget(eng.host.config, eng.host.store, to, eng.host.progress)
+        return self.targets(eng, to)
+
+    # -- a jail moving here (the agent's API calls these for the host moving it) ----------
+
+    def incoming_begin(self, caller: str, name: str) -> None:
+        from rexcarcer.engine import moving
+        from rexcarcer.service.jailfile import host_ranges
+
+        with self.engine() as eng:
+            moving.accept_begin(eng, caller, check_jail_name(name), host_ranges(eng.host.config))
+
+    def incoming_part(self, caller: str, name: str, part: str, since: str | None) -> Incoming:
+        """Check that ``caller`` may send this part here, before its stream is read;
+        the receive then runs on the returned engine (closed by ``Incoming``)."""
+        from rexcarcer.engine import moving
+
+        eng = self.open_engine()
+        try:
+            temp = moving.accept_part(eng, caller, check_jail_name(name), part, since)
+        except BaseException:
+            eng.close()
+            raise
+        return Incoming(eng, temp)
+
+    def incoming_commit(
+        self, caller: str, name: str, label: str, osrelease: str | None, revision: int
+    ) -> JailInfo:
+        from rexcarcer.engine import moving
+        from rexcarcer.service.jailfile import host_ranges
+
+        with self.engine() as eng:
+            return moving.accept_commit(eng, caller, check_jail_name(name), label=label,
+                                        osrelease=osrelease, revision=revision,
+                                        ranges=host_ranges(eng.host.config))  # fmt: skip
+
+    def incoming_abort(self, caller: str, name: str) -> None:
+        from rexcarcer.engine import moving
+
+        with self.engine() as eng:
+            moving.accept_abort(eng, caller, check_jail_name(name))
 
     def ls(self) -> list[JailInfo]:
         with self.engine() as eng:
@@ -218,3 +305,33 @@ class LocalService:
 
     def close(self) -> None:
         pass
+
+
+@dataclass
+class Incoming:
+    """A stream of a moving jail, checked, to be received into ``temp``."""
+
+    engine: Engine
+    temp: str
+
+    def receive(self, stream: IO[bytes]) -> None:
+        try:
+            self.engine.host.storage.receive(self.temp, stream)
+        finally:
+            self.engine.close()
+
+
+def _refresh_crl(eng: Engine) -> None:
+    """The jail's certificate here was superseded by the one its new host issued:
+    this host's jail CRL lists it from now on."""
+    from rexcarcer.errors import RexError
+
+    try:
+        from rexcarcer.pki import ca, jailca
+        from rexcarcer.pki.hook import jail_ca_paths, refresh_crl
+
+        paths = jail_ca_paths(eng.host)
+        if paths.exists():
+            refresh_crl(eng.host, jailca.load(paths), ca.utcnow())
+    except RexError as exc:
+        eng.host.progress.step(f"cannot refresh this host's jail CRL: {exc.message}")

@@ -15,16 +15,17 @@ Answers: 200 ``{"jail": JailInfo}`` (exec: one JSON object a line,
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 from rexcarcer.buildctx import pack
 from rexcarcer.cluster import AgentApiError, RemoteError, model
 from rexcarcer.cluster.tls import TlsFiles
 from rexcarcer.config import Config
 from rexcarcer.errors import UsageError
-from rexcarcer.model.jail import GenerationInfo, JailInfo, VolumeInfo
+from rexcarcer.model.jail import ExportInfo, GenerationInfo, JailInfo, VolumeInfo
 from rexcarcer.model.plan import Action
+from rexcarcer.progress import Progress
 from rexcarcer.rexfile.ast import Rexfile
 from rexcarcer.run import OutputSink
 from rexcarcer.state.base import Store
@@ -68,8 +69,8 @@ def credentials(config: Config, store: Store) -> TlsFiles:
     return keep_sealing_key(config, store, lambda: tls.ensure(config, address, store=store))
 
 
-class RemoteService:
-    """Jail verbs on host ``host``; the others are answered where the jail runs."""
+class Agent:
+    """Another host's agent, through this host's credentials."""
 
     def __init__(self, config: Config, store: Store, host: str) -> None:
         self.host = host
@@ -82,18 +83,26 @@ class RemoteService:
         timeout = httpx.Timeout(TIMEOUT, read=read)
         return httpx.Client(verify=self.files.client_context(), timeout=timeout)
 
-    def _post(self, path: str, **kw: Any) -> dict[str, Any]:
+    def _request(self, method: str, path: str, key: str = "jail", **kw: Any) -> Any:
         import httpx
 
         try:
             with self._client(BUILD_TIMEOUT) as http:
-                answer = http.post(f"{self.url}{path}", **kw)
+                answer = http.request(method, f"{self.url}{path}", **kw)
         except httpx.HTTPError as exc:
             raise AgentApiError(
                 f"cannot reach host {self.host}'s agent at {self.url}: {exc}",
                 hint="check that `rex agent` runs there and that both hosts share the cluster CA",
             ) from exc
-        return result(self.host, answer.status_code, answer.content)
+        return result(self.host, answer.status_code, answer.content, key)
+
+    def _post(self, path: str, **kw: Any) -> dict[str, Any]:
+        found: dict[str, Any] = self._request("POST", path, **kw)
+        return found
+
+
+class RemoteService(Agent):
+    """Jail verbs on host ``host``; the others are answered where the jail runs."""
 
     def up(self, rexfile: Rexfile, name: str, *, on_host: str | None = None) -> JailInfo:
         assert rexfile.path is not None
@@ -116,25 +125,28 @@ class RemoteService:
         return JailInfo.from_json(self._post(f"/v1/jails/{name}/restart"))
 
     def destroy(self, name: str, *, volumes: bool = False) -> list[str]:
-        if volumes:
-            raise self._on_host("destroy --volumes", name)
-        self._post(f"/v1/jails/{name}/destroy")
-        return []  # the other host's `rex volume ls` lists what it kept
+        params = {"volumes": "1"} if volumes else {}
+        done = self._post(f"/v1/jails/{name}/destroy", params=params)
+        return [str(v) for v in done.get("kept", [])]
 
     def rollback(self, name: str, *, to: int | None = None) -> JailInfo:
-        raise self._on_host("rollback", name)
+        params = {"to": str(to)} if to is not None else {}
+        return JailInfo.from_json(self._post(f"/v1/jails/{name}/rollback", params=params))
 
     def history(self, name: str) -> list[GenerationInfo]:
-        raise self._on_host("history", name)
+        found = self._request("GET", f"/v1/jails/{name}/history", "generations")
+        return [GenerationInfo.from_json(g) for g in found]
 
     def volumes(self) -> list[VolumeInfo]:
-        raise self._elsewhere("volume ls")
+        return [VolumeInfo.from_json(v) for v in self._request("GET", "/v1/volumes", "volumes")]
 
     def volume_rm(self, jail: str, volume: str) -> None:
-        raise self._on_host("volume rm", jail)
+        self._request("POST", f"/v1/jails/{jail}/volumes/{volume}/rm", "volume")
 
     def volume_snapshot(self, jail: str, volume: str, label: str | None) -> str:
-        raise self._on_host("volume snapshot", jail)
+        params = {"label": label} if label else {}
+        path = f"/v1/jails/{jail}/volumes/{volume}/snapshot"
+        return str(self._request("POST", path, "snapshot", params=params))
 
     def _on_host(self, verb: str, name: str) -> UsageError:
         return UsageError(f"jail {name} runs on host {self.host}",
@@ -144,7 +156,7 @@ class RemoteService:
         self, name: str, argv: Sequence[str], *, interactive: bool, sink: OutputSink | None
     ) -> int:
         """Output (stdout and stderr merged, line by line) to ``sink`` as it comes;
-        no terminal or standard input travels."""
+        no terminal or standard input travels (``rex console`` has both)."""
         import httpx
 
         out = sink or _stdout
@@ -178,14 +190,45 @@ class RemoteService:
             hint=f"run the command on {self.host} to see what happens",
         )
 
-    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
-        raise self._on_host("cp", name)
+    def cp_in(self, name: str, dst: str, tar: IO[bytes]) -> None:
+        size = _size(tar)
+        headers = {"Content-Length": str(size), "Content-Type": "application/x-tar"}
+        self._post(f"/v1/jails/{name}/cp-in", params={"dst": dst},
+                   content=_chunks(tar, size), headers=headers)  # fmt: skip
 
-    def cp_out(self, name: str, src: str) -> bytes:
-        raise self._on_host("cp", name)
+    def cp_out(self, name: str, src: str, out: IO[bytes]) -> None:
+        """The tar arrives in frames (frames.py): data, then the end, or an error."""
+        import httpx
+
+        from rexcarcer.service import frames
+
+        try:
+            with (
+                self._client(None) as http,
+                http.stream("GET", f"{self.url}/v1/jails/{name}/cp-out",
+                            params={"src": src}) as answer,
+            ):  # fmt: skip
+                if answer.status_code != 200:
+                    result(self.host, answer.status_code, answer.read())
+                frames.read(answer.iter_raw(), out, self.host)
+        except httpx.HTTPError as exc:
+            raise AgentApiError(f"lost host {self.host}'s agent while copying {name}:{src}: "
+                                f"{exc}", hint="copy again") from exc  # fmt: skip
 
     def console(self, name: str) -> int:
-        raise self._on_host("console", name)
+        from rexcarcer.service.console import run_console
+
+        return run_console(f"{self.url}/v1/jails/{name}/console",
+                           self.files.client_context(), self.host)  # fmt: skip
+
+    def export(self, name: str, out: IO[bytes]) -> ExportInfo:
+        raise self._on_host("export", name)
+
+    def import_(self, source: IO[bytes], *, name: str | None = None) -> JailInfo:
+        raise self._elsewhere("import")
+
+    def move(self, name: str, to: str) -> JailInfo:
+        return JailInfo.from_json(self._post(f"/v1/jails/{name}/move", params={"to": to}))
 
     def ls(self) -> list[JailInfo]:
         raise self._elsewhere("ls")
@@ -203,6 +246,32 @@ class RemoteService:
         pass
 
 
+CHUNK = 1 << 20
+
+
+def _size(stream: IO[bytes]) -> int:
+    try:
+        here = stream.tell()
+        size = stream.seek(0, 2) - here
+        stream.seek(here)
+    except (OSError, ValueError) as exc:
+        raise UsageError("what is copied to another host must be a file") from exc
+    return size
+
+
+def _chunks(stream: IO[bytes], size: int | None = None) -> Iterator[bytes]:
+    """``stream`` in chunks (``size`` bytes, or to its end): an httpx body sent as
+    it is read, never held whole."""
+    left = size
+    while left is None or left > 0:
+        data = stream.read(CHUNK if left is None else min(CHUNK, left))
+        if not data:
+            return
+        if left is not None:
+            left -= len(data)
+        yield data
+
+
 def _stdout(line: str) -> None:
     import sys
 
@@ -210,18 +279,58 @@ def _stdout(line: str) -> None:
     sys.stdout.flush()
 
 
-def result(host: str, status: int, content: bytes) -> dict[str, Any]:
-    """The jail of a 200 answer, or the remote error raised with its exit code."""
+def result(host: str, status: int, content: bytes, key: str = "jail") -> Any:
+    """The ``key`` of a 200 answer (the jail, by default), or the remote error
+    raised with its exit code."""
     try:
         data: dict[str, Any] = json.loads(content)
     except ValueError as exc:
         raise AgentApiError(f"host {host}'s agent answered {status} without JSON") from exc
-    if status == 200 and isinstance(data.get("jail"), dict):
-        jail: dict[str, Any] = data["jail"]
-        return jail
+    if status == 200 and isinstance(data, dict) and key in data:
+        if key == "jail" and not isinstance(data[key], dict):
+            raise AgentApiError(f"host {host}'s agent answered a malformed jail")
+        return data[key]
     raise RemoteError(
         host,
         str(data.get("error", f"HTTP {status}")),
         hint=data.get("hint"),
         exit_code=int(data.get("exit_code") or AgentApiError.exit_code),
     )
+
+
+class RemoteTarget(Agent):
+    """The host a jail moves to, through its agent (engine/moving.py's
+    ``Target``); the streams travel chunked, as ``zfs send`` writes them."""
+
+    def __init__(self, config: Config, store: Store, host: str, progress: Progress) -> None:
+        super().__init__(config, store, host)
+        self.progress = progress
+
+    def begin(self, name: str) -> None:
+        self._post(f"/v1/incoming/{name}/begin")
+
+    def send(self, name: str, part: str, stream: IO[bytes], *, since: str | None) -> None:
+        from rexcarcer.base.progress import transfer_for
+
+        params = {"part": part, **({"since": since} if since else {})}
+        transfer = transfer_for(self.progress)
+        what = "the last changes of the" if since else "the"
+        transfer.start(f"sending {what} {part} to {self.host}", None)
+
+        def body() -> Iterator[bytes]:
+            for chunk in _chunks(stream):
+                transfer.advance(len(chunk))
+                yield chunk
+
+        try:
+            self._post(f"/v1/incoming/{name}/receive", params=params, content=body())
+        finally:
+            transfer.finish()
+
+    def commit(self, name: str, *, label: str, osrelease: str | None, revision: int) -> JailInfo:
+        params = {"snapshot": label, "revision": str(revision),
+                  **({"osrelease": osrelease} if osrelease else {})}  # fmt: skip
+        return JailInfo.from_json(self._post(f"/v1/incoming/{name}/commit", params=params))
+
+    def abort(self, name: str) -> None:
+        self._post(f"/v1/incoming/{name}/abort")

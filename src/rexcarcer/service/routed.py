@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import IO
 
 from rexcarcer.cluster import membership
 from rexcarcer.cluster.placement import Placement, place
-from rexcarcer.model.jail import GenerationInfo, JailInfo, VolumeInfo
+from rexcarcer.errors import RexError
+from rexcarcer.model.jail import ExportInfo, GenerationInfo, JailInfo, VolumeInfo
 from rexcarcer.model.plan import Action
 from rexcarcer.progress import Progress
 from rexcarcer.rexfile.ast import Rexfile
@@ -127,7 +129,18 @@ class RoutedService:
         return self._owner(name)[1].history(name)
 
     def volumes(self) -> list[VolumeInfo]:
-        return self.local.volumes()
+        """This host's volumes and every other live host's, through its agent (a
+        host that cannot answer is said so, and left out)."""
+        out = self.local.volumes()
+        with self.local.engine() as eng:
+            me, store = eng.host.config.host, eng.host.store
+            others = [h.name for h in membership.list_hosts(store) if h.alive and h.name != me]
+            for host in others:
+                try:
+                    out += self.remote(store, host).volumes()
+                except RexError as exc:
+                    self.progress.step(f"cannot list the volumes of host {host}: {exc.message}")
+        return sorted(out, key=lambda v: (v.jail, v.name, v.host))
 
     def volume_rm(self, jail: str, volume: str) -> None:
         self._owner(jail)[1].volume_rm(jail, volume)
@@ -141,14 +154,26 @@ class RoutedService:
         _, door = self._owner(name)
         return door.exec(name, argv, interactive=interactive and door is self.local, sink=sink)
 
-    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
+    def cp_in(self, name: str, dst: str, tar: IO[bytes]) -> None:
         self._owner(name)[1].cp_in(name, dst, tar)
 
-    def cp_out(self, name: str, src: str) -> bytes:
-        return self._owner(name)[1].cp_out(name, src)
+    def cp_out(self, name: str, src: str, out: IO[bytes]) -> None:
+        self._owner(name)[1].cp_out(name, src, out)
 
     def console(self, name: str) -> int:
         return self._owner(name)[1].console(name)
+
+    def export(self, name: str, out: IO[bytes]) -> ExportInfo:
+        return self._owner(name)[1].export(name, out)
+
+    def import_(self, source: IO[bytes], *, name: str | None = None) -> JailInfo:
+        return self.local.import_(source, name=name)
+
+    def move(self, name: str, to: str) -> JailInfo:
+        owner, door = self._owner(name)
+        if door is not self.local:
+            self.progress.step(f"Asking {owner} to move {name} to {to}")
+        return door.move(name, to)
 
     def ls(self) -> list[JailInfo]:
         return self.local.ls()

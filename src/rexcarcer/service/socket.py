@@ -12,16 +12,17 @@ and streams its output (no terminal, no standard input).
 
 from __future__ import annotations
 
+import base64
 import errno
 import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rexcarcer.buildctx import pack
 from rexcarcer.errors import UsageError
-from rexcarcer.model.jail import GenerationInfo, JailInfo, VolumeInfo
+from rexcarcer.model.jail import ExportInfo, GenerationInfo, JailInfo, VolumeInfo
 from rexcarcer.model.plan import Action
 from rexcarcer.progress import Progress
 from rexcarcer.rexfile.ast import Rexfile
@@ -76,7 +77,7 @@ class SocketService:
         self.direct = direct  # the in-process service, for exec as root (None: never)
 
     def _call(self, op: str, args: dict[str, Any], body: bytes = b"",
-              sink: OutputSink | None = None) -> Any:  # fmt: skip
+              sink: OutputSink | None = None, data: IO[bytes] | None = None) -> Any:  # fmt: skip
         sock = connect(self.path)
         if sock is None:
             raise wire.AgentError(f"the agent at {self.path} went away", hint="try again",
@@ -92,6 +93,8 @@ class SocketService:
                 elif "out" in frame:
                     if sink is not None:
                         sink(str(frame["out"]))
+                elif "data" in frame and data is not None:
+                    data.write(base64.b64decode(str(frame["data"])))
                 elif "result" in frame:
                     return frame["result"]
                 elif "error" in frame:
@@ -155,19 +158,46 @@ class SocketService:
             return self.direct().exec(name, argv, interactive=interactive, sink=sink)
         return int(self._call("exec", {"name": name, "argv": list(argv)}, sink=sink or _stdout))
 
-    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
-        self._call("cp-in", {"name": name, "dst": dst}, tar)
+    def _root(self) -> JailService | None:
+        """The in-process service when this process may use it (root)."""
+        return self.direct() if self.direct is not None and os.geteuid() == 0 else None
 
-    def cp_out(self, name: str, src: str) -> bytes:
-        import base64
+    def cp_in(self, name: str, dst: str, tar: IO[bytes]) -> None:
+        direct = self._root()
+        if direct is not None:  # streamed, in process
+            return direct.cp_in(name, dst, tar)
+        body = tar.read(wire.MAX_BODY + 1)
+        self._call("cp-in", {"name": name, "dst": dst}, body)
+        return None
 
-        return base64.b64decode(self._call("cp-out", {"name": name, "src": src}))
+    def cp_out(self, name: str, src: str, out: IO[bytes]) -> None:
+        direct = self._root()
+        if direct is not None:
+            return direct.cp_out(name, src, out)
+        self._call("cp-out", {"name": name, "src": src}, data=out)
+        return None
 
     def console(self, name: str) -> int:
-        if self.direct is None or os.geteuid() != 0:
+        direct = self._root()
+        if direct is None:
             raise UsageError("a console needs a terminal in the jail: run `rex console` as root",
                              hint="or use `rex exec NAME -- COMMAND`")  # fmt: skip
-        return self.direct().console(name)
+        return direct.console(name)
+
+    def export(self, name: str, out: IO[bytes]) -> ExportInfo:
+        return self._as_root("export").export(name, out)
+
+    def import_(self, source: IO[bytes], *, name: str | None = None) -> JailInfo:
+        return self._as_root("import").import_(source, name=name)
+
+    def _as_root(self, verb: str) -> JailService:
+        direct = self._root()
+        if direct is None:
+            raise UsageError(f"rex {verb} reads and writes ZFS streams: run it as root")
+        return direct
+
+    def move(self, name: str, to: str) -> JailInfo:
+        return JailInfo.from_json(self._call("move", {"name": name, "to": to}))
 
     def ls(self) -> list[JailInfo]:
         return [JailInfo.from_json(j) for j in self._call("ls", {})]

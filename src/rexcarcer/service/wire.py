@@ -11,6 +11,7 @@ The agent answers with JSON lines until the last one, ``result`` or ``error``::
     {"step": "Starting web"}            a progress step (``==>`` on the terminal)
     {"output": "line"}                  a build step's output
     {"out": "line"}                     exec and logs output
+    {"data": "BASE64"}                  bytes of a stream (rex cp out of a jail)
     {"result": ...}                     done
     {"error": {"message", "hint", "exit_code"}}
 

@@ -18,6 +18,7 @@ LAYOUT = ("bases", "images", "jails", "generations", "volumes")
 KNOWN_PROPS = (
     "jail", "version", "id", "origin", "osrelease", "base", "depth", "step", "parent",
     "created", "url", "digest", "signer", "complete", "size", "generation", "volume", "path",
+    "moved",
 )  # fmt: skip
 
 
@@ -123,6 +124,10 @@ class Storage(Protocol):
         """``zfs receive -u`` a stream into ``name``, left unmounted: a full stream
         makes the new dataset ``name``; an incremental one adds a snapshot to the
         existing ``name``, whose most recent snapshot must be the stream's source."""
+        ...
+
+    def mount(self, name: str) -> None:
+        """Mount a filesystem a receive left unmounted (at its inherited place)."""
         ...
 
     def rename(self, name: str, new: str) -> None:

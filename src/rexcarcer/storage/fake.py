@@ -1,12 +1,20 @@
 """An in-memory ZFS for unit tests: datasets are real directories under a
 scratch directory, snapshots are copies, clones copy their snapshot. Slow for
-big trees, exact in behaviour where the engine can tell."""
+big trees, exact in behaviour where the engine can tell.
+
+Its send streams are its own (``FAKE_STREAM``, a JSON line, then a tar of the
+snapshot's tree): they travel and are received as zfs(8) streams are, full or
+incremental, and are refused by the real driver (and it refuses zfs(8)'s).
+"""
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 import random
 import shutil
+import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +23,9 @@ from typing import IO
 from rexcarcer.errors import NotFound, StorageError
 from rexcarcer.storage import zfs
 from rexcarcer.storage.base import LAYOUT, Dataset, Snapshot
+
+FAKE_STREAM = b"rexcarcer-fake-zfs-stream 1\n"
+MAX_HEAD = 4096
 
 
 @dataclass
@@ -44,6 +55,7 @@ class FakeStorage:
         # made so far (clone, snapshot, set): what `rex plan` is checked against
         self.calls: list[list[str]] = []
         self.quotas: dict[str, int | None] = {}
+        self.unmounted: set[str] = set()  # received (zfs receive -u), not mounted yet
 
     def _dir(self, name: str) -> Path:
         return self.scratch / "mnt" / name
@@ -63,8 +75,8 @@ class FakeStorage:
         return self._dir(name)
 
     def mounted(self, name: str) -> bool:
-        # every filesystem of the fake is a directory, as if mounted
-        return name in self._ds
+        # every filesystem of the fake is a directory, as if mounted, but a receive's
+        return name in self._ds and name not in self.unmounted
 
     def create(self, name: str, *, props: Mapping[str, str] | None = None) -> Path:
         self._new(name, props, None)
@@ -139,6 +151,7 @@ class FakeStorage:
         for snap in own:
             self.destroy(snap)
         del self._ds[name]
+        self.unmounted.discard(name)
         shutil.rmtree(self._dir(name))
 
     def _props(self, name: str) -> dict[str, str]:
@@ -179,10 +192,53 @@ class FakeStorage:
         ]
 
     def send(self, snapshot: str, out: IO[bytes], *, since: str | None = None) -> None:
-        raise StorageError("the fake storage cannot send streams")
+        if snapshot not in self.snaps:
+            raise StorageError(f"cannot open '{self.parent}/{snapshot}': dataset does not exist")
+        if since is not None and (
+            since not in self.snaps or since.partition("@")[0] != snapshot.partition("@")[0]
+        ):
+            raise StorageError(f"incremental source {since} is not a snapshot of {snapshot}")
+        head = {"snapshot": snapshot.partition("@")[2], "guid": self.snap_meta[snapshot].guid,
+                "since": since.partition("@")[2] if since else None}  # fmt: skip
+        out.write(FAKE_STREAM + json.dumps(head).encode() + b"\n")
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(self.snaps[snapshot], arcname=".")
 
     def receive(self, name: str, stream: IO[bytes]) -> None:
-        raise StorageError("the fake storage cannot receive streams")
+        if stream.read(len(FAKE_STREAM)) != FAKE_STREAM:
+            raise StorageError(f"cannot receive into {name}: invalid stream (bad magic number)")
+        try:
+            head = json.loads(stream.readline(MAX_HEAD))
+            label, since, guid = str(head["snapshot"]), head.get("since"), int(head["guid"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"cannot receive into {name}: invalid stream header") from exc
+        if since is None:
+            self._new(name, None, None)
+        elif f"{name}@{since}" not in self.snaps:
+            raise StorageError(f"cannot receive incremental stream: {name}@{since} does not exist")
+        elif max(self.snapshots(name), key=lambda s: self.snap_meta[s].txg) != f"{name}@{since}":
+            # zfs(8): an incremental stream applies only onto the newest snapshot
+            raise StorageError(f"cannot receive incremental stream: most recent snapshot of "
+                               f"{name} does not match incremental source")  # fmt: skip
+        tree = self._dir(name)
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir(parents=True)
+        data = io.BytesIO(stream.read())
+        try:
+            with tarfile.open(fileobj=data, mode="r:") as tar:
+                tar.extractall(tree, filter="tar")
+        except (tarfile.TarError, OSError) as exc:
+            if since is None:
+                del self._ds[name]
+            raise StorageError(f"cannot receive into {name}: {exc}") from exc
+        self.snapshot(f"{name}@{label}")
+        self.snap_meta[f"{name}@{label}"].guid = guid  # a received snapshot keeps its identity
+        self.unmounted.add(name)
+
+    def mount(self, name: str) -> None:
+        if name not in self._ds:
+            raise NotFound(f"dataset {name} does not exist")
+        self.unmounted.discard(name)
 
     def rename(self, name: str, new: str) -> None:
         if not self.exists(name):
@@ -197,6 +253,9 @@ class FakeStorage:
             return
         self._new(new, self._ds[name].props, self._ds[name].origin)
         del self._ds[name]
+        if name in self.unmounted:
+            self.unmounted.discard(name)
+            self.unmounted.add(new)
         self._dir(new).parent.mkdir(parents=True, exist_ok=True)
         self._dir(name).rename(self._dir(new))
         for snap in self.snapshots(name):

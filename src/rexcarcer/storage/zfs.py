@@ -370,6 +370,11 @@ class ZfsStorage:
                 hint="is it a ZFS send stream?",
             )
 
+    def mount(self, name: str) -> None:
+        done = self._zfs("get", "-H", "-o", "value", "mounted", self.full(name))
+        if done.stdout.strip() != "yes":
+            self._zfs("mount", self.full(name))
+
     def rename(self, name: str, new: str) -> None:
         # zfs-fuse answers "dataset is busy" for a mounted filesystem (and has no
         # `rename -u`): unmount it, rename, mount it again.
