@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -52,6 +53,11 @@ SETTINGS = (
     ),
     Setting("runtime", "REX_RUNTIME", "jail runtime: freebsd or linux (default: from the OS)"),
     Setting("interface", "REX_INTERFACE", "host interface jail addresses live on"),
+    Setting(
+        "public_ips",
+        "REX_PUBLIC_IPS",
+        "public ranges for jails' fixed IPs, each CIDR@interface, comma-separated",
+    ),
     Setting("ca_bundle", "REX_CA_BUNDLE", "CA certificates (PEM) for https base downloads"),
     Setting("dns", "REX_DNS", "publish jails in DNS: auto (if unbound runs), on, off"),
     Setting("dns_forward", "REX_DNS_FORWARD", "rex's unbound forwards to these; unset: recurse"),
@@ -71,6 +77,15 @@ SETTINGS = (
 
 
 @dataclass(frozen=True, slots=True)
+class PublicRange:
+    """A public range a jail's fixed ``IP`` may come from, and the host interface
+    its alias goes on (``203.0.113.0/24@vtnet0``)."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     root: Path
     dataset: str
@@ -85,6 +100,7 @@ class Config:
     cluster_cidr: ipaddress.IPv4Network | ipaddress.IPv6Network | None
     runtime: PlatformKind  # the setting is called runtime (REX_RUNTIME)
     interface: str
+    public_ips: tuple[PublicRange, ...]
     ca_bundle: Path | None
     dns: str
     dns_forward: tuple[str, ...]
@@ -100,9 +116,16 @@ class Config:
     def db_path(self) -> Path:
         return self.root / "state.db"
 
+    def interface_for(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+        """The host interface a jail address lives on: its public range's, else
+        the jail interface (REX_INTERFACE)."""
+        for public in self.public_ips:
+            if address in public.network:
+                return public.interface
+        return self.interface
 
-def _defaults() -> dict[str, str]:
-    kind = detect()
+
+def _defaults(kind: PlatformKind) -> dict[str, str]:
     os_defaults = DEFAULTS[kind]
     return {
         "root": os_defaults["root"],
@@ -119,6 +142,7 @@ def _defaults() -> dict[str, str]:
         "host": socket.gethostname().split(".")[0] or "localhost",
         "runtime": str(kind),
         "interface": "rex0",
+        "public_ips": "",
         "dns": "auto",
         "dns_forward": "",
         "agent_socket": "",
@@ -126,12 +150,12 @@ def _defaults() -> dict[str, str]:
     }
 
 
-def _config_file(explicit: Path | None, root: str) -> Path | None:
+def _config_file(explicit: Path | None, root: str, kind: PlatformKind) -> Path | None:
     if explicit is not None:
         if not explicit.is_file():
             raise ConfigError(f"configuration file not found: {explicit}")
         return explicit
-    system = Path(DEFAULTS[detect()]["config_file"])
+    system = Path(DEFAULTS[kind]["config_file"])
     for candidate in (Path(root) / "rexcarcer.toml", system):
         try:
             if candidate.is_file():
@@ -165,12 +189,16 @@ def load_config(
     config_file: Path | None = None,
     root: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    platform: PlatformKind | None = None,
 ) -> Config:
-    """Merge defaults, the TOML file and the environment (``--root`` beats all)."""
+    """Merge defaults, the TOML file and the environment (``--root`` beats all).
+    ``platform``: the configuration as it would be on that OS (its defaults and
+    system file; the runtime is that OS's), for ``--platform`` dry runs."""
     env = os.environ if environ is None else environ
-    values = _defaults()
+    kind = platform or detect()
+    values = _defaults(kind)
     root_hint = str(root) if root else env.get("REX_ROOT", values["root"])
-    path = _config_file(config_file, root_hint)
+    path = _config_file(config_file, root_hint, kind)
     if path is not None:
         values.update(_read_toml(path))
     for setting in SETTINGS:
@@ -178,6 +206,8 @@ def load_config(
             values[setting.key] = env[setting.env]
     if root is not None:
         values["root"] = str(root)
+    if platform is not None:
+        values["runtime"] = str(platform)
     return _build(values, testing=env.get(TESTING) == "1")
 
 
@@ -223,6 +253,7 @@ def _build(v: dict[str, str], *, testing: bool = False) -> Config:
         cluster_cidr=_cluster_cidr(v["cluster_cidr"]),
         runtime=runtime,
         interface=v["interface"],
+        public_ips=_public_ips(v["public_ips"]),
         ca_bundle=Path(v["ca_bundle"]) if v.get("ca_bundle") else None,
         dns=_dns_mode(v["dns"]),
         dns_forward=_forwarders(v["dns_forward"]),
@@ -248,6 +279,27 @@ def _cluster_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | 
     net = _parse("cluster_cidr", text.strip(), lambda t: ipaddress.ip_network(t, strict=True))
     assert isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network)
     return net
+
+
+_IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,14}")
+
+
+def _public_ips(text: str) -> tuple[PublicRange, ...]:
+    """``CIDR@interface`` items, comma-separated (e.g. ``203.0.113.0/24@vtnet0``)."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        cidr, sep, iface = item.partition("@")
+        if not sep or not _IFNAME.fullmatch(iface):
+            raise ConfigError(
+                f"bad value for public_ips (REX_PUBLIC_IPS): {item!r}",
+                hint="each item is CIDR@interface, e.g. 203.0.113.0/24@vtnet0",
+            )
+        net = _parse("public_ips", cidr, lambda t: ipaddress.ip_network(t, strict=True))
+        assert isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network)
+        out.append(PublicRange(net, iface))
+    return tuple(out)
 
 
 def _dns_mode(text: str) -> str:

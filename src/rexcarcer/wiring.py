@@ -60,6 +60,27 @@ def open_host(config: Config, progress: Progress | None = None) -> Host:
     )
 
 
+def open_dry_host(config: Config, *, foreign: bool, progress: Progress | None = None) -> Host:
+    """A host for a dry run (``rex plan --platform``, ``rex host setup --dry-run``):
+    this machine's storage and state for reading, never a new state directory
+    (an empty in-memory store instead), and for another OS (``foreign``) a
+    platform whose runner runs nothing."""
+    from rexcarcer.run import NoRunner
+    from rexcarcer.state.memory import MemoryStore
+    from rexcarcer.storage.zfs import ZfsStorage, serial_lock_for
+
+    runner = SubprocessRunner()
+    store: Store = open_store(config) if config.db_path.exists() else MemoryStore()
+    return Host(
+        config=config,
+        runner=NoRunner() if foreign else runner,
+        storage=ZfsStorage(runner, config.dataset, serial_lock=serial_lock_for()),
+        platform=platform_for(config, NoRunner() if foreign else runner),
+        store=store,
+        progress=progress or QuietProgress(),
+    )
+
+
 def default_hooks(config: Config) -> list[JailHook]:
     """DNS records (when unbound answers, or REX_DNS=on), the jail's TLS identity,
     syslog forwarding; in this order (taken down in reverse)."""

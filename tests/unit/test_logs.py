@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -104,14 +105,15 @@ def test_argv_and_the_freebsd_rc_script(tmp_path: Path) -> None:
     script = collector.freebsd_rc_script(paths)
     assert script.startswith("#!/bin/sh\n") and 'rcvar="rexcarcer_logs_enable"' in script
     assert f'command_args="-f {paths.conf} -i {paths.pidfile}"' in script
-    assert collector.freebsd_steps()[0] == ("sysrc", "rexcarcer_logs_enable=YES")
 
 
-def test_proc_net_udp_parser_on_saved_output() -> None:
-    v4 = service.parse_proc_net_udp((DATA / "proc-net-udp.txt").read_text())
-    assert v4 == {("203.0.113.1", 514)}
-    v6 = service.parse_proc_net_udp((DATA / "proc-net-udp6.txt").read_text())
-    assert v6 == {("::1", 5514)}
+def test_bound_sees_this_process_udp_sockets_without_reading_proc() -> None:
+    # psutil, not /proc/PID/net/udp: FreeBSD mounts no procfs
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s4:
+        s4.bind(("127.0.0.1", 0))
+        port = s4.getsockname()[1]
+        assert service.bound(os.getpid(), "127.0.0.1", port)
+    assert not service.bound(os.getpid(), "127.0.0.1", port)
 
 
 def test_collector_pid_needs_the_pidfile_a_live_process_and_rex_config(tmp_path: Path) -> None:

@@ -10,20 +10,25 @@ step that fails, or a run that is killed mid-step, leaves a dataset without its
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rexcarcer import jailfs
+from rexcarcer import ipam, jailfs
 from rexcarcer.buildctx import content_digest, copy_sources
 from rexcarcer.errors import BuildError, RexError, UnsafePath
 from rexcarcer.host import Host
 from rexcarcer.model.base import BaseInfo
-from rexcarcer.rexfile.ast import Rexfile, Run, Step
-from rexcarcer.runtime.base import jail_env
+from rexcarcer.platform.base import jail_routes
+from rexcarcer.rexfile.ast import IPInterface, Rexfile, Run, Step
+from rexcarcer.runtime.base import BuildNet, build_env
 
 IMG = "img"
+# What holds a build step's address in IPAM: not a jail name (those are DNS
+# labels), so no jail can own or release it.
+BUILD_HOLDER = "_build-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +94,23 @@ def build(host: Host, rexfile: Rexfile, base: BaseInfo) -> str:
     return image_of(plans, base)
 
 
+def build_net(host: Host, key: str, address: IPInterface) -> BuildNet:
+    """A step's network: ``address`` of the jail subnet on the jails' interface."""
+    config = host.config
+    return BuildNet(name=BUILD_HOLDER + key, address=address,
+                    gateway=config.host_address, interface=config.interface,
+                    routes=jail_routes(config))  # fmt: skip
+
+
 def sweep_incomplete(host: Host) -> None:
-    """Destroy images a killed run left half-built (nobody holds their lock)."""
+    """Destroy images a killed run left half-built (nobody holds their lock),
+    and release the addresses its steps held."""
+    for addr, holder in ipam.taken(host.store).items():
+        if holder.startswith(BUILD_HOLDER):
+            # the step that holds it runs under its image's lock
+            with host.try_lock(f"image-{holder.removeprefix(BUILD_HOLDER)}") as got:
+                if got:
+                    ipam.release(host.store, ipaddress.ip_address(addr), holder)
     for ds in host.storage.datasets("images"):
         if ds.props.get("complete") == "1":
             continue
@@ -123,10 +143,17 @@ def step_commands(host: Host, rexfile: Rexfile, base: BaseInfo, plan: StepPlan) 
     out = [storage.clone_argv(plan.parent, plan.dataset, step_props(base, plan))]
     if isinstance(plan.step, Run):
         root = storage.mountpoint("images") / plan.key
-        out += host.runtime.build_commands(root, plan.step.command, jail_env(rexfile.env))
+        net = planned_net(host, plan.key)
+        out += host.runtime.build_commands(root, plan.step.command, build_env(rexfile.env), net)
     out.append(storage.snapshot_argv(plan.snapshot))
     out += storage.set_props_argvs(plan.dataset, {"complete": "1"})
     return out
+
+
+def planned_net(host: Host, key: str) -> BuildNet | None:
+    """The network ``rex plan`` shows for a step: the address free now."""
+    free = ipam.next_free(host.store, host.config.subnet)
+    return None if free is None else build_net(host, key, free)
 
 
 def _run_step(
@@ -137,7 +164,7 @@ def _run_step(
     root = storage.clone(plan.parent, plan.dataset, props=step_props(base, plan))
     try:
         if isinstance(plan.step, Run):
-            _run(host, rexfile, root, plan.step)
+            _run(host, rexfile, root, plan.step, plan.key)
         else:
             assert source is not None
             try:
@@ -160,13 +187,21 @@ def _run_step(
         raise
 
 
-def _run(host: Host, rexfile: Rexfile, root: Path, step: Run) -> None:
+def _run(host: Host, rexfile: Rexfile, root: Path, step: Run, key: str) -> None:
+    holder = BUILD_HOLDER + key
     try:
-        done = host.runtime.build_run(
-            root, step.command, env=jail_env(rexfile.env), on_output=host.progress.output
-        )
+        address = ipam.allocate(host.store, host.config.subnet, holder, host=host.config.host)
     except RexError as exc:
         raise BuildError(f"{_where(rexfile, step)}: {step.describe()}: {exc.message}") from exc
+    try:
+        done = host.runtime.build_run(
+            root, step.command, env=build_env(rexfile.env), on_output=host.progress.output,
+            network=build_net(host, key, address),
+        )  # fmt: skip
+    except RexError as exc:
+        raise BuildError(f"{_where(rexfile, step)}: {step.describe()}: {exc.message}") from exc
+    finally:
+        ipam.release(host.store, address.ip, holder)
     if done.returncode != 0:
         tail = "\n".join(done.stdout.splitlines()[-15:])
         raise BuildError(

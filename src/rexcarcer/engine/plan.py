@@ -18,9 +18,13 @@ from rexcarcer.engine.base import Engine
 from rexcarcer.errors import Conflict
 from rexcarcer.model.base import BaseInfo
 from rexcarcer.model.jail import JailRecord
-from rexcarcer.model.plan import Action, argvs
+from rexcarcer.model.plan import Action, FileWrite, argvs
 from rexcarcer.rexfile.ast import IPInterface, Rexfile, Run
-from rexcarcer.runtime.base import JailSpec
+from rexcarcer.runtime.base import HostFile, JailSpec
+
+# the port the jails' syslog is forwarded to (logs/collector.py LOG_PORT; the
+# engine imports no feature)
+LOG_PORT = 514
 
 
 def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
@@ -45,12 +49,36 @@ def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
     actions.append(Action("clone", f"clone the image to jails/{name}", argvs([clone])))
     root = host.storage.mountpoint("jails") / name
     spec = _spec(eng, new, root, base)
-    files = [f"write {inside} ({mode:04o}) in the jail" for inside, _, mode
-             in jails.jail_files(eng, spec)]  # fmt: skip
-    actions.append(Action("files", "write the jail's configuration files", notes=tuple(files)))
-    actions.append(Action("start", f"start jail {name} ({host.platform.kind} platform)",
-                          argvs(host.runtime.start_commands(spec))))  # fmt: skip
+    actions.append(Action("files", "write the jail's configuration files",
+                          notes=_file_notes(eng), files=jail_writes(eng, spec, new)))  # fmt: skip
+    actions.append(_start(eng, spec, f"start jail {name} ({host.platform.kind} platform)"))
     return actions
+
+
+def jail_writes(eng: Engine, spec: JailSpec, rec: JailRecord) -> tuple[FileWrite, ...]:
+    """The files rex writes into the jail's root at every start, with content."""
+    target = spec.gateway or eng.host.config.host_address
+    entries = [*jails.jail_files(eng, spec, rec.enable),
+               *eng.host.platform.syslog_files(target, LOG_PORT)]  # fmt: skip
+    return tuple(FileWrite(f"{spec.root}{inside}", mode, data.decode()) for inside, data, mode
+                 in entries)  # fmt: skip
+
+
+def _file_notes(eng: Engine) -> tuple[str, ...]:
+    return (
+        "/etc/ssl/rc/host.key (0600), host.crt, cluster.crt and the jail's trust store: "
+        "its identity from the cluster CA, issued at start when needed (not shown)",
+    )
+
+
+def host_writes(files: list[HostFile]) -> tuple[FileWrite, ...]:
+    return tuple(FileWrite(str(f.path), f.mode, f.content) for f in files)
+
+
+def _start(eng: Engine, spec: JailSpec, what: str) -> Action:
+    runtime = eng.host.runtime
+    return Action("start", what, argvs(runtime.start_commands(spec)),
+                  files=host_writes(runtime.start_files(spec)))  # fmt: skip
 
 
 def _existing(eng: Engine, rexfile: Rexfile, rec: JailRecord, image: str) -> list[Action]:
@@ -62,7 +90,9 @@ def _existing(eng: Engine, rexfile: Rexfile, rec: JailRecord, image: str) -> lis
     if jails.is_running(eng, rec.name):
         return [Action("none", f"jail {rec.name} is up to date and running; nothing to do")]
     spec = jails.spec_for(eng, rec)
-    return [Action("start", f"start jail {rec.name}", argvs(eng.host.runtime.start_commands(spec)))]
+    return [Action("files", "write the jail's configuration files", notes=_file_notes(eng),
+                   files=jail_writes(eng, spec, rec)),
+            _start(eng, spec, f"start jail {rec.name}")]  # fmt: skip
 
 
 def _address(eng: Engine, rexfile: Rexfile, name: str, actions: list[Action]) -> IPInterface:
@@ -84,7 +114,7 @@ def _spec(eng: Engine, rec: JailRecord, root: Path, base: BaseInfo) -> JailSpec:
     host = eng.host
     return JailSpec(
         name=rec.name, root=root, hostname=rec.hostname, address=rec.address,
-        interface=host.config.interface, gateway=host.config.host_address, env=rec.env,
+        interface=jails.interface_for(eng, rec), gateway=host.config.host_address, env=rec.env,
         osrelease=base.props.get("osrelease") or None,
     )  # fmt: skip
 
@@ -95,6 +125,10 @@ def _step_action(eng: Engine, rexfile: Rexfile, base: BaseInfo, plan: builder.St
     what = f"step {plan.index}: {plan.step.describe()}"
     if plan.cached:
         return Action("cached", f"{what} (cached as {full}/{plan.snapshot})")
-    notes = () if isinstance(plan.step, Run) else (f"copy {plan.step.src} to {plan.step.dst} "
-                                                    "inside the image",)  # fmt: skip
+    if isinstance(plan.step, Run):
+        root = host.storage.mountpoint("images") / plan.key
+        files = host_writes(host.runtime.build_files(root, builder.planned_net(host, plan.key)))
+        return Action("build", what, argvs(builder.step_commands(host, rexfile, base, plan)),
+                      files=files)  # fmt: skip
+    notes = (f"copy {plan.step.src} to {plan.step.dst} inside the image",)
     return Action("build", what, argvs(builder.step_commands(host, rexfile, base, plan)), notes)

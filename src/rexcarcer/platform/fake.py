@@ -7,7 +7,17 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from rexcarcer.platform.base import Address, Network, PeerIds, PlatformConfig, UnboundLayout
+from rexcarcer.platform.base import (
+    Address,
+    HostCheck,
+    HostFacts,
+    Network,
+    PeerIds,
+    PlatformConfig,
+    SetupInputs,
+    SetupStep,
+    UnboundLayout,
+)
 from rexcarcer.platform.freebsd import FreeBSDPlatform
 from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.platform.linux import LinuxPlatform
@@ -34,6 +44,10 @@ class FakePlatform:
     kind = PlatformKind.FAKE
     collector_freebind = True
 
+    @property
+    def hostname_file(self) -> str | None:
+        return self._files.hostname_file
+
     def __init__(
         self,
         runner: Runner,
@@ -53,6 +67,7 @@ class FakePlatform:
         )  # fmt: skip
         self._linux = LinuxPlatform(runner, config)
         self.forwarding = False
+        self.trusted: list[tuple[Path, bytes]] = []  # install_trust calls (nothing is written)
 
     def tools(self) -> tuple[str, ...]:
         return ()
@@ -60,17 +75,37 @@ class FakePlatform:
     def unbound_layout(self) -> UnboundLayout:
         return self._files.unbound_layout()
 
+    def syslog_files(self, target: Address, port: int) -> list[tuple[str, bytes, int]]:
+        return self._files.syslog_files(target, port)
+
     def write_syslog_forwarding(self, root: Path, target: Address, port: int) -> None:
         self._files.write_syslog_forwarding(root, target, port)
 
     def enable_forwarding(self) -> None:
         self.forwarding = True
 
-    def process_start(self, pid: int) -> int | None:
+    def process_start(self, pid: int) -> float | None:
         return self._linux.process_start(pid)
 
-    def process_alive(self, pid: int, start: int | None = None) -> bool:
-        return self._linux.process_alive(pid, start)
+    def process_alive(
+        self, pid: int, start: float | None = None, *, ticks: int | None = None
+    ) -> bool:
+        return self._linux.process_alive(pid, start, ticks=ticks)
 
     def peer_ids(self, sock: socket.socket) -> PeerIds:
         return self._linux.peer_ids(sock)
+
+    def setup_facts(self) -> HostFacts:
+        return self._files.fresh_facts()
+
+    def fresh_facts(self) -> HostFacts:
+        return self._files.fresh_facts()
+
+    def setup_steps(self, inputs: SetupInputs, facts: HostFacts) -> list[SetupStep]:
+        return self._files.setup_steps(inputs, facts)
+
+    def doctor_checks(self) -> list[HostCheck]:
+        return []
+
+    def install_trust(self, root: Path, ca_pem: bytes) -> None:
+        self.trusted.append((root, ca_pem))

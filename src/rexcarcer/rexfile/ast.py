@@ -71,6 +71,16 @@ class Service:
     pos: Pos = field(default=Pos(1, 1), compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Enable:
+    """``ENABLE <service> [FLAGS <text>]``: the service's rc.conf.d file, written
+    at every start (``<service>_enable="YES"``, ``<service>_flags=...``)."""
+
+    service: str
+    flags: str | None = None
+    pos: Pos = field(default=Pos(1, 1), compare=False)
+
+
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
@@ -82,6 +92,7 @@ class Rexfile:
     hostname: str | None = None
     ip: IPInterface | None = None
     services: tuple[Service, ...] = ()
+    enable: tuple[Enable, ...] = ()
     path: Path | None = field(default=None, compare=False)
     # The name a user knows the file by, when it was unpacked elsewhere (an agent
     # building a client's context): used in messages instead of ``path``.
@@ -102,8 +113,10 @@ class Rexfile:
         return self.path.stem if self.path is not None else "jail"
 
     def canonical(self) -> dict[str, object]:
-        """A JSON-able form, without positions: what "the definition" means."""
-        return {
+        """A JSON-able form, without positions: what "the definition" means.
+        Instructions added after 0.1 appear only when used, so the digest of a
+        file that does not use them stays what it was."""
+        out: dict[str, object] = {
             "base": {"ref": self.base.ref, "pin": self.base.pin},
             "steps": [
                 {"run": s.command} if isinstance(s, Run) else {"copy": [s.src, s.dst]}
@@ -114,6 +127,9 @@ class Rexfile:
             "ip": str(self.ip) if self.ip is not None else None,
             "services": [[s.name, s.port, str(s.proto)] for s in self.services],
         }
+        if self.enable:
+            out["enable"] = [[e.service, e.flags] for e in self.enable]
+        return out
 
     def digest(self) -> str:
         """SHA-256 of the canonical form (does not cover COPY contents)."""

@@ -16,6 +16,9 @@ from typing import Protocol
 from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.run import Completed, OutputSink
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 class JailState(StrEnum):
     RUNNING = "running"
@@ -37,6 +40,28 @@ class JailSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class BuildNet:
+    """The network of a PROVISION step's jail: an address of the jail subnet,
+    claimed for the step like a jail's, on the host interface jails use."""
+
+    name: str  # what holds the address while the step runs
+    address: IPInterface
+    gateway: Address  # the host's address in the jail subnet
+    interface: str
+    routes: tuple[Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HostFile:
+    """A file a runtime writes on the host before it runs its commands (``rex
+    plan`` shows it with its content)."""
+
+    path: Path
+    content: str
+    mode: int = 0o644
+
+
+@dataclass(frozen=True, slots=True)
 class JailStatus:
     name: str
     state: JailState
@@ -54,8 +79,18 @@ class Runtime(Protocol):
         the host (queries left out). ``rex plan`` shows them; ``start`` runs them."""
         ...
 
-    def build_commands(self, root: Path, command: str, env: Mapping[str, str]) -> list[list[str]]:
+    def build_commands(
+        self, root: Path, command: str, env: Mapping[str, str], network: BuildNet | None = None
+    ) -> list[list[str]]:
         """The commands ``build_run`` runs for a PROVISION step."""
+        ...
+
+    def start_files(self, spec: JailSpec) -> list[HostFile]:
+        """The host files ``start`` writes before its commands (``rex plan``)."""
+        ...
+
+    def build_files(self, root: Path, network: BuildNet | None = None) -> list[HostFile]:
+        """The host files ``build_run`` writes before its commands (``rex plan``)."""
         ...
 
     def stop(self, name: str) -> None:
@@ -87,9 +122,11 @@ class Runtime(Protocol):
         *,
         env: Mapping[str, str],
         on_output: OutputSink | None = None,
+        network: BuildNet | None = None,
     ) -> Completed:
         """Run ``/bin/sh -c command`` in a throw-away jail on ``root`` (a PROVISION
-        step). Every process it started is gone when this returns."""
+        step), with ``network`` (no network without one). The step's own exit
+        status is returned. Every process it started is gone when this returns."""
         ...
 
     def remove(self, name: str) -> None:
@@ -102,7 +139,25 @@ JAIL_PATH = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"
 
 
 def jail_env(env: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """The environment of every process rex starts in a jail."""
+    """The environment of every process rex starts in a jail. PATH comes first
+    so that a step finds pkg(8), service(8) and /usr/local: jexec(8) -l sets
+    PATH to /bin:/usr/bin, and FreeBSD's sh(1) without PATH uses
+    ``_PATH_DEFPATH`` "/usr/bin:/bin" (include/paths.h); a user's PATH wins."""
     out = {"PATH": JAIL_PATH, "HOME": "/root", "USER": "root", "SHELL": "/bin/sh", "TERM": "dumb"}
     out.update(dict(env))
+    return out
+
+
+def build_env(env: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """A PROVISION step's environment: the jail's, plus ASSUME_ALWAYS_YES=yes.
+    A step has no terminal (stdin is /dev/null), and pkg(7) refuses to
+    bootstrap without one unless ASSUME_ALWAYS_YES is set (usr.sbin/pkg/pkg.c
+    ``non_interactive_message``: "Please set ASSUME_ALWAYS_YES=yes environment
+    variable to be able to bootstrap in non-interactive (stdin not being a
+    tty)", exit 1), while pkg install without -y reads EOF as "no" and installs
+    nothing (pkg src/utils.c ``vquery_yesno``: "Assume EOF as false"). A user's
+    own ASSUME_ALWAYS_YES in ENV wins."""
+    out = jail_env(env)
+    if not any(k == "ASSUME_ALWAYS_YES" for k, _ in env):
+        out["ASSUME_ALWAYS_YES"] = "yes"
     return out

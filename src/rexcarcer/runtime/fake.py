@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rexcarcer.errors import RuntimeBackendError
 from rexcarcer.run import Completed, OutputSink
-from rexcarcer.runtime.base import JailSpec, JailState, JailStatus
+from rexcarcer.runtime.base import BuildNet, HostFile, JailSpec, JailState, JailStatus
 
 Handler = Callable[[str], int]
 
@@ -19,6 +19,7 @@ class FakeRuntime:
     handler: Handler = field(default=lambda command: 0)
     running: dict[str, JailSpec] = field(default_factory=dict)
     builds: list[tuple[Path, str]] = field(default_factory=list)
+    networks: list[BuildNet | None] = field(default_factory=list)  # per build, in order
     execs: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     fail_start: set[str] = field(default_factory=set)
 
@@ -30,8 +31,16 @@ class FakeRuntime:
     def start_commands(self, spec: JailSpec) -> list[list[str]]:
         return [["fake-jail", "start", spec.name]]
 
-    def build_commands(self, root: Path, command: str, env: Mapping[str, str]) -> list[list[str]]:
+    def build_commands(
+        self, root: Path, command: str, env: Mapping[str, str], network: BuildNet | None = None
+    ) -> list[list[str]]:
         return [["/bin/sh", "-c", command]]
+
+    def start_files(self, spec: JailSpec) -> list[HostFile]:
+        return []
+
+    def build_files(self, root: Path, network: BuildNet | None = None) -> list[HostFile]:
+        return []
 
     def stop(self, name: str) -> None:
         self.running.pop(name, None)
@@ -63,8 +72,10 @@ class FakeRuntime:
         *,
         env: Mapping[str, str],
         on_output: OutputSink | None = None,
+        network: BuildNet | None = None,
     ) -> Completed:
         self.builds.append((root, command))
+        self.networks.append(network)
         code = self.handler(command)
         if on_output is not None:
             on_output(f"ran {command}\n")

@@ -35,8 +35,8 @@ from pathlib import Path
 from rexcarcer.errors import CommandFailed, RuntimeBackendError
 from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.run import Completed, OutputSink, Runner
-from rexcarcer.runtime import procfs
-from rexcarcer.runtime.base import JailSpec, JailState, JailStatus, jail_env
+from rexcarcer.runtime import process, procfs
+from rexcarcer.runtime.base import BuildNet, HostFile, JailSpec, JailState, JailStatus, jail_env
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -148,9 +148,10 @@ class LinuxRuntime:
         info = self._read_run(name)
         if info is None:
             return None
-        pid, start = info.get("init_pid"), info.get("init_start")
+        pid = info.get("init_pid")
         # PID plus start time names one process for the life of the system
-        if isinstance(pid, int) and isinstance(start, int) and procfs.alive(pid, start):
+        # (a run file of rex 0.1 holds "init_start", in clock ticks after boot)
+        if isinstance(pid, int) and _init(info).alive():
             return pid
         return None
 
@@ -226,8 +227,16 @@ class LinuxRuntime:
         bridge = [] if self._bridge_ready() else self.bridge_argvs()
         return [*bridge, *self.plumb_argvs(spec), start_argv(netns, spec.root, spec.hostname)]
 
-    def build_commands(self, root: Path, command: str, env: Mapping[str, str]) -> list[list[str]]:
+    def build_commands(
+        self, root: Path, command: str, env: Mapping[str, str], network: BuildNet | None = None
+    ) -> list[list[str]]:
         return [build_argv(root, command)]
+
+    def start_files(self, spec: JailSpec) -> list[HostFile]:
+        return []  # the run file (run_dir/NAME.json) is rex's own state, not configuration
+
+    def build_files(self, root: Path, network: BuildNet | None = None) -> list[HostFile]:
+        return []
 
     def _plumb(self, spec: JailSpec) -> None:
         netns = netns_name(self.token, spec.name)
@@ -268,9 +277,8 @@ class LinuxRuntime:
             upid = self.runner.spawn(start_argv(netns, spec.root, spec.hostname), env=env,
                                      log_path=str(console))  # fmt: skip
             ipid = self._wait_init(upid)
-            st = procfs.stat(ipid)
             info = {
-                "unshare_pid": upid, "init_pid": ipid, "init_start": st.starttime if st else 0,
+                "unshare_pid": upid, "init_pid": ipid, "init_created": process.start_time(ipid),
                 "root": str(spec.root), "netns": netns,
                 "address": str(spec.address) if spec.address else None,
             }  # fmt: skip
@@ -288,8 +296,8 @@ class LinuxRuntime:
         while time.monotonic() < deadline:
             for child in procfs.children(upid):
                 return child
-            if not procfs.alive(upid):
-                procfs.reap(upid)
+            if not process.alive(upid):
+                process.reap(upid)
                 raise RuntimeBackendError("the jail's init exited during start")
             time.sleep(0.002)
         raise RuntimeBackendError(f"the jail did not start within {START_TIMEOUT:.0f} s")
@@ -301,7 +309,7 @@ class LinuxRuntime:
             try:
                 text = status.read_text().strip()
             except OSError:
-                if not procfs.alive(ipid):
+                if not process.alive(ipid):
                     raise RuntimeBackendError(
                         "the jail exited while /etc/rc ran", hint=_tail(console)
                     ) from None
@@ -317,17 +325,14 @@ class LinuxRuntime:
     def _kill(self, name: str) -> None:
         info = self._read_run(name) or {}
         init_pid, upid = info.get("init_pid"), info.get("unshare_pid")
-        start = info.get("init_start")
-        if isinstance(init_pid, int) and procfs.alive(
-            init_pid, start if isinstance(start, int) else None
-        ):
+        if isinstance(init_pid, int) and _init(info).alive():
             _signal(init_pid, signal.SIGTERM)
             if not _wait_dead(init_pid, STOP_TIMEOUT):
                 _signal(init_pid, signal.SIGKILL)
                 _wait_dead(init_pid, STOP_TIMEOUT)
         if isinstance(upid, int):
             _wait_dead(upid, STOP_TIMEOUT)
-            procfs.reap(upid)
+            process.reap(upid)
 
     def stop(self, name: str) -> None:
         info = self._read_run(name)
@@ -370,16 +375,25 @@ class LinuxRuntime:
         *,
         env: Mapping[str, str],
         on_output: OutputSink | None = None,
+        network: BuildNet | None = None,
     ) -> Completed:
         for d in ("proc", "dev"):
             _ensure_dir(root, d)
-        (argv,) = self.build_commands(root, command, env)
+        (argv,) = self.build_commands(root, command, env, network)
         return self.runner.run(argv, check=False, env=env, on_output=on_output,
                                die_with_parent=True)  # fmt: skip
 
     def remove(self, name: str) -> None:
         self.stop(name)
         (self.run_dir / f"{name}.console.log").unlink(missing_ok=True)
+
+
+def _init(info: Mapping[str, object]) -> process.Proc:
+    """The jail's init as its run file records it."""
+    return process.Proc.from_json({
+        "pid": info.get("init_pid"), "created": info.get("init_created"),
+        "start": info.get("init_start"),
+    })  # fmt: skip
 
 
 def _ensure_dir(root: Path, name: str) -> None:
@@ -397,10 +411,10 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 def _wait_dead(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while procfs.alive(pid):
+    while process.alive(pid):
         if time.monotonic() > deadline:
             return False
-        procfs.reap(pid)
+        process.reap(pid)
         time.sleep(0.002)
     return True
 
