@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rexcarcer.dns.hook import backend_for, publisher_for
 from rexcarcer.dns.records import render_data_file
 from rexcarcer.dns.services import serve_argv, setup_files
 from rexcarcer.dns.unbound import HEADER as DATA_HEADER
-from rexcarcer.dns.unbound import wait_ready
+from rexcarcer.dns.unbound import DnsBackend, wait_ready
 from rexcarcer.errors import RexError
 from rexcarcer.fsutil import atomic_write
 from rexcarcer.logs import LogsError
@@ -44,24 +43,18 @@ def inputs(host: Host, global_args: Sequence[str]) -> SetupInputs:
     records = [r for recs in publisher.published().values() for r in recs]
     data = render_data_file(records, header=DATA_HEADER)
     paths = logs.paths_for(host.config)
-    collector: tuple[SetupFile, ...] = ()
-    if logs.available():
-        settings = coll.CollectorSettings(
-            listen=host.config.host_address, freebind=host.platform.collector_freebind
-        )
-        collector = (
-            SetupFile(paths.dir, None, "the collector's directory", 0o755),
-            SetupFile(paths.work, None, "rsyslog's work directory", 0o755),
-            SetupFile(paths.logs, None, "one log file per jail (rex logs)", 0o750),
-            SetupFile(
-                paths.conf, coll.render_conf(paths, settings), "the collector's rsyslog.conf"
-            ),
-            SetupFile(
-                paths.table,
-                coll.render_table(coll.table_of(list_jails(host.store))),
-                "the collector's address -> jail table",
-            ),
-        )
+    # the platform leaves them out where no rsyslogd is installed (HostFacts.tools)
+    settings = coll.CollectorSettings(
+        listen=host.config.host_address, freebind=host.platform.collector_freebind
+    )
+    table = coll.render_table(coll.table_of(list_jails(host.store)))
+    collector = (
+        SetupFile(paths.dir, None, "the collector's directory", 0o755),
+        SetupFile(paths.work, None, "rsyslog's work directory", 0o755),
+        SetupFile(paths.logs, None, "one log file per jail (rex logs)", 0o750),
+        SetupFile(paths.conf, coll.render_conf(paths, settings), "the collector's rsyslog.conf"),
+        SetupFile(paths.table, table, "the collector's address -> jail table"),
+    )
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("REX_")))
     return SetupInputs(
         unbound=setup_files(host.config, layout, data),
@@ -125,15 +118,19 @@ def apply(host: Host, steps: Sequence[SetupStep], *, commands: bool = True) -> N
             raise RexError(f"cannot write {step.path}: {exc}", hint=step.why) from exc
 
 
-def setup(host: Host, *, start: bool, global_args: Sequence[str]) -> str:
+def setup(
+    host: Host, *, start: bool, global_args: Sequence[str], backend: DnsBackend | None = None
+) -> str:
     """``rex host setup``: apply the plan; with ``start``, wait until DNS answers
-    and the collector listens."""
+    (``backend``: unbound's control socket unless a test gives its own) and the
+    collector listens."""
     steps = plan(host, global_args)
     apply(host, steps, commands=start)
     if not start:
         return f"configuration written ({host.platform.unbound_layout().server_conf}); not started"
-    status = wait_ready(backend_for(host.config), timeout=READY_TIMEOUT)
-    publisher_for(host).resync()
+    dns = backend if backend is not None else backend_for(host.config)
+    status = wait_ready(dns, timeout=READY_TIMEOUT)
+    publisher_for(host, dns).resync()
     logs_line = _collector(host, steps)
     return f"{status}: serving {host.config.zone} on {host.config.host_address}{logs_line}"
 
@@ -146,18 +143,14 @@ def _collector(host: Host, steps: Sequence[SetupStep]) -> str:
         return "; jail logs are not collected (install rsyslog)"
     if not any(isinstance(s, SetupCommand) and "rexcarcer_logs" in s.argv for s in steps):
         return ""
-    address = str(host.config.host_address)
+    address = host.config.host_address
     deadline = time.monotonic() + logs.READY_TIMEOUT
     while time.monotonic() < deadline:
-        pid = logs.collector_pid(paths)
-        if pid is not None and logs.bound(pid, address, coll.LOG_PORT):
+        pid = host.platform.collector_listening(paths.pidfile, paths.conf, address, coll.LOG_PORT)
+        if pid is not None:
             return f"; jail logs collected by rsyslogd {pid} on {address}:{coll.LOG_PORT}"
         time.sleep(0.05)
     raise LogsError(
         f"the log collector does not listen on {address}:{coll.LOG_PORT}",
         hint=f"see {paths.output} and `service rexcarcer_logs status`",
     )
-
-
-def written(steps: Sequence[SetupStep]) -> list[Path]:
-    return [s.path for s in steps if isinstance(s, SetupFile)]

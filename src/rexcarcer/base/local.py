@@ -63,7 +63,7 @@ def find_base(host: Host, name: str) -> BaseInfo:
 def list_bases(host: Host) -> list[BaseInfo]:
     out = []
     for ds in host.storage.datasets("bases"):
-        if ds.name.startswith(f"bases/{TEMP_PREFIX}"):  # a base being received
+        if ds.name.startswith("bases/_"):  # being received or updated: no base name has "_"
             continue
         version = ds.props.get("version", "")
         out.append(
@@ -151,10 +151,10 @@ def remove_base(host: Host, name: str, users: list[str]) -> None:
             f"base {name!r} is used by jails: {', '.join(sorted(users))}",
             hint="destroy those jails first",
         )
-    # cached images cloned from this base go with it
-    images = [
-        i for i in host.storage.datasets("images") if i.props.get("base") == info.props.get("id")
-    ]
+    # cached images cloned from this base go with it (from any of its versions:
+    # `rex base update` gives each a new id and keeps the older ones in lineage)
+    ids = {info.props.get("id"), *info.props.get("lineage", "").split()} - {None, ""}
+    images = [i for i in host.storage.datasets("images") if i.props.get("base") in ids]
     # deepest first: a step's image is a clone of the one before it
     for image in sorted(images, key=lambda i: -int(i.props.get("depth", "0"))):
         host.storage.destroy(image.name, recursive=True)

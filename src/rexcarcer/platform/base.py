@@ -120,6 +120,7 @@ class HostFacts:
     running: frozenset[str] = frozenset()  # services that run now
     files: tuple[tuple[str, str | None], ...] = ()  # files setup depends on: content or None
     service_manager: bool = True  # Linux: systemd is PID 1
+    tools: frozenset[str] = frozenset()  # optional programs that are installed (rsyslogd)
 
     def rc(self, name: str, default: str = "") -> str:
         return dict(self.rc_conf).get(name, default)
@@ -224,6 +225,18 @@ class Platform(Protocol):
 
     def doctor_checks(self) -> list[HostCheck]:
         """This OS's own ``rex doctor`` checks (read-only)."""
+        ...
+
+    def collector_listening(
+        self, pidfile: Path, conf: Path, address: Address, port: int
+    ) -> int | None:
+        """The PID of the log collector (rsyslogd started with ``conf``) once it
+        has a UDP socket bound to ``address:port``, else None."""
+        ...
+
+    def update_base(self, root: Path, current: str) -> None:
+        """Apply the OS's security updates to the base tree at ``root`` (a clone
+        no jail has run in), which is at release ``current``."""
         ...
 
     def install_trust(self, root: Path, ca_pem: bytes) -> None:

@@ -107,5 +107,13 @@ class FakePlatform:
     def doctor_checks(self) -> list[HostCheck]:
         return []
 
+    def collector_listening(
+        self, pidfile: Path, conf: Path, address: Address, port: int
+    ) -> int | None:
+        return self._files.collector_listening(pidfile, conf, address, port)
+
+    def update_base(self, root: Path, current: str) -> None:
+        self._files.update_base(root, current)
+
     def install_trust(self, root: Path, ca_pem: bytes) -> None:
         self.trusted.append((root, ca_pem))

@@ -14,8 +14,9 @@ import struct
 from pathlib import Path
 
 from rexcarcer import jailfs
-from rexcarcer.errors import CommandFailed, UnsafePath
+from rexcarcer.errors import CommandFailed, RuntimeBackendError, UnsafePath
 from rexcarcer.firewall.pf import missing_hooks
+from rexcarcer.fsutil import atomic_write
 from rexcarcer.platform import freebsd_host as fh
 from rexcarcer.platform import trust
 from rexcarcer.platform.base import (
@@ -33,7 +34,7 @@ from rexcarcer.platform.base import (
 from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.run import Runner
 from rexcarcer.runtime import process
-from rexcarcer.runtime.freebsd import FreeBSDRuntime
+from rexcarcer.runtime.freebsd import BUILD_DIR, CONF_DIR, FreeBSDRuntime
 from rexcarcer.runtime.process import process_alive
 
 # -- syslog forwarding ------------------------------------------------------------------
@@ -128,11 +129,20 @@ class FreeBSDPlatform:
     collector_freebind = False
 
     def __init__(
-        self, runner: Runner, config: PlatformConfig, *, runtime: FreeBSDRuntime | None = None
+        self,
+        runner: Runner,
+        config: PlatformConfig,
+        *,
+        runtime: FreeBSDRuntime | None = None,
+        fs_root: Path = Path("/"),
     ) -> None:
+        """``fs_root``: where the host's / is (a test's FreeBSD host model)."""
         self.runner = runner
         self.config = config
-        self.runtime = runtime or FreeBSDRuntime(runner)
+        self.fs_root = fs_root
+        self.runtime = runtime or FreeBSDRuntime(
+            runner, conf_dir=fh.at(fs_root, CONF_DIR), build_dir=fh.at(fs_root, BUILD_DIR)
+        )
         self.routes = RouteCommands(runner)
 
     def tools(self) -> tuple[str, ...]:
@@ -142,7 +152,7 @@ class FreeBSDPlatform:
         # local-unbound-setup(8)'s /var/unbound/unbound.conf chroots to
         # /var/unbound and includes /var/unbound/conf.d/*.conf, so rex's two files
         # go there, inside the chroot, where a reload can still read them.
-        work = Path("/var/unbound")
+        work = fh.at(self.fs_root, Path("/var/unbound"))
         return UnboundLayout(
             flavour=Flavour.LOCAL_UNBOUND,
             workdir=work,
@@ -190,7 +200,7 @@ class FreeBSDPlatform:
         ifs, iface, rc, *status = (self.runner.run(argv, check=False)
                                    for argv in fh.probe_commands(self.config))  # fmt: skip
         files: list[tuple[str, str | None]] = []
-        for path in fh.read_files():
+        for path in fh.read_files(self.fs_root):
             try:
                 files.append((str(path), path.read_text(errors="replace")))
             except OSError:
@@ -203,13 +213,14 @@ class FreeBSDPlatform:
                 name for name, done in zip(fh.SERVICES, status, strict=True) if done.ok
             ),
             files=tuple(files),
+            tools=frozenset({"rsyslogd"} if fh.at(self.fs_root, fh.RSYSLOGD).exists() else ()),
         )
 
     def fresh_facts(self) -> HostFacts:
         return fh.fresh_facts()
 
     def setup_steps(self, inputs: SetupInputs, facts: HostFacts) -> list[SetupStep]:
-        return fh.setup_steps(self.config, inputs, facts)
+        return fh.setup_steps(self.config, inputs, facts, self.fs_root)
 
     def doctor_checks(self) -> list[HostCheck]:
         cmds = fh.doctor_commands(self.config)
@@ -224,6 +235,32 @@ class FreeBSDPlatform:
             ),
             fh.check_racct(done["racct"].ok, done["racct"].stdout),
         ]
+
+    def collector_listening(
+        self, pidfile: Path, conf: Path, address: Address, port: int
+    ) -> int | None:
+        # rc.d's rsyslogd runs detached from rex; its socket is the kernel's to
+        # tell (sockstat(1), not procfs: a stock FreeBSD mounts none)
+        done = self.runner.run(fh.sockstat_argv(port), check=False)
+        return fh.listener(done.stdout, str(address), port) if done.ok else None
+
+    def update_base(self, root: Path, current: str) -> None:
+        """freebsd-update(8) -b on the clone. Host root writes through the tree,
+        so only a clone of a base no jail has run in is given here (research
+        notes item 14)."""
+        conf = self.config.root / "freebsd-update.conf"
+        workdir = self.config.root / "freebsd-update"
+        try:
+            host_conf = fh.at(self.fs_root, fh.UPDATE_CONF).read_text()
+            atomic_write(conf, fh.update_conf(host_conf), mode=0o644, make_parents=True)
+            workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise RuntimeBackendError(f"cannot prepare freebsd-update: {exc}") from exc
+        fetch, install = fh.update_argvs(root, workdir, conf, current)
+        self.runner.run(fetch)
+        done = self.runner.run(install, check=False)
+        if not done.ok and fh.NOTHING_TO_INSTALL not in done.stdout + done.stderr:
+            done.check()
 
     def install_trust(self, root: Path, ca_pem: bytes) -> None:
         """certctl(8)'s layout, written by rex: the CA in text form where a later

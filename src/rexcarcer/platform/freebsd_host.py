@@ -75,14 +75,28 @@ def probe_commands(config: PlatformConfig) -> list[list[str]]:
     ]
 
 
-def read_files() -> list[Path]:
-    return [UNBOUND_CONF, UNBOUND_CONF_D / "rexcarcer.conf", COLLECTOR_RC, AGENT_RC]
+def at(root: Path, path: Path) -> Path:
+    """``path`` of the host whose / is ``root`` (``/`` but in tests)."""
+    return root / path.relative_to("/")
+
+
+def read_files(root: Path) -> list[Path]:
+    paths = (UNBOUND_CONF, UNBOUND_CONF_D / "rexcarcer.conf", COLLECTOR_RC, AGENT_RC)
+    return [at(root, p) for p in paths]
 
 
 def fresh_facts() -> HostFacts:
     """bsdinstall's result: lo0 and one NIC, local_unbound neither enabled nor
     set up, no rex files."""
-    return HostFacts(interfaces=frozenset({"lo0", "vtnet0"}), service_manager=True)
+    return HostFacts(
+        interfaces=frozenset({"lo0", "vtnet0"}),
+        service_manager=True,
+        tools=frozenset({"rsyslogd"}),  # the port's RUN_DEPENDS (sysutils/rsyslog8)
+    )
+
+
+# sysutils/rsyslog8 installs its daemon here (the rc.d script names it)
+RSYSLOGD = Path("/usr/local/sbin/rsyslogd")
 
 
 # -- the jail interface ---------------------------------------------------------------
@@ -167,7 +181,7 @@ def has_include(text: str | None) -> bool:
     return text is not None and bool(_INCLUDE.search(text))
 
 
-def unbound_steps(inputs: SetupInputs, facts: HostFacts) -> list[SetupStep]:
+def unbound_steps(inputs: SetupInputs, facts: HostFacts, root: Path) -> list[SetupStep]:
     """FreeBSD's base resolver with rex's conf.d files.
 
     The order matters: rc.subr runs every verb but rcvar/stop/delete/enable/
@@ -179,7 +193,7 @@ def unbound_steps(inputs: SetupInputs, facts: HostFacts) -> list[SetupStep]:
     restart (unbound.conf(5) ``interface:``)."""
     steps: list[SetupStep] = [
         SetupFile(
-            UNBOUND_CONF_D,
+            at(root, UNBOUND_CONF_D),
             None,
             "local-unbound-setup includes conf.d/*.conf only if the directory exists",
             0o755,
@@ -196,7 +210,7 @@ def unbound_steps(inputs: SetupInputs, facts: HostFacts) -> list[SetupStep]:
                 "while local_unbound_enable is NO)",
             )
         )
-    set_up = not has_include(facts.file(UNBOUND_CONF))
+    set_up = not has_include(facts.file(at(root, UNBOUND_CONF)))
     if set_up:
         steps.append(
             SetupCommand(
@@ -229,15 +243,17 @@ def unbound_steps(inputs: SetupInputs, facts: HostFacts) -> list[SetupStep]:
 # -- the log collector and the agent --------------------------------------------------
 
 
-def collector_steps(inputs: SetupInputs, facts: HostFacts) -> list[SetupStep]:
+def collector_steps(inputs: SetupInputs, facts: HostFacts, root: Path) -> list[SetupStep]:
     """rsyslogd from sysutils/rsyslog8, beside the host's syslogd, with rex's
     configuration; it binds the host's address on the jail interface (no
     IP_FREEBIND on FreeBSD), so it starts after the interface exists."""
-    if not inputs.collector:
+    if not inputs.collector or "rsyslogd" not in facts.tools:
         return []
     steps: list[SetupStep] = [*inputs.collector]
     steps.append(SetupCommand(inputs.collector_check, "check the collector's configuration"))
-    steps.append(SetupFile(COLLECTOR_RC, inputs.collector_rc, "the collector's rc.d script", 0o755))
+    steps.append(
+        SetupFile(at(root, COLLECTOR_RC), inputs.collector_rc, "the collector's rc.d script", 0o755)
+    )
     if facts.rc("rexcarcer_logs_enable", "NO").upper() not in _YES:
         steps.append(
             SetupCommand(
@@ -250,11 +266,11 @@ def collector_steps(inputs: SetupInputs, facts: HostFacts) -> list[SetupStep]:
     return steps
 
 
-def agent_steps(facts: HostFacts) -> list[SetupStep]:
+def agent_steps(facts: HostFacts, root: Path) -> list[SetupStep]:
     """The rex agent brings the jails up at boot (DESIGN section 4), through rex,
     so that its hooks run: jails are never put in jail_list. Its rc.d script
     comes with the port (sysutils/rexcarcer)."""
-    if facts.file(AGENT_RC) is None:
+    if facts.file(at(root, AGENT_RC)) is None:
         return []
     steps: list[SetupStep] = []
     if facts.rc("rexcarcer_agent_enable", "NO").upper() not in _YES:
@@ -269,13 +285,47 @@ def agent_steps(facts: HostFacts) -> list[SetupStep]:
     return steps
 
 
-def setup_steps(config: PlatformConfig, inputs: SetupInputs, facts: HostFacts) -> list[SetupStep]:
+def setup_steps(
+    config: PlatformConfig, inputs: SetupInputs, facts: HostFacts, root: Path = Path("/")
+) -> list[SetupStep]:
     return [
         *interface_steps(config, facts),
-        *unbound_steps(inputs, facts),
-        *collector_steps(inputs, facts),
-        *agent_steps(facts),
+        *unbound_steps(inputs, facts, root),
+        *collector_steps(inputs, facts, root),
+        *agent_steps(facts, root),
     ]
+
+
+# -- the collector's socket ------------------------------------------------------------
+
+
+def sockstat_argv(port: int) -> list[str]:
+    """sockstat(1): -4 -6 both families, -P udp "Only show sockets of the
+    specified protocols", -p "Only show Internet sockets if either the local or
+    foreign port number is on the specified list". Neither -c nor -l: UDP
+    sockets are neither connected nor listening in the TCP sense, and without
+    both sockstat "will list both listening and connected sockets"."""
+    return ["sockstat", "-4", "-6", "-P", "udp", "-p", str(int(port))]
+
+
+def parse_sockstat(text: str) -> list[tuple[str, int, str]]:
+    """(COMMAND, PID, LOCAL ADDRESS) of each socket line: sockstat(1) prints
+    ``USER COMMAND PID FD PROTO LOCAL-ADDRESS FOREIGN-ADDRESS``."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 7 and fields[2].isdigit():
+            out.append((fields[1], int(fields[2]), fields[5]))
+    return out
+
+
+def listener(text: str, address: str, port: int) -> int | None:
+    """The PID of the rsyslogd bound to ``address:port`` in sockstat's output."""
+    for command, pid, local in parse_sockstat(text):
+        host, _, at_port = local.rpartition(":")
+        if command == "rsyslogd" and host.strip("[]") == address and at_port == str(port):
+            return pid
+    return None
 
 
 # -- rex doctor -----------------------------------------------------------------------
@@ -367,3 +417,46 @@ def text_form_argv() -> list[str]:
     a file only if it has a text header (12.2-14.x: `grep -c '^Certificate:$'`,
     other versions count BEGIN CERTIFICATE lines); this form satisfies both."""
     return ["openssl", "x509", "-text"]
+
+
+# -- rex base update: freebsd-update(8) on a clone of the base ------------------------
+
+UPDATE_CONF = Path("/etc/freebsd-update.conf")
+NOTHING_TO_INSTALL = "No updates are available to install."
+
+
+def update_conf(host_conf: str) -> str:
+    """The host's freebsd-update.conf (its KeyPrint, ServerName) with ``Components
+    world`` only: a base has no kernel or src (research notes item 14)."""
+    lines = [ln for ln in host_conf.splitlines() if not ln.strip().startswith("Components")]
+    return (
+        "# generated by rex from /etc/freebsd-update.conf\n"
+        + "\n".join([*lines, "Components world"])
+        + "\n"
+    )
+
+
+def update_argvs(root: Path, workdir: Path, conf: Path, current: str) -> list[list[str]]:
+    """freebsd-update(8) on a tree that is not running: ``-b basedir`` "Operate on
+    a system mounted at basedir", ``--currently-running`` because it would
+    otherwise take the host kernel's release (uname -r), and
+    ``--not-running-from-cron`` because "fetch should not be run
+    non-interactively" without it; PAGER=cat so no file list waits for a tty.
+    fetch and install run apart: an install with nothing fetched exits 1 in
+    some versions (install_check_params: "No updates are available to
+    install.")."""
+    common = [
+        "env",
+        "PAGER=cat",
+        "freebsd-update",
+        "-b",
+        str(root),
+        "-d",
+        str(workdir),
+        "-f",
+        str(conf),
+        "--currently-running",
+        current,
+        "--not-running-from-cron",
+    ]
+    return [[*common, "fetch"], [*common, "install"]]

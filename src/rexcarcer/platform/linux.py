@@ -9,6 +9,7 @@ import ipaddress
 import json
 import logging
 import re
+import shutil
 import socket
 import struct
 from collections.abc import Mapping, Sequence
@@ -172,7 +173,7 @@ def setup_steps(
         *inputs.unbound,
         SetupCommand(checkconf, "check unbound's configuration"),
     ]
-    if inputs.collector:
+    if inputs.collector and "rsyslogd" in facts.tools:
         check = SetupCommand(inputs.collector_check, "check the collector's configuration")
         steps += [*inputs.collector, check]
     return [
@@ -258,10 +259,12 @@ class LinuxPlatform:
     # -- rex host setup, rex doctor ------------------------------------------------------
 
     def setup_facts(self) -> HostFacts:
-        return HostFacts(service_manager=systemd_running())
+        tools = frozenset(t for t in ("rsyslogd",) if shutil.which(t))
+        return HostFacts(service_manager=systemd_running(), tools=tools)
 
     def fresh_facts(self) -> HostFacts:
-        return HostFacts(service_manager=True)  # a stock Debian boots systemd
+        # a stock Debian boots systemd; scripts/setup installs rsyslog
+        return HostFacts(service_manager=True, tools=frozenset({"rsyslogd"}))
 
     def setup_steps(self, inputs: SetupInputs, facts: HostFacts) -> list[SetupStep]:
         layout = self.unbound_layout()
@@ -269,6 +272,24 @@ class LinuxPlatform:
 
     def doctor_checks(self) -> list[HostCheck]:
         return []
+
+    def collector_listening(
+        self, pidfile: Path, conf: Path, address: Address, port: int
+    ) -> int | None:
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        if not process.alive(pid) or str(conf) not in process.cmdline(pid):
+            return None
+        return pid if (str(address), port) in process.udp_bound(pid) else None
+
+    def update_base(self, root: Path, current: str) -> None:
+        raise NotSupported(
+            "rex base update applies FreeBSD's security updates (freebsd-update): "
+            "there is nothing like it for a Linux base",
+            hint="import a new base with `rex base import` instead",
+        )
 
     def install_trust(self, root: Path, ca_pem: bytes) -> None:
         """OpenSSL's hashed directory, and the source update-ca-certificates(8)

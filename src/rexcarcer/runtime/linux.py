@@ -62,7 +62,12 @@ RC_STATUS = "dev/.rex-rc"
 # rex's own start-up script (syslog forwarding, logs/forward.py): the jail's
 # /etc/rc is the user's, so rex's part runs first, from a file rex rewrites.
 RC_PRE = "/etc/rexcarcer/rc.pre"
+# The jail's ENV reaches /etc/rc and every daemon it starts from the file rex
+# writes, sourced with `set -a` exactly as FreeBSD's exec.start does
+# (runtime/freebsd.py EXEC_START), so both backends read the same file.
+ENV_FILE = "/etc/rexcarcer/env"
 INIT = f"""trap 'exit 0' TERM
+if [ -f {ENV_FILE} ]; then set -a; . {ENV_FILE}; set +a; fi
 s=0
 if [ -f {RC_PRE} ]; then /bin/sh {RC_PRE} </dev/null || s="$? {RC_PRE}"; fi
 if [ "$s" = 0 ] && [ -f /etc/rc ]; then /bin/sh /etc/rc </dev/null || s="$? /etc/rc"; fi

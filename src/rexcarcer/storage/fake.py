@@ -27,6 +27,7 @@ class FakeStorage:
         self.scratch = scratch
         self._ds: dict[str, _Entry] = {}
         self.snaps: dict[str, Path] = {}
+        self.birth: dict[str, int] = {}  # snapshot -> creation order (zfs's createtxg)
         # the zfs(8) command lines the real driver would have run for the changes
         # made so far (clone, snapshot, set): what `rex plan` is checked against
         self.calls: list[list[str]] = []
@@ -88,6 +89,7 @@ class FakeStorage:
         copy = self.scratch / "snaps" / snapshot.replace("/", "_")
         shutil.copytree(self._dir(ds), copy, symlinks=True)
         self.snaps[snapshot] = copy
+        self.birth[snapshot] = max(self.birth.values(), default=0) + 1
 
     def snapshots(self, name: str) -> list[str]:
         return sorted(s for s in self.snaps if s.partition("@")[0] == name)
@@ -101,6 +103,7 @@ class FakeStorage:
             if any(e.origin == name for e in self._ds.values()):
                 raise StorageError(f"cannot destroy '{name}': snapshot has dependent clones")
             shutil.rmtree(self.snaps.pop(name))
+            self.birth.pop(name, None)
             return
         own = self.snapshots(name)
         if own and not recursive:
@@ -148,6 +151,7 @@ class FakeStorage:
             if name.partition("@")[0] != new.partition("@")[0]:
                 raise StorageError("snapshots can only be renamed within their dataset")
             self.snaps[new] = self.snaps.pop(name)
+            self.birth[new] = self.birth.pop(name, 0)
             return
         self._new(new, self._ds[name].props, self._ds[name].origin)
         del self._ds[name]
@@ -155,6 +159,26 @@ class FakeStorage:
         self._dir(name).rename(self._dir(new))
         for snap in self.snapshots(name):
             self.snaps[new + snap[len(name) :]] = self.snaps.pop(snap)
+            self.birth[new + snap[len(name) :]] = self.birth.pop(snap, 0)
         for entry in self._ds.values():  # clones follow their origin's new name
             if entry.origin and entry.origin.partition("@")[0] == name:
                 entry.origin = new + entry.origin[len(name) :]
+
+    def promote(self, name: str) -> None:
+        """zfs-promote(8): the origin's snapshots up to the clone's origin move to
+        the clone, with every clone of them; the old origin becomes a clone."""
+        entry = self._ds.get(name)
+        if entry is None or entry.origin is None:
+            raise StorageError(f"cannot promote '{self.parent}/{name}': not a cloned filesystem")
+        origin_ds = entry.origin.partition("@")[0]
+        limit = self.birth.get(entry.origin, 0)
+        moved = [s for s in self.snapshots(origin_ds) if self.birth.get(s, 0) <= limit]
+        renames = {snap: f"{name}@{snap.partition('@')[2]}" for snap in moved}
+        for old, new in renames.items():
+            self.snaps[new] = self.snaps.pop(old)
+            self.birth[new] = self.birth.pop(old, 0)
+        for other in self._ds.values():
+            if other.origin in renames:
+                other.origin = renames[other.origin]
+        self._ds[origin_ds].origin = renames.get(entry.origin)
+        entry.origin = None
