@@ -93,8 +93,13 @@ def bsd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bsd]:
     monkeypatch.setattr(procfs, "PROC", tmp_path / "no-proc")
     fs = tmp_path / "fs"
     model = FreeBSDHost(fs)
-    env = {"REX_RUNTIME": "freebsd", "REX_SUBNET": SUBNET, "REX_PUBLIC_IPS": PUBLIC,
-           "REX_HOST": "bsd1", "REX_UNBOUND_CONTROL": str(tmp_path / "local_unbound.ctl")}  # fmt: skip
+    env = {
+        "REX_RUNTIME": "freebsd",
+        "REX_SUBNET": SUBNET,
+        "REX_PUBLIC_IPS": PUBLIC,
+        "REX_HOST": "bsd1",
+        "REX_UNBOUND_CONTROL": str(tmp_path / "local_unbound.ctl"),
+    }
     config = load_config(root=tmp_path / "state", environ=env)
     storage = FakeStorage(tmp_path / "zfs", config.dataset)
     platform = FreeBSDPlatform(model, config, fs_root=fs)
@@ -102,10 +107,16 @@ def bsd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bsd]:
     storage.ensure_layout()
     mnt = storage.create("bases/FreeBSD-14.1-RELEASE")
     freebsd_base(mnt)
-    storage.set_props("bases/FreeBSD-14.1-RELEASE", {
-        "version": "14.1-RELEASE-p5", "id": "base-14.1", "osrelease": "14.1-RELEASE-p5",
-        "url": parse_location(URL).url, "complete": "1",
-    })  # fmt: skip
+    storage.set_props(
+        "bases/FreeBSD-14.1-RELEASE",
+        {
+            "version": "14.1-RELEASE-p5",
+            "id": "base-14.1",
+            "osrelease": "14.1-RELEASE-p5",
+            "url": parse_location(URL).url,
+            "complete": "1",
+        },
+    )
     storage.snapshot("bases/FreeBSD-14.1-RELEASE@14.1-RELEASE-p5")
     hooks = [DnsHook(model.dns), IdentityHook(), LogHook()]
     ctx = tmp_path / "ctx"
@@ -156,8 +167,11 @@ def test_host_setup_again_changes_nothing_and_skips_lo_units_in_use(bsd: Bsd) ->
     first = len(bsd.model.calls)
     _setup(bsd)
     again = [c for c in bsd.model.calls[first:] if c[0] in ("ifconfig", "sysrc", "service")]
-    changes = [c for c in again if c[1:2] not in (("-l",), ("-a",), ("rex0",))
-               and c[-1] not in ("status", "configtest")]  # fmt: skip
+    changes = [
+        c
+        for c in again
+        if c[1:2] not in (("-l",), ("-a",), ("rex0",)) and c[-1] not in ("status", "configtest")
+    ]
     # the collector is restarted (its table may have changed); nothing else
     assert changes == [("service", "rexcarcer_logs", "restart")]
 
@@ -166,9 +180,12 @@ def test_dry_run_prints_exactly_what_setup_then_does(bsd: Bsd) -> None:
     steps = hostsetup.plan(bsd.host, [])
     probes = len(bsd.model.calls)
     _setup(bsd)
-    ran = [c for c in bsd.model.calls[probes:] if c[0] not in ("ifconfig", "sysrc", "service")
-           or c[1:] not in (("-l",), ("rex0",), ("-a",))
-           and c[-1] != "status"]  # fmt: skip
+    ran = [
+        c
+        for c in bsd.model.calls[probes:]
+        if c[0] not in ("ifconfig", "sysrc", "service")
+        or (c[1:] not in (("-l",), ("rex0",), ("-a",)) and c[-1] != "status")
+    ]
     planned = [s.argv for s in steps if isinstance(s, SetupCommand)]
     assert ran[: len(planned)] == planned  # then the collector's readiness probe
     for step in steps:
@@ -189,14 +206,18 @@ def test_design_examples_come_up_with_nginx_enabled_names_published_logs_bound(b
     _setup(bsd)
     docs = parse(PUBLIC_DOCS, path=bsd.rexfile("public-docs.rex", PUBLIC_DOCS))
     jails.up(bsd.eng, docs, "public-docs")
-    renderer = parse(INTERNAL_RENDERER, path=bsd.rexfile("internal-renderer.rex",
-                                                         INTERNAL_RENDERER))  # fmt: skip
+    renderer = parse(
+        INTERNAL_RENDERER, path=bsd.rexfile("internal-renderer.rex", INTERNAL_RENDERER)
+    )
     jails.up(bsd.eng, renderer, "internal-renderer")
     model = bsd.model
     web = model.jails["public-docs"]
     # the public IP went on its declared interface, as a host route
     assert web.aliases == [("vtnet0", "203.0.113.8")]
-    assert "203.0.113.8" in model.interfaces["vtnet0"] and "203.0.113.8" not in model.interfaces["rex0"]
+    assert (
+        "203.0.113.8" in model.interfaces["vtnet0"]
+        and "203.0.113.8" not in model.interfaces["rex0"]
+    )
     # nginx: installed by its build step, enabled by ENABLE, started by the jail's rc with ENV
     assert web.daemons["nginx"]["nginx_enable"] == "YES"
     assert web.daemons["nginx"]["DOCS_ROOT"] == "/usr/local/www/docs"
@@ -210,8 +231,11 @@ def test_design_examples_come_up_with_nginx_enabled_names_published_logs_bound(b
     assert ("docs.example.com.", "A", "203.0.113.8") in served
     assert ("public-docs.jail.rex.internal.", "A", "203.0.113.8") in served
     assert ("renderer.svc.rex.internal.", "A", "198.51.100.2") in served
-    assert ("_renderer._tcp.svc.rex.internal.", "SRV",
-            "10 100 1234 internal-renderer.jail.rex.internal.") in served  # fmt: skip
+    assert (
+        "_renderer._tcp.svc.rex.internal.",
+        "SRV",
+        "10 100 1234 internal-renderer.jail.rex.internal.",
+    ) in served
     # logs: both jails forward to the collector bound on rex0, which files them by address
     assert (HOST_ADDRESS, 514) in model.listeners
     for jail in (web, svc):
@@ -219,7 +243,9 @@ def test_design_examples_come_up_with_nginx_enabled_names_published_logs_bound(b
         assert (jail.path / "etc/rc.conf.d/syslogd").read_text().endswith('syslogd_flags="-s"\n')
     table = json.loads((bsd.config.root / "rsyslog" / "jails.json").read_text())
     assert {r["index"]: r["value"] for r in table["table"]} == {
-        "203.0.113.8": "public-docs", "198.51.100.2": "internal-renderer"}
+        "203.0.113.8": "public-docs",
+        "198.51.100.2": "internal-renderer",
+    }
     # no /etc/hostname on FreeBSD; the cluster CA is in the jail's trust store
     assert not (web.path / "etc/hostname").exists()
     trusted = list((web.path / "etc/ssl/certs").glob("*.0"))
@@ -230,8 +256,9 @@ def test_design_examples_come_up_with_nginx_enabled_names_published_logs_bound(b
 
 def test_the_build_jail_has_a_subnet_address_and_pkg_gets_assume_always_yes(bsd: Bsd) -> None:
     _setup(bsd)
-    rexfile = parse(f"BASE {URL}\nPROVISION RUN pkg install nginx\n",
-                    path=bsd.rexfile("nox.rex", ""))  # fmt: skip
+    rexfile = parse(
+        f"BASE {URL}\nPROVISION RUN pkg install nginx\n", path=bsd.rexfile("nox.rex", "")
+    )
     jails.up(bsd.eng, rexfile, "nox")  # `pkg install` without -y
     jexec = [c for c in bsd.model.calls if c[0] == "jexec"]
     assert len(jexec) == 1 and "ASSUME_ALWAYS_YES=yes" in jexec[0]
@@ -248,8 +275,13 @@ def test_rule_jail_c_fails_without_the_interface(bsd: Bsd) -> None:
     # before `rex host setup` there is no rex0 (research item 1)
     runtime = bsd.host.runtime
     assert isinstance(runtime, FreeBSDRuntime)
-    spec = jails.JailSpec("web", bsd.host.storage.mountpoint("bases/FreeBSD-14.1-RELEASE"),
-                          "web", ipaddress.ip_interface("198.51.100.9/24"), "rex0")  # fmt: skip
+    spec = jails.JailSpec(
+        "web",
+        bsd.host.storage.mountpoint("bases/FreeBSD-14.1-RELEASE"),
+        "web",
+        ipaddress.ip_interface("198.51.100.9/24"),
+        "rex0",
+    )
     with pytest.raises(RuntimeBackendError, match="interface rex0 does not exist"):
         runtime.start(spec)
     assert bsd.model.jails == {} and "rex0" not in bsd.model.interfaces
@@ -263,19 +295,25 @@ def test_rule_service_setup_is_a_no_op_while_disabled(bsd: Bsd) -> None:
     assert not (model.fs / "var/unbound/unbound.conf").exists()
     model.run(["sysrc", "local_unbound_enable=YES"])
     assert not model.run(["service", "local_unbound", "configtest"], check=False).ok
-    steps = fh.unbound_steps(hostsetup.inputs(bsd.host, []), bsd.host.platform.fresh_facts(),
-                             model.fs)  # fmt: skip
+    steps = fh.unbound_steps(
+        hostsetup.inputs(bsd.host, []), bsd.host.platform.fresh_facts(), model.fs
+    )
     argvs = [s.argv for s in steps if isinstance(s, SetupCommand)]
     assert argvs.index(("sysrc", "local_unbound_enable=YES")) < argvs.index(
-        ("service", "local_unbound", "setup"))  # fmt: skip
+        ("service", "local_unbound", "setup")
+    )
 
 
 def test_rule_pkg_refuses_without_a_tty_or_assume_always_yes(bsd: Bsd) -> None:
     _setup(bsd)
     root = bsd.host.storage.mountpoint("bases/FreeBSD-14.1-RELEASE")
     runtime = bsd.host.runtime
-    net = BuildNet("_build-x", ipaddress.ip_interface("198.51.100.9/24"),
-                   ipaddress.ip_address(HOST_ADDRESS), "rex0")  # fmt: skip
+    net = BuildNet(
+        "_build-x",
+        ipaddress.ip_interface("198.51.100.9/24"),
+        ipaddress.ip_address(HOST_ADDRESS),
+        "rex0",
+    )
     without = runtime.build_run(root, "pkg install -y nginx", env=jail_env(()), network=net)
     assert without.returncode == 1 and PKG_NO_TTY in without.stdout
     with_it = runtime.build_run(root, "pkg install -y nginx", env=build_env(()), network=net)
@@ -297,8 +335,9 @@ def test_rule_ipv6_routes_need_inet6(bsd: Bsd) -> None:
     RouteCommands(bsd.model).add(net, via)
     assert bsd.model.calls[-1] == tuple(route_argv("add", net, via))
     assert bsd.model.routes == {str(net): str(via)}
-    RouteCommands(bsd.model).add(ipaddress.ip_network("203.0.113.64/26"),
-                                 ipaddress.ip_address("198.51.100.2"))  # fmt: skip
+    RouteCommands(bsd.model).add(
+        ipaddress.ip_network("203.0.113.64/26"), ipaddress.ip_address("198.51.100.2")
+    )
     assert bsd.model.calls[-1][3] == "-inet"
 
 
@@ -315,7 +354,9 @@ def test_base_update_snapshots_the_next_version_and_keeps_jails_on_theirs(bsd: B
     assert info.props["lineage"] == "base-14.1" and info.props["id"] != "base-14.1"
     storage = bsd.host.storage
     assert storage.snapshots("bases/FreeBSD-14.1-RELEASE") == [
-        "bases/FreeBSD-14.1-RELEASE@14.1-RELEASE-p5", "bases/FreeBSD-14.1-RELEASE@14.1-RELEASE-p6"]
+        "bases/FreeBSD-14.1-RELEASE@14.1-RELEASE-p5",
+        "bases/FreeBSD-14.1-RELEASE@14.1-RELEASE-p6",
+    ]
     assert [d.name for d in storage.datasets("bases")] == ["bases/FreeBSD-14.1-RELEASE"]
     update = next(c for c in bsd.model.calls if c[:2] == ("env", "PAGER=cat"))
     assert update[update.index("--currently-running") + 1] == "14.1-RELEASE-p5"
@@ -328,8 +369,13 @@ def test_base_update_snapshots_the_next_version_and_keeps_jails_on_theirs(bsd: B
 
 def test_doctor_checks_the_freebsd_host(bsd: Bsd) -> None:
     before = {c.name: c.ok for c in bsd.host.platform.doctor_checks()}
-    assert before == {"jail interface": False, "devfs": True, "local_unbound": False,
-                      "pf": False, "racct": False}  # fmt: skip
+    assert before == {
+        "jail interface": False,
+        "devfs": True,
+        "local_unbound": False,
+        "pf": False,
+        "racct": False,
+    }
     _setup(bsd)
     after = {c.name: c.ok for c in bsd.host.platform.doctor_checks()}
     assert after["jail interface"] and after["local_unbound"]
