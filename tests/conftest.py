@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, TOKEN, _sweep_netns, require, sh
+from tests.integration.conftest import PLATFORM, REPO, TOKEN, _sweep_netns, require, sh
 
 # The session's pool and busybox tree are defined here, once: a fixture
 # defined (or imported) in two conftest files is two fixtures, and the second
@@ -57,7 +57,10 @@ def revive_zfs(name: str) -> None:
 
 @pytest.fixture(scope="session")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    require("root", "zfs", "namespaces", "busybox-static", "iproute2")
+    if PLATFORM == "freebsd":
+        require("root", "zfs", "jail", "freebsd-base")
+    else:
+        require("root", "zfs", "namespaces", "busybox-static", "iproute2")
     work = tmp_path_factory.mktemp("pool")
     img = work / "pool.img"
     sh("truncate", "-s", "3G", img)
@@ -84,6 +87,8 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def busybox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if PLATFORM == "freebsd":  # the FreeBSD tests' base is a release's base.txz
+        return Path("/nonexistent")
     require("busybox-static")
     root = tmp_path_factory.mktemp("bb") / "root"
     sh(REPO / "examples" / "make-busybox-base.sh", root)
