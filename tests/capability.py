@@ -45,3 +45,10 @@ def linux_only(why: str) -> None:
     strict or not: the FreeBSD CI runs every other test body)."""
     if platform() != "linux":
         pytest.skip(f"Linux-only: {why}")
+
+
+def freebsd_only(why: str) -> None:
+    """The converse: a body that needs FreeBSD itself (its rc(8), local_unbound).
+    Also at module level, before any fixture (a session pool) is made for it."""
+    if platform() != "freebsd":
+        pytest.skip(f"FreeBSD-only: {why}", allow_module_level=True)
