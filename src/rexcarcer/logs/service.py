@@ -7,9 +7,10 @@ and on FreeBSD an rc.d script for rsyslogd from ports
 
 The collector is identified by its PID file *and* its command line (it must name
 rex's rsyslog.conf), so a recycled PID or the host's own rsyslogd is never
-signalled. Readiness is its UDP socket being bound. Both are read through
-psutil (runtime/process.py), never from /proc, which a stock FreeBSD does not
-mount.
+signalled. Readiness is its UDP socket being bound. The command line comes
+from psutil, the socket from /proc/PID/net on Linux (the collector's own
+network namespace) and from psutil where there is no procfs (a stock FreeBSD
+mounts none): runtime/process.py.
 """
 
 from __future__ import annotations

@@ -83,9 +83,17 @@ def cmdline(pid: int) -> list[str]:
 
 
 def udp_bound(pid: int) -> set[tuple[str, int]]:
-    """The (address, port) pairs of the UDP sockets ``pid`` has bound: on
-    FreeBSD from the kernel's file table (sysctl), on Linux from the sockets of
-    the caller's network namespace matched to the process's descriptors."""
+    """The (address, port) pairs of the UDP sockets bound where ``pid`` is.
+
+    On Linux: /proc/PID/net/udp{,6}, the sockets of the process's own network
+    namespace (psutil reads the caller's namespace, and the collector may run
+    in another, as in the tests). Without procfs (FreeBSD): psutil, which reads
+    the process's descriptors from the kernel (sysctl)."""
+    from rexcarcer.runtime import procfs
+
+    own = procfs.net_udp(pid)
+    if own is not None:
+        return own
     import psutil
 
     try:
