@@ -19,7 +19,9 @@ Rules (each one is tested against rex in tests/unit/test_freebsd_model.py):
 - pkg(7) refuses to bootstrap without a tty unless ASSUME_ALWAYS_YES is set;
   ``pkg install`` without ``-y``/ASSUME_ALWAYS_YES installs nothing;
 - ``route add`` of an IPv6 network needs ``-inet6``/``-6``;
-- there is no /proc (the unit tests point rex's procfs reader at nothing).
+- there is no /proc (the unit tests point rex's procfs reader at nothing);
+- pfctl fails while pf is not loaded (``service pf start`` with pf_enable=YES
+  loads it and /etc/pf.conf); anchors load and flush only then.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ RCVARS = {
     "local_unbound": "local_unbound_enable",
     "rexcarcer_logs": "rexcarcer_logs_enable",
     "rexcarcer_agent": "rexcarcer_agent_enable",
+    "pf": "pf_enable",
 }
 # rc.subr l.1292-1310: these verbs run whatever the rcvar says
 NO_RCVAR_CHECK = ("rcvar", "stop", "delete", "enable", "describe", "status", "enabled")
@@ -98,6 +101,9 @@ class FreeBSDHost(ScriptedRunner):
         self.dns.up = False  # local_unbound is not running on a fresh host
         self.pids = 700
         self.racct = "0"  # GENERIC: RACCT compiled in, disabled (rctl.c enosys())
+        self.pf_loaded = False  # GENERIC has no pf: pf.ko loads with `service pf start`
+        self.pf_main: list[str] = []  # the main ruleset's anchor hooks, as pfctl prints them
+        self.anchors: dict[str, str] = {}  # anchor path -> the rules loaded into it
         (fs / "etc").mkdir(parents=True, exist_ok=True)
         (fs / "etc" / "resolv.conf").write_text("nameserver 192.0.2.53\n")
         # bsdinstall writes no /var/unbound/conf.d; the port installs rsyslogd
@@ -129,6 +135,9 @@ class FreeBSDHost(ScriptedRunner):
     def _ifconfig(self, args: tuple[str, ...]) -> Completed:
         if args[1:] == ("-l",):
             return _done(args, 0, " ".join(self.interfaces) + "\n")
+        if args[1:] == ("-a",):
+            listing = [self._ifconfig((args[0], n)).stdout for n in self.interfaces]
+            return _done(args, 0, "".join(listing))
         name = args[1]
         if len(args) == 5 and args[2] == "create" and args[3] == "name":
             # a cloner name + unit (lo1): create, then rename in one call; ifconfig(8)
@@ -182,7 +191,7 @@ class FreeBSDHost(ScriptedRunner):
     def _service(self, args: tuple[str, ...]) -> Completed:
         name, verb = args[1], args[2]
         local = self.at(f"/usr/local/etc/rc.d/{name}")
-        if name not in ("local_unbound",) and not local.exists():
+        if name not in ("local_unbound", "pf") and not local.exists():  # base: /etc/rc.d
             return _done(
                 args,
                 1,
@@ -457,8 +466,44 @@ class FreeBSDHost(ScriptedRunner):
         assert args[-1] == "kern.racct.enable"
         return _done(args, 0, self.racct + "\n")
 
+    def _pf_start(self, args: tuple[str, ...]) -> Completed:
+        # rc.d/pf: kldload pf, pfctl -e, pfctl -f /etc/pf.conf; the model keeps
+        # the anchor hooks of pf.conf as pfctl -s prints them (print_rule())
+        conf = self.at("/etc/pf.conf")
+        self.pf_loaded = True
+        self.pf_main = [
+            line.strip()
+            for line in (conf.read_text() if conf.exists() else "").splitlines()
+            if re.fullmatch(r'(nat-anchor|rdr-anchor|anchor) "[^"]+"', line.strip())
+        ]
+        return _done(args, 0, "Enabling pf.\n")
+
     def _pfctl(self, args: tuple[str, ...]) -> Completed:
-        return _done(args, 1, err="pfctl: /dev/pf: No such file or directory\n")
+        if not self.pf_loaded:
+            # sbin/pfctl/pfctl.c main(): dev = open(pf_device, mode); if (dev == -1)
+            # err(1, "%s", pf_device): /dev/pf exists only once pf.ko is loaded
+            return _done(args, 1, err="pfctl: /dev/pf: No such file or directory\n")
+        rest = list(args[1:])
+        anchor = rest[rest.index("-a") + 1] if "-a" in rest else None
+        if "-f" in rest:  # pfctl -a ANCHOR -f -: the anchor's rules, replaced whole
+            assert anchor is not None and rest[rest.index("-f") + 1] == "-", args
+            loaded = self.inputs[-1]  # what rex piped in (ScriptedRunner.run records it)
+            self.anchors[anchor] = loaded.decode() if isinstance(loaded, bytes) else loaded or ""
+            return _done(args)
+        if "-F" in rest:
+            assert anchor is not None, args
+            self.anchors.pop(anchor, None)
+            return _done(args)
+        what = rest[rest.index("-s") + 1]
+        if what == "Anchors":  # pfctl_show_anchors(): one "  PATH" line per child
+            below = sorted(a for a in self.anchors if anchor and a.startswith(anchor + "/"))
+            return _done(args, 0, "".join(f"  {a}\n" for a in below))
+        if anchor is not None:
+            return _done(args, 0, self.anchors.get(anchor, ""))
+        kinds = ("nat-anchor", "rdr-anchor") if what == "nat" else ("anchor",)
+        lines = [f"{h} all" if h.startswith("anchor") else h for h in self.pf_main
+                 if h.split()[0] in kinds]  # fmt: skip
+        return _done(args, 0, "".join(f"{line}\n" for line in lines))
 
     def _env(self, args: tuple[str, ...]) -> Completed:
         """``env PAGER=cat freebsd-update -b ROOT ... fetch|install`` (rex base update):

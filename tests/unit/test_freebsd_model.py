@@ -30,6 +30,7 @@ from rexcarcer.engine.plan import plan_up
 from rexcarcer.errors import RuntimeBackendError
 from rexcarcer.host import Host
 from rexcarcer.logs.hook import LogHook
+from rexcarcer.netpolicy.policy import NetworkPolicy
 from rexcarcer.pki.hook import IdentityHook
 from rexcarcer.platform import freebsd_host as fh
 from rexcarcer.platform.base import SetupCommand, SetupFile
@@ -37,7 +38,7 @@ from rexcarcer.platform.freebsd import FreeBSDPlatform, RouteCommands, route_arg
 from rexcarcer.progress import QuietProgress
 from rexcarcer.rexfile.parser import parse
 from rexcarcer.runtime import procfs
-from rexcarcer.runtime.base import BuildNet, build_env, jail_env
+from rexcarcer.runtime.base import BuildNet, JailSpec, build_env, jail_env
 from rexcarcer.runtime.freebsd import FreeBSDRuntime, build_jail_name
 from rexcarcer.state.memory import MemoryStore
 from rexcarcer.storage.fake import FakeStorage
@@ -123,7 +124,13 @@ def bsd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bsd]:
     (ctx / "public").mkdir(parents=True)
     (ctx / "public" / "index.html").write_text("<h1>docs</h1>\n")
     (ctx / "nginx.conf").write_text("events {}\n")
-    yield Bsd(model, host, Engine(host, Bases(), hooks), ctx)
+    # docs/freebsd.md step 4: the administrator's pf.conf hooks rex's anchors
+    (fs / "etc" / "pf.conf").write_text(
+        'nat-anchor "rexcarcer/*"\nrdr-anchor "rexcarcer/*"\nanchor "rexcarcer/*"\npass all\n'
+    )
+    model.run(["sysrc", "pf_enable=YES"])
+    model.run(["service", "pf", "start"])
+    yield Bsd(model, host, Engine(host, Bases(), hooks, policy=NetworkPolicy()), ctx)
 
 
 def _setup(bsd: Bsd) -> str:
@@ -275,7 +282,7 @@ def test_rule_jail_c_fails_without_the_interface(bsd: Bsd) -> None:
     # before `rex host setup` there is no rex0 (research item 1)
     runtime = bsd.host.runtime
     assert isinstance(runtime, FreeBSDRuntime)
-    spec = jails.JailSpec(
+    spec = JailSpec(
         "web",
         bsd.host.storage.mountpoint("bases/FreeBSD-14.1-RELEASE"),
         "web",
@@ -373,7 +380,7 @@ def test_doctor_checks_the_freebsd_host(bsd: Bsd) -> None:
         "jail interface": False,
         "devfs": True,
         "local_unbound": False,
-        "pf": False,
+        "pf": True,  # the fixture did docs/freebsd.md step 4 (pf.conf hooks, pf started)
         "racct": False,
     }
     _setup(bsd)
@@ -401,9 +408,17 @@ def test_rex_up_of_public_docs_runs_few_commands(bsd: Bsd) -> None:
     assert counts["zfs"] == 10
     # jail: build jail -c and -r for the one RUN step, then the jail's -c
     assert counts["jail"] == 3 and counts["jexec"] == 1
-    for none in ("ifconfig", "sysrc", "service", "route"):
+    for none in ("sysrc", "service", "route"):
         assert counts[none] == 0, none
-    assert set(counts) <= {"zfs", "jail", "jexec", "jls", "openssl"}
+    # the network policy reads the host's addresses (`ifconfig -a`, a read) for
+    # admission and for each guard load (before the RUN step, before the start);
+    # nothing rex runs adds or removes an address: jail(8) does (ip4.addr)
+    ifconfigs = [c for c in bsd.model.calls if c[0] == "ifconfig"]
+    assert counts["ifconfig"] == 3 and all(c == ("ifconfig", "-a") for c in ifconfigs[-3:])
+    # the guard, twice: its anchor loaded, the anchors listed, the hooks read
+    # (pfctl -s nat, -s rules)
+    assert counts["pfctl"] == 8
+    assert set(counts) <= {"zfs", "jail", "jexec", "jls", "openssl", "ifconfig", "pfctl"}
 
 
 def test_the_plan_of_public_docs_on_freebsd_shows_every_command_and_file(bsd: Bsd) -> None:
@@ -414,11 +429,18 @@ def test_the_plan_of_public_docs_on_freebsd_shows_every_command_and_file(bsd: Bs
     zfs_first = len(bsd.host.storage.calls)  # type: ignore[attr-defined]
     jails.up(bsd.eng, docs, "public-docs")
     ran = [list(c) for c in bsd.model.calls[first:] if c[0] in ("jail", "jexec")]
+    loads = [list(c) for c in bsd.model.calls[first:] if c[0] == "pfctl" and "-f" in c]
     zfs = bsd.host.storage.calls[zfs_first:]  # type: ignore[attr-defined]
     planned = [list(c) for a in plan for c in a.commands]
     # the same commands in the same order (zfs and jail(8) are two lists here)
     assert [c for c in planned if c[0] == "zfs"] == zfs
-    assert [c for c in planned if c[0] != "zfs"] == ran
+    assert [c for c in planned if c[0] in ("jail", "jexec")] == ran
+    # the guard is shown once, before the first step that runs; rex up loads it
+    # again before the start (the same loads: nothing changed in between)
+    guard = [c for c in planned if c[0] == "pfctl"]
+    assert guard and loads == guard + guard
+    order = [c[0] for c in planned]
+    assert order.index("pfctl") < order.index("jail")
     files = {f.path: f.content for a in plan for f in a.files}
     root = bsd.host.storage.mountpoint("jails") / "public-docs"
     conf = bsd.model.fs / "etc/jail.conf.d/public-docs.conf"

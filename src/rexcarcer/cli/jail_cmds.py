@@ -119,13 +119,13 @@ def plan(ctx: Ctx, file: Path, name: str | None, on_host: str | None,
 
 
 def _plan_for(ctx: Ctx, platform: str, rexfile: Rexfile, jail: str) -> list[Action]:
-    from rexcarcer.base.source import Bases
-    from rexcarcer.engine.base import Engine
     from rexcarcer.engine.plan import plan_up
+    from rexcarcer.wiring import engine_for
 
     host = ctx.dry_host(platform)
     try:
-        return plan_up(Engine(host, Bases()), rexfile, jail)
+        # the engine rex up would use on that platform: its admission and guard too
+        return plan_up(engine_for(host), rexfile, jail)
     finally:
         host.close()
 
@@ -215,6 +215,3 @@ def register(group: click.Group) -> None:
         )
     )
     group.add_command(_lifecycle("restart", "Stop and start jails.", lambda s, n: s.restart(n)))
-    group.add_command(_lifecycle(
-        "destroy", "Stop jails, release their addresses and destroy their datasets.",
-        lambda s, n: s.destroy(n)))  # fmt: skip

@@ -11,15 +11,18 @@ JSON form (schema 3)::
     {"schema": 3, "name", "host", "status", "desired", "definition", "rexfile",
      "base", "image", "hostname", "address", "services": [{"name","port","proto"}],
      "env": [[key, value]], "enable": [[service, flags or null]], "created",
-     "pid", "pid_start", "pid_ticks"}
+     "pid", "pid_start", "pid_ticks", "generation", "replacing",
+     "volumes": [{"name","path","size"}], "canonical": {...}}
 
 ``pid_start`` is the owning run's start time as psutil gives it (seconds since
 the epoch, runtime/process.py). Schema 1 (rex 0.1) had the fields of schema 2
 without ``schema``; schema 2 had no ``enable`` and its ``pid_start`` was the
 Linux ``/proc/PID/stat`` start time in clock ticks after boot, which
 ``from_json`` moves to ``pid_ticks`` (still checked by the Linux platform, so a
-run that was creating a jail across an upgrade is never taken for dead). A
-record with a newer schema is refused, never half-read.
+run that was creating a jail across an upgrade is never taken for dead).
+``generation``, ``replacing``, ``volumes`` and ``canonical`` are optional (a
+record without them is generation 1 with no volumes). A record with a newer
+schema is refused, never half-read.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ SCHEMA = 3
 class Status(StrEnum):
     CREATING = "creating"  # a `rex up` owns it (pid, pid_start)
     READY = "ready"
+    UPDATING = "updating"  # a `rex up`/`rex rollback` replaces its generation (pid, pid_start)
 
 
 class Desired(StrEnum):
@@ -58,6 +62,18 @@ class ServiceEntry:
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "port": self.port, "proto": self.proto}
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeEntry:
+    """``VOLUME <name> <path> [<size>]`` as recorded."""
+
+    name: str
+    path: str
+    size: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "size": self.size}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +96,12 @@ class JailRecord:
     pid: int | None = None  # the owning `rex up` while creating
     pid_start: float | None = None  # its start time: PID + start time name one process
     pid_ticks: int | None = None  # a schema-2 record's start time (Linux clock ticks)
+    generation: int = 1  # bumped by every update in place (jails/<name> is the current one)
+    replacing: int = 0  # while UPDATING: the generation being replaced (the run's journal)
+    volumes: tuple[VolumeEntry, ...] = ()
+    # Rexfile.canonical() of the definition: what `rex plan` compares to say
+    # which instruction an update changes
+    canonical: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:
@@ -107,6 +129,8 @@ class JailRecord:
             "env": [list(kv) for kv in self.env],
             "enable": [list(kv) for kv in self.enable], "created": self.created,
             "pid": self.pid, "pid_start": self.pid_start, "pid_ticks": self.pid_ticks,
+            "generation": self.generation, "replacing": self.replacing,
+            "volumes": [v.as_json() for v in self.volumes], "canonical": self.canonical,
         }  # fmt: skip
 
     @classmethod
@@ -147,6 +171,10 @@ class JailRecord:
             enable=tuple(_enable(e) for e in d.get("enable") or ()),
             created=int(d.get("created") or 0), pid=_opt_int(d.get("pid")),
             pid_start=_opt_float(d.get("pid_start")), pid_ticks=_opt_int(d.get("pid_ticks")),
+            generation=int(d.get("generation") or 1), replacing=int(d.get("replacing") or 0),
+            volumes=tuple(VolumeEntry(str(v["name"]), str(v["path"]), _opt_int(v.get("size")))
+                          for v in d.get("volumes") or ()),
+            canonical=dict(d.get("canonical") or {}),
         )  # fmt: skip
 
 
@@ -228,3 +256,52 @@ class JailInfo:
                   for s in d.get("services", ())),
             str(d.get("base", "")), str(d.get("image", "")), str(d.get("host", "")),
         )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationInfo:
+    """One generation of a jail, as ``rex history`` shows it."""
+
+    generation: int
+    current: bool
+    created: int
+    image: str
+    base: str
+    definition: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "generation": self.generation, "current": self.current, "created": self.created,
+            "image": self.image, "base": self.base, "definition": self.definition,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> GenerationInfo:
+        return cls(int(d["generation"]), bool(d["current"]), int(d["created"]), str(d["image"]),
+                   str(d["base"]), str(d["definition"]))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeInfo:
+    """A volume as ``rex volume ls`` shows it."""
+
+    jail: str
+    name: str
+    path: str
+    size: int | None  # the quota, None: none
+    used: int
+    attached: bool  # named by the jail's current definition
+    snapshots: tuple[str, ...]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "jail": self.jail, "name": self.name, "path": self.path, "size": self.size,
+            "used": self.used, "attached": self.attached, "snapshots": list(self.snapshots),
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> VolumeInfo:
+        size = d.get("size")
+        return cls(str(d["jail"]), str(d["name"]), str(d["path"]),
+                   int(size) if size is not None else None, int(d["used"]), bool(d["attached"]),
+                   tuple(str(s) for s in d.get("snapshots", ())))  # fmt: skip

@@ -42,7 +42,8 @@ class FileWrite:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    kind: str  # place, remote, fetch, build, cached, address, clone, files, start, none, setup
+    kind: str  # place, remote, fetch, firewall, build, cached, address, clone, files, start,
+    # replace, none, setup
     description: str
     commands: tuple[tuple[str, ...], ...] = field(default=())
     notes: tuple[str, ...] = field(default=())  # what runs inside the jail, what is decided

@@ -81,6 +81,17 @@ class Enable:
     pos: Pos = field(default=Pos(1, 1), compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """``VOLUME <name> <path> [<size>]``: a dataset of the jail's own, mounted at
+    ``path`` (normalised, absolute, inside the jail), with a quota of ``size`` bytes."""
+
+    name: str
+    path: str
+    size: int | None = None
+    pos: Pos = field(default=Pos(1, 1), compare=False)
+
+
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
@@ -93,6 +104,7 @@ class Rexfile:
     ip: IPInterface | None = None
     services: tuple[Service, ...] = ()
     enable: tuple[Enable, ...] = ()
+    volumes: tuple[Volume, ...] = ()
     path: Path | None = field(default=None, compare=False)
     # The name a user knows the file by, when it was unpacked elsewhere (an agent
     # building a client's context): used in messages instead of ``path``.
@@ -116,7 +128,7 @@ class Rexfile:
         """A JSON-able form, without positions: what "the definition" means.
         Instructions added after 0.1 appear only when used, so the digest of a
         file that does not use them stays what it was."""
-        out: dict[str, object] = {
+        return {
             "base": {"ref": self.base.ref, "pin": self.base.pin},
             "steps": [
                 {"run": s.command} if isinstance(s, Run) else {"copy": [s.src, s.dst]}
@@ -126,10 +138,12 @@ class Rexfile:
             "hostname": self.hostname,
             "ip": str(self.ip) if self.ip is not None else None,
             "services": [[s.name, s.port, str(s.proto)] for s in self.services],
-        }
-        if self.enable:
-            out["enable"] = [[e.service, e.flags] for e in self.enable]
-        return out
+            # instructions added after 0.1 appear only when used, so that the
+            # digest of a file written for 0.1 does not change
+            **({"volumes": [[v.name, v.path, v.size] for v in self.volumes]}
+               if self.volumes else {}),
+            **({"enable": [[e.service, e.flags] for e in self.enable]} if self.enable else {}),
+        }  # fmt: skip
 
     def digest(self) -> str:
         """SHA-256 of the canonical form (does not cover COPY contents)."""

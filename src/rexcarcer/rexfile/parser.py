@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from rexcarcer.errors import RexfileError
 from rexcarcer.names import hostname_problem, service_problem
+from rexcarcer.rexfile import running
 from rexcarcer.rexfile.ast import (
     Base,
     Copy,
@@ -29,10 +30,11 @@ from rexcarcer.rexfile.ast import (
     Run,
     Service,
     Step,
+    Volume,
 )
 from rexcarcer.rexfile.lexer import Line, Token, fail, logical_lines
 
-KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE", "ENABLE")
+KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE", "ENABLE", "VOLUME")
 # A .rex file is a page of instructions. The cap keeps a mistaken path (an image,
 # /dev/zero) or a file sent to an agent's API from being read whole into memory.
 MAX_FILE = 1024 * 1024
@@ -90,6 +92,7 @@ class _Parser:
         self.ip: tuple[IPInterface, int] | None = None
         self.services: dict[tuple[str, Proto], Service] = {}
         self.enable: dict[str, Enable] = {}
+        self.volumes: list[Volume] = []
 
     def feed(self, line: Line) -> None:
         keyword = line.next_word(0)
@@ -112,6 +115,7 @@ class _Parser:
             "IP": self._ip,
             "SERVICE": self._service,
             "ENABLE": self._enable,
+            "VOLUME": self._volume,
         }
         handler = handlers.get(_upper(keyword))
         if handler is None:
@@ -134,6 +138,7 @@ class _Parser:
             ip=self.ip[0] if self.ip else None,
             services=tuple(self.services.values()),
             enable=tuple(self.enable.values()),
+            volumes=tuple(self.volumes),
             path=path,
         )
 
@@ -324,6 +329,13 @@ class _Parser:
                 raise line.error(rest.start + offset, "carriage return in FLAGS", hint="remove it")
         return rest.text
 
+    # -- running services (rexfile/running.py) ---------------------------------------
+
+    def _volume(self, line: Line, keyword: Token) -> None:
+        volume = running.volume(line, keyword)
+        running.volume_clash(self.volumes, volume, line, keyword)
+        self.volumes.append(volume)
+
 
 def _unknown(line: Line, keyword: Token) -> RexfileError:
     word = keyword.text.upper()
@@ -338,7 +350,7 @@ def _unknown(line: Line, keyword: Token) -> RexfileError:
         f"did you mean {close[0]}?"
         if close
         else "the instructions are BASE, PROVISION RUN, PROVISION COPY, ENV, HOSTNAME, IP, "
-        "SERVICE and ENABLE"
+        "SERVICE, ENABLE and VOLUME"
     )
     return line.error(keyword, f"unknown instruction {keyword.text!r}", hint)
 

@@ -37,16 +37,23 @@ class JailSpec:
     gateway: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None  # host side address
     env: tuple[tuple[str, str], ...] = ()
     osrelease: str | None = None  # FreeBSD: the base's freebsd-version
+    # (host directory, directory inside the jail) bind/nullfs-mounted before the
+    # jail starts: its volumes. The inside path is already resolved within the
+    # root (jailfs) and exists as a plain directory.
+    mounts: tuple[tuple[Path, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class BuildNet:
-    """The network of a PROVISION step's jail: an address of the jail subnet,
-    claimed for the step like a jail's, on the host interface jails use."""
+    """The network of one PROVISION RUN step: the same as a jail's. ``name`` is
+    the owner of ``address`` in IPAM (``build-<first 8 of the step key>``);
+    ``gateway`` the host's address in the jail subnet (the step's resolver and
+    log collector); ``interface`` the host interface (Linux: the bridge);
+    ``routes`` what the step reaches through ``gateway`` (never a default)."""
 
-    name: str  # what holds the address while the step runs
+    name: str
     address: IPInterface
-    gateway: Address  # the host's address in the jail subnet
+    gateway: Address
     interface: str
     routes: tuple[Network, ...] = ()
 
@@ -125,8 +132,15 @@ class Runtime(Protocol):
         network: BuildNet | None = None,
     ) -> Completed:
         """Run ``/bin/sh -c command`` in a throw-away jail on ``root`` (a PROVISION
-        step), with ``network`` (no network without one). The step's own exit
-        status is returned. Every process it started is gone when this returns."""
+        step). The step's own exit status is returned. Every process it started
+        is gone when this returns. With ``network`` the step has a jail's
+        network (its address on the host's jail network, removed again when the
+        step ends); without, none."""
+        ...
+
+    def build_cleanup(self, network: BuildNet) -> None:
+        """Remove what ``build_run`` set up for ``network`` on the host, if a run
+        killed mid-step left it. Idempotent; nothing when there is nothing."""
         ...
 
     def remove(self, name: str) -> None:

@@ -20,11 +20,14 @@ class FakeRuntime:
     running: dict[str, JailSpec] = field(default_factory=dict)
     builds: list[tuple[Path, str]] = field(default_factory=list)
     networks: list[BuildNet | None] = field(default_factory=list)  # per build, in order
+    cleaned: list[BuildNet] = field(default_factory=list)
     execs: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     fail_start: set[str] = field(default_factory=set)
+    fail_next: int = 0  # the next N starts fail, whatever the jail
 
     def start(self, spec: JailSpec) -> None:
-        if spec.name in self.fail_start:
+        if spec.name in self.fail_start or self.fail_next > 0:
+            self.fail_next = max(0, self.fail_next - 1)
             raise RuntimeBackendError(f"jail {spec.name} failed to start (fake)")
         self.running[spec.name] = spec
 
@@ -34,7 +37,8 @@ class FakeRuntime:
     def build_commands(
         self, root: Path, command: str, env: Mapping[str, str], network: BuildNet | None = None
     ) -> list[list[str]]:
-        return [["/bin/sh", "-c", command]]
+        net = [["fake-net", network.name, str(network.address)]] if network is not None else []
+        return [*net, ["/bin/sh", "-c", command]]
 
     def start_files(self, spec: JailSpec) -> list[HostFile]:
         return []
@@ -80,6 +84,9 @@ class FakeRuntime:
         if on_output is not None:
             on_output(f"ran {command}\n")
         return Completed(("/bin/sh", "-c", command), code, f"ran {command}\n")
+
+    def build_cleanup(self, network: BuildNet) -> None:
+        self.cleaned.append(network)
 
     def remove(self, name: str) -> None:
         self.stop(name)

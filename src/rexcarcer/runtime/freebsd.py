@@ -149,6 +149,19 @@ def _address_params(interface: str, addr: IPInterface | None) -> list[str]:
     return [_set("ip4", "disable"), _set("ip6.addr", alias(interface, addr))]
 
 
+def _mount_params(spec: JailSpec) -> list[str]:
+    """One ``mount`` line per volume: jail(8) "mount: A filesystem to mount before
+    creating the jail (and to unmount after removing it), given as a single
+    fstab(5) line", run as ``mount -t nullfs -o rw SRC DST`` (command.c, IP_MOUNT),
+    splitting the line on blanks: the parser refuses blanks in volume paths."""
+    out = []
+    for src, inside in spec.mounts:
+        for path in (str(src), f"{spec.root}{inside}"):
+            check_root(Path(path))
+        out.append(f"\tmount += {conf_quote(f'{src} {spec.root}{inside} nullfs rw 0 0')};")
+    return out
+
+
 def _hardening() -> list[str]:
     """What every rex jail has, the build jail included."""
     return [
@@ -174,6 +187,7 @@ def _params(spec: JailSpec) -> list[str]:
         _set("path", str(spec.root)),
         _set("host.hostname", spec.hostname),
         *_address_params(spec.interface, spec.address),
+        *_mount_params(spec),
     ]
     if spec.osrelease:
         # jail(8) osrelease: "The string for the jail's kern.osrelease sysctl
@@ -520,6 +534,27 @@ class FreeBSDRuntime:
         self._run(["jail", "-R", name], f"cannot remove {name}")
         if root and self.is_mount(Path(root) / "dev"):
             self._run(["umount", f"{root}/dev"], f"cannot unmount {root}/dev")
+
+    def build_cleanup(self, network: BuildNet) -> None:
+        """Remove a build jail a killed run left holding ``network``'s address
+        (its file under build_dir names the address): ``jail -r`` with that
+        file also removes the alias (jail.c stopcommands end with
+        IP__IP4_IFADDR/IP__IP6_IFADDR), so the address is free on the
+        interface before IPAM gives it out again."""
+        wanted = alias(network.interface, network.address)
+        try:
+            confs = sorted(self.build_dir.glob("rexbuild-*.conf"))
+        except OSError:
+            return
+        for conf in confs:
+            try:
+                text = conf.read_text()
+            except OSError:
+                continue
+            if conf_quote(wanted) not in text:
+                continue
+            self._remove_build(conf, conf.name.removesuffix(".conf"))
+            conf.unlink(missing_ok=True)
 
     def remove(self, name: str) -> None:
         self.stop(name)
