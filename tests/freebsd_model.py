@@ -101,6 +101,9 @@ class FreeBSDHost(ScriptedRunner):
         self.dns.up = False  # local_unbound is not running on a fresh host
         self.pids = 700
         self.racct = "0"  # GENERIC: RACCT compiled in, disabled (rctl.c enosys())
+        # bsdinstall leaves ntpd off (/etc/defaults/rc.conf ntpd_enable="NO"): the
+        # kernel clock stays unsynchronised (STA_UNSYNC) until something sets it
+        self.clock_synced = False
         self.pf_loaded = False  # GENERIC has no pf: pf.ko loads with `service pf start`
         self.pf_main: list[str] = []  # the main ruleset's anchor hooks, as pfctl prints them
         self.anchors: dict[str, str] = {}  # anchor path -> the rules loaded into it
@@ -465,6 +468,12 @@ class FreeBSDHost(ScriptedRunner):
     def _sysctl(self, args: tuple[str, ...]) -> Completed:
         assert args[-1] == "kern.racct.enable"
         return _done(args, 0, self.racct + "\n")
+
+    def _ntptime(self, args: tuple[str, ...]) -> Completed:
+        # contrib/ntp/util/ntptime.c: printf("ntp_gettime() returns code %d (%s)\n",
+        # status, timex_state(status)); sys/sys/timex.h TIME_OK 0, TIME_ERROR 5
+        code, state = (0, "OK") if self.clock_synced else (5, "ERROR")
+        return _done(args, 0, f"ntp_gettime() returns code {code} ({state})\n  time ...\n")
 
     def _pf_start(self, args: tuple[str, ...]) -> Completed:
         # rc.d/pf: kldload pf, pfctl -e, pfctl -f /etc/pf.conf; the model keeps

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from rexcarcer import hostsetup
+from rexcarcer import hostsetup, ipam
 from rexcarcer.base.manifest import parse_location
 from rexcarcer.base.source import Bases
 from rexcarcer.base.update import update_base
 from rexcarcer.config import Config, load_config
 from rexcarcer.dns.hook import DnsHook
+from rexcarcer.engine import build as builder
 from rexcarcer.engine import jails
 from rexcarcer.engine.base import Engine
 from rexcarcer.engine.plan import plan_up
@@ -382,10 +383,15 @@ def test_doctor_checks_the_freebsd_host(bsd: Bsd) -> None:
         "local_unbound": False,
         "pf": True,  # the fixture did docs/freebsd.md step 4 (pf.conf hooks, pf started)
         "racct": False,
+        "clock sync": False,  # ntpd is off on a fresh install
     }
     _setup(bsd)
     after = {c.name: c.ok for c in bsd.host.platform.doctor_checks()}
     assert after["jail interface"] and after["local_unbound"]
+    time = next(c for c in bsd.host.platform.doctor_checks() if c.name == "clock sync")
+    assert "ntpd_enable=YES" in time.detail
+    bsd.model.clock_synced = True  # ntpd has disciplined the clock
+    assert {c.name: c.ok for c in bsd.host.platform.doctor_checks()}["clock sync"]
 
 
 # -- what `rex up` runs, counted (docs/freebsd.md compares it with Bastille) ------------
@@ -447,3 +453,30 @@ def test_the_plan_of_public_docs_on_freebsd_shows_every_command_and_file(bsd: Bs
     assert files[str(conf)] == conf.read_text()
     assert files[f"{root}/etc/rc.conf.d/nginx"] == (root / "etc/rc.conf.d/nginx").read_text()
     assert files[f"{root}/etc/rexcarcer/env"] == "DOCS_ROOT='/usr/local/www/docs'\n"
+
+
+def test_a_killed_builds_jail_and_address_are_removed_by_the_next_sweep(bsd: Bsd) -> None:
+    # A run killed mid-step leaves its build jail running on its build address
+    # (and the IPAM lease). The next build's sweep removes that jail with its own
+    # file: jail -f FILE -r also removes the alias (usr.sbin/jail/jail.c
+    # stopcommands end with IP__IP6_IFADDR, IP__IP4_IFADDR), so the address is
+    # off rex0 before IPAM gives it out again.
+    _setup(bsd)
+    host = bsd.host
+    runtime = host.runtime
+    assert isinstance(runtime, FreeBSDRuntime)
+    owner = "build-deadbeef"
+    address = ipam.allocate(host.store, bsd.config.subnet, owner, host="bsd1", build=True)
+    root = host.storage.mountpoint("bases/FreeBSD-14.1-RELEASE")
+    net = builder.build_net(bsd.config, owner, address)
+    (conf,) = runtime.build_files(root, net)
+    conf.path.parent.mkdir(parents=True, exist_ok=True)
+    conf.path.write_text(conf.content)
+    create = runtime.build_commands(root, "sleep 1000", build_env(()), net)[0]
+    bsd.model.run(create)
+    assert str(address.ip) in bsd.model.interfaces["rex0"]
+    builder.sweep_incomplete(host)
+    assert build_jail_name(root) not in bsd.model.jails
+    assert str(address.ip) not in bsd.model.interfaces["rex0"]
+    assert not conf.path.exists()
+    assert ipam.owner(host.store, address.ip) is None

@@ -260,6 +260,7 @@ class FreeBSDPlatform:
                 missing_hooks(done["pf_nat"].stdout, done["pf_rules"].stdout) if pf_ok else None
             ),
             fh.check_racct(done["racct"].ok, done["racct"].stdout),
+            fh.check_time(done["time"].ok, done["time"].stdout),
         ]
 
     def collector_listening(

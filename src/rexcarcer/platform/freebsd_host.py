@@ -340,6 +340,9 @@ def doctor_commands(config: PlatformConfig) -> dict[str, list[str]]:
         "pf_nat": ["pfctl", "-s", "nat"],
         "pf_rules": ["pfctl", "-s", "rules"],
         "racct": ["sysctl", "-n", "kern.racct.enable"],
+        # ntptime(8) (base, contrib/ntp/util/ntptime.c): prints the kernel's
+        # clock state as "ntp_gettime() returns code %d (%s)"
+        "time": ["ntptime"],
     }
 
 
@@ -394,6 +397,24 @@ def check_racct(ok: bool, text: str) -> HostCheck:
         "kern.racct.enable is not 1: LIMIT cannot work; add "
         'kern.racct.enable="1" to /boot/loader.conf and reboot',
     )
+
+
+# sys/sys/timex.h, the kernel clock states: TIME_OK 0 ... TIME_WAIT 4, and
+# "#define TIME_ERROR 5 /* clock not synchronized */" (STA_UNSYNC is set)
+TIME_ERROR = 5
+_NTP_STATE = re.compile(r"ntp_gettime\(\) returns code (\d+)")
+
+
+def check_time(ok: bool, text: str) -> HostCheck:
+    """Certificates (the cluster's, a jail's identity) are checked against the
+    clock: a host whose kernel clock no NTP daemon disciplines says so."""
+    m = _NTP_STATE.search(text) if ok else None
+    hint = "enable ntpd: sysrc ntpd_enable=YES ntpd_sync_on_start=YES; service ntpd start"
+    if m is None:
+        return HostCheck("clock sync", False, f"cannot read the clock state (ntptime): {hint}")
+    if int(m[1]) == TIME_ERROR:
+        return HostCheck("clock sync", False, f"the clock is not synchronised (TIME_ERROR): {hint}")
+    return HostCheck("clock sync", True, "the kernel clock is synchronised (ntptime)")
 
 
 def check_pf(missing: Iterable[str] | None) -> HostCheck:
