@@ -3,6 +3,7 @@ FreeBSD: OpenZFS and jail(8)), through the rex CLI."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 
@@ -135,9 +136,15 @@ def test_env_and_enable_reach_every_daemon_rc_starts(rex: Rex, tmp_path: Path) -
     (ctx / "probe").chmod(0o755)
     rcd = "/usr/local/etc/rc.d" if rex.platform == "freebsd" else "/etc/rc.d"
     rexfile = ctx / "svc.rex"
+    # a step runs like pkg(7) needs it without a terminal (usr.sbin/pkg/pkg.c
+    # non_interactive_message: ASSUME_ALWAYS_YES), with the host as its resolver
+    step = (
+        'PROVISION RUN echo "yes=$ASSUME_ALWAYS_YES greeting=$GREETING" > /build.out; '
+        "grep nameserver /etc/resolv.conf >> /build.out\n"
+    )
     rexfile.write_text(
         f"BASE {rex.base}\nPROVISION COPY probe {rcd}/probe\nENV GREETING=hi there\n"
-        "ENABLE probe FLAGS -x 1\n"
+        f"{step}ENABLE probe FLAGS -x 1\n"
     )
     if rex.platform == "freebsd":
         # rc.subr runs a script with `rcvar`; the probe is plain sh: wrap it
@@ -149,3 +156,7 @@ def test_env_and_enable_reach_every_daemon_rc_starts(rex: Rex, tmp_path: Path) -
     rex.run("up", rexfile)
     out = rex.run("exec", "svc", "--", "cat", "/var/run/probe.out").stdout
     assert out == "start GREETING=hi there flags=-x 1\n"
+    built = rex.run("exec", "svc", "--", "cat", "/build.out").stdout.splitlines()
+    assert built[0] == "yes=yes greeting=hi there"
+    host_address = next(ipaddress.ip_network(rex.env["REX_SUBNET"]).hosts())
+    assert built[1].split() == ["nameserver", str(host_address)]
