@@ -398,12 +398,19 @@ class NoRunner:
     --platform``), so no command of that OS is ever tried on this host."""
 
     why: str = "this is a dry run for another platform"
+    # Read-only queries answered as a fresh host of that platform would answer
+    # them (argv -> exit status, stdout, stderr), so that a plan can be made
+    # there: no address but the configured ones, none of rex's rules loaded.
+    fresh: Mapping[tuple[str, ...], tuple[int, str, str]] = field(default_factory=dict)
 
     def _refuse(self, argv: Sequence[Arg]) -> NoReturn:
         raise NotSupported(f"not running {shlex.join(_argv(argv))}: {self.why}",
                            hint="run it on a host of that platform")  # fmt: skip
 
     def run(self, argv: Sequence[Arg], **_: object) -> Completed:
+        args = tuple(_argv(argv))
+        if args in self.fresh:
+            return Completed(args, *self.fresh[args])
         self._refuse(argv)
 
     def spawn(self, argv: Sequence[Arg], **_: object) -> int:

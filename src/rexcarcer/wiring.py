@@ -71,14 +71,43 @@ def open_dry_host(config: Config, *, foreign: bool, progress: Progress | None = 
 
     runner = SubprocessRunner()
     store: Store = open_store(config) if config.db_path.exists() else MemoryStore()
+    none = NoRunner(fresh=fresh_host_reads(config.runtime))
     return Host(
         config=config,
-        runner=NoRunner() if foreign else runner,
+        runner=none if foreign else runner,
         storage=ZfsStorage(runner, config.dataset, serial_lock=serial_lock_for()),
-        platform=platform_for(config, NoRunner() if foreign else runner),
+        platform=platform_for(config, none if foreign else runner),
         store=store,
         progress=progress or QuietProgress(),
     )
+
+
+def fresh_host_reads(kind: PlatformKind) -> dict[tuple[str, ...], tuple[int, str, str]]:
+    """What the network policy reads on a host of ``kind`` (its addresses, rex's
+    firewall rules), answered as on a fresh host, for ``rex plan --platform``:
+    the configured addresses only (netpolicy/facts.py adds the jail subnet's),
+    nothing of rex's loaded, so the plan shows every load."""
+    if kind is PlatformKind.FREEBSD:
+        from rexcarcer.firewall import pf
+        from rexcarcer.platform.freebsd import addresses_argv
+
+        return {
+            tuple(addresses_argv()): (0, "", ""),
+            # pfctl -s Anchors below an anchor nothing was loaded into
+            tuple(pf.anchors_argv()): (1, "", "pfctl: Anchor 'rexcarcer' not found.\n"),
+            tuple(pf.main_argv("nat")): (0, "", ""),
+            tuple(pf.main_argv("rules")): (0, "", ""),
+        }
+    if kind is PlatformKind.LINUX:
+        from rexcarcer.firewall import nft
+        from rexcarcer.platform.linux import addresses_argv as ip_addresses_argv
+
+        return {
+            tuple(ip_addresses_argv()): (0, "[]", ""),
+            # nft(8) list of a table that does not exist
+            tuple(nft.list_argv()): (1, "", "Error: No such file or directory\n"),
+        }
+    return {}
 
 
 def default_hooks(config: Config) -> list[JailHook]:

@@ -15,10 +15,13 @@ import pytest
 
 from rexcarcer.config import PublicRange, load_config
 from rexcarcer.errors import ConfigError, NotSupported, UnsafePath
+from rexcarcer.firewall.pf import PfFirewall
 from rexcarcer.platform import freebsd_host as fh
 from rexcarcer.platform import trust
 from rexcarcer.platform.base import HostFacts, SetupCommand
+from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.run import NoRunner
+from rexcarcer.wiring import fresh_host_reads
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "freebsd"
 
@@ -165,3 +168,32 @@ def test_host_setup_dry_run_for_freebsd_prints_every_file_and_command(tmp_path: 
 def test_platform_without_dry_run_is_refused(tmp_path: Path) -> None:
     code, out = _rex(tmp_path, "host", "setup", "--platform", "freebsd")
     assert code == 2 and "--dry-run" in out
+
+
+def test_plan_for_freebsd_admits_on_this_machine_as_on_a_fresh_freebsd_host(
+    tmp_path: Path,
+) -> None:
+    # rex plan --platform freebsd runs the engine rex up would use there, with its
+    # network policy: what the policy reads on the host (ifconfig -a, pfctl) is
+    # answered as a fresh FreeBSD host would, nothing else is run
+    rexfile = tmp_path / "web.rex"
+    base = "BASE https://bases.example.com/freebsd/FreeBSD-14.1-RELEASE\n"
+    rexfile.write_text(
+        f"{base}PROVISION RUN pkg install -y nginx\nENABLE nginx\nIP 203.0.113.8/24\n"
+    )
+    code, out = _rex(tmp_path, "plan", str(rexfile), "--platform", "freebsd")
+    assert code == 0, out
+    assert out.startswith("fetch    fetch, verify and receive the base https://bases.example.com/")
+    rexfile.write_text(f"{base}IP 192.0.2.9/24\n")  # in no range this host declares
+    code, out = _rex(tmp_path, "plan", str(rexfile), "--platform", "freebsd")
+    assert code == 46 and "IP 192.0.2.9/24 is refused" in out, out
+
+
+def test_a_fresh_hosts_reads_are_answered_and_nothing_else_runs() -> None:
+    reads = fresh_host_reads(PlatformKind.FREEBSD)
+    runner = NoRunner(fresh=reads)
+    assert runner.run(["ifconfig", "-a"]).stdout == ""
+    assert not runner.run(["pfctl", "-a", "rexcarcer", "-s", "Anchors"]).ok
+    with pytest.raises(NotSupported):
+        runner.run(["pfctl", "-a", "rexcarcer/guard", "-f", "-"])
+    assert PfFirewall(runner).anchors() == set()
