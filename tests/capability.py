@@ -30,3 +30,25 @@ def require_tools(*tools: str) -> None:
     absent = [t for t in tools if shutil.which(t) is None]
     if absent:
         missing(", ".join(absent))
+
+
+def platform() -> str:
+    """The platform the integration tests run on: this OS's (REX_TEST_PLATFORM
+    can only name it, never another: the tests run real commands)."""
+    import sys
+
+    return "freebsd" if sys.platform.startswith("freebsd") else "linux"
+
+
+def linux_only(why: str) -> None:
+    """Skip on FreeBSD what exists only on Linux, saying what (never a failure,
+    strict or not: the FreeBSD CI runs every other test body)."""
+    if platform() != "linux":
+        pytest.skip(f"Linux-only: {why}")
+
+
+def freebsd_only(why: str) -> None:
+    """The converse: a body that needs FreeBSD itself (its rc(8), local_unbound).
+    Also at module level, before any fixture (a session pool) is made for it."""
+    if platform() != "freebsd":
+        pytest.skip(f"FreeBSD-only: {why}", allow_module_level=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, TOKEN, _sweep_netns, require, sh
+from tests.integration.conftest import PLATFORM, REPO, TOKEN, _sweep_netns, require, sh
 
 # The session's pool and busybox tree are defined here, once: a fixture
 # defined (or imported) in two conftest files is two fixtures, and the second
@@ -60,7 +60,10 @@ def revive_zfs(name: str) -> None:
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The session's pool, on a sparse file of REX_TEST_POOL_SIZE bytes (3G unless
     set: a run that moves big volumes between the test bed's hosts needs more)."""
-    require("root", "zfs", "namespaces", "busybox-static", "iproute2")
+    if PLATFORM == "freebsd":
+        require("root", "zfs", "jail", "freebsd-base")
+    else:
+        require("root", "zfs", "namespaces", "busybox-static", "iproute2")
     work = tmp_path_factory.mktemp("pool")
     img = work / "pool.img"
     sh("truncate", "-s", os.environ.get("REX_TEST_POOL_SIZE", "3G"), img)
@@ -87,6 +90,8 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def busybox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if PLATFORM == "freebsd":  # the FreeBSD tests' base is a release's base.txz
+        return Path("/nonexistent")
     require("busybox-static")
     root = tmp_path_factory.mktemp("bb") / "root"
     sh(REPO / "examples" / "make-busybox-base.sh", root)

@@ -158,8 +158,7 @@ class Config:
         return self.root / "state.db"
 
 
-def _defaults() -> dict[str, str]:
-    kind = detect()
+def _defaults(kind: PlatformKind) -> dict[str, str]:
     os_defaults = DEFAULTS[kind]
     return {
         "root": os_defaults["root"],
@@ -190,12 +189,12 @@ def _defaults() -> dict[str, str]:
     }
 
 
-def _config_file(explicit: Path | None, root: str) -> Path | None:
+def _config_file(explicit: Path | None, root: str, kind: PlatformKind) -> Path | None:
     if explicit is not None:
         if not explicit.is_file():
             raise ConfigError(f"configuration file not found: {explicit}")
         return explicit
-    system = Path(DEFAULTS[detect()]["config_file"])
+    system = Path(DEFAULTS[kind]["config_file"])
     for candidate in (Path(root) / "rexcarcer.toml", system):
         try:
             if candidate.is_file():
@@ -229,12 +228,16 @@ def load_config(
     config_file: Path | None = None,
     root: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    platform: PlatformKind | None = None,
 ) -> Config:
-    """Merge defaults, the TOML file and the environment (``--root`` beats all)."""
+    """Merge defaults, the TOML file and the environment (``--root`` beats all).
+    ``platform``: the configuration as it would be on that OS (its defaults and
+    system file; the runtime is that OS's), for ``--platform`` dry runs."""
     env = os.environ if environ is None else environ
-    values = _defaults()
+    kind = platform or detect()
+    values = _defaults(kind)
     root_hint = str(root) if root else env.get("REX_ROOT", values["root"])
-    path = _config_file(config_file, root_hint)
+    path = _config_file(config_file, root_hint, kind)
     if path is not None:
         values.update(_read_toml(path))
     for setting in SETTINGS:
@@ -242,6 +245,8 @@ def load_config(
             values[setting.key] = env[setting.env]
     if root is not None:
         values["root"] = str(root)
+    if platform is not None:
+        values["runtime"] = str(platform)
     return _build(values, testing=env.get(TESTING) == "1")
 
 

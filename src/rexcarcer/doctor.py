@@ -33,6 +33,9 @@ def run_checks(host: Host) -> list[Check]:
     out.append(_dns(config))
     out.append(_syslog(config))
     out.append(_time(runner))
+    # the OS's own: FreeBSD's jail interface, devfs ruleset 4, local_unbound,
+    # the pf anchors, racct (platform/freebsd_host.py)
+    out += [Check(c.name, c.ok, c.detail) for c in host.platform.doctor_checks()]
     return out
 
 

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import IO, Protocol
+from typing import IO, NoReturn, Protocol
 
 from rexcarcer.errors import CommandFailed, NotSupported
 
@@ -419,6 +419,31 @@ class SubprocessRunner:
             if setup is not None:
                 setup.close()
         return proc.pid
+
+
+@dataclass
+class NoRunner:
+    """A runner that runs nothing: what a dry run for another OS gets (``rex plan
+    --platform``), so no command of that OS is ever tried on this host."""
+
+    why: str = "this is a dry run for another platform"
+    # Read-only queries answered as a fresh host of that platform would answer
+    # them (argv -> exit status, stdout, stderr), so that a plan can be made
+    # there: no address but the configured ones, none of rex's rules loaded.
+    fresh: Mapping[tuple[str, ...], tuple[int, str, str]] = field(default_factory=dict)
+
+    def _refuse(self, argv: Sequence[Arg]) -> NoReturn:
+        raise NotSupported(f"not running {shlex.join(_argv(argv))}: {self.why}",
+                           hint="run it on a host of that platform")  # fmt: skip
+
+    def run(self, argv: Sequence[Arg], **_: object) -> Completed:
+        args = tuple(_argv(argv))
+        if args in self.fresh:
+            return Completed(args, *self.fresh[args])
+        self._refuse(argv)
+
+    def spawn(self, argv: Sequence[Arg], **_: object) -> int:
+        self._refuse(argv)
 
 
 Reply = Completed | Callable[[tuple[str, ...]], Completed]

@@ -60,6 +60,56 @@ def open_host(config: Config, progress: Progress | None = None) -> Host:
     )
 
 
+def open_dry_host(config: Config, *, foreign: bool, progress: Progress | None = None) -> Host:
+    """A host for a dry run (``rex plan --platform``, ``rex host setup --dry-run``):
+    this machine's storage and state for reading, never a new state directory
+    (an empty in-memory store instead), and for another OS (``foreign``) a
+    platform whose runner runs nothing."""
+    from rexcarcer.run import NoRunner
+    from rexcarcer.state.memory import MemoryStore
+    from rexcarcer.storage.zfs import ZfsStorage, serial_lock_for
+
+    runner = SubprocessRunner()
+    store: Store = open_store(config) if config.db_path.exists() else MemoryStore()
+    none = NoRunner(fresh=fresh_host_reads(config.runtime))
+    return Host(
+        config=config,
+        runner=none if foreign else runner,
+        storage=ZfsStorage(runner, config.dataset, serial_lock=serial_lock_for()),
+        platform=platform_for(config, none if foreign else runner),
+        store=store,
+        progress=progress or QuietProgress(),
+    )
+
+
+def fresh_host_reads(kind: PlatformKind) -> dict[tuple[str, ...], tuple[int, str, str]]:
+    """What the network policy reads on a host of ``kind`` (its addresses, rex's
+    firewall rules), answered as on a fresh host, for ``rex plan --platform``:
+    the configured addresses only (netpolicy/facts.py adds the jail subnet's),
+    nothing of rex's loaded, so the plan shows every load."""
+    if kind is PlatformKind.FREEBSD:
+        from rexcarcer.firewall import pf
+        from rexcarcer.platform.freebsd import addresses_argv
+
+        return {
+            tuple(addresses_argv()): (0, "", ""),
+            # pfctl -s Anchors below an anchor nothing was loaded into
+            tuple(pf.anchors_argv()): (1, "", "pfctl: Anchor 'rexcarcer' not found.\n"),
+            tuple(pf.main_argv("nat")): (0, "", ""),
+            tuple(pf.main_argv("rules")): (0, "", ""),
+        }
+    if kind is PlatformKind.LINUX:
+        from rexcarcer.firewall import nft
+        from rexcarcer.platform.linux import addresses_argv as ip_addresses_argv
+
+        return {
+            tuple(ip_addresses_argv()): (0, "[]", ""),
+            # nft(8) list of a table that does not exist
+            tuple(nft.list_argv()): (1, "", "Error: No such file or directory\n"),
+        }
+    return {}
+
+
 def default_hooks(config: Config) -> list[JailHook]:
     """The jail's health record (first: DNS reads it), DNS records (when unbound
     answers, or REX_DNS=on), the jail's TLS identity, syslog forwarding; in this

@@ -1,10 +1,15 @@
-"""Integration harness: real zfs-fuse, real namespaces, the real ``rex`` CLI.
+"""Integration harness: real ZFS, real jails, the real ``rex`` CLI, on the
+platform the tests run on (``PLATFORM``: Linux namespaces on zfs-fuse here,
+jail(8) on OpenZFS in the FreeBSD CI, .cirrus.yml).
 
-Each test gets its own state directory, its own dataset under a session pool
-(on a file, ``cachefile=none``) and its own network namespace in which ``rex``
-runs, so the bridge and jail interfaces it creates never touch the machine's
-network. Every resource name carries the session token; teardown destroys what
-the test made, and a session sweep removes anything a crashed test left.
+Each test gets its own state directory and its own dataset under a session pool
+(on a file, ``cachefile=none``). On Linux ``rex`` runs in a network namespace
+of the test's own, so the bridge and jail interfaces it creates never touch the
+machine's network; on FreeBSD (a disposable CI machine) the test makes its own
+jail interface, a loopback clone, and removes it. Every resource name carries
+the session token; teardown destroys what the test made, and a session sweep
+removes anything a crashed test left. A test body that only makes sense on
+Linux says so with ``tests.capability.linux_only(why)``.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from typing import TypeVar
 
 import pytest
 
-from tests.capability import STRICT, missing
+from tests.capability import STRICT, missing, platform
 
 REPO = Path(__file__).resolve().parents[2]
+PLATFORM = platform()
+# FreeBSD: a release's base.txz (the CI downloads it), imported once per test
+FREEBSD_BASE = os.environ.get("REX_TEST_FREEBSD_BASE", "")
 TOKEN = "rext" + uuid.uuid4().hex[:6]
 SUBNET = "203.0.113.0/24"
 T = TypeVar("T")
@@ -55,6 +63,13 @@ def capabilities() -> dict[str, bool]:
         except FileNotFoundError:
             return False
 
+    if PLATFORM == "freebsd":
+        return {
+            "root": os.geteuid() == 0,
+            "zfs": ok("zpool", "list"),
+            "jail": ok("jls"),
+            "freebsd-base": bool(FREEBSD_BASE) and Path(FREEBSD_BASE).is_file(),
+        }
     return {
         "root": os.geteuid() == 0,
         "zfs": ok("zpool", "list"),
@@ -69,7 +84,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     caps = capabilities()
     on = ", ".join(k for k, v in caps.items() if v) or "none"
     off = ", ".join(k for k, v in caps.items() if not v) or "none"
-    return [f"rex integration: enabled: {on}; missing: {off}; strict={STRICT}; token={TOKEN}"]
+    return [f"rex integration on {PLATFORM}: enabled: {on}; missing: {off}; strict={STRICT}; "
+            f"token={TOKEN}"]  # fmt: skip
 
 
 def require(*names: str) -> None:
@@ -79,6 +95,8 @@ def require(*names: str) -> None:
 
 
 def _sweep_netns(prefix: str) -> None:
+    if PLATFORM != "linux":
+        return
     for ns in sh("ip", "netns", "list", check=False).stdout.split("\n"):
         name = ns.split(" ")[0]
         if name and prefix in name:
@@ -87,18 +105,19 @@ def _sweep_netns(prefix: str) -> None:
 
 @dataclass
 class Rex:
-    """The ``rex`` CLI run inside this test's network namespace."""
+    """The ``rex`` CLI run inside this test's network namespace (Linux), or on
+    the host with the test's own jail interface (FreeBSD, ``netns`` empty)."""
 
     root: Path
     dataset: str
     netns: str
     env: dict[str, str] = field(default_factory=dict)
+    platform: str = "linux"
+    interface: str = "rex0"
 
     def argv(self, *args: str | Path) -> list[str]:
-        return [
-            "nsenter", f"--net=/run/netns/{self.netns}", "--",
-            sys.executable, "-m", "rexcarcer", *[str(a) for a in args],
-        ]  # fmt: skip
+        rex = [sys.executable, "-m", "rexcarcer", *[str(a) for a in args]]
+        return ["nsenter", f"--net=/run/netns/{self.netns}", "--", *rex] if self.netns else rex
 
     def run(
         self, *args: str | Path, check: bool = True, timeout: float = 300
@@ -136,7 +155,31 @@ class Rex:
         return str(ips[0]).split("/")[0]
 
     def in_netns(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """``argv`` where the jails' host side is: the test's namespace, or the host."""
+        if not self.netns:
+            return sh(*argv, check=False)
         return sh("nsenter", f"--net=/run/netns/{self.netns}", "--", *argv, check=False)
+
+    def fetch(self, url: str) -> list[str]:
+        """A command that prints the page at ``url``, as a jail of the test base runs it
+        (busybox wget; FreeBSD's fetch(1))."""
+        return ["fetch", "-qo", "-", url] if self.platform == "freebsd" else ["wget", "-qO-", url]
+
+    def host_fetch(self, url: str) -> list[str]:
+        """The same from the jails' host side (run with ``in_netns``)."""
+        return ["fetch", "-qo", "-", url] if self.platform == "freebsd" else [
+            "/bin/busybox", "wget", "-qO-", url]  # fmt: skip
+
+    @property
+    def base(self) -> str:
+        """The test base every test's .rex files name."""
+        return "freebsd" if self.platform == "freebsd" else "busybox"
+
+    @property
+    def nothing(self) -> dict[str, list[str]]:
+        """What ``leftovers`` is when nothing was left."""
+        return {k: [] for k in ("netns" if self.platform == "linux" else "jails", "datasets",
+                                "mounts", "processes")}  # fmt: skip
 
     @property
     def token(self) -> str:
@@ -145,11 +188,18 @@ class Rex:
         return hashlib.sha256(str(self.root).encode()).hexdigest()[:6]
 
     def leftovers(self) -> dict[str, list[str]]:
-        """What rex would have leaked: jail netns, datasets, mounts, processes."""
-        netns = [n.split(" ")[0] for n in sh("ip", "netns", "list").stdout.splitlines()
-                 if n.startswith(f"rex-{self.token}-")]  # fmt: skip
+        """What rex would have leaked: jail netns (FreeBSD: jails), datasets, mounts,
+        processes."""
         ds = sh("zfs", "list", "-H", "-o", "name", "-r", f"{self.dataset}/jails", check=False)
         datasets = [d for d in ds.stdout.split() if d != f"{self.dataset}/jails"]
+        if self.platform == "freebsd":
+            jls = sh("jls", "name", "path", check=False).stdout.splitlines()
+            jails = [ln.split()[0] for ln in jls if f"{self.mnt}/" in ln]
+            mounts = [ln for ln in sh("mount", "-p").stdout.splitlines()
+                      if f"{self.mnt}/jails/" in ln]  # fmt: skip
+            return {"jails": jails, "datasets": datasets, "mounts": mounts, "processes": []}
+        netns = [n.split(" ")[0] for n in sh("ip", "netns", "list").stdout.splitlines()
+                 if n.startswith(f"rex-{self.token}-")]  # fmt: skip
         mounts = [m for m in Path("/proc/mounts").read_text().splitlines()
                   if f"{self.dataset}/jails/" in m.split(" ")[0]]  # fmt: skip
         procs = [p.name for p in Path("/proc").iterdir() if p.name.isdigit()
@@ -169,19 +219,41 @@ def rex(
 
     revive_zfs(pool)
     n = uuid.uuid4().hex[:6]
-    netns = f"{TOKEN}-{n}"
-    sh("ip", "netns", "add", netns)
-    sh("ip", "-n", netns, "link", "set", "lo", "up")
     root = tmp_path / "state"
     env = {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "REX_ROOT": str(root), "REX_DATASET": f"{pool}/t{n}", "REX_SUBNET": SUBNET,
-        "REX_RUNTIME": "linux", "REX_HOST": "testhost", "PYTHONDONTWRITEBYTECODE": "1",
+        "REX_RUNTIME": PLATFORM, "REX_HOST": "testhost", "PYTHONDONTWRITEBYTECODE": "1",
     }  # fmt: skip
+    if PLATFORM == "freebsd":
+        r = _freebsd_rex(root, f"{pool}/t{n}", env, n)
+        try:
+            r.run("base", "import", FREEBSD_BASE, "freebsd")
+            yield r
+        finally:
+            _teardown(r)
+            sh("ifconfig", r.interface, "destroy", check=False)
+        return
+    netns = f"{TOKEN}-{n}"
+    sh("ip", "netns", "add", netns)
+    sh("ip", "-n", netns, "link", "set", "lo", "up")
     r = Rex(root=root, dataset=f"{pool}/t{n}", netns=netns, env=env)
     r.run("base", "import", busybox_root, "busybox", "--version", "1")
     yield r
     _teardown(r)
+
+
+def _freebsd_rex(root: Path, dataset: str, env: dict[str, str], n: str) -> Rex:
+    """The test's jail interface: a loopback clone (``ifconfig loN create name X``
+    as ``rex host setup`` makes rex0) with the host's jail-subnet address; jails
+    get their addresses on it as /32 aliases."""
+    iface = f"rxt{n}"  # at most 15 characters (IFNAMSIZ - 1)
+    unit = next(f"lo{u}" for u in range(100, 1000)
+                if sh("ifconfig", f"lo{u}", check=False).returncode != 0)  # fmt: skip
+    sh("ifconfig", unit, "create", "name", iface)
+    sh("ifconfig", iface, "inet", f"{SUBNET.split('/')[0][:-1]}1/24", "up")
+    env = {**env, "REX_INTERFACE": iface, "REX_DNS": "off"}
+    return Rex(root=root, dataset=dataset, netns="", env=env, platform="freebsd", interface=iface)
 
 
 def _teardown(r: Rex) -> None:
@@ -198,7 +270,8 @@ def _teardown(r: Rex) -> None:
             break
         _unmount_below(r.dataset)
         time.sleep(0.1)
-    sh("ip", "netns", "del", r.netns, check=False)
+    if r.netns:
+        sh("ip", "netns", "del", r.netns, check=False)
     shutil.rmtree(r.root, ignore_errors=True)
 
 
@@ -243,5 +316,18 @@ def _unmount_below(dataset: str) -> None:
 
 
 def copy_example(dest: Path, name: str = "hello") -> Path:
+    """An example's directory (its .rex files name BASE busybox); on FreeBSD the
+    hello example's httpd is nc(1) behind daemon(8), the base has no httpd."""
     shutil.copytree(REPO / "examples" / name, dest / name)
+    if PLATFORM == "freebsd":
+        for rexfile in (dest / name).glob("*.rex"):
+            rexfile.write_text(rexfile.read_text().replace("BASE busybox", "BASE freebsd"))
+        if (dest / name / "rc").exists():
+            page = (dest / name / "index.html").read_text().strip()
+            reply = f"HTTP/1.0 200 OK\\r\\n\\r\\n{page}\\n"
+            (dest / name / "rc").write_text(
+                "#!/bin/sh\n# a one-page web server from the base: nc(1) in a loop\n"
+                "/usr/sbin/daemon /bin/sh -c "
+                f"'while :; do printf \"{reply}\" | nc -N -l 80; done'\n"
+            )
     return dest / name

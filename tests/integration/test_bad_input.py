@@ -9,8 +9,6 @@ import pytest
 
 from tests.integration.conftest import Rex, copy_example, sh
 
-NOTHING = {"netns": [], "datasets": [], "mounts": [], "processes": []}
-
 
 def _images(rex: Rex) -> list[str]:
     names = sh("zfs", "list", "-H", "-o", "name", "-r", f"{rex.dataset}/images").stdout.split()
@@ -25,7 +23,7 @@ def _assert_refused(rex: Rex, rexfile: Path, code: int, *needles: str) -> None:
     for needle in needles:
         assert needle in done.stderr, done.stderr
     assert rex.jails() == {}
-    assert rex.leftovers() == NOTHING
+    assert rex.leftovers() == rex.nothing
     assert _images(rex) == []
 
 
@@ -56,7 +54,7 @@ def test_copy_source_symlink_escape(rex: Rex, tmp_path: Path) -> None:
     ctx.mkdir()
     os.symlink("/etc", ctx / "etc")
     rexfile = ctx / "esc.rex"
-    rexfile.write_text("BASE busybox\nPROVISION COPY etc/passwd /x\n")
+    rexfile.write_text(f"BASE {rex.base}\nPROVISION COPY etc/passwd /x\n")
     _assert_refused(rex, rexfile, 26, "leaves the directory")
 
 
@@ -68,7 +66,7 @@ def test_copy_destination_through_symlink_out_of_the_jail(rex: Rex, tmp_path: Pa
     target = tmp_path / "host-target"
     target.mkdir()
     rexfile.write_text(
-        "BASE busybox\n"
+        f"BASE {rex.base}\n"
         f"PROVISION RUN ln -s ../../../../../../../../..{target} /escape\n"
         "PROVISION COPY f /escape/f\n"
     )
@@ -76,7 +74,7 @@ def test_copy_destination_through_symlink_out_of_the_jail(rex: Rex, tmp_path: Pa
     assert done.returncode == 25, done.stderr
     assert "outside the jail root" in done.stderr
     assert not (target / "f").exists()
-    assert rex.jails() == {} and rex.leftovers() == NOTHING
+    assert rex.jails() == {} and rex.leftovers() == rex.nothing
 
 
 def test_absolute_symlink_in_the_jail_stays_in_the_jail(rex: Rex, tmp_path: Path) -> None:
@@ -87,7 +85,7 @@ def test_absolute_symlink_in_the_jail_stays_in_the_jail(rex: Rex, tmp_path: Path
     host_dir.mkdir()
     rexfile = ctx / "abs.rex"
     rexfile.write_text(
-        "BASE busybox\n"
+        f"BASE {rex.base}\n"
         f"PROVISION RUN mkdir -p /real && ln -s /real /link\n"
         f"PROVISION RUN ln -s {host_dir} /hostlink\n"
         "PROVISION COPY f /link/f\n"
@@ -101,8 +99,8 @@ def test_absolute_symlink_in_the_jail_stays_in_the_jail(rex: Rex, tmp_path: Path
 
 def test_address_already_taken(rex: Rex, tmp_path: Path) -> None:
     one, two = tmp_path / "one.rex", tmp_path / "two.rex"
-    one.write_text("BASE busybox\nIP 203.0.113.50/24\n")
-    two.write_text("BASE busybox\nIP 203.0.113.50/24\n")
+    one.write_text(f"BASE {rex.base}\nIP 203.0.113.50/24\n")
+    two.write_text(f"BASE {rex.base}\nIP 203.0.113.50/24\n")
     rex.run("up", one)
     done = rex.run("up", two, check=False)
     assert done.returncode == 12
@@ -121,7 +119,7 @@ def test_same_name_different_definition(rex: Rex, tmp_path: Path) -> None:
     ex = copy_example(tmp_path)
     rex.run("up", ex / "hello.rex")
     other = tmp_path / "hello.rex"
-    other.write_text("BASE busybox\nENV X=1\n")
+    other.write_text(f"BASE {rex.base}\nENV X=1\n")
     done = rex.run("up", other, check=False)
     assert done.returncode == 12
     assert "already exists with a different definition" in done.stderr

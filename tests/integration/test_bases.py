@@ -24,8 +24,17 @@ import pytest
 import trustme
 
 from tests.base_support import Signer, dated_signer, openssl_signer, resign
+from tests.capability import linux_only
 from tests.integration.base_server import FileServer
 from tests.integration.conftest import Rex, _unmount_below, sh
+
+
+@pytest.fixture(autouse=True)
+def _linux_only() -> None:
+    linux_only(
+        "publishes the busybox base and serves it from a server in the test's network namespace"
+    )
+
 
 VERIFY, FETCH = 41, 40  # exit codes of VerificationError, FetchError
 _GOLDEN: dict[str, Path] = {}

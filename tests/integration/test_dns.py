@@ -23,8 +23,17 @@ import dns.rcode
 import pytest
 
 from rexcarcer.dns.unbound import Unbound
-from tests.capability import require_tools
+from tests.capability import linux_only, require_tools
 from tests.integration.conftest import Rex, copy_example, sh
+
+
+@pytest.fixture(autouse=True)
+def _linux_only() -> None:
+    linux_only(
+        "`rex host serve` runs Debian's unbound in the test's network namespace; "
+        "FreeBSD's local_unbound is set up by `rex host setup` (unit-tested on the model)"
+    )
+
 
 HOST = "203.0.113.1"
 ZONE = "rex.internal"

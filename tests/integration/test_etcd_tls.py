@@ -25,7 +25,13 @@ from rexcarcer.state.base import Delete, Put
 from rexcarcer.state.etcd import EtcdStore, tls_context
 from rexcarcer.state.gateway import EtcdRejected
 from rexcarcer.state.watch import Kind
+from tests.capability import linux_only
 from tests.etcd_support import EtcdCluster, Member, free_port, require_etcd
+
+
+@pytest.fixture(autouse=True)
+def _linux_only() -> None:
+    linux_only("etcd-server is installed from Debian; the FreeBSD CI installs no etcd")
 
 
 def _tls(config: Config) -> ssl.SSLContext | None:

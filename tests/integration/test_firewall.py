@@ -30,8 +30,17 @@ from rexcarcer.firewall.nft import NftFirewall
 from rexcarcer.firewall.rules import Guard, Masquerade, PortForward, Ruleset
 from rexcarcer.rexfile.ast import Proto
 from rexcarcer.run import SubprocessRunner
+from tests.capability import linux_only
 from tests.firewall_support import DATA, ip, net, sample_ruleset
 from tests.integration.conftest import TOKEN, require, sh
+
+
+@pytest.fixture(autouse=True)
+def _linux_only() -> None:
+    linux_only(
+        "the nftables driver, checked with traffic between network namespaces (pf is unit-tested)"
+    )
+
 
 JAILS = net("203.0.113.0/24")
 HOST_BR, HOST_UP, OUTSIDE_IP = "203.0.113.1", "198.51.100.1", "198.51.100.2"

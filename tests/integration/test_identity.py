@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.capability import require_tools
+from tests.capability import linux_only, require_tools
 from tests.integration.conftest import Rex, sh
+
+
+@pytest.fixture(autouse=True)
+def _linux_only() -> None:
+    linux_only("TLS between two jails' network namespaces entered with nsenter")
+
 
 PORT = "4433"
 

@@ -26,7 +26,14 @@ from rexcarcer.limits import LimitError, Limits
 from rexcarcer.limits.cgroup import CgroupDriver, parse_keyed, rlimits_for
 from rexcarcer.run import SubprocessRunner
 from rexcarcer.runtime import procfs
+from tests.capability import linux_only
 from tests.integration.conftest import TOKEN, require
+
+
+@pytest.fixture(autouse=True)
+def _linux_only() -> None:
+    linux_only("cgroups and rlimits of the Linux runtime (rctl is unit-tested)")
+
 
 RUNNER = SubprocessRunner()
 PY = sys.executable

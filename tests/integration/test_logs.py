@@ -18,8 +18,16 @@ import pytest
 from rexcarcer.config import load_config
 from rexcarcer.logs import collector, service
 from rexcarcer.wiring import open_host
-from tests.capability import require_tools
+from tests.capability import linux_only, require_tools
 from tests.integration.conftest import Rex, sh
+
+
+@pytest.fixture(autouse=True)
+def _linux_only() -> None:
+    linux_only(
+        "busybox syslogd in the jails and rsyslogd under `rex host serve` in the test's namespace"
+    )
+
 
 HOST = "203.0.113.1"
 

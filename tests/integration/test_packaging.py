@@ -18,10 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.capability import require_tools
+from tests.capability import linux_only, require_tools
 from tests.integration.conftest import REPO, sh
 
 MAN_PAGES = ["man5/rex.rex.5", "man5/rexcarcer.toml.5", "man8/rex-agent.8", "man8/rex.8"]
+
+
+@pytest.fixture(autouse=True)
+def _linux_only() -> None:
+    linux_only(
+        "a fresh venv takes the dependencies from PyPI (cryptography has no FreeBSD wheel;"
+        " the port uses py-cryptography), and man-db finds the pages from PATH"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
-"""`rex plan` shows exactly the commands `rex up` then runs, on the real Linux
-platform: the plan's command lines against the `+ argv` lines `rex --debug up`
-logs, queries (which change nothing) left out of both."""
+"""`rex plan` shows exactly the commands `rex up` then runs, on the real
+platform (Linux here, FreeBSD in its CI): the plan's command lines against the
+`+ argv` lines `rex --debug up` logs, queries (which change nothing) left out
+of both."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from tests.integration.conftest import Rex, copy_example
 QUERIES = (
     ("zfs", "list"), ("zfs", "get"), ("zfs", "version"), ("ip", "-o", "addr", "show"),
     ("ip", "link", "show"), ("ip", "-4", "-j", "route"), ("ip", "-6", "-j", "route"),
+    ("jls",), ("sockstat",),
+    # the cluster CA's subject hash for the jail's trust store: computed on the host
+    ("openssl", "x509"),
     ("ip", "-j", "addr", "show"), ("nft", "-j", "list"),
 )  # fmt: skip
 

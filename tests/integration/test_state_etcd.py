@@ -19,6 +19,7 @@ from rexcarcer.state.etcd import EtcdStore
 from rexcarcer.state.gateway import EtcdUnavailable, b64
 from rexcarcer.state.lease import LeaseKeeper
 from rexcarcer.state.watch import Kind, Update, apply
+from tests.capability import linux_only
 from tests.etcd_support import EtcdCluster, free_port, local_cluster, require_etcd
 from tests.integration.conftest import wait_until
 
@@ -30,6 +31,11 @@ from tests.unit.test_state import (  # noqa: F401
     test_ipam_fixed_address_claims,
     test_prefix_listing_is_sorted_and_exact,
 )
+
+
+@pytest.fixture(autouse=True)
+def _linux_only() -> None:
+    linux_only("etcd-server is installed from Debian; the FreeBSD CI installs no etcd")
 
 
 @pytest.fixture(scope="module")

@@ -139,7 +139,7 @@ def test_route_sync_on_freebsd_changes_an_existing_route() -> None:
     runner.on(["route", "-n", "add"], "route: writing to routing socket: File exists", 1)
     net = ipaddress.ip_network("203.0.113.64/26")
     RouteSync(freebsd.RouteCommands(runner)).sync({net: ipaddress.ip_address("198.51.100.2")})
-    assert runner.calls[-1] == ("route", "-n", "change", "-net", "203.0.113.64/26",
+    assert runner.calls[-1] == ("route", "-n", "change", "-inet", "-net", "203.0.113.64/26",
                                 "198.51.100.2")  # fmt: skip
 
 

@@ -13,20 +13,16 @@ from rexcarcer.config import Config, load_config
 from rexcarcer.dns import DnsError
 from rexcarcer.dns.services import (
     ServerSettings,
-    agent_steps,
-    agent_unit,
-    freebsd_steps,
-    has_local_unbound_include,
     render_local_unbound_conf,
     render_rex_conf,
     settings_for,
-    setup_steps,
-    systemd_unit,
+    setup_files,
     unbound_user,
     write_configs,
 )
-from rexcarcer.errors import NotSupported
-from rexcarcer.platform.base import Flavour
+from rexcarcer.errors import NotSupported, UsageError
+from rexcarcer.platform import linux
+from rexcarcer.platform.base import Flavour, HostFacts, SetupCommand, SetupFile, SetupInputs
 from rexcarcer.platform.base import UnboundLayout as Layout
 from rexcarcer.platform.freebsd import FreeBSDPlatform
 from rexcarcer.platform.linux import LinuxPlatform
@@ -84,79 +80,51 @@ def test_systemd_unit_matches_golden_file_and_refuses_odd_values() -> None:
     argv = ["/usr/local/bin/python3.11", "-m", "rexcarcer", "--root", "/var/lib/rexcarcer",
             "host", "serve"]  # fmt: skip
     env = {"REX_SUBNET": "198.51.100.0/24", "REX_ZONE": "rex.internal"}
-    assert systemd_unit(argv, env) == (DATA / "rexcarcer-jailer.service").read_text()
-    with pytest.raises(DnsError, match="systemd unit"):
-        systemd_unit(argv, {"REX_ZONE": "x\nExecStartPre=/bin/evil"})
+    assert linux.systemd_unit(argv, env) == (DATA / "rexcarcer-jailer.service").read_text()
+    with pytest.raises(UsageError, match="systemd unit"):
+        linux.systemd_unit(argv, {"REX_ZONE": "x\nExecStartPre=/bin/evil"})
 
 
-def test_freebsd_steps_enable_then_start_or_restart() -> None:
-    def argvs(**kw: bool) -> list[str]:
-        return [" ".join(s.argv) for s in freebsd_steps(**kw)]
-
-    assert argvs(has_include=True, changed=False, running=False) == [
-        "sysrc local_unbound_enable=YES",
-        "service local_unbound configtest",
-        "service local_unbound start",
-    ]
-    assert argvs(has_include=True, changed=False, running=True)[-1] == (
-        "service local_unbound configtest"  # nothing changed: left alone
-    )
-    assert argvs(has_include=True, changed=True, running=True)[-1] == (
-        "service local_unbound restart"  # listeners only change on a restart
-    )
-    assert argvs(has_include=False, changed=False, running=False)[0] == (
-        "service local_unbound setup"
-    )
+def test_public_ranges_are_admitted_by_unbound() -> None:
+    # a jail with a public fixed IP asks from that address (research item 21):
+    # without a line for its range unbound answers REFUSED
+    public = ServerSettings(zone="rex.internal", subnet=DEFAULT.subnet, listen=DEFAULT.listen,
+                            port=53, public=(ipaddress.ip_network("203.0.113.0/24"),))  # fmt: skip
+    for text in (render_local_unbound_conf(public), render_rex_conf(public, LAYOUT, username="")):
+        assert "access-control: 198.51.100.0/24 allow\n" in text
+        assert "access-control: 203.0.113.0/24 allow\n" in text
+    env = {"REX_SUBNET": "198.51.100.0/24", "REX_PUBLIC_IPS": "203.0.113.0/24@vtnet0"}
+    assert settings_for(load_config(environ=env)).public == public.public
 
 
-def test_local_unbound_include_is_detected(tmp_path: Path) -> None:
-    conf = tmp_path / "unbound.conf"
-    conf.write_text("server:\n\tusername: unbound\n\ninclude: /var/unbound/conf.d/*.conf\n")
-    assert has_local_unbound_include(conf)
-    conf.write_text("server:\n\tusername: unbound\n# include: /var/unbound/conf.d/*.conf\n")
-    assert not has_local_unbound_include(conf)
-    assert not has_local_unbound_include(tmp_path / "missing")
+def _inputs(tmp_path: Path) -> SetupInputs:
+    conf = SetupFile(tmp_path / "unbound.conf", "server:\n", "conf")
+    return SetupInputs(unbound=(conf,), unbound_server=conf.path, collector=(),
+                       collector_check=("rsyslogd", "-N1"), collector_rc="",
+                       serve=("/usr/bin/python3", "-m", "rexcarcer", "host", "serve"),
+                       serve_env=(("REX_ROOT", "/srv/rex"),),
+                       agent=("/usr/bin/python3", "-m", "rexcarcer", "agent"))  # fmt: skip
 
 
-def _layout(tmp_path: Path, flavour: Flavour) -> Layout:
-    return Layout(flavour, tmp_path, tmp_path / "unbound.conf", tmp_path / "conf.d" / "rex.conf",
-                  tmp_path / "conf.d" / "data.conf", tmp_path / "ctl", "local-unbound",
-                  "local-unbound-checkconf", tmp_path / "log", tmp_path / "state")  # fmt: skip
-
-
-def test_setup_on_freebsd_asks_service_for_the_state(tmp_path: Path) -> None:
-    runner = ScriptedRunner(strict=True)
-    runner.on(["service", "local_unbound", "status"], "local_unbound is running as pid 7.")
-    layout = _layout(tmp_path, Flavour.LOCAL_UNBOUND)
-    layout.conf.write_text("include: /var/unbound/conf.d/*.conf\n")
-    steps = setup_steps(layout, runner, changed=True, global_args=[], systemd=False)
-    assert runner.calls == [("service", "local_unbound", "status")]
-    assert [s.argv[-1] for s in steps] == ["local_unbound_enable=YES", "configtest", "restart"]
-
-
-def test_setup_with_systemd_writes_the_unit(tmp_path: Path) -> None:
-    layout = _layout(tmp_path, Flavour.REX)
-    args = ["--root", "/srv/rex"]
-    steps = setup_steps(layout, ScriptedRunner(strict=True), changed=False, global_args=args,
-                        systemd=True, unit_dir=tmp_path)  # fmt: skip
-    unit = (tmp_path / "rexcarcer-jailer.service").read_text()
-    assert "-m rexcarcer --root /srv/rex host serve\n" in unit
-    agent = (tmp_path / "rexcarcer-agent.service").read_text()
-    assert "-m rexcarcer --root /srv/rex agent\n" in agent
-    assert "\nKillMode=process\n" in agent and "\nRestart=always\n" in agent
-    assert [" ".join(s.argv) for s in steps] == [
+def test_setup_with_systemd_writes_the_unit_then_asks_systemctl(tmp_path: Path) -> None:
+    steps = linux.setup_steps(_inputs(tmp_path), HostFacts(service_manager=True),
+                              ("unbound-checkconf", "c"), unit_dir=tmp_path)  # fmt: skip
+    unit = next(s for s in steps if isinstance(s, SetupFile) and s.path.name.endswith(".service"))
+    assert unit.content is not None and "-m rexcarcer host serve\n" in unit.content
+    assert "Environment=REX_ROOT=/srv/rex\n" in unit.content
+    assert [" ".join(s.argv) for s in steps if isinstance(s, SetupCommand)] == [
+        "unbound-checkconf c",
         "systemctl daemon-reload",
         "systemctl enable rexcarcer-jailer.service",
         "systemctl restart rexcarcer-jailer.service",
         "systemctl enable rexcarcer-agent.service",  # the jails' boot path
         "systemctl restart rexcarcer-agent.service",
     ]
-    assert agent_steps(layout, ScriptedRunner(strict=True)) == []  # started with the others
 
 
 def test_the_agent_unit_keeps_the_jails_when_it_stops() -> None:
     argv = ["/usr/bin/python3", "-m", "rexcarcer", "--root", "/var/lib/rexcarcer", "agent"]
-    unit = agent_unit(argv, {"REX_SUBNET": "198.51.100.0/24"})
+    unit = linux.agent_unit(argv, {"REX_SUBNET": "198.51.100.0/24"})
     assert "ExecStart=/usr/bin/python3 -m rexcarcer --root /var/lib/rexcarcer agent\n" in unit
     assert "Environment=REX_SUBNET=198.51.100.0/24\n" in unit
     assert "After=network.target rexcarcer-jailer.service" in unit
@@ -164,33 +132,39 @@ def test_the_agent_unit_keeps_the_jails_when_it_stops() -> None:
     shipped = (Path(__file__).parents[2] / "contrib/systemd/rexcarcer-agent.service").read_text()
     for line in ("KillMode=process", "Restart=always", "WantedBy=multi-user.target"):
         assert f"\n{line}\n" in unit and f"\n{line}\n" in shipped
-    with pytest.raises(DnsError, match="systemd unit"):
-        agent_unit(argv, {"REX_ZONE": "x y"})
+    with pytest.raises(UsageError, match="systemd unit"):
+        linux.agent_unit(argv, {"REX_ZONE": "x y"})
 
 
 def test_setup_on_freebsd_enables_the_agent_through_its_rc_script(tmp_path: Path) -> None:
-    layout = _layout(tmp_path, Flavour.LOCAL_UNBOUND)
-    with pytest.raises(NotSupported, match=r"rc\.d script is not installed") as err:
-        agent_steps(layout, ScriptedRunner(strict=True), rc_d=tmp_path)
-    assert "sysutils/rexcarcer" in (err.value.hint or "")
-    (tmp_path / "rexcarcer_agent").write_text("#!/bin/sh\n")
-    runner = ScriptedRunner(strict=True)
-    runner.on(["service", "rexcarcer_agent", "status"], "", returncode=1)
-    steps = agent_steps(layout, runner, rc_d=tmp_path)
-    assert [" ".join(s.argv) for s in steps] == [
+    from rexcarcer.platform import freebsd_host as fh
+
+    assert fh.agent_steps(HostFacts(), tmp_path) == []  # no rc.d script: nothing to enable
+    rc = str(fh.at(tmp_path, fh.AGENT_RC))
+    steps = fh.agent_steps(HostFacts(files=((rc, "#!/bin/sh\n"),)), tmp_path)
+    assert [" ".join(s.argv) for s in steps if isinstance(s, SetupCommand)] == [
         "sysrc rexcarcer_agent_enable=YES",
         "service rexcarcer_agent start",
     ]
-    running = ScriptedRunner(strict=True)
-    running.on(["service", "rexcarcer_agent", "status"], "rexcarcer_agent is running as pid 9.")
-    assert agent_steps(layout, running, rc_d=tmp_path)[-1].argv[-1] == "restart"
+    running = HostFacts(files=((rc, "#!/bin/sh\n"),), running=frozenset({"rexcarcer_agent"}),
+                        rc_conf=(("rexcarcer_agent_enable", "YES"),))  # fmt: skip
+    assert [" ".join(s.argv) for s in fh.agent_steps(running, tmp_path)
+            if isinstance(s, SetupCommand)] == ["service rexcarcer_agent restart"]  # fmt: skip
 
 
 def test_setup_without_a_service_manager_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(NotSupported, match="no service manager") as err:
-        setup_steps(_layout(tmp_path, Flavour.REX), ScriptedRunner(), changed=False,
-                    global_args=[], systemd=False)  # fmt: skip
+        linux.setup_steps(_inputs(tmp_path), HostFacts(service_manager=False), ("c",))
     assert "rex host serve" in (err.value.hint or "")
+
+
+def test_setup_files_follow_the_flavour(tmp_path: Path) -> None:
+    env = {"REX_SUBNET": "203.0.113.0/24", "REX_RUNTIME": "freebsd"}
+    bsd = load_config(root=tmp_path, environ=env)
+    files = setup_files(bsd, layout_for(bsd), "data\n")
+    assert [str(f.path) for f in files] == ["/var/unbound/conf.d/rexcarcer.conf",
+                                            "/var/unbound/conf.d/rexcarcer-data.conf"]  # fmt: skip
+    assert files[0].content == render_local_unbound_conf(settings_for(bsd))
 
 
 def test_layouts_and_settings_follow_the_configuration(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ ORIGINS = {
     "click": ("devel/py-click", ""),
     "cryptography": ("security/py-cryptography", ",1"),
     "httpx": ("www/py-httpx", ""),
+    "psutil": ("sysutils/py-psutil", ""),
     "rich": ("textproc/py-rich", ""),
 }
 

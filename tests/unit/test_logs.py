@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -26,6 +27,7 @@ from rexcarcer.platform.fake import FakePlatform
 from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.rexfile.ast import Base, Rexfile, Run
 from rexcarcer.run import ScriptedRunner
+from rexcarcer.runtime import procfs
 from rexcarcer.runtime.linux import INIT, RC_PRE
 from tests.capability import require_tools
 from tests.unit.fakes import fake_engine, fake_host
@@ -155,14 +157,28 @@ def test_argv_and_the_freebsd_rc_script(tmp_path: Path) -> None:
     script = collector.freebsd_rc_script(paths)
     assert script.startswith("#!/bin/sh\n") and 'rcvar="rexcarcer_logs_enable"' in script
     assert f'command_args="-f {paths.conf} -i {paths.pidfile}"' in script
-    assert collector.freebsd_steps()[0] == ("sysrc", "rexcarcer_logs_enable=YES")
 
 
 def test_proc_net_udp_parser_on_saved_output() -> None:
-    v4 = service.parse_proc_net_udp((DATA / "proc-net-udp.txt").read_text())
+    v4 = procfs.parse_net_udp((DATA / "proc-net-udp.txt").read_text())
     assert v4 == {("203.0.113.1", 514)}
-    v6 = service.parse_proc_net_udp((DATA / "proc-net-udp6.txt").read_text())
+    v6 = procfs.parse_net_udp((DATA / "proc-net-udp6.txt").read_text())
     assert v6 == {("::1", 5514)}
+
+
+@pytest.mark.parametrize("with_proc", [True, False])
+def test_bound_sees_this_process_udp_sockets(
+    with_proc: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Linux: /proc/PID/net (the process's own namespace); without procfs
+    # (FreeBSD), psutil
+    if not with_proc:
+        monkeypatch.setattr(procfs, "PROC", tmp_path / "no-proc")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s4:
+        s4.bind(("127.0.0.1", 0))
+        port = s4.getsockname()[1]
+        assert service.bound(os.getpid(), "127.0.0.1", port)
+    assert not service.bound(os.getpid(), "127.0.0.1", port)
 
 
 def test_collector_pid_needs_the_pidfile_a_live_process_and_rex_config(tmp_path: Path) -> None:

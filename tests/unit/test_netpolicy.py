@@ -313,7 +313,8 @@ def test_the_plan_loads_the_guard_before_the_first_step_that_runs(
     assert build[1][0] == "fake-net" and build[1][2] == "203.0.113.2/24"
     jails.up(eng, _rexfile(tmp_path), "app")
     jails.stop(eng, "app")
-    assert [a.kind for a in plan_up(eng, _rexfile(tmp_path), "app")] == ["start"]
+    # the guard is in place: the start writes the jail's files and starts it
+    assert [a.kind for a in plan_up(eng, _rexfile(tmp_path), "app")] == ["files", "start"]
 
 
 # -- in a cluster ---------------------------------------------------------------------------

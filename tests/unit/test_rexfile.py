@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rexcarcer.errors import RexfileError
-from rexcarcer.rexfile.ast import Base, Copy, Pos, Proto, Rexfile, Run, Service
+from rexcarcer.rexfile.ast import Base, Copy, Enable, Pos, Proto, Rexfile, Run, Service
 from rexcarcer.rexfile.lexer import logical_lines
 from rexcarcer.rexfile.parser import MAX_FILE, load, parse
 
@@ -65,6 +65,19 @@ def test_design_example_public_docs() -> None:
     )
     assert rex.base.pos == Pos(2, 1)
     assert [s.pos for s in rex.steps] == [Pos(3, 1), Pos(4, 1), Pos(5, 1)]
+
+
+def test_enable_names_a_service_and_its_flags_verbatim() -> None:
+    rex = parse(base("ENABLE nginx\nenable sshd Flags -4   -o 'X=1'\n"))
+    assert rex.enable == (Enable("nginx"), Enable("sshd", "-4   -o 'X=1'"))
+    assert rex.enable[1].pos == Pos(3, 1)
+    assert rex.canonical()["enable"] == [["nginx", None], ["sshd", "-4   -o 'X=1'"]]
+
+
+def test_a_file_without_the_new_instructions_keeps_its_digest() -> None:
+    # a jail made by rex 0.1 is "the same definition" after the upgrade
+    assert "enable" not in parse(PUBLIC_DOCS).canonical()
+    assert parse(PUBLIC_DOCS).digest() != parse(PUBLIC_DOCS + "ENABLE nginx\n").digest()
 
 
 def test_design_example_internal_renderer() -> None:
@@ -359,6 +372,14 @@ BAD = [
     (base("PROVISION RUN a \\\n   \t\nb"), 2, 17, "next line is blank", "remove"),
     (base("PROVISION RUN a \\"), 2, 17, "the file ends with '\\'", "remove the trailing"),
     (base("PROVISION RUN a \\\n# c"), 2, 17, "the file ends with '\\'", "remove the trailing"),
+    (base("ENABLE"), 2, 7, "expected a service name after ENABLE", "ENABLE <service>"),
+    (base("ENABLE nginx-1"), 2, 8, "bad service name 'nginx-1'", "_enable"),
+    (base("ENABLE 1nginx"), 2, 8, "bad service name", "not starting with a digit"),
+    (base("ENABLE nginx WITH -x"), 2, 14, "expected FLAGS or the end", "FLAGS <text>"),
+    (base("ENABLE nginx FLAGS"), 2, 19, "expected the flags after FLAGS", "FLAGS <text>"),
+    (base("ENABLE a FLAGS x\ry"), 2, 17, "carriage return in FLAGS", "remove"),
+    (base("ENABLE nginx\nENABLE nginx"), 3, 8, "ENABLE nginx is given twice", "once"),
+    (base("ENABL nginx"), 2, 1, "unknown instruction 'ENABL'", "did you mean ENABLE?"),
 ]
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from rexcarcer.errors import Conflict, RuntimeBackendError, UnsafePath, UsageError
-from rexcarcer.run import ScriptedRunner
+from rexcarcer.run import Completed, ScriptedRunner
 from rexcarcer.runtime import freebsd
-from rexcarcer.runtime.base import JailSpec, JailState, JailStatus
+from rexcarcer.runtime.base import BuildNet, JailSpec, JailState, JailStatus
 from rexcarcer.runtime.freebsd import FreeBSDRuntime
 
 DATA = Path(__file__).parent.parent / "data" / "freebsd"
@@ -71,11 +71,44 @@ def test_golden_files_carry_a_valid_digest_and_an_edit_breaks_it() -> None:
     assert not freebsd.conf_is_ours("")
 
 
-def test_no_address_disables_both_families_and_writes_no_allow_lines() -> None:
+def test_no_address_disables_both_families() -> None:
     spec = JailSpec("solo", Path("/tank/rex/jails/solo"), "solo", None, "rex0")
     text = freebsd.render_jail_conf(spec)
     assert '\tip4 = "disable";\n\tip6 = "disable";\n' in text
-    assert "addr" not in text and "osrelease" not in text and "allow." not in text
+    assert "addr" not in text and "osrelease" not in text
+
+
+def test_every_static_allow_is_written_and_only_reserved_ports_and_suser_are_on() -> None:
+    # sys/kern/kern_jail.c pr_flag_allow[] (14.x): the kernel's static allow.*
+    # parameters; JAIL_DEFAULT_ALLOW turns set_hostname, reserved_ports,
+    # unprivileged_proc_debug and suser on unless the file says otherwise
+    static = ["set_hostname", "sysvipc", "raw_sockets", "chflags", "mount", "quotas",
+              "socket_af", "mlock", "reserved_ports", "read_msgbuf",
+              "unprivileged_proc_debug", "suser"]  # fmt: skip
+    lines = [ln.strip().rstrip(";") for ln in _data("web.conf").splitlines()]
+    allow = [ln for ln in lines if ln.startswith("allow.")]
+    assert sorted(a.removeprefix("allow.").removeprefix("no") for a in allow) == sorted(static)
+    on = [a for a in allow if not a.startswith("allow.no")]
+    assert on == ["allow.reserved_ports", "allow.suser"]
+
+
+def test_aliases_are_host_routes_on_the_interface() -> None:
+    # ifconfig(8) alias: "Usually 0xffffffff is most appropriate"; rc.d/jail
+    # l.340-346 defaults to /32 and /128; the subnet's prefix is the host's
+    assert 'ip4.addr = "rex0|10.66.0.10/32";' in _data("web.conf")
+    assert 'ip6.addr = "rex0|fd00:66::10/128";' in _data("svc.conf")
+    public = JailSpec("docs", Path("/tank/rex/jails/docs"), "docs.example.com",
+                      ipaddress.ip_interface("203.0.113.8/24"), "vtnet0")  # fmt: skip
+    assert 'ip4.addr = "vtnet0|203.0.113.8/32";' in freebsd.render_jail_conf(public)
+
+
+def test_exec_start_sources_the_jail_env_for_every_daemon() -> None:
+    # exec.clean drops rex's environment (command.c l.696-718); /etc/rc passes
+    # its own to every rc.d script, so the ENV file is sourced around it
+    text = _data("web.conf")
+    assert ('exec.start = "/bin/sh -c \'set -a; . /etc/rexcarcer/env; set +a; '
+            'exec /bin/sh /etc/rc\'";') in text  # fmt: skip
+    assert "exec /bin/sh /etc/rc.shutdown jail'\";" in text
 
 
 def test_values_are_quoted_and_escaped_for_jail_conf() -> None:
@@ -91,7 +124,7 @@ def test_root_with_shell_characters_is_refused() -> None:
     with pytest.raises(UnsafePath):
         freebsd.render_jail_conf(spec)
     with pytest.raises(UnsafePath):
-        freebsd.build_argv(Path("relative/root"), "true", {})
+        freebsd.render_build_conf(Path("relative/root"), "rexbuild-x", None)
 
 
 def test_dotted_name_is_refused() -> None:
@@ -294,34 +327,71 @@ def test_jexec_argv_refuses_what_env_would_misread(argv: list[str], env: dict[st
 ROOT = Path("/tank/rex/images/abc")
 
 
-def test_build_run_argv_and_nothing_left_when_the_step_ends_clean(tmp_path: Path) -> None:
+NET = BuildNet(
+    "_build-abc", ipaddress.ip_interface("10.66.0.3/24"), ipaddress.ip_address("10.66.0.1"), "rex0"
+)
+
+
+def test_build_runs_the_step_with_jexec_in_a_persistent_jail_and_keeps_its_status(
+    tmp_path: Path,
+) -> None:
     name = freebsd.build_jail_name(ROOT)
+    conf = tmp_path / "build" / f"{name}.conf"
     r = _running(ScriptedRunner(strict=True), "jls-empty.json")
-    r.on(["jail", "-c"], "installing\n", returncode=1)
+    r.on(["jail"], "")
+    r.on(["jexec"], "pkg: not found\n", returncode=127)
+    seen: list[str] = []
+
+    def jail_c(args: tuple[str, ...]) -> Completed:
+        seen.append(conf.read_text())  # the file exists while jail(8) reads it
+        return Completed(args, 0)
+
+    r.on(["jail", "-f", str(conf), "-c"], jail_c)
+    rt = FreeBSDRuntime(r, conf_dir=tmp_path / "jail.conf.d", build_dir=tmp_path / "build")
     lines: list[str] = []
-    done = _runtime(tmp_path, r).build_run(
-        ROOT, "pkg install -y nginx && echo '$HOME'", env={"PATH": "/bin", "X": "1"},
-        on_output=lines.append,
-    )  # fmt: skip
-    assert done.returncode == 1 and lines == ["installing\n"]
+    env = {"PATH": "/bin", "ASSUME_ALWAYS_YES": "yes"}
+    done = rt.build_run(ROOT, "pkg install nginx", env=env, on_output=lines.append, network=NET)
+    assert done.returncode == 127 and lines == ["pkg: not found\n"]  # the step's own status
     assert r.calls == [
-        ("jail", "-c", "path=/tank/rex/images/abc", f"name={name}", "host.hostname=build",
-         "ip4=inherit", "mount.devfs", "devfs_ruleset=4", "exec.clean",
-         "command=/usr/bin/env", "-i", "PATH=/bin", "X=1",
-         "/bin/sh", "-c", "pkg install -y nginx && echo '$HOME'"),
         JLS,
+        ("jail", "-f", str(conf), "-c", name),
+        ("jexec", "-l", name, "/usr/bin/env", "-i", "PATH=/bin", "ASSUME_ALWAYS_YES=yes",
+         "/bin/sh", "-c", "pkg install nginx"),
+        ("jail", "-f", str(conf), "-r", name),
     ]  # fmt: skip
+    assert 'ip4.addr = "rex0|10.66.0.3/32";' in seen[0] and "ip4=inherit" not in seen[0]
+    assert "\tpersist;" in seen[0] and "allow.noset_hostname;" in seen[0]
+    assert not conf.exists()
+    assert rt.build_files(ROOT, NET)[0].content == seen[0]
+    assert [list(c) for c in r.calls[1:]] == rt.build_commands(ROOT, "pkg install nginx", env, NET)
 
 
-def test_build_run_removes_a_jail_kept_alive_and_unmounts_devfs(tmp_path: Path) -> None:
+def test_build_without_a_network_disables_both_families(tmp_path: Path) -> None:
+    text = freebsd.render_build_conf(ROOT, "rexbuild-x", None)
+    assert '\tip4 = "disable";\n\tip6 = "disable";\n' in text
+
+
+def test_build_jail_that_fails_to_start_is_an_error_and_leaves_no_file(tmp_path: Path) -> None:
+    r = _running(ScriptedRunner(strict=True), "jls-empty.json")
+    r.on(["jail"], "jail: rexbuild: /sbin/ifconfig rex0 inet 10.66.0.3/32 alias: failed\n", 1)
+    rt = FreeBSDRuntime(r, build_dir=tmp_path)
+    with pytest.raises(RuntimeBackendError, match="ifconfig rex0"):
+        rt.build_run(ROOT, "true", env={}, network=NET)
+    assert list(tmp_path.iterdir()) == []
+    assert [c[:2] for c in r.calls] == [JLS[:2], ("jail", "-f")]  # no jexec, no -r
+
+
+def test_build_removes_a_build_jail_a_killed_run_left(tmp_path: Path) -> None:
     name = freebsd.build_jail_name(ROOT)
     r = ScriptedRunner(strict=True)
     left = {"jid": "12", "name": name, "path": str(ROOT)}
     r.on(JLS, json.dumps({"__version": "2", "jail-information": {"jail": [left]}}))
     r.on(["jail"], "")
+    r.on(["jexec"], "")
     r.on(["umount"], "")
-    _runtime(tmp_path, r, mounted=True).build_run(ROOT, "service foo start", env={})
-    assert r.calls[1:] == [JLS, ("jail", "-R", name), ("umount", f"{ROOT}/dev")]
+    rt = FreeBSDRuntime(r, build_dir=tmp_path, is_mount=lambda p: True)
+    rt.build_run(ROOT, "true", env={})
+    assert r.calls[:4] == [JLS, JLS, ("jail", "-R", name), ("umount", f"{ROOT}/dev")]
 
 
 def test_build_jail_name_is_deterministic_and_has_no_dots() -> None:

@@ -44,3 +44,19 @@ def test_a_missing_capability_fails_when_strict(tmp_path: Path, strict: str, out
     )  # fmt: skip
     assert outcome in done.stdout, done.stdout + done.stderr
     assert "missing capability: no-such-tool-rexcarcer" in done.stdout + done.stderr
+
+
+def test_a_linux_only_body_skips_on_freebsd_even_when_strict(tmp_path: Path) -> None:
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(
+        "from tests import capability\n\n"
+        "def test_cgroups() -> None:\n"
+        "    capability.platform = lambda: 'freebsd'\n"
+        "    capability.linux_only('cgroups')\n"
+    )
+    env = {**os.environ, "REX_TESTS_STRICT": "1", "PYTHONPATH": str(TESTS.parent)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(probe)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert "1 skipped" in done.stdout and "Linux-only: cgroups" in done.stdout, done.stdout

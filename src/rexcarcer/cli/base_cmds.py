@@ -1,4 +1,4 @@
-"""Base verbs: rex base import / import-release / fetch / publish / sign / ls / rm."""
+"""Base verbs: rex base import / import-release / fetch / publish / sign / ls / rm / update."""
 
 from __future__ import annotations
 
@@ -251,6 +251,30 @@ def rm(ctx: Ctx, name: str) -> None:
             remove_base(host, base_name, jails_using(host, find_base(host, base_name)))
     finally:
         host.close()
+
+
+@base.command(name="update")
+@click.argument("name", shell_complete=complete.base_names)
+@pass_ctx
+def update(ctx: Ctx, name: str) -> None:
+    """Apply FreeBSD's security updates to base NAME, as its next version.
+
+    freebsd-update(8) runs on a clone of the base (never on a tree a jail has
+    run in); the updated clone becomes the base at its new freebsd-version.
+    Jails keep running on the version they were made from; `rex up` of a
+    changed definition, or a new jail, builds on the new one."""
+    from rexcarcer.base.update import update_base
+
+    host = ctx.host()
+    try:
+        info, changed = update_base(host, name)
+    finally:
+        host.close()
+    if not changed:
+        ctx.emit({"name": info.name, "version": info.version, "changed": False},
+                 lambda: click.echo(f"{info.name} is up to date ({info.version})"))  # fmt: skip
+        return
+    _emit_base(ctx, info)
 
 
 def register(group: click.Group) -> None:

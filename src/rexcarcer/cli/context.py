@@ -48,6 +48,18 @@ class Ctx:
 
         return open_host(self.config, self.progress())
 
+    def dry_host(self, platform: str) -> Host:
+        """A host for a dry run on ``platform``: that OS's configuration (its
+        defaults) and builders; another OS's commands are never run here."""
+        from rexcarcer.config import load_config
+        from rexcarcer.platform.kinds import PlatformKind
+        from rexcarcer.wiring import open_dry_host
+
+        kind = PlatformKind(platform)
+        config = load_config(config_file=self.config_file, root=self.root, platform=kind)
+        foreign = kind is not self.config.runtime
+        return open_dry_host(config, foreign=foreign, progress=self.progress())
+
     def engine(self) -> Engine:
         from rexcarcer.wiring import open_engine
 

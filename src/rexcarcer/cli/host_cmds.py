@@ -42,20 +42,44 @@ def _global_args(ctx: Ctx) -> list[str]:
 
 
 @host.command()
-@click.option("--no-start", is_flag=True, help="Write the configuration only.")
+@click.option("--no-start", is_flag=True, help="Write the configuration files only.")
+@click.option("--dry-run", is_flag=True,
+              help="Print every file (with its content) and command; change nothing.")  # fmt: skip
+@click.option("--platform", "platform", type=click.Choice(["freebsd", "linux"]),
+              help="With --dry-run: for that OS, as on a freshly installed host.")  # fmt: skip
 @pass_ctx
-def setup(ctx: Ctx, no_start: bool) -> None:
+def setup(ctx: Ctx, no_start: bool, dry_run: bool, platform: str | None) -> None:
     """Configure the jailer services and start them with the OS's service manager.
 
-    FreeBSD: /var/unbound/conf.d/rexcarcer.conf, sysrc + service local_unbound.
-    Linux with systemd: $REX_ROOT/unbound/unbound.conf and the unit
-    rexcarcer-jailer.service, which runs `rex host serve`. Without a service
-    manager: use `rex host serve`."""
-    from rexcarcer.dns.serve import setup as do_setup
+    FreeBSD: the jail interface (a loopback clone renamed rex0, with the host's
+    jail-subnet address, now and in rc.conf), local_unbound with
+    /var/unbound/conf.d/rexcarcer.conf (enabled first, then `service
+    local_unbound setup`, which also points /etc/resolv.conf at 127.0.0.1,
+    keeping a backup in /var/backups), the log collector's rc.d script, and the
+    agent when its rc.d script is installed. Linux with systemd:
+    $REX_ROOT/unbound/unbound.conf and the unit rexcarcer-jailer.service, which
+    runs `rex host serve`. Without a service manager: use `rex host serve`."""
+    from rexcarcer import hostsetup
+    from rexcarcer.errors import UsageError
 
+    if platform is not None and not dry_run:
+        raise UsageError("--platform plans for another OS: it needs --dry-run",
+                         hint=f"rex host setup --platform {platform} --dry-run")  # fmt: skip
+    if dry_run:
+        kind = platform or str(ctx.config.runtime)
+        h = ctx.dry_host(kind)
+        try:
+            fresh = kind != str(ctx.config.runtime)
+            actions = hostsetup.actions(hostsetup.plan(h, _global_args(ctx), fresh=fresh))
+        finally:
+            h.close()
+        from rexcarcer.cli.jail_cmds import print_actions
+
+        ctx.emit([a.as_json() for a in actions], lambda: print_actions(actions))
+        return
     h = ctx.host()
     try:
-        message = do_setup(h, start=not no_start, global_args=_global_args(ctx))
+        message = hostsetup.setup(h, start=not no_start, global_args=_global_args(ctx))
     finally:
         h.close()
     ctx.emit({"status": message}, lambda: click.echo(message))

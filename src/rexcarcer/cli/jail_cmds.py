@@ -6,6 +6,7 @@ work for another host's jail to that host's agent."""
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from rexcarcer.cli import complete
 from rexcarcer.cli.context import Ctx, pass_ctx
 
 if TYPE_CHECKING:
+    from rexcarcer.model.plan import Action
     from rexcarcer.rexfile.ast import Rexfile
     from rexcarcer.service.api import JailService
 
@@ -91,27 +93,52 @@ def check(ctx: Ctx, file: Path) -> None:
 @click.option("--name", help="Jail name (default: the file's stem).")
 @click.option("--host", "on_host", help="Cluster: plan for running the jail on this host.",
               shell_complete=complete.host_names)  # fmt: skip
+@click.option("--platform", "platform", type=click.Choice(["freebsd", "linux"]),
+              help="Plan for that OS: its defaults, commands and files; nothing runs.")  # fmt: skip
 @pass_ctx
-def plan(ctx: Ctx, file: Path, name: str | None, on_host: str | None) -> None:
-    """Print what `rex up FILE` would change, with command lines; change nothing.
+def plan(ctx: Ctx, file: Path, name: str | None, on_host: str | None,
+         platform: str | None) -> None:  # fmt: skip
+    """Print what `rex up FILE` would change, with command lines and the files
+    with their content; change nothing.
 
     In a cluster the first line is where the jail would go and why; the steps
-    follow when that is this host (else run `rex plan` on that host)."""
+    follow when that is this host (else run `rex plan` on that host). With
+    --platform, the plan is made in this process for that OS, from the same
+    builders its backend runs."""
     rexfile = _load(file)
     jail = _name(rexfile, name)
-    svc = ctx.service()
+    if platform is not None:
+        actions = _plan_for(ctx, platform, rexfile, jail)
+    else:
+        svc = ctx.service()
+        try:
+            actions = svc.plan(rexfile, jail, on_host=on_host)
+        finally:
+            svc.close()
+    ctx.emit([a.as_json() for a in actions], lambda: print_actions(actions))
+
+
+def _plan_for(ctx: Ctx, platform: str, rexfile: Rexfile, jail: str) -> list[Action]:
+    from rexcarcer.engine.plan import plan_up
+    from rexcarcer.wiring import engine_for
+
+    host = ctx.dry_host(platform)
     try:
-        actions = svc.plan(rexfile, jail, on_host=on_host)
+        # the engine rex up would use on that platform: its admission and guard too
+        return plan_up(engine_for(host), rexfile, jail)
     finally:
-        svc.close()
+        host.close()
 
-    def text() -> None:
-        for a in actions:
-            click.echo(f"{a.kind:8} {a.description}")
-            for line in a.lines():
-                click.echo(f"           $ {line}")
 
-    ctx.emit([a.as_json() for a in actions], text)
+def print_actions(actions: list[Action]) -> None:
+    """An action a line, then its files (with their content) and command lines."""
+    for a in actions:
+        click.echo(f"{a.kind:8} {a.description}")
+        for f in a.files:
+            for line in f.lines():
+                click.echo(f"           {line}")
+        for line in [shlex.join(argv) for argv in a.commands] + list(a.notes):
+            click.echo(f"           $ {line}")
 
 
 @click.command(name="ls")

@@ -1,5 +1,6 @@
-"""Running the jailer services: ``rex host setup`` (the OS's service manager) and
-``rex host serve`` (unbound in the foreground, supervised by rex).
+"""``rex host serve``: the jailer services in the foreground, supervised by rex
+(``rex host setup``, which hands them to the OS's service manager, is
+hostsetup.py).
 
 ``rex host serve`` writes the configuration and the persisted records, starts
 ``unbound -d -p -c CONF`` through the runner, waits for its control socket,
@@ -18,27 +19,18 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rexcarcer.dns import DnsError
 from rexcarcer.dns.hook import backend_for, publisher_for
-from rexcarcer.dns.services import (
-    Step,
-    agent_steps,
-    checkconf,
-    serve_argv,
-    setup_steps,
-    systemd_running,
-    write_configs,
-)
+from rexcarcer.dns.services import checkconf, serve_argv, write_configs
 from rexcarcer.dns.unbound import UnboundUnreachable, wait_ready
 from rexcarcer.errors import Conflict
 from rexcarcer.fsutil import atomic_write
-from rexcarcer.logs.service import Collector, freebsd_setup, stop_left
+from rexcarcer.logs.service import Collector, stop_left
 from rexcarcer.platform.base import Flavour
 from rexcarcer.platform.base import UnboundLayout as Layout
-from rexcarcer.runtime import procfs
+from rexcarcer.runtime.process import Proc, reap
 
 if TYPE_CHECKING:
     from rexcarcer.host import Host
@@ -60,55 +52,25 @@ def prepare(host: Host) -> tuple[Layout, bool]:
     return layout, changed
 
 
-def setup(host: Host, *, start: bool, global_args: Sequence[str]) -> str:
-    """``rex host setup``: configure, then start through the OS's service manager:
-    unbound, the log collector and the agent (docs/agent.md)."""
-    layout, changed = prepare(host)
-    logs = Collector(host).prepare()  # systemd: `rex host serve` runs it too
-    if not start:
-        return f"configuration written to {layout.server_conf}; not started (--no-start)"
-    steps = setup_steps(layout, host.runner, changed=changed, global_args=global_args,
-                        systemd=systemd_running())  # fmt: skip
-    if logs and layout.flavour is Flavour.LOCAL_UNBOUND:  # FreeBSD: rsyslogd's rc.d script
-        steps += [Step(a, "start the jails' log collector") for a in freebsd_setup(host.config)]
-    steps += agent_steps(layout, host.runner)  # last: the agent needs the others
-    for step in steps:
-        host.progress.step(step.why)
-        host.runner.run(step.argv)
-    status = wait_ready(backend_for(host.config), timeout=READY_TIMEOUT)
-    publisher_for(host).resync()
-    return (f"{status}: serving {host.config.zone} on {host.config.host_address}; the agent is "
-            "enabled and started")  # fmt: skip
-
-
 # -- the state file -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Proc:
-    pid: int
-    start: int
-
-    @classmethod
-    def of(cls, pid: int) -> Proc:
-        st = procfs.stat(pid)
-        return cls(pid, st.starttime if st else 0)
-
-    def alive(self) -> bool:
-        return procfs.alive(self.pid, self.start)
-
-
 def read_state(layout: Layout) -> dict[str, Proc]:
+    """The PIDs with their start times (a state file of rex 0.1 is read too)."""
     try:
         data = json.loads(layout.state.read_text())
-        return {k: Proc(int(v["pid"]), int(v["start"])) for k, v in data.items()}
-    except (OSError, ValueError, KeyError, TypeError):
+        return {k: Proc.from_json(v) for k, v in data.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 
 def _write_state(layout: Layout, procs: dict[str, Proc]) -> None:
-    data = {k: {"pid": p.pid, "start": p.start} for k, p in procs.items()}
+    data = {k: p.as_json() for k, p in procs.items()}
     atomic_write(layout.state, json.dumps(data), make_parents=True)
+
+
+def _is_me(proc: Proc | None) -> bool:
+    return proc is not None and proc.pid == os.getpid() and proc.alive()
 
 
 def terminate(proc: Proc, timeout: float = 10.0) -> None:
@@ -122,9 +84,9 @@ def terminate(proc: Proc, timeout: float = 10.0) -> None:
             return
         deadline = time.monotonic() + timeout
         while proc.alive() and time.monotonic() < deadline:
-            procfs.reap(proc.pid)
+            reap(proc.pid)
             time.sleep(0.02)
-    procfs.reap(proc.pid)
+    reap(proc.pid)
 
 
 # -- rex host serve -------------------------------------------------------------------
@@ -181,7 +143,7 @@ def serve(host: Host) -> None:
             proc = _start_unbound(host, layout)
             started = time.monotonic()
             while proc.alive():
-                procfs.reap(proc.pid)
+                reap(proc.pid)
                 logs.keep_alive()
                 time.sleep(0.2)
             if time.monotonic() - started > 60:
@@ -194,7 +156,7 @@ def serve(host: Host) -> None:
         if proc is not None:
             terminate(proc)
             layout.control.unlink(missing_ok=True)  # unbound leaves it when not root
-        if read_state(layout).get("supervisor") == Proc.of(os.getpid()):
+        if _is_me(read_state(layout).get("supervisor")):
             layout.state.unlink(missing_ok=True)
 
 
@@ -219,11 +181,12 @@ def detach(host: Host, global_args: Sequence[str]) -> Proc:
     proc = Proc.of(pid)
     deadline = time.monotonic() + READY_TIMEOUT + 5
     while time.monotonic() < deadline:
-        procfs.reap(pid)
+        reap(pid)
         if not proc.alive():
             raise DnsError("`rex host serve` exited during start", hint=_log_tail(log))
         state = read_state(layout)
-        if state.get("supervisor") == proc and "unbound" in state and _serving(host):
+        sup = state.get("supervisor")
+        if sup is not None and sup.same(proc) and "unbound" in state and _serving(host):
             return proc
         time.sleep(0.05)
     terminate(proc)

@@ -31,7 +31,7 @@ from rexcarcer.host import Host
 from rexcarcer.model.base import BaseInfo
 from rexcarcer.platform.base import jail_routes
 from rexcarcer.rexfile.ast import IPInterface, Rexfile, Run, Step
-from rexcarcer.runtime.base import BuildNet, jail_env
+from rexcarcer.runtime.base import BuildNet, build_env
 
 IMG = "img"
 RESOLV_CONF = "/etc/resolv.conf"
@@ -164,15 +164,20 @@ def step_commands(host: Host, rexfile: Rexfile, base: BaseInfo, plan: StepPlan) 
     out = [storage.clone_argv(plan.parent, plan.dataset, step_props(base, plan))]
     if isinstance(plan.step, Run):
         root = storage.mountpoint("images") / plan.key
-        subnet = host.config.subnet
-        free = ipam.next_free(host.store, subnet) or ipaddress.ip_interface(
-            f"{host.config.host_address}/{subnet.prefixlen}"
-        )  # none free now: the step would fail to get one; show the shape
-        net = build_net(host.config, build_owner(plan.key), free)
-        out += host.runtime.build_commands(root, plan.step.command, jail_env(rexfile.env), net)
+        net = planned_net(host, plan.key)
+        out += host.runtime.build_commands(root, plan.step.command, build_env(rexfile.env), net)
     out.append(storage.snapshot_argv(plan.snapshot))
     out += storage.set_props_argvs(plan.dataset, {"complete": "1"})
     return out
+
+
+def planned_net(host: Host, key: str) -> BuildNet:
+    """The network ``rex plan`` shows for a step: the address IPAM would give it now."""
+    subnet = host.config.subnet
+    free = ipam.next_free(host.store, subnet) or ipaddress.ip_interface(
+        f"{host.config.host_address}/{subnet.prefixlen}"
+    )  # none free now: the step would fail to get one; show the shape
+    return build_net(host.config, build_owner(key), free)
 
 
 def _run_step(
@@ -221,7 +226,7 @@ def _run(eng: Engine, rexfile: Rexfile, root: Path, plan: StepPlan) -> None:
             try:
                 jailfs.write_file(root, RESOLV_CONF, resolv_conf(host.config), mode=0o644)
                 done = host.runtime.build_run(
-                    root, step.command, env=jail_env(rexfile.env), on_output=host.progress.output,
+                    root, step.command, env=build_env(rexfile.env), on_output=host.progress.output,
                     network=build_net(host.config, owner, address),
                 )  # fmt: skip
             finally:

@@ -122,9 +122,20 @@ def up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
         for ds in made:  # the volumes this run made are empty: they go too
             host.storage.destroy(ds, recursive=True)
         if isinstance(exc, RexError) and not exc.message.startswith("rex up"):
-            raise type(exc)(f"rex up {name} failed: {exc.message}", hint=exc.hint) from exc
+            raise _prefixed(exc, f"rex up {name} failed: ") from exc
         raise
     return info(eng, name)
+
+
+def _prefixed(exc: RexError, prefix: str) -> RexError:
+    """``exc`` with ``prefix`` before its message: same class (exit code), hint
+    and fields. Not ``type(exc)(message)``: subclasses such as CommandFailed
+    take other constructor arguments."""
+    new = type(exc).__new__(type(exc))
+    new.__dict__.update(exc.__dict__)
+    new.message = prefix + exc.message
+    new.args = (new.message,)
+    return new
 
 
 def admit(eng: Engine, rexfile: Rexfile, name: str) -> None:
@@ -198,7 +209,8 @@ def _create(
     host.storage.clone(image, f"jails/{rec.name}", props=clone_props(rec))
     start(eng, rec.name)
     current = record(eng, rec.name) or rec
-    records.put_jail(host.store, current.replace(status=Status.READY, pid=None, pid_start=None))
+    records.put_jail(host.store, current.replace(status=Status.READY, pid=None, pid_start=None,
+                                                 pid_ticks=None))  # fmt: skip
 
 
 def _reclaim(eng: Engine, name: str) -> JailRecord | None:
@@ -208,7 +220,9 @@ def _reclaim(eng: Engine, name: str) -> JailRecord | None:
         ensure_local(eng, rec)
     if rec is None or rec.status is Status.READY:
         return rec
-    if rec.pid is not None and eng.host.platform.process_alive(rec.pid, rec.pid_start):
+    if rec.pid is not None and eng.host.platform.process_alive(
+        rec.pid, rec.pid_start, ticks=rec.pid_ticks
+    ):
         raise Conflict(
             f"jail {name!r} is being {rec.status} by another rex run (pid {rec.pid})",
             hint="wait for it to finish",

@@ -18,9 +18,13 @@ from rexcarcer.engine.base import Engine
 from rexcarcer.errors import Conflict
 from rexcarcer.model.base import BaseInfo
 from rexcarcer.model.jail import JailRecord
-from rexcarcer.model.plan import Action, argvs
+from rexcarcer.model.plan import Action, FileWrite, argvs
 from rexcarcer.rexfile.ast import IPInterface, Rexfile, Run
-from rexcarcer.runtime.base import JailSpec, Secret
+from rexcarcer.runtime.base import HostFile, JailSpec, Secret
+
+# the port the jails' syslog is forwarded to (logs/collector.py LOG_PORT; the
+# engine imports no feature)
+LOG_PORT = 514
 
 
 def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
@@ -53,15 +57,39 @@ def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
     actions.append(Action("clone", f"clone the image to jails/{name}", argvs([clone])))
     root = host.storage.mountpoint("jails") / name
     spec = _spec(eng, new, root, base)
-    files = [f"write {inside} ({mode:04o}) in the jail" for inside, _, mode
-             in jails.jail_files(eng, spec)]  # fmt: skip
     if guard is not None:
         actions.append(guard)
-    actions.append(Action("files", "write the jail's configuration files", notes=tuple(files)))
+    actions.append(Action("files", "write the jail's configuration files",
+                          notes=_file_notes(eng), files=jail_writes(eng, spec, new)))  # fmt: skip
     actions += _limits_and_secrets(rexfile)
-    actions.append(Action("start", f"start jail {name} ({host.platform.kind} platform)",
-                          argvs(host.runtime.start_commands(spec))))  # fmt: skip
+    actions.append(_start(eng, spec, f"start jail {name} ({host.platform.kind} platform)"))
     return actions
+
+
+def jail_writes(eng: Engine, spec: JailSpec, rec: JailRecord) -> tuple[FileWrite, ...]:
+    """The files rex writes into the jail's root at every start, with content."""
+    target = spec.gateway or eng.host.config.host_address
+    entries = [*jails.jail_files(eng, spec, rec.enable),
+               *eng.host.platform.syslog_files(target, LOG_PORT)]  # fmt: skip
+    return tuple(FileWrite(f"{spec.root}{inside}", mode, data.decode()) for inside, data, mode
+                 in entries)  # fmt: skip
+
+
+def _file_notes(eng: Engine) -> tuple[str, ...]:
+    return (
+        "/etc/ssl/rc/host.key (0600), host.crt, cluster.crt and the jail's trust store: "
+        "its identity from the cluster CA, issued at start when needed (not shown)",
+    )
+
+
+def host_writes(files: list[HostFile]) -> tuple[FileWrite, ...]:
+    return tuple(FileWrite(str(f.path), f.mode, f.content) for f in files)
+
+
+def _start(eng: Engine, spec: JailSpec, what: str) -> Action:
+    runtime = eng.host.runtime
+    return Action("start", what, argvs(runtime.start_commands(spec)),
+                  files=host_writes(runtime.start_files(spec)))  # fmt: skip
 
 
 def _guard_action(eng: Engine) -> Action | None:
@@ -89,8 +117,10 @@ def _existing(
     if jails.is_running(eng, rec.name):
         return [Action("none", f"jail {rec.name} is up to date and running; nothing to do")]
     spec = jails.spec_for(eng, rec)
-    start = Action("start", f"start jail {rec.name}", argvs(eng.host.runtime.start_commands(spec)))
-    return [start] if guard is None else [guard, start]
+    files = Action("files", "write the jail's configuration files", notes=_file_notes(eng),
+                   files=jail_writes(eng, spec, rec))  # fmt: skip
+    start = _start(eng, spec, f"start jail {rec.name}")
+    return [files, start] if guard is None else [guard, files, start]
 
 
 def _replace(
@@ -172,11 +202,14 @@ def _step_action(eng: Engine, rexfile: Rexfile, base: BaseInfo, plan: builder.St
     what = f"step {plan.index}: {plan.step.describe()}"
     if plan.cached:
         return Action("cached", f"{what} (cached as {full}/{plan.snapshot})")
+    commands = argvs(builder.step_commands(host, rexfile, base, plan))
     if isinstance(plan.step, Run):
+        root = host.storage.mountpoint("images") / plan.key
+        files = host_writes(host.runtime.build_files(root, builder.planned_net(host, plan.key)))
         notes: tuple[str, ...] = (
             f"write {builder.RESOLV_CONF} into the image, then run the step on a build address "
             f"of {host.config.subnet} held by {builder.build_owner(plan.key)} while it runs",
         )
-    else:
-        notes = (f"copy {plan.step.src} to {plan.step.dst} inside the image",)
-    return Action("build", what, argvs(builder.step_commands(host, rexfile, base, plan)), notes)
+        return Action("build", what, commands, notes, files)
+    notes = (f"copy {plan.step.src} to {plan.step.dst} inside the image",)
+    return Action("build", what, commands, notes)

@@ -227,10 +227,3 @@ load_rc_config $name
 : ${{{FREEBSD_SERVICE}_enable:="NO"}}
 run_rc_command "$1"
 """
-
-
-def freebsd_steps() -> list[tuple[str, ...]]:
-    return [
-        ("sysrc", f"{FREEBSD_SERVICE}_enable=YES"),
-        ("service", FREEBSD_SERVICE, "restart"),
-    ]

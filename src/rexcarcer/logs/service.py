@@ -1,13 +1,16 @@
 """Running the log collector: configure, check, start, reload, keep alive, stop.
 
 ``rex host serve`` supervises it beside unbound (dns/serve.py); ``rex host
-setup`` on Linux installs a unit that runs ``rex host serve``, and on FreeBSD
-writes an rc.d script for rsyslogd from ports (``FREEBSD_RC``).
+setup`` (hostsetup.py) on Linux installs a unit that runs ``rex host serve``,
+and on FreeBSD an rc.d script for rsyslogd from ports
+(``collector.freebsd_rc_script``).
 
 The collector is identified by its PID file *and* its command line (it must name
 rex's rsyslog.conf), so a recycled PID or the host's own rsyslogd is never
-signalled. Readiness is its UDP socket being bound, read from
-``/proc/PID/net/udp`` (the sockets of the collector's own network namespace).
+signalled. Readiness is its UDP socket being bound. The command line comes
+from psutil, the socket from /proc/PID/net on Linux (the collector's own
+network namespace) and from psutil where there is no procfs (a stock FreeBSD
+mounts none): runtime/process.py.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from rexcarcer.logs.collector import (
     CollectorPaths,
     CollectorSettings,
     check_argv,
-    freebsd_rc_script,
     render_conf,
     render_table,
     rotate_script,
@@ -38,14 +40,13 @@ from rexcarcer.logs.collector import (
 )
 from rexcarcer.model.jail import JailRecord
 from rexcarcer.run import Runner
-from rexcarcer.runtime import procfs
+from rexcarcer.runtime import process
 from rexcarcer.state.records import list_jails
 
 if TYPE_CHECKING:
     from rexcarcer.host import Host
 
 READY_TIMEOUT = 10.0
-FREEBSD_RC = Path("/usr/local/etc/rc.d/rexcarcer_logs")
 
 
 def paths_for(config: Config) -> CollectorPaths:
@@ -120,19 +121,9 @@ def collector_pid(paths: CollectorPaths) -> int | None:
         pid = int(paths.pidfile.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    if not Path("/proc/self").exists():  # FreeBSD without procfs
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return None
-        return pid
-    if not procfs.alive(pid):
+    if not process.alive(pid):
         return None
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    return pid if os.fsencode(paths.conf) in argv else None
+    return pid if str(paths.conf) in process.cmdline(pid) else None
 
 
 def reload(paths: CollectorPaths) -> bool:
@@ -145,34 +136,13 @@ def reload(paths: CollectorPaths) -> bool:
     return True
 
 
-def parse_proc_net_udp(text: str) -> set[tuple[str, int]]:
-    """The bound (address, port) pairs of /proc/net/udp or udp6 (hex, host order)."""
-    import ipaddress
-
-    out: set[tuple[str, int]] = set()
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 2 or ":" not in fields[1]:
-            continue
-        hexaddr, hexport = fields[1].split(":")
-        raw = bytes.fromhex(hexaddr)
-        # the kernel prints each 32-bit word in host (little-endian) order
-        words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-        out.add((str(ipaddress.ip_address(words)), int(hexport, 16)))
-    return out
-
-
 def bound(pid: int, address: str, port: int) -> bool:
-    found: set[tuple[str, int]] = set()
-    for name in ("udp", "udp6"):
-        with contextlib.suppress(OSError):
-            found |= parse_proc_net_udp(Path(f"/proc/{pid}/net/{name}").read_text())
-    return (address, port) in found
+    """Whether process ``pid`` has a UDP socket bound to ``address:port``."""
+    return (address, port) in process.udp_bound(pid)
 
 
 def start(host: Host) -> int:
-    """Start rsyslogd in the foreground of a new session; return once it listens
-    (Linux: its socket in /proc/PID/net; ``rex host serve`` is Linux-only)."""
+    """Start rsyslogd in the foreground of a new session; return once it listens."""
     paths = paths_for(host.config)
     left = collector_pid(paths)
     if left is not None:
@@ -182,8 +152,8 @@ def start(host: Host) -> int:
     s = settings_for(host)
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
-        procfs.reap(pid)
-        if not procfs.alive(pid):
+        process.reap(pid)
+        if not process.alive(pid):
             raise LogsError("rsyslogd exited during start", hint=_tail(paths.output))
         if bound(pid, str(s.listen), s.port):
             return pid
@@ -203,11 +173,11 @@ def terminate(pid: int, timeout: float = 10.0) -> None:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + timeout
-        while procfs.alive(pid) and time.monotonic() < deadline:
-            procfs.reap(pid)
+        while process.alive(pid) and time.monotonic() < deadline:
+            process.reap(pid)
             time.sleep(0.01)
-        if not procfs.alive(pid):
-            procfs.reap(pid)
+        if not process.alive(pid):
+            process.reap(pid)
             return
 
 
@@ -217,14 +187,6 @@ def _tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return f"no output in {path}"
     return f"{path}:\n" + "\n".join(text)
-
-
-def freebsd_setup(config: Config) -> list[tuple[str, ...]]:
-    """Write the rc.d script; the commands that enable and (re)start it."""
-    from rexcarcer.logs.collector import freebsd_steps
-
-    write_text(FREEBSD_RC, freebsd_rc_script(paths_for(config)), mode=0o755)
-    return freebsd_steps()
 
 
 # -- under `rex host serve` ------------------------------------------------------------
@@ -275,10 +237,10 @@ class Collector:
 
     def keep_alive(self) -> None:
         """Call often: restarts an exited collector, waiting longer after each failure."""
-        if not self.wanted or (self.pid is not None and procfs.alive(self.pid)):
+        if not self.wanted or (self.pid is not None and process.alive(self.pid)):
             return
         if self.pid is not None:
-            procfs.reap(self.pid)
+            process.reap(self.pid)
             self.host.progress.step(f"rsyslogd {self.pid} exited; restarting it")
             self.pid = None
         if time.monotonic() < self.next_try:

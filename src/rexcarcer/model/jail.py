@@ -6,11 +6,12 @@ if it fails, and a later run finds a dead owner and cleans up. It becomes
 ``ready`` once the jail has started. ``desired`` is what ``rex start``/``stop``
 last asked for; the agent keeps the jail in that state.
 
-JSON form (schema 2)::
+JSON form (schema 3)::
 
-    {"schema": 2, "name", "host", "status", "desired", "definition", "rexfile",
+    {"schema": 3, "name", "host", "status", "desired", "definition", "rexfile",
      "base", "image", "hostname", "address", "services": [{"name","port","proto"}],
-     "env": [[key, value]], "created", "pid", "pid_start", "generation",
+     "env": [[key, value]], "enable": [[service, flags or null]], "created",
+     "pid", "pid_start", "pid_ticks", "generation", "replacing",
      "volumes": [{"name","path","size"}], "limits": {"memory", "cpu", "pids",
      "openfiles"}, "secrets": [name], "canonical": {...},
      "healthcheck": {"probe", "command"|"port", "path", "interval", "timeout",
@@ -22,8 +23,15 @@ the SECRET lines: a secret's value is never in the record (secret/).
 The fields after ``canonical`` were added without a schema change: a record
 without them reads as no health check, ``on-failure`` and no dependencies.
 
-Schema 1 (rex 0.1) had the same fields without ``schema``; ``from_json``
-migrates it. A record with a newer schema is refused, never half-read.
+``pid_start`` is the owning run's start time as psutil gives it (seconds since
+the epoch, runtime/process.py). Schema 1 (rex 0.1) had the fields of schema 2
+without ``schema``; schema 2 had no ``enable`` and its ``pid_start`` was the
+Linux ``/proc/PID/stat`` start time in clock ticks after boot, which
+``from_json`` moves to ``pid_ticks`` (still checked by the Linux platform, so a
+run that was creating a jail across an upgrade is never taken for dead).
+``generation``, ``replacing``, ``volumes`` and ``canonical`` are optional (a
+record without them is generation 1 with no volumes). A record with a newer
+schema is refused, never half-read.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from rexcarcer.model.keys import jail_key
 from rexcarcer.rexfile.ast import HealthCheck, IPInterface, Probe, RestartPolicy
 from rexcarcer.rexfile.limits import NO_LIMITS, Limits
 
-SCHEMA = 2
+SCHEMA = 3
 
 
 class Status(StrEnum):
@@ -92,9 +100,12 @@ class JailRecord:
     address: IPInterface | None = None
     services: tuple[ServiceEntry, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    # ENABLE <service> [FLAGS <text>]: rc.conf.d files written at every start
+    enable: tuple[tuple[str, str | None], ...] = ()
     created: int = 0
     pid: int | None = None  # the owning `rex up` while creating
-    pid_start: int | None = None  # its start time: PID + start time name one process
+    pid_start: float | None = None  # its start time: PID + start time name one process
+    pid_ticks: int | None = None  # a schema-2 record's start time (Linux clock ticks)
     generation: int = 1  # bumped by every update in place (jails/<name> is the current one)
     replacing: int = 0  # while UPDATING: the generation being replaced (the run's journal)
     volumes: tuple[VolumeEntry, ...] = ()
@@ -130,9 +141,10 @@ class JailRecord:
             "image": self.image, "hostname": self.hostname,
             "address": str(self.address) if self.address is not None else None,
             "services": [s.as_json() for s in self.services],
-            "env": [list(kv) for kv in self.env], "created": self.created,
-            "pid": self.pid, "pid_start": self.pid_start, "generation": self.generation,
-            "replacing": self.replacing,
+            "env": [list(kv) for kv in self.env],
+            "enable": [list(kv) for kv in self.enable], "created": self.created,
+            "pid": self.pid, "pid_start": self.pid_start, "pid_ticks": self.pid_ticks,
+            "generation": self.generation, "replacing": self.replacing,
             "volumes": [v.as_json() for v in self.volumes], "canonical": self.canonical,
             "limits": self.limits.as_json(), "secrets": list(self.secrets),
             "healthcheck": self.healthcheck.canonical() if self.healthcheck else None,
@@ -150,7 +162,11 @@ class JailRecord:
                     f"up to {SCHEMA}",
                     hint="upgrade rex on this host to the release that wrote it",
                 )
-            return cls._from_v2(_migrate_v1(data) if schema == 1 else data)
+            if schema == 1:
+                data = _migrate_v1(data)
+            if schema <= 2:
+                data = _migrate_v2(data)
+            return cls._from_v3(data)
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(
                 f"malformed jail record {data.get('name')!r}: {exc}",
@@ -158,7 +174,7 @@ class JailRecord:
             ) from exc
 
     @classmethod
-    def _from_v2(cls, d: Mapping[str, Any]) -> JailRecord:
+    def _from_v3(cls, d: Mapping[str, Any]) -> JailRecord:
         address = d.get("address")
         return cls(
             name=str(d["name"]), host=str(d.get("host") or ""),
@@ -170,9 +186,10 @@ class JailRecord:
             address=ipaddress.ip_interface(address) if address else None,
             services=tuple(_service(s) for s in d.get("services") or ()),
             env=tuple((str(k), str(v)) for k, v in d.get("env") or ()),
+            enable=tuple(_enable(e) for e in d.get("enable") or ()),
             created=int(d.get("created") or 0), pid=_opt_int(d.get("pid")),
-            pid_start=_opt_int(d.get("pid_start")), generation=int(d.get("generation") or 1),
-            replacing=int(d.get("replacing") or 0),
+            pid_start=_opt_float(d.get("pid_start")), pid_ticks=_opt_int(d.get("pid_ticks")),
+            generation=int(d.get("generation") or 1), replacing=int(d.get("replacing") or 0),
             volumes=tuple(VolumeEntry(str(v["name"]), str(v["path"]), _opt_int(v.get("size")))
                           for v in d.get("volumes") or ()),
             limits=Limits.from_json(d.get("limits")),
@@ -210,16 +227,36 @@ def _healthcheck(data: Mapping[str, Any]) -> HealthCheck:
                        ints["retries"])  # fmt: skip
 
 
+def _enable(entry: Any) -> tuple[str, str | None]:
+    service, flags = entry
+    return str(service), None if flags is None else str(flags)
+
+
 def _opt_int(value: Any) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _opt_float(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def _migrate_v1(data: Mapping[str, Any]) -> dict[str, Any]:
     """Schema 1 (rex 0.1): no schema field; a ready record dropped pid/pid_start.
     Its status may be missing in records written before `status` existed."""
     out = dict(data)
-    out["schema"] = SCHEMA
+    out["schema"] = 2
     out.setdefault("status", "ready" if data.get("image") else "creating")
+    return out
+
+
+def _migrate_v2(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Schema 2: ``pid_start`` was /proc/PID/stat's starttime (clock ticks after
+    boot, Linux; FreeBSD never had one): kept as ``pid_ticks``."""
+    out = dict(data)
+    out["schema"] = SCHEMA
+    out["pid_ticks"] = out.pop("pid_start", None)
     return out
 
 

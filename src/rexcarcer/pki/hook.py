@@ -135,6 +135,7 @@ def ensure_identity(
     new = _record(issued, ident, authority)
     superseded = registry.record_issued(host.store, name, new, now.timestamp())
     install(spec, issued)
+    trust(host, spec, issued.cluster_crt)
     _note_key_file(host, spec, new)
     if superseded is not None:
         refresh_crl(host, authority, now)
@@ -231,6 +232,18 @@ def install(spec: JailSpec, issued: Issued) -> None:
         replace_files(spec.root, SSL_DIR, entries)
     except OSError as exc:
         raise PkiError(f"cannot write the identity of {spec.name} into {SSL_DIR}: {exc}") from exc
+
+
+def trust(host: Host, spec: JailSpec, ca_pem: bytes) -> None:
+    """The jail's TLS library trusts the cluster CA too (the platform knows where)."""
+    from rexcarcer.pki import PkiError
+
+    try:
+        host.platform.install_trust(spec.root, ca_pem)
+    except OSError as exc:
+        raise PkiError(
+            f"cannot add the cluster CA to the trust store of {spec.name}: {exc}"
+        ) from exc
 
 
 def issuer_id(authority: Ca) -> str:

@@ -90,6 +90,71 @@ class PeerIds:
     pid: int | None = None
 
 
+# -- rex host setup ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetupFile:
+    """A file (``content``) or directory (``content`` None) setup makes."""
+
+    path: Path
+    content: str | None
+    why: str
+    mode: int = 0o644
+
+
+@dataclass(frozen=True, slots=True)
+class SetupCommand:
+    argv: tuple[str, ...]
+    why: str
+
+
+SetupStep = SetupFile | SetupCommand
+
+
+@dataclass(frozen=True, slots=True)
+class SetupInputs:
+    """What the features render for ``rex host setup``; the platform decides
+    where it goes and which commands make the OS run it."""
+
+    unbound: tuple[SetupFile, ...]  # rex's unbound configuration and persisted records
+    unbound_server: Path  # the file among them whose change needs a restart
+    collector: tuple[SetupFile, ...]  # the log collector's files; empty: no rsyslogd
+    collector_check: tuple[str, ...]  # the command that checks its configuration
+    collector_rc: str  # FreeBSD: the collector's rc.d script
+    serve: tuple[str, ...]  # `rex host serve` (Linux: the unit's ExecStart)
+    serve_env: tuple[tuple[str, str], ...] = ()  # the REX_* settings the unit passes on
+    agent: tuple[str, ...] = ()  # `rex agent` (Linux: its unit's ExecStart)
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """What ``rex host setup`` reads before it decides (read-only probes)."""
+
+    interfaces: frozenset[str] = frozenset()  # every interface (ifconfig -l)
+    addresses: frozenset[str] = frozenset()  # the jail interface's addresses
+    rc_conf: tuple[tuple[str, str], ...] = ()  # FreeBSD: sysrc -a
+    running: frozenset[str] = frozenset()  # services that run now
+    files: tuple[tuple[str, str | None], ...] = ()  # files setup depends on: content or None
+    service_manager: bool = True  # Linux: systemd is PID 1
+    tools: frozenset[str] = frozenset()  # optional programs that are installed (rsyslogd)
+
+    def rc(self, name: str, default: str = "") -> str:
+        return dict(self.rc_conf).get(name, default)
+
+    def file(self, path: Path | str) -> str | None:
+        return dict(self.files).get(str(path))
+
+
+@dataclass(frozen=True, slots=True)
+class HostCheck:
+    """One ``rex doctor`` line the platform contributes."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
 class RouteTable(Protocol):
     """The routes rex installs on the host (to the other hosts' jail subnets)."""
 
@@ -115,6 +180,13 @@ class Platform(Protocol):
     def routes(self) -> RouteTable: ...
 
     @property
+    def hostname_file(self) -> str | None:
+        """The file inside a jail that holds its host name, if the OS has one
+        (Linux /etc/hostname; FreeBSD none: rc reads no such file, the name is
+        the jail's host.hostname, libexec/rc/rc.d/hostname)."""
+        ...
+
+    @property
     def firewall(self) -> Firewall:
         """rex's own part of the host's firewall (nftables table ``inet
         rexcarcer``, pf anchors ``rexcarcer/*``); never anything else."""
@@ -137,6 +209,11 @@ class Platform(Protocol):
 
     def unbound_layout(self) -> UnboundLayout: ...
 
+    def syslog_files(self, target: Address, port: int) -> list[tuple[str, bytes, int]]:
+        """(path inside the jail, content, mode) of the forwarding files rex
+        writes whole (``write_syslog_forwarding`` may also edit one the jail has)."""
+        ...
+
     def write_syslog_forwarding(self, root: Path, target: Address, port: int) -> None:
         """Write the files that make a jail (root ``root``) forward its syslog to
         ``target:port``, through the race-free jail-root module."""
@@ -146,13 +223,16 @@ class Platform(Protocol):
         """Let jail traffic between hosts pass through this host."""
         ...
 
-    def process_start(self, pid: int) -> int | None:
-        """An opaque start time of ``pid`` (PID + start time name one process
-        for the life of the system), or None when no such process runs."""
+    def process_start(self, pid: int) -> float | None:
+        """The start time of ``pid`` as psutil gives it (PID + start time name one
+        process for the life of the system), or None when no such process runs."""
         ...
 
-    def process_alive(self, pid: int, start: int | None = None) -> bool:
-        """Whether ``pid`` runs (and, with ``start``, is the same process)."""
+    def process_alive(
+        self, pid: int, start: float | None = None, *, ticks: int | None = None
+    ) -> bool:
+        """Whether ``pid`` runs (and, with ``start``, is the same process; with
+        ``ticks``, the start time a rex 0.1 record holds). A zombie is dead."""
         ...
 
     def peer_ids(self, sock: socket.socket) -> PeerIds:
@@ -167,6 +247,40 @@ class Platform(Protocol):
     def boot_id(self) -> str:
         """Names this boot of the host: the same until it reboots, then another
         (the agent tells "started at boot" from "restarted", docs/agent.md)."""
+        ...
+
+    def setup_facts(self) -> HostFacts:
+        """Read what ``rex host setup`` decides on (read-only commands and files)."""
+        ...
+
+    def fresh_facts(self) -> HostFacts:
+        """The facts of a freshly installed host (a dry run for another OS)."""
+        ...
+
+    def setup_steps(self, inputs: SetupInputs, facts: HostFacts) -> list[SetupStep]:
+        """What ``rex host setup`` writes and runs, in order, on a host with ``facts``."""
+        ...
+
+    def doctor_checks(self) -> list[HostCheck]:
+        """This OS's own ``rex doctor`` checks (read-only)."""
+        ...
+
+    def collector_listening(
+        self, pidfile: Path, conf: Path, address: Address, port: int
+    ) -> int | None:
+        """The PID of the log collector (rsyslogd started with ``conf``) once it
+        has a UDP socket bound to ``address:port``, else None."""
+        ...
+
+    def update_base(self, root: Path, current: str) -> None:
+        """Apply the OS's security updates to the base tree at ``root`` (a clone
+        no jail has run in), which is at release ``current``."""
+        ...
+
+    def install_trust(self, root: Path, ca_pem: bytes) -> None:
+        """Make the TLS library of the jail at ``root`` trust ``ca_pem`` (the
+        cluster CA), writing through jailfs only: no host tool runs over the
+        jail's tree."""
         ...
 
 

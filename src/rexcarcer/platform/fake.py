@@ -8,7 +8,17 @@ import socket
 from pathlib import Path
 
 from rexcarcer.firewall.fake import FakeFirewall
-from rexcarcer.platform.base import Address, Network, PeerIds, PlatformConfig, UnboundLayout
+from rexcarcer.platform.base import (
+    Address,
+    HostCheck,
+    HostFacts,
+    Network,
+    PeerIds,
+    PlatformConfig,
+    SetupInputs,
+    SetupStep,
+    UnboundLayout,
+)
 from rexcarcer.platform.freebsd import FreeBSDPlatform
 from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.platform.linux import LinuxPlatform
@@ -36,6 +46,10 @@ class FakePlatform:
     kind = PlatformKind.FAKE
     collector_freebind = True
 
+    @property
+    def hostname_file(self) -> str | None:
+        return self._files.hostname_file
+
     def __init__(
         self,
         runner: Runner,
@@ -61,6 +75,7 @@ class FakePlatform:
         self.forwarding = False
         self.checked_limits: list[Limits] = []
         self.boot = "boot-1"  # a test "reboots" the host by changing it
+        self.trusted: list[tuple[Path, bytes]] = []  # install_trust calls (nothing is written)
 
     def tools(self) -> tuple[str, ...]:
         return ()
@@ -71,17 +86,22 @@ class FakePlatform:
     def unbound_layout(self) -> UnboundLayout:
         return self._files.unbound_layout()
 
+    def syslog_files(self, target: Address, port: int) -> list[tuple[str, bytes, int]]:
+        return self._files.syslog_files(target, port)
+
     def write_syslog_forwarding(self, root: Path, target: Address, port: int) -> None:
         self._files.write_syslog_forwarding(root, target, port)
 
     def enable_forwarding(self) -> None:
         self.forwarding = True
 
-    def process_start(self, pid: int) -> int | None:
+    def process_start(self, pid: int) -> float | None:
         return self._linux.process_start(pid)
 
-    def process_alive(self, pid: int, start: int | None = None) -> bool:
-        return self._linux.process_alive(pid, start)
+    def process_alive(
+        self, pid: int, start: float | None = None, *, ticks: int | None = None
+    ) -> bool:
+        return self._linux.process_alive(pid, start, ticks=ticks)
 
     def peer_ids(self, sock: socket.socket) -> PeerIds:
         return self._linux.peer_ids(sock)
@@ -91,3 +111,26 @@ class FakePlatform:
 
     def boot_id(self) -> str:
         return self.boot
+
+    def setup_facts(self) -> HostFacts:
+        return self._files.fresh_facts()
+
+    def fresh_facts(self) -> HostFacts:
+        return self._files.fresh_facts()
+
+    def setup_steps(self, inputs: SetupInputs, facts: HostFacts) -> list[SetupStep]:
+        return self._files.setup_steps(inputs, facts)
+
+    def doctor_checks(self) -> list[HostCheck]:
+        return []
+
+    def collector_listening(
+        self, pidfile: Path, conf: Path, address: Address, port: int
+    ) -> int | None:
+        return self._files.collector_listening(pidfile, conf, address, port)
+
+    def update_base(self, root: Path, current: str) -> None:
+        self._files.update_base(root, current)
+
+    def install_trust(self, root: Path, ca_pem: bytes) -> None:
+        self.trusted.append((root, ca_pem))

@@ -74,6 +74,16 @@ class Service:
 
 
 @dataclass(frozen=True, slots=True)
+class Enable:
+    """``ENABLE <service> [FLAGS <text>]``: the service's rc.conf.d file, written
+    at every start (``<service>_enable="YES"``, ``<service>_flags=...``)."""
+
+    service: str
+    flags: str | None = None
+    pos: Pos = field(default=Pos(1, 1), compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Volume:
     """``VOLUME <name> <path> [<size>]``: a dataset of the jail's own, mounted at
     ``path`` (normalised, absolute, inside the jail), with a quota of ``size`` bytes."""
@@ -174,6 +184,7 @@ class Rexfile:
     hostname: str | None = None
     ip: IPInterface | None = None
     services: tuple[Service, ...] = ()
+    enable: tuple[Enable, ...] = ()
     volumes: tuple[Volume, ...] = ()
     limits: Limits = NO_LIMITS  # LIMIT lines; unset resources are unlimited
     secrets: tuple[str, ...] = ()  # SECRET names, in order (values live on the host)
@@ -205,7 +216,9 @@ class Rexfile:
         return self.path.stem if self.path is not None else "jail"
 
     def canonical(self) -> dict[str, object]:
-        """A JSON-able form, without positions: what "the definition" means."""
+        """A JSON-able form, without positions: what "the definition" means.
+        Instructions added after 0.1 appear only when used, so the digest of a
+        file that does not use them stays what it was."""
         return {
             "base": {"ref": self.base.ref, "pin": self.base.pin},
             "steps": [
@@ -225,6 +238,7 @@ class Rexfile:
             **({"healthcheck": self.healthcheck.canonical()} if self.healthcheck else {}),
             **({"restart": str(self.restart)} if self.restart is not None else {}),
             **({"depends": [d.name for d in self.depends]} if self.depends else {}),
+            **({"enable": [[e.service, e.flags] for e in self.enable]} if self.enable else {}),
         }  # fmt: skip
 
     def digest(self) -> str:

@@ -23,6 +23,7 @@ from rexcarcer.rexfile.ast import (
     Base,
     Copy,
     Depend,
+    Enable,
     HealthCheck,
     IPInterface,
     Pos,
@@ -37,8 +38,8 @@ from rexcarcer.rexfile.ast import (
 from rexcarcer.rexfile.lexer import Line, Token, fail, logical_lines
 from rexcarcer.rexfile.limits import Limits, Resource
 
-KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE", "VOLUME", "LIMIT", "SECRET",
-            "HEALTHCHECK", "RESTART", "DEPENDS")  # fmt: skip
+KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE", "ENABLE", "VOLUME", "LIMIT",
+            "SECRET", "HEALTHCHECK", "RESTART", "DEPENDS")  # fmt: skip
 # A .rex file is a page of instructions. The cap keeps a mistaken path (an image,
 # /dev/zero) or a file sent to an agent's API from being read whole into memory.
 MAX_FILE = 1024 * 1024
@@ -65,6 +66,11 @@ BASE_HINT = (
 COPY_HINT = 'write PROVISION COPY <src> <dst>; quote a path that has spaces: "my file"'
 SERVICE_HINT = "write SERVICE <name> PORT <n> [PROTO tcp|udp], e.g. SERVICE renderer PORT 1234"
 IP_HINT = "write IP 203.0.113.8/24 (or IP 2001:db8::8/64)"
+ENABLE_HINT = "write ENABLE <service> [FLAGS <text>], e.g. ENABLE nginx or ENABLE sshd FLAGS -4"
+# rc.subr(8): a service's name is the prefix of its rc.conf variables
+# (${name}_enable, ${name}_flags), so it must be an sh(1) variable name; it is
+# also the file name under /etc/rc.conf.d.
+_SERVICE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def _upper(tok: Token) -> str:
@@ -91,6 +97,7 @@ class _Parser:
         self.hostname: tuple[str, int] | None = None
         self.ip: tuple[IPInterface, int] | None = None
         self.services: dict[tuple[str, Proto], Service] = {}
+        self.enable: dict[str, Enable] = {}
         self.volumes: list[Volume] = []
         self.limits = Limits()
         self.limit_lines: dict[Resource, int] = {}
@@ -119,6 +126,7 @@ class _Parser:
             "HOSTNAME": self._hostname,
             "IP": self._ip,
             "SERVICE": self._service,
+            "ENABLE": self._enable,
             "VOLUME": self._volume,
             "LIMIT": self._limit,
             "SECRET": self._secret,
@@ -146,6 +154,7 @@ class _Parser:
             hostname=self.hostname[0] if self.hostname else None,
             ip=self.ip[0] if self.ip else None,
             services=tuple(self.services.values()),
+            enable=tuple(self.enable.values()),
             volumes=tuple(self.volumes),
             limits=self.limits,
             secrets=tuple(self.secrets),
@@ -304,6 +313,44 @@ class _Parser:
             )
         self.services[(service.name, proto)] = service
 
+    # -- ENABLE --------------------------------------------------------------------
+
+    def _enable(self, line: Line, keyword: Token) -> None:
+        name = line.next_word(keyword.end)
+        if name is None:
+            raise line.error(len(line.text), "expected a service name after ENABLE", ENABLE_HINT)
+        if not _SERVICE_NAME.fullmatch(name.text):
+            raise line.error(
+                name,
+                f"bad service name {name.text!r}",
+                hint="an rc.d service name is letters, digits and '_', not starting with a "
+                "digit (its rc.conf variables are <name>_enable and <name>_flags)",
+            )
+        flags = self._enable_flags(line, name)
+        first = self.enable.get(name.text)
+        if first is not None:
+            raise line.error(
+                name,
+                f"ENABLE {name.text} is given twice (first at line {first.pos.line})",
+                hint="enable a service once; put all its flags after FLAGS",
+            )
+        self.enable[name.text] = Enable(name.text, flags, keyword.pos)
+
+    def _enable_flags(self, line: Line, name: Token) -> str | None:
+        """The text after FLAGS, verbatim to the end of the line, or None."""
+        word = line.next_word(name.end)
+        if word is None:
+            return None
+        if _upper(word) != "FLAGS":
+            raise _extra(line, word, "expected FLAGS or the end of the line", ENABLE_HINT)
+        rest = line.rest(word.end)
+        if rest is None:
+            raise line.error(len(line.text), "expected the flags after FLAGS", ENABLE_HINT)
+        for offset, ch in enumerate(rest.text):
+            if ch == "\r":  # a lone CR would end the line in the rc.conf.d file
+                raise line.error(rest.start + offset, "carriage return in FLAGS", hint="remove it")
+        return rest.text
+
     # -- running services (rexfile/running.py) ---------------------------------------
 
     def _volume(self, line: Line, keyword: Token) -> None:
@@ -358,7 +405,7 @@ def _unknown(line: Line, keyword: Token) -> RexfileError:
         f"did you mean {close[0]}?"
         if close
         else "the instructions are BASE, PROVISION RUN, PROVISION COPY, ENV, HOSTNAME, IP, "
-        "SERVICE, VOLUME, LIMIT, SECRET, HEALTHCHECK, RESTART and DEPENDS"
+        "SERVICE, ENABLE, VOLUME, LIMIT, SECRET, HEALTHCHECK, RESTART and DEPENDS"
     )
     return line.error(keyword, f"unknown instruction {keyword.text!r}", hint)
 

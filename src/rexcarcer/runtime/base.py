@@ -17,6 +17,9 @@ from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.rexfile.limits import NO_LIMITS, Limits
 from rexcarcer.run import Completed, OutputSink
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 class JailState(StrEnum):
     RUNNING = "running"
@@ -56,10 +59,6 @@ class JailSpec:
     secrets: tuple[Secret, ...] = ()
 
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
 @dataclass(frozen=True, slots=True)
 class BuildNet:
     """The network of one PROVISION RUN step: the same as a jail's. ``name`` is
@@ -97,6 +96,16 @@ class JailEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class HostFile:
+    """A file a runtime writes on the host before it runs its commands (``rex
+    plan`` shows it with its content)."""
+
+    path: Path
+    content: str
+    mode: int = 0o644
+
+
+@dataclass(frozen=True, slots=True)
 class JailStatus:
     name: str
     state: JailState
@@ -120,6 +129,14 @@ class Runtime(Protocol):
         self, root: Path, command: str, env: Mapping[str, str], network: BuildNet | None = None
     ) -> list[list[str]]:
         """The commands ``build_run`` runs for a PROVISION step."""
+        ...
+
+    def start_files(self, spec: JailSpec) -> list[HostFile]:
+        """The host files ``start`` writes before its commands (``rex plan``)."""
+        ...
+
+    def build_files(self, root: Path, network: BuildNet | None = None) -> list[HostFile]:
+        """The host files ``build_run`` writes before its commands (``rex plan``)."""
         ...
 
     def stop(self, name: str) -> None:
@@ -159,9 +176,10 @@ class Runtime(Protocol):
         network: BuildNet | None = None,
     ) -> Completed:
         """Run ``/bin/sh -c command`` in a throw-away jail on ``root`` (a PROVISION
-        step). Every process it started is gone when this returns. With
-        ``network`` the step has a jail's network (its address on the host's
-        jail network, removed again when the step ends); without, none."""
+        step). The step's own exit status is returned. Every process it started
+        is gone when this returns. With ``network`` the step has a jail's
+        network (its address on the host's jail network, removed again when the
+        step ends); without, none."""
         ...
 
     def build_cleanup(self, network: BuildNet) -> None:
@@ -185,7 +203,25 @@ JAIL_PATH = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"
 
 
 def jail_env(env: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """The environment of every process rex starts in a jail."""
+    """The environment of every process rex starts in a jail. PATH comes first
+    so that a step finds pkg(8), service(8) and /usr/local: jexec(8) -l sets
+    PATH to /bin:/usr/bin, and FreeBSD's sh(1) without PATH uses
+    ``_PATH_DEFPATH`` "/usr/bin:/bin" (include/paths.h); a user's PATH wins."""
     out = {"PATH": JAIL_PATH, "HOME": "/root", "USER": "root", "SHELL": "/bin/sh", "TERM": "dumb"}
     out.update(dict(env))
+    return out
+
+
+def build_env(env: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """A PROVISION step's environment: the jail's, plus ASSUME_ALWAYS_YES=yes.
+    A step has no terminal (stdin is /dev/null), and pkg(7) refuses to
+    bootstrap without one unless ASSUME_ALWAYS_YES is set (usr.sbin/pkg/pkg.c
+    ``non_interactive_message``: "Please set ASSUME_ALWAYS_YES=yes environment
+    variable to be able to bootstrap in non-interactive (stdin not being a
+    tty)", exit 1), while pkg install without -y reads EOF as "no" and installs
+    nothing (pkg src/utils.c ``vquery_yesno``: "Assume EOF as false"). A user's
+    own ASSUME_ALWAYS_YES in ENV wins."""
+    out = jail_env(env)
+    if not any(k == "ASSUME_ALWAYS_YES" for k, _ in env):
+        out["ASSUME_ALWAYS_YES"] = "yes"
     return out

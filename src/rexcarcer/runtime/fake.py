@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rexcarcer.errors import RuntimeBackendError
 from rexcarcer.run import Completed, OutputSink
-from rexcarcer.runtime.base import BuildNet, JailEnd, JailSpec, JailState, JailStatus
+from rexcarcer.runtime.base import BuildNet, HostFile, JailEnd, JailSpec, JailState, JailStatus
 
 Handler = Callable[[str], int]
 
@@ -48,6 +48,12 @@ class FakeRuntime:
     ) -> list[list[str]]:
         net = [["fake-net", network.name, str(network.address)]] if network is not None else []
         return [*net, ["/bin/sh", "-c", command]]
+
+    def start_files(self, spec: JailSpec) -> list[HostFile]:
+        return []
+
+    def build_files(self, root: Path, network: BuildNet | None = None) -> list[HostFile]:
+        return []
 
     def stop(self, name: str) -> None:
         self.running.pop(name, None)

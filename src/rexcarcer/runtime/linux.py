@@ -81,8 +81,16 @@ from rexcarcer.limits import LimitError, Limits
 from rexcarcer.limits.cgroup import CgroupDriver, rlimits_for
 from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.run import Completed, OutputSink, Runner
-from rexcarcer.runtime import procfs, secretfs
-from rexcarcer.runtime.base import BuildNet, JailEnd, JailSpec, JailState, JailStatus, jail_env
+from rexcarcer.runtime import process, procfs, secretfs
+from rexcarcer.runtime.base import (
+    BuildNet,
+    HostFile,
+    JailEnd,
+    JailSpec,
+    JailState,
+    JailStatus,
+    jail_env,
+)
 from rexcarcer.runtime.linux_secrets import GO_FIFO, deliver_secrets
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -121,12 +129,17 @@ RC_STATUS = f"{RC_STATUS_DIR}/{RC_STATUS_NAME}"
 # rex's own start-up script (syslog forwarding, logs/forward.py): the jail's
 # /etc/rc is the user's, so rex's part runs first, from a file rex rewrites.
 RC_PRE = "/etc/rexcarcer/rc.pre"
+# The jail's ENV reaches /etc/rc and every daemon it starts from the file rex
+# writes, sourced with `set -a` exactly as FreeBSD's exec.start does
+# (runtime/freebsd.py EXEC_START), so both backends read the same file.
+ENV_FILE = "/etc/rexcarcer/env"
 INIT = f"""trap 'exit 0' TERM
 if [ -p /{GO_FIFO} ]; then
     read -r go < /{GO_FIFO} || exit 1
     [ "$go" = go ] || exit 1
     rm -f /{GO_FIFO} 2>/dev/null
 fi
+if [ -f {ENV_FILE} ]; then set -a; . {ENV_FILE}; set +a; fi
 s=0
 if [ -f {RC_PRE} ]; then /bin/sh {RC_PRE} </dev/null || s="$? {RC_PRE}"; fi
 if [ "$s" = 0 ] && [ -f /etc/rc ]; then /bin/sh /etc/rc </dev/null || s="$? /etc/rc"; fi
@@ -343,9 +356,10 @@ class LinuxRuntime:
         info = self._read_run(name)
         if info is None:
             return None
-        pid, start = info.get("init_pid"), info.get("init_start")
+        pid = info.get("init_pid")
         # PID plus start time names one process for the life of the system
-        if isinstance(pid, int) and isinstance(start, int) and procfs.alive(pid, start):
+        # (a run file of rex 0.1 holds "init_start", in clock ticks after boot)
+        if isinstance(pid, int) and _init(info).alive():
             return pid
         return None
 
@@ -465,6 +479,12 @@ class LinuxRuntime:
         return [*bridge, *self.build_net_argvs(network), build_net_argv(netns, root, command),
                 *self.build_unplumb_argvs(network)]  # fmt: skip
 
+    def start_files(self, spec: JailSpec) -> list[HostFile]:
+        return []  # the run file (run_dir/NAME.json) is rex's own state, not configuration
+
+    def build_files(self, root: Path, network: BuildNet | None = None) -> list[HostFile]:
+        return []
+
     def _plumb(self, spec: JailSpec) -> None:
         netns = netns_name(self.token, spec.name)
         if self._ip("link", "show", "dev", veth_name(self.token, spec.name), check=False).ok:
@@ -558,7 +578,7 @@ class LinuxRuntime:
         while time.monotonic() < deadline:
             text = read_rc_status(ipid)
             if text is None:
-                if not procfs.alive(ipid):
+                if not process.alive(ipid):
                     raise RuntimeBackendError(
                         "the jail exited while /etc/rc ran", hint=_tail(console)
                     ) from None
@@ -585,7 +605,7 @@ class LinuxRuntime:
                 _wait_dead(init_pid, STOP_TIMEOUT)
         if isinstance(upid, int):
             _wait_dead(upid, STOP_TIMEOUT)
-            procfs.reap(upid)
+            process.reap(upid)
 
     def stop(self, name: str) -> None:
         info = self._read_run(name)
@@ -707,6 +727,14 @@ class LinuxRuntime:
         (self.run_dir / f"{name}.console.log").unlink(missing_ok=True)
 
 
+def _init(info: Mapping[str, object]) -> process.Proc:
+    """The jail's init as its run file records it."""
+    return process.Proc.from_json({
+        "pid": info.get("init_pid"), "created": info.get("init_created"),
+        "start": info.get("init_start"),
+    })  # fmt: skip
+
+
 def read_rc_status(pid: int) -> str | None:
     """The status INIT left in the jail's /dev, or None while there is none.
 
@@ -770,10 +798,10 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 def _wait_dead(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while procfs.alive(pid):
+    while process.alive(pid):
         if time.monotonic() > deadline:
             return False
-        procfs.reap(pid)
+        process.reap(pid)
         time.sleep(0.002)
     return True
 

@@ -56,6 +56,37 @@ def root_of(pid: int) -> str | None:
         return None
 
 
+def parse_net_udp(text: str) -> set[tuple[str, int]]:
+    """The bound (address, port) pairs of /proc/net/udp or udp6 (hex, host order)."""
+    import ipaddress
+
+    out: set[tuple[str, int]] = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 2 or ":" not in fields[1]:
+            continue
+        hexaddr, hexport = fields[1].split(":")
+        raw = bytes.fromhex(hexaddr)
+        # the kernel prints each 32-bit word in host (little-endian) order
+        words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+        out.add((str(ipaddress.ip_address(words)), int(hexport, 16)))
+    return out
+
+
+def net_udp(pid: int) -> set[tuple[str, int]] | None:
+    """The UDP sockets bound in ``pid``'s own network namespace (Linux:
+    /proc/PID/net/udp{,6}), or None where there is no such file."""
+    found: set[tuple[str, int]] = set()
+    seen = False
+    for name in ("udp", "udp6"):
+        try:
+            found |= parse_net_udp((PROC / str(pid) / "net" / name).read_text())
+            seen = True
+        except OSError:
+            continue
+    return found if seen else None
+
+
 def reap(pid: int) -> None:
     """Collect ``pid`` if it is our child (it is, when this process started it)."""
     with contextlib.suppress(ChildProcessError):

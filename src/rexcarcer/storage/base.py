@@ -17,8 +17,8 @@ LAYOUT = ("bases", "images", "jails", "generations", "volumes")
 # The user properties rex sets (as rexcarcer:<key>); listings fetch these.
 KNOWN_PROPS = (
     "jail", "version", "id", "origin", "osrelease", "base", "depth", "step", "parent",
-    "created", "url", "digest", "signer", "complete", "size", "generation", "volume", "path",
-    "moved",
+    "created", "url", "digest", "signer", "complete", "size", "lineage", "generation", "volume",
+    "path", "moved",
 )  # fmt: skip
 
 
@@ -132,4 +132,10 @@ class Storage(Protocol):
 
     def rename(self, name: str, new: str) -> None:
         """Rename a dataset, or a snapshot within its dataset (``a@x`` → ``a@y``)."""
+        ...
+
+    def promote(self, name: str) -> None:
+        """``zfs promote`` the clone ``name``: it takes over its origin's snapshots
+        up to the one it was cloned from (and their other clones), and the origin
+        becomes its clone."""
         ...

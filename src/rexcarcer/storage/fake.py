@@ -51,6 +51,7 @@ class FakeStorage:
         # order it was made in (createtxg)
         self.snap_meta: dict[str, _Snap] = {}
         self._txg = itertools.count(1)
+        self.birth: dict[str, int] = {}  # snapshot -> creation order (zfs's createtxg)
         # the zfs(8) command lines the real driver would have run for the changes
         # made so far (clone, snapshot, set): what `rex plan` is checked against
         self.calls: list[list[str]] = []
@@ -121,6 +122,7 @@ class FakeStorage:
         shutil.copytree(self._dir(ds), copy, symlinks=True)
         self.snaps[snapshot] = copy
         self.snap_meta[snapshot] = _Snap(random.getrandbits(64) or 1, txg)
+        self.birth[snapshot] = txg
 
     def snapshot_details(self, name: str) -> list[Snapshot]:
         def below(snap: str) -> bool:
@@ -144,6 +146,7 @@ class FakeStorage:
                 raise StorageError(f"cannot destroy '{name}': snapshot has dependent clones")
             shutil.rmtree(self.snaps.pop(name))
             del self.snap_meta[name]
+            self.birth.pop(name, None)
             return
         own = self.snapshots(name)
         if own and not recursive:
@@ -249,7 +252,9 @@ class FakeStorage:
             if name.partition("@")[0] != new.partition("@")[0]:
                 raise StorageError("snapshots can only be renamed within their dataset")
             self.snaps[new] = self.snaps.pop(name)
-            self.snap_meta[new] = self.snap_meta.pop(name)
+            if name in self.snap_meta:
+                self.snap_meta[new] = self.snap_meta.pop(name)
+            self.birth[new] = self.birth.pop(name, 0)
             return
         self._new(new, self._ds[name].props, self._ds[name].origin)
         del self._ds[name]
@@ -260,7 +265,28 @@ class FakeStorage:
         self._dir(name).rename(self._dir(new))
         for snap in self.snapshots(name):
             self.snaps[new + snap[len(name) :]] = self.snaps.pop(snap)
-            self.snap_meta[new + snap[len(name) :]] = self.snap_meta.pop(snap)
+            if snap in self.snap_meta:
+                self.snap_meta[new + snap[len(name) :]] = self.snap_meta.pop(snap)
+            self.birth[new + snap[len(name) :]] = self.birth.pop(snap, 0)
         for entry in self._ds.values():  # clones follow their origin's new name
             if entry.origin and entry.origin.partition("@")[0] == name:
                 entry.origin = new + entry.origin[len(name) :]
+
+    def promote(self, name: str) -> None:
+        """zfs-promote(8): the origin's snapshots up to the clone's origin move to
+        the clone, with every clone of them; the old origin becomes a clone."""
+        entry = self._ds.get(name)
+        if entry is None or entry.origin is None:
+            raise StorageError(f"cannot promote '{self.parent}/{name}': not a cloned filesystem")
+        origin_ds = entry.origin.partition("@")[0]
+        limit = self.birth.get(entry.origin, 0)
+        moved = [s for s in self.snapshots(origin_ds) if self.birth.get(s, 0) <= limit]
+        renames = {snap: f"{name}@{snap.partition('@')[2]}" for snap in moved}
+        for old, new in renames.items():
+            self.snaps[new] = self.snaps.pop(old)
+            self.birth[new] = self.birth.pop(old, 0)
+        for other in self._ds.values():
+            if other.origin in renames:
+                other.origin = renames[other.origin]
+        self._ds[origin_ds].origin = renames.get(entry.origin)
+        entry.origin = None

@@ -375,6 +375,11 @@ class ZfsStorage:
         if done.stdout.strip() != "yes":
             self._zfs("mount", self.full(name))
 
+    def promote(self, name: str) -> None:
+        # zfs-promote(8): "Promote a clone file system to no longer be dependent
+        # on its origin snapshot"
+        self._zfs("promote", self.full(name))
+
     def rename(self, name: str, new: str) -> None:
         # zfs-fuse answers "dataset is busy" for a mounted filesystem (and has no
         # `rename -u`): unmount it, rename, mount it again.
