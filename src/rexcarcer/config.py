@@ -56,6 +56,11 @@ SETTINGS = (
     Setting("dns", "REX_DNS", "publish jails in DNS: auto (if unbound runs), on, off"),
     Setting("dns_forward", "REX_DNS_FORWARD", "rex's unbound forwards to these; unset: recurse"),
     Setting(
+        "chrony_socket",
+        "REX_CHRONY_SOCKET",
+        "chronyd's command socket, for `rex doctor` (default: chronyc's, /run/chrony/chronyd.sock)",
+    ),
+    Setting(
         "agent_socket",
         "REX_AGENT_SOCKET",
         "the host agent's UNIX socket (default: "
@@ -90,6 +95,7 @@ class Config:
     dns_forward: tuple[str, ...]
     agent_socket: Path
     agent_group: str
+    chrony_socket: Path | None = None
 
     @property
     def host_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -123,6 +129,7 @@ def _defaults() -> dict[str, str]:
         "dns_forward": "",
         "agent_socket": "",
         "agent_group": "",
+        "chrony_socket": "",
     }
 
 
@@ -228,6 +235,7 @@ def _build(v: dict[str, str], *, testing: bool = False) -> Config:
         dns_forward=_forwarders(v["dns_forward"]),
         agent_socket=Path(v["agent_socket"] or root / "run" / "agent.sock").absolute(),
         agent_group=v["agent_group"].strip(),
+        chrony_socket=Path(v["chrony_socket"]).absolute() if v["chrony_socket"] else None,
     )
 
 

@@ -69,12 +69,16 @@ def setup(host: Host, *, start: bool, global_args: Sequence[str]) -> str:
                         systemd=systemd_running())  # fmt: skip
     if logs and layout.flavour is Flavour.LOCAL_UNBOUND:  # FreeBSD: rsyslogd's rc.d script
         steps += [Step(a, "start the jails' log collector") for a in freebsd_setup(host.config)]
+    clock = host.platform.time_service()  # the time daemon, the third jailer service
+    steps += [Step(s.argv, s.why) for s in clock.setup_steps()]
     for step in steps:
         host.progress.step(step.why)
         host.runner.run(step.argv)
     status = wait_ready(backend_for(host.config), timeout=READY_TIMEOUT)
     publisher_for(host).resync()
-    return f"{status}: serving {host.config.zone} on {host.config.host_address}"
+    time = clock.status()  # a daemon just started is not synchronised yet: reported, not waited for
+    return (f"{status}: serving {host.config.zone} on {host.config.host_address}; "
+            f"time: {time.detail}")  # fmt: skip
 
 
 # -- the state file -------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from rexcarcer.platform.kinds import PlatformKind
+from rexcarcer.platform.timesync import TimeService
 from rexcarcer.runtime.base import Runtime
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -42,6 +43,8 @@ class PlatformConfig(Protocol):
     def etcd(self) -> tuple[str, ...]: ...
     @property
     def cluster_cidr(self) -> Network | None: ...
+    @property
+    def chrony_socket(self) -> Path | None: ...
 
 
 class Flavour(StrEnum):
@@ -109,6 +112,11 @@ class Platform(Protocol):
         ...
 
     def unbound_layout(self) -> UnboundLayout: ...
+
+    def time_service(self) -> TimeService:
+        """The host's time daemon: is the clock synchronised (``rex doctor``), and
+        what makes a daemon run (``rex host setup``)."""
+        ...
 
     def write_syslog_forwarding(self, root: Path, target: Address, port: int) -> None:
         """Write the files that make a jail (root ``root``) forward its syslog to

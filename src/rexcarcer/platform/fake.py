@@ -11,6 +11,7 @@ from rexcarcer.platform.base import Address, Network, PeerIds, PlatformConfig, U
 from rexcarcer.platform.freebsd import FreeBSDPlatform
 from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.platform.linux import LinuxPlatform
+from rexcarcer.platform.timesync import TimeService
 from rexcarcer.run import Runner
 from rexcarcer.runtime.base import Runtime
 from rexcarcer.runtime.fake import FakeRuntime
@@ -59,6 +60,9 @@ class FakePlatform:
 
     def unbound_layout(self) -> UnboundLayout:
         return self._files.unbound_layout()
+
+    def time_service(self) -> TimeService:
+        return self._files.time_service()  # asks through this platform's (scripted) runner
 
     def write_syslog_forwarding(self, root: Path, target: Address, port: int) -> None:
         self._files.write_syslog_forwarding(root, target, port)

@@ -23,6 +23,7 @@ from rexcarcer.platform.base import (
     UnboundLayout,
 )
 from rexcarcer.platform.kinds import PlatformKind
+from rexcarcer.platform.timesync import FreeBSDTime
 from rexcarcer.run import Runner
 from rexcarcer.runtime import procfs
 from rexcarcer.runtime.freebsd import FreeBSDRuntime
@@ -127,6 +128,9 @@ class FreeBSDPlatform:
             log=self.config.root / "log" / "local-unbound.log",
             state=self.config.root / "run" / "dns-serve.json",
         )
+
+    def time_service(self) -> FreeBSDTime:
+        return FreeBSDTime(self.runner, self.config.chrony_socket)
 
     def write_syslog_forwarding(self, root: Path, target: Address, port: int) -> None:
         jailfs.write_file(root, SYSLOG_D, syslog_d(target, port).encode())

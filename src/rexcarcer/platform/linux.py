@@ -23,6 +23,7 @@ from rexcarcer.platform.base import (
     jail_routes,
 )
 from rexcarcer.platform.kinds import PlatformKind
+from rexcarcer.platform.timesync import LinuxTime
 from rexcarcer.run import Runner
 from rexcarcer.runtime import procfs
 from rexcarcer.runtime.linux import RC_PRE, LinuxRuntime
@@ -148,6 +149,9 @@ class LinuxPlatform:
             log=work / "unbound.log",
             state=work / "serve.json",
         )
+
+    def time_service(self) -> LinuxTime:
+        return LinuxTime(self.runner, self.config.chrony_socket)
 
     def write_syslog_forwarding(self, root: Path, target: Address, port: int) -> None:
         jailfs.write_file(root, RC_PRE, rc_pre(target, port).encode())
