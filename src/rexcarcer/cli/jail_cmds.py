@@ -17,6 +17,7 @@ from rexcarcer.cli import complete
 from rexcarcer.cli.context import Ctx, pass_ctx
 
 if TYPE_CHECKING:
+    from rexcarcer.model.jail import JailInfo
     from rexcarcer.rexfile.ast import Rexfile
     from rexcarcer.service.api import JailService
 
@@ -117,7 +118,10 @@ def plan(ctx: Ctx, file: Path, name: str | None, on_host: str | None) -> None:
 @click.command(name="ls")
 @pass_ctx
 def ls_(ctx: Ctx) -> None:
-    """List jails: name, state, addresses, host name, services, base, host."""
+    """List jails: name, state, addresses, host name, services, base, host.
+
+    -o wide adds the services' protocols, the image and when the jail was
+    created; -o json is docs/schemas/ls.v1.json."""
     from rexcarcer.cli.output import table
 
     svc = ctx.service()
@@ -125,14 +129,27 @@ def ls_(ctx: Ctx) -> None:
         infos = svc.ls()
     finally:
         svc.close()
-    rows = [
-        [i.name, i.state, i.address or "-", i.hostname,
-         ",".join(f"{s.name}/{s.proto}:{s.port}" for s in i.services) or "-",
-         i.base, i.host]
-        for i in infos
-    ]  # fmt: skip
-    headers = ["name", "state", "ip", "hostname", "services", "base", "host"]
+    wide = ctx.output == "wide"
+    headers = ["name", "state", "ip", "hostname", "services", "base"]
+    headers += ["image", "created", "host"] if wide else ["host"]
+    rows = [_ls_row(i, wide=wide) for i in infos]
     ctx.emit([i.as_json() for i in infos], lambda: click.echo(table(headers, rows)))
+
+
+def _ls_row(i: JailInfo, *, wide: bool) -> list[str]:
+    services = ",".join(f"{s.name}:{s.port}" + (f"/{s.proto}" if wide else "") for s in i.services)
+    row = [i.name, i.state, i.address or "-", i.hostname or "-", services or "-", i.base]
+    if wide:
+        row += [i.image or "-", _when(i.created)]
+    return [*row, i.host or "-"]
+
+
+def _when(created: int) -> str:
+    import datetime as dt
+
+    if not created:
+        return "-"
+    return dt.datetime.fromtimestamp(created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @click.command(name="exec", context_settings={"ignore_unknown_options": True})

@@ -169,18 +169,20 @@ class JailInfo:
     base: str
     image: str
     host: str
+    created: int = 0  # seconds since the epoch; 0 from an agent older than this field
 
     @classmethod
     def of(cls, rec: JailRecord, state: str) -> JailInfo:
         return cls(rec.name, state if rec.ready else "creating",
                    str(rec.address) if rec.address is not None else None, rec.hostname,
-                   rec.services, rec.base, rec.image, rec.host)  # fmt: skip
+                   rec.services, rec.base, rec.image, rec.host, rec.created)  # fmt: skip
 
     def as_json(self) -> dict[str, Any]:
+        """The ``rex ls -o json`` form (docs/schemas/ls.v1.json)."""
         return {
             "name": self.name, "state": self.state, "ips": [self.address] if self.address else [],
             "hostname": self.hostname, "services": [s.as_json() for s in self.services],
-            "base": self.base, "image": self.image, "host": self.host,
+            "base": self.base, "image": self.image, "host": self.host, "created": self.created,
         }  # fmt: skip
 
     @classmethod
@@ -192,4 +194,5 @@ class JailInfo:
             tuple(ServiceEntry(str(s["name"]), int(s["port"]), str(s.get("proto", "tcp")))
                   for s in d.get("services", ())),
             str(d.get("base", "")), str(d.get("image", "")), str(d.get("host", "")),
+            _opt_int(d.get("created")) or 0,
         )  # fmt: skip
