@@ -51,12 +51,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cluster-join": ("cluster join", "integration"),
     "cluster-leave": ("cluster leave", "integration"),
     "hosts": ("hosts", "integration"),
+    "cluster-token": ("cluster token", "integration"),
+    "cluster-renew": ("cluster renew", "integration"),
+    "history": ("history", "unit"),
+    "rollback": ("rollback", "unit"),
+    "volume-ls": ("volume ls", "unit"),
+    "volume-snapshot": ("volume snapshot", "unit"),
 }
 
 # Commands that print no data (their -o json prints nothing on stdout), or a
-# stream that is not JSON (exec passes the command's output through).
+# stream that is not JSON (exec and console pass the command's output through).
 NO_DATA = {"agent", "completion", "exec", "start", "stop", "restart", "destroy", "base rm",
-           "trust rm"}  # fmt: skip
+           "trust rm", "volume rm", "cp", "console"}  # fmt: skip
 
 
 def path(name: str) -> Path:

@@ -23,8 +23,10 @@ import contextlib
 import os
 import secrets
 import stat
+import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from rexcarcer.errors import UnsafePath
 
@@ -232,3 +234,53 @@ def _copy_entry(root: Path, path: Path, inside: str) -> None:
     elif stat.S_ISREG(st.st_mode):
         write_file(root, inside, path.read_bytes(), mode=stat.S_IMODE(st.st_mode))
     # sockets, fifos and devices are not copied
+
+
+# -- copying out of a jail (rex cp NAME:PATH ...) ---------------------------------------
+
+MAX_EXPORT = 1 << 30  # bytes of file data one `rex cp` out of a jail carries
+
+
+def export_tar(root: Path, inside: str, out: IO[bytes], *, limit: int = MAX_EXPORT) -> None:
+    """Write file or tree ``inside`` of the jail as an uncompressed tar to ``out``.
+
+    Everything is opened relative to directory descriptors walked with
+    ``O_NOFOLLOW`` from the jail root, so root in a running jail cannot turn a
+    component into a symlink that makes rex read a host file; a symlink in the
+    tree is stored as a link (its target as text, never followed); devices,
+    fifos and sockets are left out."""
+    parent, name = _split(inside) if inside.rstrip("/") else ("/", ".")
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        budget = [limit]
+        with jail_dir(root, parent, create=False) as dfd:
+            _export_entry(tar, dfd, name, PurePosixPath(inside).name or ".", budget)
+
+
+def _export_entry(tar: tarfile.TarFile, dfd: int, name: str, arc: str, budget: list[int]) -> None:
+    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    info = tarfile.TarInfo(arc)
+    info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+    if stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dfd)
+        tar.addfile(info)
+    elif stat.S_ISREG(st.st_mode):
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            budget[0] -= size
+            if budget[0] < 0:
+                raise UnsafePath(
+                    f"more than {MAX_EXPORT >> 20} MiB to copy out of the jail",
+                    hint="copy a smaller part, or snapshot a volume instead",
+                )
+            info.size = size
+            tar.addfile(info, f)
+    elif stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+        sub = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        try:
+            for child in sorted(os.listdir(sub)):
+                _export_entry(tar, sub, child, f"{arc}/{child}", budget)
+        finally:
+            os.close(sub)

@@ -16,10 +16,10 @@ import pytest
 
 from rexcarcer.agent import remote
 from rexcarcer.agent.local import LocalServer
-from rexcarcer.cluster import model, tls
+from rexcarcer.cluster import cashare, model, tls
 from rexcarcer.config import load_config
 from rexcarcer.engine.base import Engine
-from rexcarcer.errors import Conflict, NotFound, RexError
+from rexcarcer.errors import Conflict, NotFound, RexError, UpdateFailed
 from rexcarcer.pki import ca
 from rexcarcer.pki.layout import CaPaths
 from rexcarcer.progress import Progress, QuietProgress
@@ -88,18 +88,16 @@ def _remote_door(eng: Engine, tmp_path: Path) -> Iterator[Door]:
     ca.install(CaPaths.under(client.root), ca.self_signed(ca.CaSettings(), now), now=now)
     shutil.copytree(client.root / "ca", server_config.root / "ca")
     store = eng.host.store
+    cashare.publish(store, CaPaths.under(client.root), "h1")  # `rex cluster init`
     for h in ("h1", "h2"):
         put_json(store, model.host_key(h), {"name": h, "address": "127.0.0.1"})
     api = remote.Api(server_config, store, _local(eng))
     server = remote.serve(api, tls.ensure(server_config, "127.0.0.1"), "127.0.0.1", 0)
-    put_json(
-        store, model.alive_key("h2"), {"api": remote.url_for("127.0.0.1", server.server_address[1])}
-    )
+    put_json(store, model.alive_key("h2"), {"api": remote.url_for("127.0.0.1", server.port)})
     try:
         yield Door("remote-agent", RemoteService(client, store, "h2"), eng)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 def _rexfile(tmp_path: Path, body: str = "") -> Path:
@@ -148,11 +146,15 @@ def test_errors_keep_their_exit_codes(door: Door, tmp_path: Path) -> None:
     with pytest.raises(RexError) as err:
         svc.start("ghost")
     assert _code(err) == NotFound.exit_code and "no jail named 'ghost'" in err.value.message
-    svc.up(load(_rexfile(tmp_path)), "app")
+    svc.up(load(_rexfile(tmp_path, "IP 203.0.113.9/24\n")), "app")
     with pytest.raises(RexError) as err:
-        svc.up(load(_rexfile(tmp_path, "ENV X=1\n")), "app")
-    assert _code(err) == Conflict.exit_code and "different definition" in err.value.message
-    assert err.value.hint and "rex destroy app" in err.value.hint
+        svc.up(load(_rexfile(tmp_path, "IP 203.0.113.9/24\n")), "other")
+    assert _code(err) == Conflict.exit_code and "already used by jail 'app'" in err.value.message
+    assert err.value.hint and "pick another IP" in err.value.hint
+    fake_runtime(door.engine.host).fail_next = 1  # an update that does not start: rolled back
+    with pytest.raises(RexError) as err:
+        svc.up(load(_rexfile(tmp_path, "IP 203.0.113.9/24\nENV X=1\n")), "app")
+    assert _code(err) == UpdateFailed.exit_code and "rolled back to generation 1" in str(err.value)
     with pytest.raises(RexError) as err:
         svc.destroy("Bad_Name")
     assert _code(err) == 2
@@ -163,8 +165,14 @@ def test_listing_planning_and_logs(full_door: Door, tmp_path: Path) -> None:
     svc = door.svc
     dataset = door.engine.host.config.dataset
     plan = svc.plan(load(_rexfile(tmp_path)), "app")
-    assert [a.kind for a in plan] == ["build", "build", "address", "clone", "files", "start"]
-    assert plan[3].lines()[0].startswith(f"zfs clone -o rexcarcer:jail=app {dataset}/images/")
+    # the guard is not loaded yet: loaded before the first step that runs
+    kinds = ["firewall", "build", "build", "address", "clone", "files", "start"]
+    assert [a.kind for a in plan] == kinds
+    assert (
+        plan[4]
+        .lines()[0]
+        .startswith(f"zfs clone -o rexcarcer:jail=app -o rexcarcer:generation=1 {dataset}/images/")
+    )
     svc.up(load(_rexfile(tmp_path)), "app")
     assert [i.name for i in svc.ls()] == ["app"]
     assert svc.plan(load(_rexfile(tmp_path)), "app")[0].kind == "none"

@@ -74,6 +74,9 @@ def test_cluster(tmp_path: Path) -> None:
 
         validate("cluster-init", rex("cluster", "init", "--etcd", url, "--cidr", "203.0.113.0/24"))
         validate("cluster-join", rex("cluster", "join", "--etcd", url, "--address", "127.0.0.1"))
+        token = rex("cluster", "token", "--ttl", "10m")
+        validate("cluster-token", token)
+        validate("cluster-renew", rex("cluster", "renew"))
         hosts = rex("hosts")
         validate("hosts", hosts)
         assert [h["name"] for h in hosts] == ["h1"]  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,35 +101,135 @@ def test_logger_in_a_jail_shows_up_in_rex_logs(
     assert mode == 0o640
 
 
+def send_from(rex: Rex, jail: str, *datagrams: bytes) -> None:
+    """UDP datagrams to the collector from jail's network namespace (busybox has
+    no UDP client, so the host's python sends them there)."""
+    send = (
+        "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"for d in {list(datagrams)!r}: s.sendto(d, ({HOST!r}, 514))"
+    )
+    sh("nsenter", f"--net=/run/netns/rex-{rex.token}-{jail}", "--", sys.executable, "-c", send)
+
+
 def test_the_file_is_chosen_by_source_address_not_by_claimed_host_name(
     rex: Rex, tmp_path: Path, collected: collector.CollectorPaths
 ) -> None:
     rex.run("up", write_rex(tmp_path, "a"))
     rex.run("up", write_rex(tmp_path, "b"))
-    # from b's address, a datagram forging a's name, and a path, as its HOSTNAME
-    # (busybox has no UDP client, so the host's python sends it in b's netns)
-    for forged in ("a", "../../../../tmp/escaped", "a.jail.rex.internal"):
-        datagram = f"<13>Jan  1 00:00:00 {forged} forger: claims to be {forged}"
-        send = (
-            f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
-            f".sendto({datagram.encode()!r}, ({HOST!r}, 514))"
-        )
-        sh("nsenter", f"--net=/run/netns/rex-{rex.token}-b", "--", sys.executable, "-c", send)
+    token = uuid.uuid4().hex[:8]
+    # from b's address, messages whose HOSTNAME claims another jail's name (in
+    # both syslog formats), rex's own "unknown" name, or a path: absolute, or
+    # climbing far enough from the log directory to reach / and the test's tmp_path
+    claims = {
+        "a": f"<13>Jan  1 00:00:00 a forger: claim-1-{token}",
+        "a.jail.rex.internal": f"<13>Jan  1 00:00:00 a.jail.rex.internal forger: claim-2-{token}",
+        "a (RFC 5424)": f"<13>1 2026-01-01T00:00:00Z a forger - - - claim-3-{token}",
+        "_unknown": f"<13>Jan  1 00:00:00 _unknown forger: claim-4-{token}",
+        "absolute path": f"<13>Jan  1 00:00:00 /tmp/escaped-{token} forger: claim-5-{token}",
+        "climbing path": f"<13>Jan  1 00:00:00 {'../' * 20}tmp/escaped-{token} forger: "
+        f"claim-6-{token}",
+        "path to a's file": f"<13>Jan  1 00:00:00 ../jails/a forger: claim-7-{token}",
+        "a's address": f"<13>Jan  1 00:00:00 {rex.ip_of('a')} forger: claim-8-{token}",
+    }
+    send_from(rex, "b", *(c.encode() for c in claims.values()))
     newline = b"<13>Jan  1 00:00:00 b forger: one line\nJan  1 00:00:00 a forged: second line"
-    send = f"import socket; socket.socket(2, 2).sendto({newline!r}, ({HOST!r}, 514))"
-    sh("nsenter", f"--net=/run/netns/rex-{rex.token}-b", "--", sys.executable, "-c", send)
-    wait_for(rex, "b", "claims to be a.jail.rex.internal")
+    send_from(rex, "b", newline)
     out = wait_for(rex, "b", "second line")
+    for n in range(1, len(claims) + 1):  # filed under b, whatever it claims
+        wait_for(rex, "b", f"claim-{n}-{token}")
     assert "forger: one line#012Jan  1 00:00:00 a forged: second line" in out  # one line
-    assert "claims to be" not in rex.run("logs", "a").stdout
+    a_log = rex.run("logs", "a").stdout
+    assert token not in a_log and "forger" not in a_log
     assert {p.name for p in collected.logs.iterdir()} == {"a.log", "b.log"}
-    assert not Path("/tmp/escaped.log").exists()
+    assert not list(Path("/tmp").glob(f"escaped-{token}*"))
+    assert not [f for _, _, files in os.walk(tmp_path) for f in files if "escaped" in f]
     # the host itself is no jail: its messages go to _unknown.log
     rex.in_netns("logger", "-d", "-n", HOST, "-P", "514", "-t", "hostside", "not a jail")
     deadline = time.monotonic() + 10
     while not (collected.logs / "_unknown.log").exists():
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    assert token not in (collected.logs / "_unknown.log").read_text()
+
+
+FLOOD = 100_000
+PAD = "x" * 80  # each line is about 150 bytes in the file: about 15 MB unbounded
+
+
+def sizes(logs: Path, jail: str) -> tuple[int, int]:
+    def size(p: Path) -> int:
+        try:
+            return p.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    return size(logs / f"{jail}.log"), size(logs / f"{jail}.log.1")
+
+
+def settle(logs: Path, jail: str) -> tuple[int, int]:
+    """The sizes once the collector has written everything it got."""
+    last, stable = sizes(logs, jail), time.monotonic()
+    while time.monotonic() - stable < 1.5:
+        time.sleep(0.1)
+        now = sizes(logs, jail)
+        if now != last:
+            last, stable = now, time.monotonic()
+    return last
+
+
+def test_a_flooding_jail_stays_within_its_bound_and_others_still_log(
+    rex: Rex, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    bound = 256 << 10
+    slack = 64 << 10  # rsyslog finishes the batch it writes (at most a few KiB)
+    rex.env.update({"REX_LOG_MAX_SIZE": str(bound), "REX_LOG_RATE_LIMIT": "0"})
+    paths = request.getfixturevalue("collected")
+    logs = paths.logs
+    assert f'rotation.sizeLimit="{bound}"' in paths.conf.read_text()
+    rex.run("up", write_rex(tmp_path, "a"))
+    rex.run("up", write_rex(tmp_path, "b"))
+    rex.run("exec", "b", "--", "logger", "-t", "calm", "before the flood")
+    wait_for(rex, "b", "calm: before the flood")
+    flood = rex.popen(
+        "exec", "a", "--", "/bin/sh", "-c", f"seq 1 {FLOOD} | sed 's/$/ {PAD}/' | logger -t flood"
+    )
+    largest, sent = 0, 0
+    while flood.poll() is None:
+        largest = max(largest, *sizes(logs, "a"))
+        rex.run("exec", "b", "--", "logger", "-t", "calm", "during the flood")
+        sent += 1
+        time.sleep(0.2)
+    assert flood.returncode == 0, flood.stderr.read() if flood.stderr else ""
+    rex.run("exec", "b", "--", "logger", "-t", "calm", "after the flood")
+    wait_for(rex, "b", "calm: after the flood")
+    current, rotated = settle(logs, "a")
+    assert max(largest, current, rotated) <= bound + slack, (largest, current, rotated)
+    assert rotated > bound // 2 and "flood:" in (logs / "a.log.1").read_text()  # it did rotate
+    assert "calm" not in (logs / "a.log").read_text() + (logs / "a.log.1").read_text()
+    assert sorted(p.name for p in logs.iterdir()) == ["a.log", "a.log.1", "b.log"]
+    assert (logs / "a.log").stat().st_mode & 0o777 == 0o640  # also the file made at rotation
+    assert "flood:" not in rex.run("logs", "b").stdout
+    during = rex.run("logs", "b").stdout.count("calm: during the flood")
+    print(f"flood: largest file {largest} B (bound {bound}); b's lines during it: {during}/{sent}")
+
+
+def test_the_collectors_rate_limit_drops_a_flood_and_lets_later_lines_in(
+    rex: Rex, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    burst, seconds = 2000, 2
+    rex.env.update({"REX_LOG_MAX_SIZE": "0", "REX_LOG_RATE_LIMIT": f"{burst}/{seconds}"})
+    logs = request.getfixturevalue("collected").logs
+    rex.run("up", write_rex(tmp_path, "a"))
+    rex.run("up", write_rex(tmp_path, "b"))
+    started = time.monotonic()
+    rex.run("exec", "a", "--", "/bin/sh", "-c", "seq 1 20000 | logger -t flood")
+    windows = int((time.monotonic() - started) / seconds) + 2
+    settle(logs, "a")
+    lines = (logs / "a.log").read_text().count("flood:")
+    assert 0 < lines <= burst * windows, (lines, windows)
+    time.sleep(seconds + 0.5)  # a new interval: the budget is back
+    rex.run("exec", "b", "--", "logger", "-t", "calm", "after the flood")
+    wait_for(rex, "b", "calm: after the flood")
 
 
 def test_follow_destroy_and_unknown_jails(

@@ -19,6 +19,7 @@ from rexcarcer.dns.hook import DnsHook
 from rexcarcer.dns.unbound import FakeUnbound
 from rexcarcer.engine.base import Engine, JailHook
 from rexcarcer.host import Host
+from rexcarcer.netpolicy.policy import NetworkPolicy
 from rexcarcer.pki.hook import IdentityHook
 from rexcarcer.platform.fake import FakePlatform
 from rexcarcer.progress import QuietProgress
@@ -48,7 +49,7 @@ def fake_host(tmp_path: Path) -> Host:
 
 
 def fake_engine(tmp_path: Path, hooks: Sequence[JailHook] = ()) -> Engine:
-    return Engine(fake_host(tmp_path), Bases(), list(hooks))
+    return Engine(fake_host(tmp_path), Bases(), list(hooks), policy=NetworkPolicy())
 
 
 def fake_runtime(host: Host) -> FakeRuntime:

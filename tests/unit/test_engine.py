@@ -50,7 +50,7 @@ def test_up_is_idempotent_and_destroy_releases_everything(eng: Engine, tmp_path:
 def test_changed_step_rebuilds_from_that_step(eng: Engine, tmp_path: Path) -> None:
     base = bases.find_base(eng.host, "bb")
     a = builder.plan_build(eng.host, rexfile(tmp_path, Run("one"), Run("two"), Run("three")), base)
-    builder.build(eng.host, rexfile(tmp_path, Run("one"), Run("two"), Run("three")), base)
+    builder.build(eng, rexfile(tmp_path, Run("one"), Run("two"), Run("three")), base)
     b = builder.plan_build(eng.host, rexfile(tmp_path, Run("one"), Run("TWO"), Run("three")), base)
     assert a[0].key == b[0].key and b[0].cached
     assert a[1].key != b[1].key and not b[1].cached
@@ -83,19 +83,22 @@ def test_start_failure_rolls_back_dataset_address_and_record(eng: Engine, tmp_pa
     assert not eng.host.storage.exists("jails/app")
 
 
-def test_different_definition_conflicts(eng: Engine, tmp_path: Path) -> None:
+def test_a_different_definition_is_an_update(eng: Engine, tmp_path: Path) -> None:
     jails.up(eng, rexfile(tmp_path, Run("a")), "app")
-    with pytest.raises(Conflict, match="different definition") as err:
-        jails.up(eng, rexfile(tmp_path, Run("b")), "app")
-    assert err.value.hint and "rex destroy app" in err.value.hint
+    jails.up(eng, rexfile(tmp_path, Run("b")), "app")
+    rec = jails.record(eng, "app")
+    assert rec is not None and rec.generation == 2
 
 
 def test_copy_content_change_is_a_different_definition(eng: Engine, tmp_path: Path) -> None:
     (tmp_path / "f").write_text("1")
     jails.up(eng, rexfile(tmp_path, Copy("f", "/f")), "app")
     (tmp_path / "f").write_text("2")
-    with pytest.raises(Conflict):
-        jails.up(eng, rexfile(tmp_path, Copy("f", "/f")), "app")
+    jails.up(eng, rexfile(tmp_path, Copy("f", "/f")), "app")  # an update, not a no-op
+    root = eng.host.storage.mountpoint("jails/app")
+    assert (root / "f").read_text() == "2"
+    rec = jails.record(eng, "app")
+    assert rec is not None and rec.generation == 2
 
 
 def test_missing_base_and_jail(eng: Engine, tmp_path: Path) -> None:

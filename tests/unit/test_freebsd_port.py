@@ -19,6 +19,7 @@ RC = PORT / "files" / "rexcarcer_agent.in"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 # FreeBSD origin of each dependency and its PORTEPOCH suffix
 ORIGINS = {
+    "aiohttp": ("www/py-aiohttp", ""),
     "click": ("devel/py-click", ""),
     "cryptography": ("security/py-cryptography", ",1"),
     "httpx": ("www/py-httpx", ""),

@@ -128,3 +128,23 @@ def test_doctor(ctx: FakeCtx) -> None:
     validate("doctor", rows)
     time = next(r for r in rows if r["check"] == "time")
     assert time["ok"] and time["data"]["source"] == "203.0.113.1"
+
+
+def test_generations_and_volumes(ctx: FakeCtx, tmp_path: Path) -> None:
+    app = tmp_path / "app.rex"
+    for step in ("one", "two"):  # a changed definition: generation 2 replaces 1
+        app.write_text(f"BASE bb\nPROVISION RUN echo {step}\nVOLUME data /var/db/app 1G\n")
+        rex(ctx, "up", str(app))
+    gens = rex(ctx, "history", "app")
+    validate("history", gens)
+    assert [(g["generation"], g["current"]) for g in gens] == [(1, False), (2, True)]
+    back = rex(ctx, "rollback", "app")
+    validate("rollback", back)
+    assert back["name"] == "app" and back["state"] == "running"
+    made = rex(ctx, "volume", "snapshot", "app.data", "--name", "before")
+    validate("volume-snapshot", made)
+    assert made == {"volume": "app.data", "snapshot": "before"}
+    vols = rex(ctx, "volume", "ls")
+    validate("volume-ls", vols)
+    assert vols[0]["jail"] == "app" and vols[0]["size"] == 1 << 30
+    assert "before" in vols[0]["snapshots"] and vols[0]["attached"]

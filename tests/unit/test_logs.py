@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from rexcarcer.config import TESTING_ENV, load_config
 from rexcarcer.engine import jails
 from rexcarcer.engine.base import Engine
+from rexcarcer.errors import ConfigError
 from rexcarcer.logs import LogsError, collector, reader, service
 from rexcarcer.logs.hook import LogHook
 from rexcarcer.model.jail import JailRecord
@@ -64,6 +66,55 @@ def test_rsyslogd_accepts_the_rendered_configuration(tmp_path: Path) -> None:
     paths = service.paths_for(host.config)
     done = subprocess.run(collector.check_argv(paths), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_limits_render_into_the_input_and_the_file_action(tmp_path: Path) -> None:
+    paths = collector.CollectorPaths.under(tmp_path)
+    bounded = collector.CollectorSettings(HOST, max_size=1 << 20, rate_burst=500, rate_interval=2)
+    conf = collector.render_conf(paths, bounded)
+    assert 'port="514" ipfreebind="1" RateLimit.Interval="2" RateLimit.Burst="500" ' in conf
+    assert (
+        f'rotation.sizeLimit="1048576" rotation.sizeLimitCommand="/bin/sh {paths.rotate}")' in conf
+    )
+    unbounded = collector.render_conf(paths, collector.CollectorSettings(HOST))
+    assert "RateLimit" not in unbounded and "rotation." not in unbounded
+
+
+def test_the_defaults_bound_every_jail_file_and_the_input(tmp_path: Path) -> None:
+    cfg = load_config(root=tmp_path, environ=TESTING_ENV)
+    assert cfg.log_max_size == 10 << 20 and cfg.log_rate_limit == (50000, 5)
+    env = {**TESTING_ENV, "REX_LOG_MAX_SIZE": "256k", "REX_LOG_RATE_LIMIT": "0"}
+    cfg = load_config(root=tmp_path, environ=env)
+    assert cfg.log_max_size == 256 << 10 and cfg.log_rate_limit == (0, 0)
+    assert load_config(root=tmp_path, environ={**env, "REX_LOG_MAX_SIZE": "0"}).log_max_size == 0
+    for key, bad, needle in [
+        ("REX_LOG_MAX_SIZE", "10X", "bad value for log_max_size"),
+        ("REX_LOG_MAX_SIZE", "-1M", "bad value for log_max_size"),
+        ("REX_LOG_MAX_SIZE", "4K", "below 64K"),
+        ("REX_LOG_RATE_LIMIT", "100", "BURST/SECONDS"),
+        ("REX_LOG_RATE_LIMIT", "100/0", "BURST/SECONDS"),
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            load_config(root=tmp_path, environ={**TESTING_ENV, key: bad})
+
+
+def test_the_rotation_script_rotates_every_file_at_the_limit(tmp_path: Path) -> None:
+    """The script rsyslogd runs, run here by /bin/sh on real files."""
+    paths = collector.CollectorPaths.under(tmp_path)
+    paths.logs.mkdir(parents=True)
+    (paths.logs / "big.log").write_bytes(b"x" * 70_000)
+    (paths.logs / "big.log.1").write_bytes(b"older")
+    (paths.logs / "small.log").write_bytes(b"y" * 10)
+    (paths.logs / "link.log").symlink_to(paths.logs / "big.log.1")
+    paths.rotate.parent.mkdir(parents=True, exist_ok=True)
+    paths.rotate.write_text(collector.rotate_script(paths, 65536))
+    subprocess.run(["/bin/sh", str(paths.rotate)], check=True, cwd="/")
+    assert (paths.logs / "big.log.1").read_bytes() == b"x" * 70_000  # the older one is gone
+    assert (paths.logs / "big.log").read_bytes() == b""
+    assert (paths.logs / "big.log").stat().st_mode & 0o777 == 0o640
+    assert (paths.logs / "small.log").read_bytes() == b"y" * 10
+    assert sorted(p.name for p in paths.logs.iterdir()) == [
+        "big.log", "big.log.1", "link.log", "small.log"]  # fmt: skip
 
 
 def test_check_reports_rsyslogd_refusals_and_absence(tmp_path: Path) -> None:

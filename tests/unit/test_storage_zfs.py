@@ -9,6 +9,7 @@ import pytest
 from rexcarcer.errors import StorageError
 from rexcarcer.run import Completed, ScriptedRunner
 from rexcarcer.storage import zfs
+from rexcarcer.storage.base import LAYOUT
 from rexcarcer.storage.zfs import Capabilities, ZfsStorage
 
 DATA = Path(__file__).parent.parent / "data" / "zfs"
@@ -65,7 +66,7 @@ def test_layout_uses_capabilities(openzfs: bool, compression: str) -> None:
     assert r.calls[1] == (
         "zfs", "create", "-p", "-o", f"compression={compression}", "-o", "atime=off", "tank/rex",
     )  # fmt: skip
-    assert [c[-1] for c in r.calls[2:]] == ["tank/rex/bases", "tank/rex/images", "tank/rex/jails"]
+    assert [c[-1] for c in r.calls[2:]] == [f"tank/rex/{kind}" for kind in LAYOUT]
 
 
 def test_destroy_unmounts_then_retries_busy() -> None:

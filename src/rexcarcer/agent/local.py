@@ -182,7 +182,7 @@ class LocalServer:
         def out(line: str) -> None:
             send({"out": line})
 
-        name = _str(args, "name") if op not in ("build", "ls") else ""
+        name = _str(args, "name") if op not in ("build", "ls", "volumes") else ""
         if op in ("up", "plan", "build"):
             with self._context(args, body) as rexfile:
                 on_host = args.get("on_host")
@@ -199,8 +199,30 @@ class LocalServer:
         if op == "restart":
             return _info(svc.restart(name))
         if op == "destroy":
-            svc.destroy(name)
+            return svc.destroy(name, volumes=bool(args.get("volumes")))
+        if op == "rollback":
+            to = args.get("to")
+            if to is not None and (type(to) is not int or to < 1):
+                raise UsageError("rollback: the generation is a number >= 1")
+            return svc.rollback(name, to=to).as_json()
+        if op == "history":
+            return [g.as_json() for g in svc.history(name)]
+        if op == "cp-in":
+            svc.cp_in(name, _str(args, "dst"), body)
             return None
+        if op == "cp-out":
+            import base64
+
+            return base64.b64encode(svc.cp_out(name, _str(args, "src"))).decode()
+        if op == "volumes":
+            return [v.as_json() for v in svc.volumes()]
+        if op == "volume-rm":
+            svc.volume_rm(name, _str(args, "volume"))
+            return None
+        if op == "volume-snapshot":
+            label = args.get("label")
+            return svc.volume_snapshot(name, _str(args, "volume"),
+                                       label if isinstance(label, str) else None)  # fmt: skip
         if op == "exec":
             argv = args.get("argv")
             if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):

@@ -205,6 +205,3 @@ def register(group: click.Group) -> None:
         )
     )
     group.add_command(_lifecycle("restart", "Stop and start jails.", lambda s, n: s.restart(n)))
-    group.add_command(_lifecycle(
-        "destroy", "Stop jails, release their addresses and destroy their datasets.",
-        lambda s, n: s.destroy(n)))  # fmt: skip

@@ -51,7 +51,7 @@ def cli(
     Exit status: 0 success; 2 usage; 10 .rex error; 11 not found; 12 conflict;
     20-27 OS, storage, runtime, state, address, build, path and capability errors;
     28-43 DNS, identity, logs, etcd, cluster, base-verification, firewall and limit
-    errors.
+    errors; 44 an update in place failed and was rolled back.
     """
     ctx.obj = Ctx(root=root, config_file=config_file, output=output, debug=debug)
     logging.basicConfig(
@@ -66,6 +66,8 @@ def _register() -> None:
         cluster_cmds,
         complete,
         dns_cmds,
+        files_cmds,
+        gen_cmds,
         host_cmds,
         jail_cmds,
         log_cmds,
@@ -73,6 +75,8 @@ def _register() -> None:
     )  # fmt: skip
 
     jail_cmds.register(cli)
+    gen_cmds.register(cli)
+    files_cmds.register(cli)
     base_cmds.register(cli)
     host_cmds.register(cli)
     dns_cmds.register(cli)

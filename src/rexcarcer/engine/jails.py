@@ -1,57 +1,92 @@
-"""Jail lifecycle: up (a transaction), start, stop, destroy, list, exec.
+"""``rex up`` (a transaction) and ``rex destroy``; the rest of the lifecycle is
+lifecycle.py, an update of a changed definition update.py.
 
 The state record ``jails/<name>`` (model/jail.py) is claimed first, with status
 ``creating`` and the PID of the run. Everything ``rex up`` creates after that is
 rolled back if a step fails; if the run is killed, the next ``rex up`` or ``rex
-destroy`` finds the record of a dead PID and removes what that run left.
-
-In a cluster, jail names are cluster-wide: the engine refuses to touch a jail
-whose record names another host (the jail service routes such requests to that
-host's agent; service/routed.py).
+destroy`` finds the record of a dead PID and removes what that run left (or,
+for an update, goes back to the previous generation).
 """
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Sequence
-
-from rexcarcer import ipam, jailfs
+from rexcarcer import ipam
 from rexcarcer.buildctx import copy_sources
 from rexcarcer.engine import build as builder
+from rexcarcer.engine import update, volumes
 from rexcarcer.engine.base import Engine
-from rexcarcer.errors import Conflict, NotFound, RexError, UnsafePath
+from rexcarcer.engine.lifecycle import (
+    ENV_FILE as ENV_FILE,
+)
+from rexcarcer.engine.lifecycle import (
+    _cleanup,
+    same_definition,
+)
+from rexcarcer.engine.lifecycle import (
+    clone_props as clone_props,
+)
+from rexcarcer.engine.lifecycle import (
+    ensure_local as ensure_local,
+)
+from rexcarcer.engine.lifecycle import (
+    exec_in as exec_in,
+)
+from rexcarcer.engine.lifecycle import (
+    foreign_host as foreign_host,
+)
+from rexcarcer.engine.lifecycle import (
+    hostname_for as hostname_for,
+)
+from rexcarcer.engine.lifecycle import (
+    info as info,
+)
+from rexcarcer.engine.lifecycle import (
+    is_running as is_running,
+)
+from rexcarcer.engine.lifecycle import (
+    jail_files as jail_files,
+)
+from rexcarcer.engine.lifecycle import (
+    list_jails as list_jails,
+)
+from rexcarcer.engine.lifecycle import (
+    lock_name as lock_name,
+)
+from rexcarcer.engine.lifecycle import (
+    new_record as new_record,
+)
+from rexcarcer.engine.lifecycle import (
+    record as record,
+)
+from rexcarcer.engine.lifecycle import (
+    require as require,
+)
+from rexcarcer.engine.lifecycle import (
+    restart as restart,
+)
+from rexcarcer.engine.lifecycle import (
+    spec_for as spec_for,
+)
+from rexcarcer.engine.lifecycle import (
+    start as start,
+)
+from rexcarcer.engine.lifecycle import (
+    start_locked as start_locked,
+)
+from rexcarcer.engine.lifecycle import (
+    stop as stop,
+)
+from rexcarcer.engine.lifecycle import (
+    stop_locked as stop_locked,
+)
+from rexcarcer.engine.lifecycle import (
+    write_jail_files as write_jail_files,
+)
+from rexcarcer.errors import Conflict, NotFound, RexError
 from rexcarcer.model.base import BaseInfo
-from rexcarcer.model.jail import Desired, JailInfo, JailRecord, ServiceEntry, Status
+from rexcarcer.model.jail import JailInfo, JailRecord, Status
 from rexcarcer.rexfile.ast import Rexfile
-from rexcarcer.run import Completed, OutputSink
-from rexcarcer.runtime.base import JailSpec, JailState, jail_env
 from rexcarcer.state import records
-
-ENV_FILE = "/etc/rexcarcer/env"
-
-
-def record(eng: Engine, name: str) -> JailRecord | None:
-    return records.get_jail(eng.host.store, name)
-
-
-def hostname_for(eng: Engine, rexfile: Rexfile, name: str) -> str:
-    return rexfile.hostname or f"{name}.jail.{eng.host.config.zone}"
-
-
-def new_record(eng: Engine, rexfile: Rexfile, name: str) -> JailRecord:
-    """The record ``rex up`` claims for a new jail (status creating, owned by this run)."""
-    host = eng.host
-    return JailRecord(
-        name=name, host=host.config.host, status=Status.CREATING, desired=Desired.RUNNING,
-        definition=rexfile.digest(), rexfile=rexfile.display if rexfile.path else "",
-        base=rexfile.base.ref,
-        hostname=hostname_for(eng, rexfile, name),
-        services=tuple(ServiceEntry(s.name, s.port, str(s.proto)) for s in rexfile.services),
-        env=rexfile.env, created=int(time.time()), pid=os.getpid(),
-        pid_start=host.platform.process_start(os.getpid()),
-    )  # fmt: skip
-
 
 # -- rex up ---------------------------------------------------------------------
 
@@ -60,43 +95,47 @@ def up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
     """Build (cached), create, start; idempotent for an unchanged definition."""
     host = eng.host
     copy_sources(rexfile)  # bad COPY sources fail before anything changes
+    admit(eng, rexfile, name)
     existing = _reclaim(eng, name)
     if existing is not None:
-        if not _same_definition(eng, rexfile, existing):
-            raise Conflict(
-                f"jail {name!r} already exists with a different definition",
-                hint=f"run `rex destroy {name}` first, or pick another name with --name",
-            )
+        if not same_definition(eng, rexfile, existing):
+            return update.replace(eng, rexfile, existing)
         if not existing.wants_running or not is_running(eng, name):
             start(eng, name)
         return info(eng, name)
     base = eng.bases.ensure(host, rexfile.base)
     host.storage.ensure_layout()
-    if rexfile.ip is not None:
-        _precheck_fixed_ip(eng, rexfile, name)
+    volumes.check(host, name, volumes.entries(rexfile))
     rec = new_record(eng, rexfile, name)
     if not records.create_jail(host.store, rec):
         other = record(eng, name)
         if other is not None:  # in a cluster: claimed on another host just now
             ensure_local(eng, other)
         raise Conflict(f"jail {name!r} is being created by another rex run", hint="try again")
+    made: list[str] = []
     try:
-        _create(eng, rexfile, base, rec)
+        _create(eng, rexfile, base, rec, made)
     except BaseException as exc:
         host.progress.step(f"Rolling back {name}")
         _cleanup(eng, name)
+        for ds in made:  # the volumes this run made are empty: they go too
+            host.storage.destroy(ds, recursive=True)
         if isinstance(exc, RexError) and not exc.message.startswith("rex up"):
             raise type(exc)(f"rex up {name} failed: {exc.message}", hint=exc.hint) from exc
         raise
     return info(eng, name)
 
 
-def _same_definition(eng: Engine, rexfile: Rexfile, existing: JailRecord) -> bool:
-    if existing.definition != rexfile.digest():
-        return False
-    # COPY contents are not in the digest: compare the image too
-    base = eng.bases.ensure(eng.host, rexfile.base)
-    return builder.image_of(builder.plan_build(eng.host, rexfile, base), base) == existing.image
+def admit(eng: Engine, rexfile: Rexfile, name: str) -> None:
+    """Everything that refuses a definition on this host before anything changes:
+    the jail is ours to touch, its IP and HOSTNAME pass the network policy, a
+    fixed IP is free."""
+    rec = record(eng, name)
+    if rec is not None:
+        ensure_local(eng, rec)
+    eng.policy.admit(eng.host, rexfile, name)
+    if rexfile.ip is not None:
+        _precheck_fixed_ip(eng, rexfile, name)
 
 
 def _precheck_fixed_ip(eng: Engine, rexfile: Rexfile, name: str) -> None:
@@ -109,9 +148,11 @@ def _precheck_fixed_ip(eng: Engine, rexfile: Rexfile, name: str) -> None:
         )
 
 
-def _create(eng: Engine, rexfile: Rexfile, base: BaseInfo, rec: JailRecord) -> None:
+def _create(
+    eng: Engine, rexfile: Rexfile, base: BaseInfo, rec: JailRecord, made: list[str]
+) -> None:
     host = eng.host
-    image = builder.build(host, rexfile, base)
+    image = builder.build(eng, rexfile, base)
     host.progress.step(f"Assigning an address to {rec.name}")
     if rexfile.ip is not None:
         ipam.claim(host.store, rexfile.ip, rec.name, host=host.config.host)
@@ -120,6 +161,7 @@ def _create(eng: Engine, rexfile: Rexfile, base: BaseInfo, rec: JailRecord) -> N
         address = ipam.allocate(host.store, host.config.subnet, rec.name, host=host.config.host)
     rec = rec.replace(address=address, image=image)
     records.put_jail(host.store, rec)
+    made += volumes.create_missing(host, rec)
     host.progress.step(f"Cloning {image} to jails/{rec.name}")
     host.storage.clone(image, f"jails/{rec.name}", props=clone_props(rec))
     start(eng, rec.name)
@@ -127,212 +169,35 @@ def _create(eng: Engine, rexfile: Rexfile, base: BaseInfo, rec: JailRecord) -> N
     records.put_jail(host.store, current.replace(status=Status.READY, pid=None, pid_start=None))
 
 
-def clone_props(rec: JailRecord) -> dict[str, str]:
-    return {"jail": rec.name}
-
-
 def _reclaim(eng: Engine, name: str) -> JailRecord | None:
     """The existing record, after removing the leftovers of a killed run."""
     rec = record(eng, name)
     if rec is not None:
         ensure_local(eng, rec)
-    if rec is None or rec.status is not Status.CREATING:
+    if rec is None or rec.status is Status.READY:
         return rec
     if rec.pid is not None and eng.host.platform.process_alive(rec.pid, rec.pid_start):
         raise Conflict(
-            f"jail {name!r} is being created by another rex run (pid {rec.pid})",
+            f"jail {name!r} is being {rec.status} by another rex run (pid {rec.pid})",
             hint="wait for it to finish",
         )
+    if rec.status is Status.UPDATING:  # killed during an update: back to the old generation
+        return update.recover(eng, rec)
     eng.host.progress.step(f"Cleaning up what an interrupted `rex up {name}` left")
     _cleanup(eng, name)
     return None
 
 
-def _cleanup(eng: Engine, name: str) -> None:
-    """Remove everything of jail ``name``; each part may already be gone."""
-    host = eng.host
-    rec = record(eng, name) or JailRecord(name=name, host=host.config.host)
-    for hook in reversed(eng.hooks):
-        hook.stopped(host, rec)
-        hook.destroyed(host, rec)
-    host.runtime.remove(name)
-    host.storage.destroy(f"jails/{name}", recursive=True)
-    ipam.release_all(host.store, name)
-    records.delete_jail(host.store, name)
-
-
-# -- lifecycle --------------------------------------------------------------------
-
-
-def require(eng: Engine, name: str) -> JailRecord:
-    rec = record(eng, name)
-    if rec is None:
-        raise NotFound(f"no jail named {name!r}", hint="`rex ls` lists the jails")
-    ensure_local(eng, rec)
-    return rec
-
-
-def foreign_host(eng: Engine, rec: JailRecord | None) -> str | None:
-    """The other host a jail record belongs to in a cluster (None: ours, or none)."""
-    config = eng.host.config
-    if rec is not None and config.etcd and rec.host and rec.host != config.host:
-        return rec.host
-    return None
-
-
-def ensure_local(eng: Engine, rec: JailRecord) -> None:
-    """Jail names are cluster-wide: never touch another host's jail from here."""
-    owner = foreign_host(eng, rec)
-    if owner is not None:
-        raise Conflict(
-            f"jail {rec.name!r} already exists on host {owner!r}",
-            hint=f"run the command on {owner}, or pick another name with --name",
-        )
-
-
-def is_running(eng: Engine, name: str) -> bool:
-    return eng.host.runtime.status([name])[name].state is JailState.RUNNING
-
-
-def spec_for(eng: Engine, rec: JailRecord) -> JailSpec:
-    host = eng.host
-    osrelease = host.storage.get_props(rec.image.split("@")[0]).get("osrelease") or None
-    return JailSpec(
-        name=rec.name,
-        root=host.storage.mountpoint(f"jails/{rec.name}"),
-        hostname=rec.hostname,
-        address=rec.address,
-        interface=host.config.interface,
-        gateway=host.config.host_address,
-        env=rec.env,
-        osrelease=osrelease,
-    )
-
-
-def jail_files(eng: Engine, spec: JailSpec) -> list[tuple[str, bytes, int]]:
-    """(path inside the jail, content, mode) of the files rex renders at every start."""
-    zone = eng.host.config.zone
-    resolv = (
-        f"# generated by rex\nnameserver {eng.host.config.host_address}\n"
-        f"search svc.{zone} jail.{zone}\n"
-    )
-    env = "".join(f"{k}={_sh_quote(v)}\n" for k, v in spec.env)
-    return [
-        ("/etc/resolv.conf", resolv.encode(), 0o644),
-        ("/etc/hostname", f"{spec.hostname}\n".encode(), 0o644),
-        (ENV_FILE, env.encode(), 0o644),
-    ]
-
-
-def write_jail_files(eng: Engine, spec: JailSpec) -> None:
-    try:
-        for inside, data, mode in jail_files(eng, spec):
-            jailfs.write_file(spec.root, inside, data, mode=mode)
-    except OSError as exc:
-        raise UnsafePath(f"cannot write configuration into jail {spec.name}: {exc}") from exc
-
-
-def _sh_quote(value: str) -> str:
-    return "'" + value.replace("'", "'\\''") + "'"
-
-
-def lock_name(name: str) -> str:
-    """The host-local lock a lifecycle change of jail ``name`` holds; the agent
-    takes it too before it starts or stops a jail."""
-    return f"jail-{name}"
-
-
-def start(eng: Engine, name: str) -> None:
-    with eng.host.lock(lock_name(name)):
-        start_locked(eng, name)
-
-
-def start_locked(eng: Engine, name: str) -> None:
-    host = eng.host
-    rec = require(eng, name)
-    spec = spec_for(eng, rec)
-    host.progress.step(f"Starting {name}")
-    write_jail_files(eng, spec)
-    for hook in eng.hooks:
-        hook.prepare(host, rec, spec)
-    host.runtime.start(spec)
-    try:
-        for hook in eng.hooks:
-            hook.started(host, rec, spec)
-    except BaseException:
-        _stop_runtime(eng, rec)
-        raise
-    if not rec.wants_running:
-        records.put_jail(host.store, rec.replace(desired=Desired.RUNNING))
-
-
-def stop(eng: Engine, name: str) -> None:
-    with eng.host.lock(lock_name(name)):
-        stop_locked(eng, name)
-
-
-def stop_locked(eng: Engine, name: str) -> None:
-    rec = require(eng, name)
-    eng.host.progress.step(f"Stopping {name}")
-    _stop_runtime(eng, rec)
-    records.put_jail(eng.host.store, rec.replace(desired=Desired.STOPPED))
-
-
-def _stop_runtime(eng: Engine, rec: JailRecord) -> None:
-    for hook in reversed(eng.hooks):
-        hook.stopped(eng.host, rec)
-    eng.host.runtime.stop(rec.name)
-
-
-def restart(eng: Engine, name: str) -> None:
-    with eng.host.lock(lock_name(name)):
-        stop_locked(eng, name)
-        start_locked(eng, name)
-
-
-def destroy(eng: Engine, name: str) -> None:
+def destroy(eng: Engine, name: str, *, with_volumes: bool = False) -> list[str]:
+    """Destroy the jail; the names of its volumes kept (none with ``with_volumes``)."""
     rec = record(eng, name)
     if rec is None and not eng.host.storage.exists(f"jails/{name}"):
         raise NotFound(f"no jail named {name!r}", hint="`rex ls` lists the jails")
     if rec is not None:
         ensure_local(eng, rec)
-    if rec is not None and rec.status is Status.CREATING:
+    if rec is not None and rec.status is not Status.READY:
         _reclaim(eng, name)  # refuses while a live run owns it
     eng.host.progress.step(f"Destroying {name}")
     with eng.host.lock(lock_name(name)):
-        _cleanup(eng, name)
-
-
-def exec_in(
-    eng: Engine,
-    name: str,
-    argv: Sequence[str],
-    *,
-    interactive: bool,
-    on_output: OutputSink | None = None,
-) -> Completed:
-    rec = require(eng, name)
-    env = jail_env(rec.env)
-    return eng.host.runtime.exec(name, argv, env=env, interactive=interactive,
-                                 on_output=on_output)  # fmt: skip
-
-
-# -- listing ------------------------------------------------------------------------
-
-
-def info(eng: Engine, name: str) -> JailInfo:
-    found = list_jails(eng, [name])
-    if not found:
-        raise NotFound(f"no jail named {name!r}", hint="`rex ls` lists the jails")
-    return found[0]
-
-
-def list_jails(eng: Engine, names: Sequence[str] | None = None) -> list[JailInfo]:
-    recs = records.list_jails(eng.host.store)
-    if names is not None:
-        recs = [r for r in recs if r.name in names]
-    status = eng.host.runtime.status([r.name for r in recs if foreign_host(eng, r) is None])
-    return [
-        JailInfo.of(r, str(status[r.name].state) if r.name in status else str(r.desired))
-        for r in recs
-    ]
+        _cleanup(eng, name, with_volumes=with_volumes)
+    return [] if with_volumes else volumes.of_jail(eng.host, name)

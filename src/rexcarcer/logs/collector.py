@@ -18,6 +18,11 @@ the directory (notes/linux-testbed.md section 6). Unknown senders go to
 ``_unknown.log`` (a name no jail can have). The listener is UDP on the host's
 jail-subnet address only; with ``ipfreebind`` (Linux) rsyslog may start before
 the bridge exists. ``net.enableDNS="off"``: no reverse lookups per message.
+
+A jail may flood its syslog. Each jail's file is rotated at ``max_size``
+(omfile ``rotation.sizeLimit``, ``rotate_script``), so a jail holds at most
+about twice that on the host; the input's rate limit (imudp ``RateLimit.*``)
+bounds the collector's work for all jails together (docs/logs.md).
 """
 
 from __future__ import annotations
@@ -71,6 +76,10 @@ class CollectorPaths:
     def output(self) -> Path:
         return self.dir / "rsyslogd.log"
 
+    @property
+    def rotate(self) -> Path:
+        return self.dir / "rotate.sh"
+
     def jail_log(self, jail: str) -> Path:
         return self.logs / f"{jail}.log"
 
@@ -80,6 +89,9 @@ class CollectorSettings:
     listen: Address  # the host's address on the jail bridge
     port: int = LOG_PORT
     freebind: bool = True  # Linux: IP_FREEBIND; FreeBSD builds have no such option
+    max_size: int = 0  # bytes: a jail's file is rotated at this size; 0: never
+    rate_burst: int = 0  # at most this many messages from all jails ...
+    rate_interval: int = 0  # ... in this many seconds; 0: no limit
 
 
 def _q(value: Path | str) -> str:
@@ -103,7 +115,7 @@ def render_conf(paths: CollectorPaths, s: CollectorSettings) -> str:
         'module(load="imudp")',
         f'lookup_table(name="{TABLE}" file={_q(paths.table)} reloadOnHUP="on")',
         f'input(type="imudp" address="{listen}" port="{int(s.port)}"{freebind}'
-        f' ruleset="{RULESET}")',
+        f'{_rate_limit(s)} ruleset="{RULESET}")',
         'template(name="RexJailFile" type="list") {',
         f"    constant(value={_q(str(paths.logs) + '/')})",
         '    property(name="$.jail" securepath="replace")',
@@ -115,10 +127,52 @@ def render_conf(paths: CollectorPaths, s: CollectorSettings) -> str:
         f'    set $.jail = lookup("{TABLE}", $fromhost-ip);',
         '    action(type="omfile" dynaFile="RexJailFile" template="RexJailLine"',
         '           dynaFileCacheSize="256" flushOnTXEnd="on" asyncWriting="off"',
-        '           createDirs="on" dirCreateMode="0750" fileCreateMode="0640")',
+        '           createDirs="on" dirCreateMode="0750" fileCreateMode="0640"'
+        f"{_rotation(paths, s)})",
         "}",
     ]
     return HEADER + "\n".join(lines) + "\n"
+
+
+def _rate_limit(s: CollectorSettings) -> str:
+    """imudp's rate limit (rsyslog imudp ``RateLimit.Interval``/``RateLimit.Burst``):
+    one budget for the whole input, i.e. for all jails together."""
+    if s.rate_interval <= 0 or s.rate_burst <= 0:
+        return ""
+    return f' RateLimit.Interval="{int(s.rate_interval)}" RateLimit.Burst="{int(s.rate_burst)}"'
+
+
+def _rotation(paths: CollectorPaths, s: CollectorSettings) -> str:
+    """omfile's size limit (``rotation.sizeLimit``, rsyslog 8.2302 and later): when a
+    file reaches it, rsyslogd runs the command, then reopens the file. The command
+    gets no file name (rsyslog splits it into a program and one argument), so
+    ``rotate_script`` rotates every jail file at the limit."""
+    if s.max_size <= 0:
+        return ""
+    command = _q(f"/bin/sh {paths.rotate}")
+    return (
+        f'\n           rotation.sizeLimit="{int(s.max_size)}" rotation.sizeLimitCommand={command}'
+    )
+
+
+def rotate_script(paths: CollectorPaths, max_size: int) -> str:
+    """The rotation rsyslogd runs (as ``/bin/sh FILE``, waiting for it) when a jail's
+    file reaches ``max_size``: each such file becomes ``<jail>.log.1`` (replacing
+    the older one), so a jail holds at most about twice ``max_size`` on the host.
+    The new file is made here, 0640: rsyslogd would reopen it with its default mode
+    (0644), not ``fileCreateMode``. File names are jail names rex validated; the
+    directory is rex's (0750)."""
+    logs = _q(paths.logs)[1:-1]  # no quote of any kind in it
+    return f"""{HEADER}# rsyslogd runs this when a jail's log reaches {int(max_size)} bytes
+# (omfile rotation.sizeLimitCommand); it names no file, so every such file is rotated.
+umask 137
+for f in '{logs}'/*.log; do
+    [ -f "$f" ] && [ ! -L "$f" ] || continue
+    size=$(wc -c < "$f")
+    [ $size -ge {int(max_size)} ] || continue
+    mv -f "$f" "$f.1" && : > "$f"
+done
+"""
 
 
 def table_of(records: Iterable[JailRecord], *, without: str | None = None) -> dict[str, str]:

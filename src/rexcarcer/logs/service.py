@@ -32,6 +32,7 @@ from rexcarcer.logs.collector import (
     freebsd_rc_script,
     render_conf,
     render_table,
+    rotate_script,
     run_argv,
     table_of,
 )
@@ -52,8 +53,13 @@ def paths_for(config: Config) -> CollectorPaths:
 
 
 def settings_for(host: Host) -> CollectorSettings:
+    burst, interval = host.config.log_rate_limit
     return CollectorSettings(
-        listen=host.config.host_address, freebind=host.platform.collector_freebind
+        listen=host.config.host_address,
+        freebind=host.platform.collector_freebind,
+        max_size=host.config.log_max_size,
+        rate_burst=burst,
+        rate_interval=interval,
     )
 
 
@@ -80,7 +86,10 @@ def write_config(host: Host, records: Iterable[JailRecord]) -> bool:
     except OSError as exc:
         raise LogsError(f"cannot create {paths.work} or {paths.logs}: {exc}") from exc
     write_table(paths, records)
-    return write_text(paths.conf, render_conf(paths, settings_for(host)))
+    settings = settings_for(host)
+    if settings.max_size > 0:
+        write_text(paths.rotate, rotate_script(paths, settings.max_size), mode=0o600)
+    return write_text(paths.conf, render_conf(paths, settings))
 
 
 def check(runner: Runner, paths: CollectorPaths) -> None:

@@ -10,7 +10,8 @@ JSON form (schema 2)::
 
     {"schema": 2, "name", "host", "status", "desired", "definition", "rexfile",
      "base", "image", "hostname", "address", "services": [{"name","port","proto"}],
-     "env": [[key, value]], "created", "pid", "pid_start"}
+     "env": [[key, value]], "created", "pid", "pid_start", "generation",
+     "volumes": [{"name","path","size"}], "canonical": {...}}
 
 Schema 1 (rex 0.1) had the same fields without ``schema``; ``from_json``
 migrates it. A record with a newer schema is refused, never half-read.
@@ -35,6 +36,7 @@ SCHEMA = 2
 class Status(StrEnum):
     CREATING = "creating"  # a `rex up` owns it (pid, pid_start)
     READY = "ready"
+    UPDATING = "updating"  # a `rex up`/`rex rollback` replaces its generation (pid, pid_start)
 
 
 class Desired(StrEnum):
@@ -55,6 +57,18 @@ class ServiceEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class VolumeEntry:
+    """``VOLUME <name> <path> [<size>]`` as recorded."""
+
+    name: str
+    path: str
+    size: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "size": self.size}
+
+
+@dataclass(frozen=True, slots=True)
 class JailRecord:
     name: str
     host: str = ""
@@ -71,6 +85,12 @@ class JailRecord:
     created: int = 0
     pid: int | None = None  # the owning `rex up` while creating
     pid_start: int | None = None  # its start time: PID + start time name one process
+    generation: int = 1  # bumped by every update in place (jails/<name> is the current one)
+    replacing: int = 0  # while UPDATING: the generation being replaced (the run's journal)
+    volumes: tuple[VolumeEntry, ...] = ()
+    # Rexfile.canonical() of the definition: what `rex plan` compares to say
+    # which instruction an update changes
+    canonical: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:
@@ -96,7 +116,9 @@ class JailRecord:
             "address": str(self.address) if self.address is not None else None,
             "services": [s.as_json() for s in self.services],
             "env": [list(kv) for kv in self.env], "created": self.created,
-            "pid": self.pid, "pid_start": self.pid_start,
+            "pid": self.pid, "pid_start": self.pid_start, "generation": self.generation,
+            "replacing": self.replacing,
+            "volumes": [v.as_json() for v in self.volumes], "canonical": self.canonical,
         }  # fmt: skip
 
     @classmethod
@@ -131,7 +153,11 @@ class JailRecord:
             services=tuple(_service(s) for s in d.get("services") or ()),
             env=tuple((str(k), str(v)) for k, v in d.get("env") or ()),
             created=int(d.get("created") or 0), pid=_opt_int(d.get("pid")),
-            pid_start=_opt_int(d.get("pid_start")),
+            pid_start=_opt_int(d.get("pid_start")), generation=int(d.get("generation") or 1),
+            replacing=int(d.get("replacing") or 0),
+            volumes=tuple(VolumeEntry(str(v["name"]), str(v["path"]), _opt_int(v.get("size")))
+                          for v in d.get("volumes") or ()),
+            canonical=dict(d.get("canonical") or {}),
         )  # fmt: skip
 
 
@@ -196,3 +222,52 @@ class JailInfo:
             str(d.get("base", "")), str(d.get("image", "")), str(d.get("host", "")),
             _opt_int(d.get("created")) or 0,
         )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationInfo:
+    """One generation of a jail, as ``rex history`` shows it."""
+
+    generation: int
+    current: bool
+    created: int
+    image: str
+    base: str
+    definition: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "generation": self.generation, "current": self.current, "created": self.created,
+            "image": self.image, "base": self.base, "definition": self.definition,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> GenerationInfo:
+        return cls(int(d["generation"]), bool(d["current"]), int(d["created"]), str(d["image"]),
+                   str(d["base"]), str(d["definition"]))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeInfo:
+    """A volume as ``rex volume ls`` shows it."""
+
+    jail: str
+    name: str
+    path: str
+    size: int | None  # the quota, None: none
+    used: int
+    attached: bool  # named by the jail's current definition
+    snapshots: tuple[str, ...]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "jail": self.jail, "name": self.name, "path": self.path, "size": self.size,
+            "used": self.used, "attached": self.attached, "snapshots": list(self.snapshots),
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> VolumeInfo:
+        size = d.get("size")
+        return cls(str(d["jail"]), str(d["name"]), str(d["path"]),
+                   int(size) if size is not None else None, int(d["used"]), bool(d["attached"]),
+                   tuple(str(s) for s in d.get("snapshots", ())))  # fmt: skip

@@ -5,11 +5,17 @@
     pki/certs/<jail>       the jail's current certificate: serial, fingerprint,
                            issuer (the CA's fingerprint), identity, validity, PEM
     pki/revoked/<serial>   a revoked serial: jail, reason, when, until when it
-                           matters (the certificate's notAfter), issuer
+                           matters (the certificate's notAfter), issuer; with
+                           ``kind`` "host" or "jail-ca" (``jail`` then names the
+                           host) for what the cluster CA signed (cluster/)
 
 A renewal records the new certificate and revokes the one it supersedes in one
 compare-and-swap transaction; ``rex destroy`` revokes with "cessationOfOperation".
 The private key is never recorded: it exists only in the jail.
+
+A certificate the cluster CA signed (a host's, a jail CA) is revoked with
+``revocation``; the agents' API refuses a revoked serial at its next request
+(cluster/auth.py).
 """
 
 from __future__ import annotations
@@ -69,6 +75,16 @@ def _revocation(old: dict[str, Any], reason: str, now: float) -> Put:
         str(old["issuer"]),
     )
     return Put(REVOKED + old["serial"], dumps(rev.as_json()))
+
+
+def revocation(rev: Revoked, kind: str) -> Put:
+    """The store operation that revokes a certificate the cluster CA signed
+    (``kind``: "host", "jail-ca"); ``rev.jail`` names the host."""
+    return Put(REVOKED + format(rev.serial, "x"), dumps({**rev.as_json(), "kind": kind}))
+
+
+def is_revoked(store: Store, serial: int) -> bool:
+    return store.get(REVOKED + format(serial, "x")) is not None
 
 
 def _swap(store: Store, jail: str, make: Any) -> dict[str, Any] | None:

@@ -71,6 +71,17 @@ class Service:
     pos: Pos = field(default=Pos(1, 1), compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """``VOLUME <name> <path> [<size>]``: a dataset of the jail's own, mounted at
+    ``path`` (normalised, absolute, inside the jail), with a quota of ``size`` bytes."""
+
+    name: str
+    path: str
+    size: int | None = None
+    pos: Pos = field(default=Pos(1, 1), compare=False)
+
+
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
@@ -82,6 +93,7 @@ class Rexfile:
     hostname: str | None = None
     ip: IPInterface | None = None
     services: tuple[Service, ...] = ()
+    volumes: tuple[Volume, ...] = ()
     path: Path | None = field(default=None, compare=False)
     # The name a user knows the file by, when it was unpacked elsewhere (an agent
     # building a client's context): used in messages instead of ``path``.
@@ -113,7 +125,11 @@ class Rexfile:
             "hostname": self.hostname,
             "ip": str(self.ip) if self.ip is not None else None,
             "services": [[s.name, s.port, str(s.proto)] for s in self.services],
-        }
+            # instructions added after 0.1 appear only when used, so that the
+            # digest of a file written for 0.1 does not change
+            **({"volumes": [[v.name, v.path, v.size] for v in self.volumes]}
+               if self.volumes else {}),
+        }  # fmt: skip
 
     def digest(self) -> str:
         """SHA-256 of the canonical form (does not cover COPY contents)."""

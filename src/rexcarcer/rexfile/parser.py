@@ -18,10 +18,22 @@ from urllib.parse import urlsplit
 
 from rexcarcer.errors import RexfileError
 from rexcarcer.names import hostname_problem, service_problem
-from rexcarcer.rexfile.ast import Base, Copy, IPInterface, Pos, Proto, Rexfile, Run, Service, Step
+from rexcarcer.rexfile import running
+from rexcarcer.rexfile.ast import (
+    Base,
+    Copy,
+    IPInterface,
+    Pos,
+    Proto,
+    Rexfile,
+    Run,
+    Service,
+    Step,
+    Volume,
+)
 from rexcarcer.rexfile.lexer import Line, Token, fail, logical_lines
 
-KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE")
+KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE", "VOLUME")
 # A .rex file is a page of instructions. The cap keeps a mistaken path (an image,
 # /dev/zero) or a file sent to an agent's API from being read whole into memory.
 MAX_FILE = 1024 * 1024
@@ -73,6 +85,7 @@ class _Parser:
         self.hostname: tuple[str, int] | None = None
         self.ip: tuple[IPInterface, int] | None = None
         self.services: dict[tuple[str, Proto], Service] = {}
+        self.volumes: list[Volume] = []
 
     def feed(self, line: Line) -> None:
         keyword = line.next_word(0)
@@ -94,6 +107,7 @@ class _Parser:
             "HOSTNAME": self._hostname,
             "IP": self._ip,
             "SERVICE": self._service,
+            "VOLUME": self._volume,
         }
         handler = handlers.get(_upper(keyword))
         if handler is None:
@@ -115,6 +129,7 @@ class _Parser:
             hostname=self.hostname[0] if self.hostname else None,
             ip=self.ip[0] if self.ip else None,
             services=tuple(self.services.values()),
+            volumes=tuple(self.volumes),
             path=path,
         )
 
@@ -267,6 +282,13 @@ class _Parser:
             )
         self.services[(service.name, proto)] = service
 
+    # -- running services (rexfile/running.py) ---------------------------------------
+
+    def _volume(self, line: Line, keyword: Token) -> None:
+        volume = running.volume(line, keyword)
+        running.volume_clash(self.volumes, volume, line, keyword)
+        self.volumes.append(volume)
+
 
 def _unknown(line: Line, keyword: Token) -> RexfileError:
     word = keyword.text.upper()
@@ -280,8 +302,8 @@ def _unknown(line: Line, keyword: Token) -> RexfileError:
     hint = (
         f"did you mean {close[0]}?"
         if close
-        else "the instructions are BASE, PROVISION RUN, PROVISION COPY, ENV, HOSTNAME, IP "
-        "and SERVICE"
+        else "the instructions are BASE, PROVISION RUN, PROVISION COPY, ENV, HOSTNAME, IP, "
+        "SERVICE and VOLUME"
     )
     return line.error(keyword, f"unknown instruction {keyword.text!r}", hint)
 

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from rexcarcer.engine import build as builder
-from rexcarcer.engine import jails
+from rexcarcer.engine import jails, update
+from rexcarcer.engine import volumes as vol
 from rexcarcer.engine.base import Engine
 from rexcarcer.engine.plan import plan_up
-from rexcarcer.errors import NotFound, UsageError
-from rexcarcer.model.jail import JailInfo
+from rexcarcer.errors import Conflict, NotFound, UnsafePath, UsageError
+from rexcarcer.model.jail import GenerationInfo, JailInfo, VolumeInfo
 from rexcarcer.model.plan import Action
 from rexcarcer.names import check_jail_name
 from rexcarcer.rexfile.ast import Rexfile
 from rexcarcer.run import OutputSink, exit_status
+from rexcarcer.state import records
 
 
 class LocalService:
@@ -57,7 +60,7 @@ class LocalService:
     def build(self, rexfile: Rexfile) -> str:
         with self.engine() as eng:
             eng.host.storage.ensure_layout()
-            image = builder.build(eng.host, rexfile, eng.bases.ensure(eng.host, rexfile.base))
+            image = builder.build(eng, rexfile, eng.bases.ensure(eng.host, rexfile.base))
             return f"{eng.host.config.dataset}/{image}"
 
     def start(self, name: str) -> JailInfo:
@@ -75,9 +78,39 @@ class LocalService:
             jails.restart(eng, check_jail_name(name))
             return jails.info(eng, name)
 
-    def destroy(self, name: str) -> None:
+    def destroy(self, name: str, *, volumes: bool = False) -> list[str]:
         with self.engine() as eng:
-            jails.destroy(eng, check_jail_name(name))
+            return jails.destroy(eng, check_jail_name(name), with_volumes=volumes)
+
+    def rollback(self, name: str, *, to: int | None = None) -> JailInfo:
+        with self.engine() as eng:
+            return update.rollback(eng, check_jail_name(name), to)
+
+    def history(self, name: str) -> list[GenerationInfo]:
+        with self.engine() as eng:
+            return update.history(eng, check_jail_name(name))
+
+    def volumes(self) -> list[VolumeInfo]:
+        with self.engine() as eng:
+            attached = {r.name: {v.name for v in r.volumes}
+                        for r in records.list_jails(eng.host.store)}  # fmt: skip
+            return vol.list_volumes(eng.host, attached)
+
+    def volume_rm(self, jail: str, volume: str) -> None:
+        with self.engine() as eng:
+            rec = jails.record(eng, jail)
+            if rec is not None and any(v.name == volume for v in rec.volumes):
+                raise Conflict(
+                    f"jail {jail} mounts volume {volume}: it cannot be removed",
+                    hint=f"remove the VOLUME from its .rex file and `rex up` it, or "
+                    f"`rex destroy --volumes {jail}`",
+                )
+            with eng.host.lock(jails.lock_name(jail)):
+                vol.destroy(eng.host, jail, volume)
+
+    def volume_snapshot(self, jail: str, volume: str, label: str | None) -> str:
+        with self.engine() as eng:
+            return vol.snapshot(eng.host, jail, volume, label)
 
     def exec(
         self, name: str, argv: Sequence[str], *, interactive: bool, sink: OutputSink | None
@@ -88,6 +121,46 @@ class LocalService:
             done = jails.exec_in(eng, check_jail_name(name), argv, interactive=interactive,
                                  on_output=sink)  # fmt: skip
             return exit_status(done.returncode)
+
+    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
+        import shutil
+        import tempfile
+
+        from rexcarcer import jailfs
+        from rexcarcer.buildctx import unpack_files
+
+        with self.engine() as eng:
+            rec = jails.require(eng, check_jail_name(name))
+            root = eng.host.storage.mountpoint(f"jails/{rec.name}")
+            work = Path(tempfile.mkdtemp(prefix="cp-", dir=eng.host.config.root))
+            try:
+                for src in unpack_files(tar, work):
+                    # as cp(1): into DST when it is a directory (or ends in /), else as DST
+                    into = dst.endswith("/") or jailfs.is_dir(root, dst)
+                    jailfs.copy_into(root, src, f"{dst.rstrip('/')}/{src.name}" if into else dst)
+            except OSError as exc:
+                raise UnsafePath(f"cannot copy into {name}:{dst}: {exc}") from exc
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+    def cp_out(self, name: str, src: str) -> bytes:
+        import io
+
+        from rexcarcer import jailfs
+
+        with self.engine() as eng:
+            rec = jails.require(eng, check_jail_name(name))
+            root = eng.host.storage.mountpoint(f"jails/{rec.name}")
+            buf = io.BytesIO()
+            try:
+                jailfs.export_tar(root, src, buf)
+            except OSError as exc:
+                raise NotFound(f"cannot read {name}:{src}: {exc.strerror or exc}",
+                               hint="the path is read as the jail sees it") from exc  # fmt: skip
+            return buf.getvalue()
+
+    def console(self, name: str) -> int:
+        return self.exec(name, ["/bin/sh", "-l"], interactive=True, sink=None)
 
     def ls(self) -> list[JailInfo]:
         with self.engine() as eng:

@@ -23,7 +23,7 @@ from rexcarcer.cluster import AgentApiError, RemoteError, model
 from rexcarcer.cluster.tls import TlsFiles
 from rexcarcer.config import Config
 from rexcarcer.errors import UsageError
-from rexcarcer.model.jail import JailInfo
+from rexcarcer.model.jail import GenerationInfo, JailInfo, VolumeInfo
 from rexcarcer.model.plan import Action
 from rexcarcer.rexfile.ast import Rexfile
 from rexcarcer.run import OutputSink
@@ -62,7 +62,7 @@ def credentials(config: Config, store: Store) -> TlsFiles:
             f"this host ({config.host}) has not joined the cluster: it has no API credentials",
             hint="run `rex up` on a cluster host (`rex cluster join` first)",
         )
-    return tls.ensure(config, str(rec.json()["address"]))
+    return tls.ensure(config, str(rec.json()["address"]), store=store)
 
 
 class RemoteService:
@@ -112,8 +112,30 @@ class RemoteService:
     def restart(self, name: str) -> JailInfo:
         return JailInfo.from_json(self._post(f"/v1/jails/{name}/restart"))
 
-    def destroy(self, name: str) -> None:
+    def destroy(self, name: str, *, volumes: bool = False) -> list[str]:
+        if volumes:
+            raise self._on_host("destroy --volumes", name)
         self._post(f"/v1/jails/{name}/destroy")
+        return []  # the other host's `rex volume ls` lists what it kept
+
+    def rollback(self, name: str, *, to: int | None = None) -> JailInfo:
+        raise self._on_host("rollback", name)
+
+    def history(self, name: str) -> list[GenerationInfo]:
+        raise self._on_host("history", name)
+
+    def volumes(self) -> list[VolumeInfo]:
+        raise self._elsewhere("volume ls")
+
+    def volume_rm(self, jail: str, volume: str) -> None:
+        raise self._on_host("volume rm", jail)
+
+    def volume_snapshot(self, jail: str, volume: str, label: str | None) -> str:
+        raise self._on_host("volume snapshot", jail)
+
+    def _on_host(self, verb: str, name: str) -> UsageError:
+        return UsageError(f"jail {name} runs on host {self.host}",
+                          hint=f"run `rex {verb} {name}` on {self.host}")  # fmt: skip
 
     def exec(
         self, name: str, argv: Sequence[str], *, interactive: bool, sink: OutputSink | None
@@ -152,6 +174,15 @@ class RemoteService:
             f"host {self.host}'s agent ended the command without an exit status",
             hint=f"run the command on {self.host} to see what happens",
         )
+
+    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
+        raise self._on_host("cp", name)
+
+    def cp_out(self, name: str, src: str) -> bytes:
+        raise self._on_host("cp", name)
+
+    def console(self, name: str) -> int:
+        raise self._on_host("console", name)
 
     def ls(self) -> list[JailInfo]:
         raise self._elsewhere("ls")

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from rexcarcer.cluster import membership
 from rexcarcer.cluster.placement import Placement, place
-from rexcarcer.model.jail import JailInfo
+from rexcarcer.model.jail import GenerationInfo, JailInfo, VolumeInfo
 from rexcarcer.model.plan import Action
 from rexcarcer.progress import Progress
 from rexcarcer.rexfile.ast import Rexfile
@@ -103,17 +103,41 @@ class RoutedService:
     def restart(self, name: str) -> JailInfo:
         return self._lifecycle("Restart", name, lambda d: d.restart(name))
 
-    def destroy(self, name: str) -> None:
+    def destroy(self, name: str, *, volumes: bool = False) -> list[str]:
         owner, door = self._owner(name)
         if door is not self.local:
             self.progress.step(f"Destroy {name} on {owner}")
-        door.destroy(name)
+        return door.destroy(name, volumes=volumes)
+
+    def rollback(self, name: str, *, to: int | None = None) -> JailInfo:
+        return self._lifecycle("Roll back", name, lambda d: d.rollback(name, to=to))
+
+    def history(self, name: str) -> list[GenerationInfo]:
+        return self._owner(name)[1].history(name)
+
+    def volumes(self) -> list[VolumeInfo]:
+        return self.local.volumes()
+
+    def volume_rm(self, jail: str, volume: str) -> None:
+        self._owner(jail)[1].volume_rm(jail, volume)
+
+    def volume_snapshot(self, jail: str, volume: str, label: str | None) -> str:
+        return self._owner(jail)[1].volume_snapshot(jail, volume, label)
 
     def exec(
         self, name: str, argv: Sequence[str], *, interactive: bool, sink: OutputSink | None
     ) -> int:
         _, door = self._owner(name)
         return door.exec(name, argv, interactive=interactive and door is self.local, sink=sink)
+
+    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
+        self._owner(name)[1].cp_in(name, dst, tar)
+
+    def cp_out(self, name: str, src: str) -> bytes:
+        return self._owner(name)[1].cp_out(name, src)
+
+    def console(self, name: str) -> int:
+        return self._owner(name)[1].console(name)
 
     def ls(self) -> list[JailInfo]:
         return self.local.ls()

@@ -21,7 +21,7 @@ from typing import Any
 
 from rexcarcer.buildctx import pack
 from rexcarcer.errors import UsageError
-from rexcarcer.model.jail import JailInfo
+from rexcarcer.model.jail import GenerationInfo, JailInfo, VolumeInfo
 from rexcarcer.model.plan import Action
 from rexcarcer.progress import Progress
 from rexcarcer.rexfile.ast import Rexfile
@@ -118,8 +118,23 @@ class SocketService:
     def restart(self, name: str) -> JailInfo:
         return JailInfo.from_json(self._call("restart", {"name": name}))
 
-    def destroy(self, name: str) -> None:
-        self._call("destroy", {"name": name})
+    def destroy(self, name: str, *, volumes: bool = False) -> list[str]:
+        return [str(v) for v in self._call("destroy", {"name": name, "volumes": volumes})]
+
+    def rollback(self, name: str, *, to: int | None = None) -> JailInfo:
+        return JailInfo.from_json(self._call("rollback", {"name": name, "to": to}))
+
+    def history(self, name: str) -> list[GenerationInfo]:
+        return [GenerationInfo.from_json(g) for g in self._call("history", {"name": name})]
+
+    def volumes(self) -> list[VolumeInfo]:
+        return [VolumeInfo.from_json(v) for v in self._call("volumes", {})]
+
+    def volume_rm(self, jail: str, volume: str) -> None:
+        self._call("volume-rm", {"name": jail, "volume": volume})
+
+    def volume_snapshot(self, jail: str, volume: str, label: str | None) -> str:
+        return str(self._call("volume-snapshot", {"name": jail, "volume": volume, "label": label}))
 
     def exec(
         self, name: str, argv: Sequence[str], *, interactive: bool, sink: OutputSink | None
@@ -127,6 +142,20 @@ class SocketService:
         if self.direct is not None and os.geteuid() == 0:
             return self.direct().exec(name, argv, interactive=interactive, sink=sink)
         return int(self._call("exec", {"name": name, "argv": list(argv)}, sink=sink or _stdout))
+
+    def cp_in(self, name: str, dst: str, tar: bytes) -> None:
+        self._call("cp-in", {"name": name, "dst": dst}, tar)
+
+    def cp_out(self, name: str, src: str) -> bytes:
+        import base64
+
+        return base64.b64decode(self._call("cp-out", {"name": name, "src": src}))
+
+    def console(self, name: str) -> int:
+        if self.direct is None or os.geteuid() != 0:
+            raise UsageError("a console needs a terminal in the jail: run `rex console` as root",
+                             hint="or use `rex exec NAME -- COMMAND`")  # fmt: skip
+        return self.direct().console(name)
 
     def ls(self) -> list[JailInfo]:
         return [JailInfo.from_json(j) for j in self._call("ls", {})]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from rexcarcer.model.jail import JailRecord
-from rexcarcer.model.keys import JAILS, jail_key
+from rexcarcer.model.keys import HISTORY, JAILS, history_key, jail_key
 from rexcarcer.state.base import Compare, Delete, Entry, Put, Store, dumps
 
 
@@ -42,3 +42,21 @@ def delete_jail(store: Store, name: str) -> None:
     entry = store.get(jail_key(name))
     if entry is not None:
         store.commit([Compare(entry.key, entry.revision)], [Delete(entry.key)])
+
+
+# -- kept generations -------------------------------------------------------------------
+
+
+def put_generation(store: Store, rec: JailRecord) -> None:
+    """Keep ``rec`` as its jail's generation ``rec.generation``."""
+    key = history_key(rec.name, rec.generation)
+    store.commit([], [Put(key, dumps(rec.as_json()))])
+
+
+def generations(store: Store, name: str) -> list[JailRecord]:
+    """The kept earlier generations of jail ``name``, oldest first."""
+    return [JailRecord.from_json(e.json()) for e in store.list(f"{HISTORY}{name}/")]
+
+
+def delete_generation(store: Store, name: str, generation: int) -> None:
+    store.commit([], [Delete(history_key(name, generation))])

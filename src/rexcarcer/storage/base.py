@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import IO, Protocol
 
 PROP_PREFIX = "rexcarcer:"
-LAYOUT = ("bases", "images", "jails")
+LAYOUT = ("bases", "images", "jails", "generations", "volumes")
 # The user properties rex sets (as rexcarcer:<key>); listings fetch these.
 KNOWN_PROPS = (
     "jail", "version", "id", "origin", "osrelease", "base", "depth", "step", "parent",
-    "created", "url", "digest", "signer", "complete", "size",
+    "created", "url", "digest", "signer", "complete", "size", "generation", "volume", "path",
 )  # fmt: skip
 
 
@@ -73,6 +73,14 @@ class Storage(Protocol):
         ...
 
     def set_props(self, name: str, props: Mapping[str, str]) -> None: ...
+
+    def set_quota(self, name: str, size: int | None) -> None:
+        """Cap a filesystem at ``size`` bytes (zfs ``quota``); None removes the cap."""
+        ...
+
+    def used(self, name: str) -> int:
+        """Bytes a filesystem and its snapshots use (zfs ``used``)."""
+        ...
 
     def datasets(self, kind: str) -> list[Dataset]:
         """Datasets directly under ``kind`` (one of LAYOUT), with props and origin."""

@@ -30,6 +30,7 @@ class FakeStorage:
         # the zfs(8) command lines the real driver would have run for the changes
         # made so far (clone, snapshot, set): what `rex plan` is checked against
         self.calls: list[list[str]] = []
+        self.quotas: dict[str, int | None] = {}
 
     def _dir(self, name: str) -> Path:
         return self.scratch / "mnt" / name
@@ -124,6 +125,16 @@ class FakeStorage:
                 self._ds[name].props[key] = value
             else:  # as zfs inherit: the user property is gone
                 self._ds[name].props.pop(key, None)
+
+    def set_quota(self, name: str, size: int | None) -> None:
+        if name not in self._ds:
+            raise NotFound(f"dataset {name} does not exist")
+        self.quotas[name] = size
+
+    def used(self, name: str) -> int:
+        if name not in self._ds:
+            raise NotFound(f"dataset {name} does not exist")
+        return sum(p.stat().st_size for p in self._dir(name).rglob("*") if p.is_file())
 
     def datasets(self, kind: str) -> list[Dataset]:
         prefix = kind + "/"

@@ -285,6 +285,17 @@ class ZfsStorage:
         for argv in self.set_props_argvs(name, props):
             self._zfs(*argv[1:])
 
+    def set_quota(self, name: str, size: int | None) -> None:
+        self._zfs("set", f"quota={size if size is not None else 'none'}", self.full(name))
+
+    def used(self, name: str) -> int:
+        done = self._zfs("get", "-Hp", "-o", "value", "used", self.full(name))
+        try:
+            return int(done.stdout.strip())
+        except ValueError as exc:
+            raise StorageError(f"cannot read the space {self.full(name)} uses: "
+                               f"{done.stdout.strip()!r}") from exc  # fmt: skip
+
     def datasets(self, kind: str) -> list[Dataset]:
         if kind not in LAYOUT:
             raise StorageError(f"unknown dataset kind {kind!r}")

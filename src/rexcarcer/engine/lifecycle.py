@@ -1,0 +1,248 @@
+"""The jail lifecycle's parts: the record, the files rex writes into a jail,
+start, stop, restart, exec, listing, and removing everything of a jail. ``rex
+up`` (jails.py) and an update in place (update.py) are built from these.
+
+In a cluster, jail names are cluster-wide: nothing here touches a jail whose
+record names another host (the jail service routes such requests to that
+host's agent; service/routed.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+
+from rexcarcer import ipam, jailfs
+from rexcarcer.engine import build as builder
+from rexcarcer.engine import volumes
+from rexcarcer.engine.base import Engine
+from rexcarcer.errors import Conflict, NotFound, UnsafePath
+from rexcarcer.model.jail import Desired, JailInfo, JailRecord, ServiceEntry, Status
+from rexcarcer.rexfile.ast import Rexfile
+from rexcarcer.run import Completed, OutputSink
+from rexcarcer.runtime.base import JailSpec, JailState, jail_env
+from rexcarcer.state import records
+
+ENV_FILE = "/etc/rexcarcer/env"
+
+
+def record(eng: Engine, name: str) -> JailRecord | None:
+    return records.get_jail(eng.host.store, name)
+
+
+def hostname_for(eng: Engine, rexfile: Rexfile, name: str) -> str:
+    return rexfile.hostname or f"{name}.jail.{eng.host.config.zone}"
+
+
+def new_record(eng: Engine, rexfile: Rexfile, name: str) -> JailRecord:
+    """The record ``rex up`` claims for a new jail (status creating, owned by this run)."""
+    host = eng.host
+    return JailRecord(
+        name=name, host=host.config.host, status=Status.CREATING, desired=Desired.RUNNING,
+        definition=rexfile.digest(), rexfile=rexfile.display if rexfile.path else "",
+        base=rexfile.base.ref,
+        hostname=hostname_for(eng, rexfile, name),
+        services=tuple(ServiceEntry(s.name, s.port, str(s.proto)) for s in rexfile.services),
+        env=rexfile.env, created=int(time.time()), pid=os.getpid(),
+        pid_start=host.platform.process_start(os.getpid()),
+        volumes=volumes.entries(rexfile), canonical=rexfile.canonical(),
+    )  # fmt: skip
+
+
+def same_definition(eng: Engine, rexfile: Rexfile, existing: JailRecord) -> bool:
+    return _same_definition(eng, rexfile, existing)
+
+
+def _same_definition(eng: Engine, rexfile: Rexfile, existing: JailRecord) -> bool:
+    if existing.definition != rexfile.digest():
+        return False
+    # COPY contents are not in the digest: compare the image too
+    base = eng.bases.ensure(eng.host, rexfile.base)
+    return builder.image_of(builder.plan_build(eng.host, rexfile, base), base) == existing.image
+
+
+def clone_props(rec: JailRecord) -> dict[str, str]:
+    return {"jail": rec.name, "generation": str(rec.generation)}
+
+
+def _cleanup(eng: Engine, name: str, *, with_volumes: bool = False) -> None:
+    """Remove everything of jail ``name`` (its volumes only when asked); each
+    part may already be gone."""
+    host = eng.host
+    rec = record(eng, name) or JailRecord(name=name, host=host.config.host)
+    for hook in reversed(eng.hooks):
+        hook.stopped(host, rec)
+        hook.destroyed(host, rec)
+    host.runtime.remove(name)
+    host.storage.destroy(f"jails/{name}", recursive=True)
+    for ds in host.storage.datasets("generations"):  # kept earlier generations
+        if ds.props.get("jail") == name:
+            host.storage.destroy(ds.name, recursive=True)
+    for old in records.generations(host.store, name):
+        records.delete_generation(host.store, name, old.generation)
+    if with_volumes:
+        for volume in volumes.of_jail(host, name):
+            volumes.destroy(host, name, volume)
+    ipam.release_all(host.store, name)
+    records.delete_jail(host.store, name)
+
+
+def require(eng: Engine, name: str) -> JailRecord:
+    rec = record(eng, name)
+    if rec is None:
+        raise NotFound(f"no jail named {name!r}", hint="`rex ls` lists the jails")
+    ensure_local(eng, rec)
+    return rec
+
+
+def foreign_host(eng: Engine, rec: JailRecord | None) -> str | None:
+    """The other host a jail record belongs to in a cluster (None: ours, or none)."""
+    config = eng.host.config
+    if rec is not None and config.etcd and rec.host and rec.host != config.host:
+        return rec.host
+    return None
+
+
+def ensure_local(eng: Engine, rec: JailRecord) -> None:
+    """Jail names are cluster-wide: never touch another host's jail from here."""
+    owner = foreign_host(eng, rec)
+    if owner is not None:
+        raise Conflict(
+            f"jail {rec.name!r} already exists on host {owner!r}",
+            hint=f"run the command on {owner}, or pick another name with --name",
+        )
+
+
+def is_running(eng: Engine, name: str) -> bool:
+    return eng.host.runtime.status([name])[name].state is JailState.RUNNING
+
+
+def spec_for(eng: Engine, rec: JailRecord) -> JailSpec:
+    host = eng.host
+    osrelease = host.storage.get_props(rec.image.split("@")[0]).get("osrelease") or None
+    return JailSpec(
+        name=rec.name,
+        root=host.storage.mountpoint(f"jails/{rec.name}"),
+        hostname=rec.hostname,
+        address=rec.address,
+        # a public address lives on its range's interface (jail(8) ip4.addr)
+        interface=host.config.interface_for(rec.address.ip if rec.address else None),
+        gateway=host.config.host_address,
+        env=rec.env,
+        osrelease=osrelease,
+    )
+
+
+def jail_files(eng: Engine, spec: JailSpec) -> list[tuple[str, bytes, int]]:
+    """(path inside the jail, content, mode) of the files rex renders at every start."""
+    resolv = builder.resolv_conf(eng.host.config)
+    env = "".join(f"{k}={_sh_quote(v)}\n" for k, v in spec.env)
+    return [
+        (builder.RESOLV_CONF, resolv, 0o644),
+        ("/etc/hostname", f"{spec.hostname}\n".encode(), 0o644),
+        (ENV_FILE, env.encode(), 0o644),
+    ]
+
+
+def write_jail_files(eng: Engine, spec: JailSpec) -> None:
+    try:
+        for inside, data, mode in jail_files(eng, spec):
+            jailfs.write_file(spec.root, inside, data, mode=mode)
+    except OSError as exc:
+        raise UnsafePath(f"cannot write configuration into jail {spec.name}: {exc}") from exc
+
+
+def _sh_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def lock_name(name: str) -> str:
+    """The host-local lock a lifecycle change of jail ``name`` holds; the agent
+    takes it too before it starts or stops a jail."""
+    return f"jail-{name}"
+
+
+def start(eng: Engine, name: str) -> None:
+    with eng.host.lock(lock_name(name)):
+        start_locked(eng, name)
+
+
+def start_locked(eng: Engine, name: str) -> None:
+    host = eng.host
+    rec = require(eng, name)
+    spec = spec_for(eng, rec)
+    if rec.volumes:
+        spec = dataclasses.replace(spec, mounts=volumes.attach(host, rec, spec.root))
+    host.progress.step(f"Starting {name}")
+    # before anything of the jail runs: its /etc/rc may open connections at once
+    eng.policy.guard(host)
+    write_jail_files(eng, spec)
+    for hook in eng.hooks:
+        hook.prepare(host, rec, spec)
+    host.runtime.start(spec)
+    try:
+        for hook in eng.hooks:
+            hook.started(host, rec, spec)
+    except BaseException:
+        stop_runtime(eng, rec)
+        raise
+    if not rec.wants_running:
+        records.put_jail(host.store, rec.replace(desired=Desired.RUNNING))
+
+
+def stop(eng: Engine, name: str) -> None:
+    with eng.host.lock(lock_name(name)):
+        stop_locked(eng, name)
+
+
+def stop_locked(eng: Engine, name: str) -> None:
+    rec = require(eng, name)
+    eng.host.progress.step(f"Stopping {name}")
+    stop_runtime(eng, rec)
+    records.put_jail(eng.host.store, rec.replace(desired=Desired.STOPPED))
+
+
+def stop_runtime(eng: Engine, rec: JailRecord) -> None:
+    for hook in reversed(eng.hooks):
+        hook.stopped(eng.host, rec)
+    eng.host.runtime.stop(rec.name)
+
+
+def restart(eng: Engine, name: str) -> None:
+    with eng.host.lock(lock_name(name)):
+        stop_locked(eng, name)
+        start_locked(eng, name)
+
+
+def exec_in(
+    eng: Engine,
+    name: str,
+    argv: Sequence[str],
+    *,
+    interactive: bool,
+    on_output: OutputSink | None = None,
+) -> Completed:
+    rec = require(eng, name)
+    env = jail_env(rec.env)
+    return eng.host.runtime.exec(name, argv, env=env, interactive=interactive,
+                                 on_output=on_output)  # fmt: skip
+
+
+def info(eng: Engine, name: str) -> JailInfo:
+    found = list_jails(eng, [name])
+    if not found:
+        raise NotFound(f"no jail named {name!r}", hint="`rex ls` lists the jails")
+    return found[0]
+
+
+def list_jails(eng: Engine, names: Sequence[str] | None = None) -> list[JailInfo]:
+    recs = records.list_jails(eng.host.store)
+    if names is not None:
+        recs = [r for r in recs if r.name in names]
+    status = eng.host.runtime.status([r.name for r in recs if foreign_host(eng, r) is None])
+    return [
+        JailInfo.of(r, str(status[r.name].state) if r.name in status else str(r.desired))
+        for r in recs
+    ]
