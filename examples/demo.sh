@@ -35,9 +35,10 @@ demo_pid() {
   echo "$pid"
 }
 
-if [ "${1:-}" = clean ]; then
+# Stop the agent the demo started, by its recorded PID, and wait until it is gone.
+stop_agent() {
   if pid=$(demo_pid "$AGENT_PID"); then
-    kill "$pid"
+    kill "$pid" 2>/dev/null || true
     i=0
     while [ -d "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; do
       i=$((i + 1)); [ $i -lt 100 ] || { kill -9 "$pid" 2>/dev/null || true; break; }
@@ -46,6 +47,10 @@ if [ "${1:-}" = clean ]; then
     echo "stopped the agent ($pid)"
   fi
   rm -f "$AGENT_PID"
+}
+
+if [ "${1:-}" = clean ]; then
+  stop_agent
   if [ -e /run/netns/$NS ]; then
     rex host serve --stop || true   # unbound and the collector, by their recorded PIDs
     for j in hello client; do rex destroy "$j" 2>/dev/null || true; done
@@ -60,6 +65,25 @@ if [ "${1:-}" = clean ]; then
   echo "cleaned"
   exit 0
 fi
+
+# A run that does not finish (an error, ^C, a timeout's SIGTERM) stops the
+# daemons it started itself, by PID: nothing of a failed run keeps running (or
+# keeps a descriptor its caller holds, such as a lock). A run that finishes
+# leaves them up for the reader; `demo.sh clean` stops them.
+started_serve=no
+started_agent=no
+on_exit() {
+  status=$?
+  trap - EXIT INT TERM
+  if [ "$status" -ne 0 ]; then
+    [ "$started_agent" = no ] || stop_agent >&2
+    [ "$started_serve" = no ] || rex host serve --stop >&2 || true
+  fi
+  exit "$status"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 scripts/setup >/dev/null
 if [ ! -d "$ROOT" ]; then
@@ -80,12 +104,20 @@ if ! rex base ls -o json | grep -q '"name": "busybox"'; then
 fi
 
 say "rex host serve --detach: the jailer services (unbound for DNS, rsyslog for logs)"
-rex host serve --detach || [ $? -eq 12 ]   # 12: already running (an earlier run)
+if rex host serve --detach; then
+  started_serve=yes
+else
+  serve=$?
+  [ "$serve" -eq 12 ] || exit "$serve"   # 12: already running (an earlier run)
+fi
 if ! demo_pid "$AGENT_PID" >/dev/null; then
   say "rex agent: the host's daemon; rex commands now go through its socket"
-  nohup nsenter --net=/run/netns/$NS "$top/.venv/bin/rex" --root "$ROOT" agent --no-api \
-    >"$ROOT/demo-agent.log" 2>&1 &
+  # Its own session and no descriptor of ours but the log (3-9 closed: a lock
+  # the caller of this script holds must not outlive the script in the agent).
+  setsid nsenter --net=/run/netns/$NS "$top/.venv/bin/rex" --root "$ROOT" agent --no-api \
+    </dev/null >"$ROOT/demo-agent.log" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
   echo $! >"$AGENT_PID"
+  started_agent=yes
   i=0
   until [ -S "$ROOT/run/agent.sock" ]; do
     i=$((i + 1)); [ $i -lt 100 ] || { cat "$ROOT/demo-agent.log" >&2; exit 1; }

@@ -1,5 +1,6 @@
 """The README's first command, for real: examples/demo.sh in a state directory,
-pool and network namespace of the test's own, then ``demo.sh clean``, which
+pool and network namespace of the test's own, first stopped halfway (its trap
+must stop the daemons it started), then in full, then ``demo.sh clean``, which
 must stop what the demo started and remove it all."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from tests.capability import require_tools
-from tests.integration.conftest import REPO, TOKEN, require, sh
+from tests.integration.conftest import REPO, TOKEN, require, sh, wait_until
 
 PAGE = "<h1>hello from a RexCarcer jail</h1>"
 ZONE = "rex.internal"
@@ -29,6 +30,36 @@ def _processes_under(root: Path) -> list[str]:
     return out
 
 
+def _daemons_under(root: Path) -> list[str]:
+    """The demo's daemons among them: the agent, rex host serve, unbound, rsyslogd."""
+    names = ("agent", "host serve", "unbound", "rsyslogd")
+    return [p for p in _processes_under(root) if any(n in p for n in names)]
+
+
+def _interrupted(demo: Path, env: dict[str, str], root: Path) -> None:
+    """A run stopped (SIGTERM) once its agent runs stops the daemons it started."""
+    proc = subprocess.Popen([demo], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            text=True)  # fmt: skip
+    try:
+        sock = root / "run" / "agent.sock"
+        wait_until(lambda: sock.exists() or proc.poll() is not None, "the demo's agent", 600)
+        assert proc.poll() is None, proc.communicate()[0]
+        pid = int((root / "demo-agent.pid").read_text())
+        assert _daemons_under(root), "the agent and the jailer services run"
+        proc.terminate()  # the shell; its trap stops what it started
+        out = proc.communicate(timeout=300)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, out
+    assert f"stopped the agent ({pid})" in out, out
+    assert (
+        not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    )
+    assert _daemons_under(root) == [], out
+
+
 def test_the_demo_shows_names_logs_and_identity_and_cleans_up(tmp_path: Path) -> None:
     require("root", "zfs", "namespaces", "busybox-static", "iproute2")
     require_tools("unbound", "unbound-checkconf", "rsyslogd", "openssl")
@@ -39,6 +70,7 @@ def test_the_demo_shows_names_logs_and_identity_and_cleans_up(tmp_path: Path) ->
         env.pop(key, None)
     demo = REPO / "examples" / "demo.sh"
     try:
+        _interrupted(demo, env, root)
         done = subprocess.run([demo], capture_output=True, text=True, env=env, timeout=900)
         out = done.stdout + done.stderr
         assert done.returncode == 0, out
