@@ -153,8 +153,10 @@ rex ca show hello
 pem=$(mktemp -d)
 rex exec hello -- cat /etc/ssl/rc/host.crt >"$pem/host.crt"
 rex exec hello -- cat /etc/ssl/rc/cluster.crt >"$pem/cluster.crt"
-say "openssl verify -CAfile cluster.crt -verify_hostname hello.jail.$ZONE host.crt (files from the jail)"
-openssl verify -CAfile "$pem/cluster.crt" -verify_hostname "hello.jail.$ZONE" "$pem/host.crt"
+# host.crt is the jail's certificate followed by its host's jail CA (docs/identity.md)
+say "openssl verify -CAfile cluster.crt -untrusted host.crt -verify_hostname hello.jail.$ZONE host.crt (files from the jail)"
+openssl verify -CAfile "$pem/cluster.crt" -untrusted "$pem/host.crt" \
+  -verify_hostname "hello.jail.$ZONE" "$pem/host.crt"
 rm -rf "$pem"
 
 say "done: names, logs and identity; \`examples/demo.sh clean\` stops and removes it all"
