@@ -21,7 +21,9 @@ process) are translated where they happen, at the driver boundary, with
     ├── BuildError (25)             a PROVISION step failed
     ├── UnsafePath (26)             a path that would escape its root
     ├── NotSupported (27)           a capability this host lacks
-    └── UpdateFailed (45)           an update in place failed and was rolled back
+    ├── UpdateFailed (45)           an update in place failed and was rolled back
+    ├── DependencyError (51)        DEPENDS on itself, on an unknown jail, or a cycle
+    └── AgentRequired (52)          HEALTHCHECK, RESTART, DEPENDS without a host agent
 
 Feature packages add their own subclasses beside their code: dns (28, unbound
 32), pki (29), logs (30), etcd (35, 36), cluster (37, 38, joining 44), bases (40, 41),
@@ -145,6 +147,20 @@ class UpdateFailed(RexError):
     """An update in place did not start; the previous generation runs again (exit 45)."""
 
     exit_code = 45
+
+
+class DependencyError(RexError):
+    """``DEPENDS`` names the jail itself or an unknown jail, or closes a cycle; or a
+    jail others depend on is to be destroyed."""
+
+    exit_code = 51
+
+
+class AgentRequired(RexError):
+    """The definition needs the host agent (health checks, restarts, start order)
+    and none runs on the host."""
+
+    exit_code = 52
 
 
 def all_error_classes() -> list[type[RexError]]:

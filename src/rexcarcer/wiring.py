@@ -61,13 +61,15 @@ def open_host(config: Config, progress: Progress | None = None) -> Host:
 
 
 def default_hooks(config: Config) -> list[JailHook]:
-    """DNS records (when unbound answers, or REX_DNS=on), the jail's TLS identity,
-    syslog forwarding; in this order (taken down in reverse)."""
+    """The jail's health record (first: DNS reads it), DNS records (when unbound
+    answers, or REX_DNS=on), the jail's TLS identity, syslog forwarding; in this
+    order (taken down in reverse)."""
     from rexcarcer.dns.hook import dns_hook
+    from rexcarcer.health.hook import HealthHook
     from rexcarcer.logs.hook import LogHook
     from rexcarcer.pki.hook import IdentityHook
 
-    hooks: list[JailHook] = []
+    hooks: list[JailHook] = [HealthHook()]
     dns = dns_hook(config)  # None when DNS is off or no unbound is set up
     if dns is not None:
         hooks.append(dns)

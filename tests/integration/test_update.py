@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+from rexcarcer.errors import UpdateFailed
 from tests.integration.conftest import Rex, copy_example, sh
 
 RC = "#!/bin/sh\n/usr/sbin/httpd -p 80 -h /var/www\n"
@@ -46,7 +47,7 @@ def test_an_update_keeps_data_address_and_name(rex: Rex, tmp_path: Path) -> None
     assert [(g["generation"], g["current"]) for g in history] == [(1, False), (2, True)]  # type: ignore[index]
     # an update whose /etc/rc fails rolls back on its own; the old page is served again
     bad = rex.run("up", _app(tmp_path, "three\n", rc="#!/bin/sh\nexit 3\n"), check=False)
-    assert bad.returncode == 44, bad.stderr
+    assert bad.returncode == UpdateFailed.exit_code, bad.stderr
     assert "rolled back to generation 2" in bad.stderr and "exited with status 3" in bad.stderr
     assert _page(rex, ip) == "two\n"
     assert rex.jails()["app"]["state"] == "running"

@@ -13,6 +13,8 @@ from rexcarcer.config import Config, load_config
 from rexcarcer.dns import DnsError
 from rexcarcer.dns.services import (
     ServerSettings,
+    agent_steps,
+    agent_unit,
     freebsd_steps,
     has_local_unbound_include,
     render_local_unbound_conf,
@@ -139,11 +141,49 @@ def test_setup_with_systemd_writes_the_unit(tmp_path: Path) -> None:
                         systemd=True, unit_dir=tmp_path)  # fmt: skip
     unit = (tmp_path / "rexcarcer-jailer.service").read_text()
     assert "-m rexcarcer --root /srv/rex host serve\n" in unit
+    agent = (tmp_path / "rexcarcer-agent.service").read_text()
+    assert "-m rexcarcer --root /srv/rex agent\n" in agent
+    assert "\nKillMode=process\n" in agent and "\nRestart=always\n" in agent
     assert [" ".join(s.argv) for s in steps] == [
         "systemctl daemon-reload",
         "systemctl enable rexcarcer-jailer.service",
         "systemctl restart rexcarcer-jailer.service",
+        "systemctl enable rexcarcer-agent.service",  # the jails' boot path
+        "systemctl restart rexcarcer-agent.service",
     ]
+    assert agent_steps(layout, ScriptedRunner(strict=True)) == []  # started with the others
+
+
+def test_the_agent_unit_keeps_the_jails_when_it_stops() -> None:
+    argv = ["/usr/bin/python3", "-m", "rexcarcer", "--root", "/var/lib/rexcarcer", "agent"]
+    unit = agent_unit(argv, {"REX_SUBNET": "198.51.100.0/24"})
+    assert "ExecStart=/usr/bin/python3 -m rexcarcer --root /var/lib/rexcarcer agent\n" in unit
+    assert "Environment=REX_SUBNET=198.51.100.0/24\n" in unit
+    assert "After=network.target rexcarcer-jailer.service" in unit
+    # the unit contrib/ ships says the same about how the agent is stopped
+    shipped = (Path(__file__).parents[2] / "contrib/systemd/rexcarcer-agent.service").read_text()
+    for line in ("KillMode=process", "Restart=always", "WantedBy=multi-user.target"):
+        assert f"\n{line}\n" in unit and f"\n{line}\n" in shipped
+    with pytest.raises(DnsError, match="systemd unit"):
+        agent_unit(argv, {"REX_ZONE": "x y"})
+
+
+def test_setup_on_freebsd_enables_the_agent_through_its_rc_script(tmp_path: Path) -> None:
+    layout = _layout(tmp_path, Flavour.LOCAL_UNBOUND)
+    with pytest.raises(NotSupported, match=r"rc\.d script is not installed") as err:
+        agent_steps(layout, ScriptedRunner(strict=True), rc_d=tmp_path)
+    assert "sysutils/rexcarcer" in (err.value.hint or "")
+    (tmp_path / "rexcarcer_agent").write_text("#!/bin/sh\n")
+    runner = ScriptedRunner(strict=True)
+    runner.on(["service", "rexcarcer_agent", "status"], "", returncode=1)
+    steps = agent_steps(layout, runner, rc_d=tmp_path)
+    assert [" ".join(s.argv) for s in steps] == [
+        "sysrc rexcarcer_agent_enable=YES",
+        "service rexcarcer_agent start",
+    ]
+    running = ScriptedRunner(strict=True)
+    running.on(["service", "rexcarcer_agent", "status"], "rexcarcer_agent is running as pid 9.")
+    assert agent_steps(layout, running, rc_d=tmp_path)[-1].argv[-1] == "restart"
 
 
 def test_setup_without_a_service_manager_says_what_to_do(tmp_path: Path) -> None:

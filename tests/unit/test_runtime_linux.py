@@ -23,15 +23,23 @@ def test_interface_names_are_deterministic_and_short() -> None:
 
 
 def test_start_argv_passes_values_as_arguments_not_script_text() -> None:
-    argv = linux.start_argv("rex-t-web", Path("/pool/jails/web"), "web.jail.rex.internal")
+    argv = linux.start_argv("rex-t-web", Path("/pool/jails/web"), "web.jail.rex.internal",
+                            status_file=Path("/state/run/web.exit"))  # fmt: skip
     assert argv[:3] == ["nsenter", "--net=/run/netns/rex-t-web", "--"]
+    # a host-side shell runs unshare and keeps its status: how the jail ended
+    assert argv[3:9] == ["/bin/sh", "-c", linux.WAITER, "rex-wait", "/state/run/web.exit",
+                         "unshare"]  # fmt: skip
     assert "--mount-proc=/pool/jails/web/proc" in argv
-    script = argv[argv.index("-c") + 1]
-    assert "web.jail" not in script and "/pool/jails" not in script
+    for i, arg in enumerate(argv):
+        if arg == "-c":
+            script = argv[i + 1]
+            assert "web.jail" not in script and "/pool/jails" not in script
+            assert "/state/run" not in script
     assert argv[-5:-3] == ["/pool/jails/web", "web.jail.rex.internal"]
     # the jail's init is exec'd by jailenter.py, which drops capabilities first
     assert argv[-2:] == [sys.executable, str(Path(linux.__file__).with_name("jailenter.py"))]
-    assert script.rstrip().endswith('exec "$python" -I -S "$enter" init "$init"')
+    setup = argv[argv.index("-c", argv.index("unshare")) + 1]
+    assert setup.rstrip().endswith('exec "$python" -I -S "$enter" init "$init"')
 
 
 def test_exec_argv_goes_through_the_capability_drop() -> None:

@@ -232,5 +232,5 @@ def build(
         mirror = SkyDnsMirror(open_etcd(host.config, prefix=sky.PREFIX), name)
     signer, renewal = certificates(host, store, server)
     return Agent(name, store, keeper, dns_sync_for(host, conf.cidr), route_sync, idle, server,
-                 JailSync(engine, name) if jails else None, mirror, signer, renewal,
+                 JailSync(engine, name, rewire=True) if jails else None, mirror, signer, renewal,
                  partial(engine.policy.guard, host))  # fmt: skip

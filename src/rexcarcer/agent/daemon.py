@@ -1,12 +1,15 @@
-"""Running ``rex agent`` on a host.
+"""Running ``rex agent`` on a host: the one boot path and supervisor of its jails.
 
 On every host the agent serves the local UNIX socket (agent/local.py), so that
 ``rex`` commands run in the warm agent rather than each in a process of its
 own, and keeps this host's jails in their desired state (agent/jailsync.py:
-started again after a reboot or when their init died, unless ``rex stop`` wanted
-them stopped). On a host that has joined a cluster it is also the cluster
-member (agent/cluster.py): lease, watch, DNS of the whole cluster, routes, the
-mutual-TLS API. Without a cluster it checks the jails every ``idle`` seconds.
+started at boot in DEPENDS order, started again after their init died as
+their RESTART policy says, stopped when ``rex stop`` wanted them stopped). It
+runs their HEALTHCHECKs in a thread of its own (agent/health.py). On a host
+that has joined a cluster it is also the cluster member (agent/cluster.py):
+lease, watch, DNS of the whole cluster, routes, the mutual-TLS API. Without a
+cluster it checks the jails every ``idle`` seconds, and at once when a health
+verdict or a delayed restart is due.
 
 On every host it also keeps the firewall's guard loaded (netpolicy/): at start
 and on every tick, so that the rules follow the cluster's hosts and come back
@@ -17,8 +20,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
+from rexcarcer.agent.health import HealthChecks
 from rexcarcer.agent.jailsync import JailSync
 from rexcarcer.agent.local import LocalServer
 from rexcarcer.config import Config
@@ -56,6 +61,7 @@ class LogProgress:
 
 def run(config: Config, options: Options, stop: threading.Event) -> None:
     engine = open_engine(config, LogProgress())
+    wake = threading.Event()
 
     def service(progress: Progress) -> JailService:
         return in_process(config, progress)
@@ -64,14 +70,32 @@ def run(config: Config, options: Options, stop: threading.Event) -> None:
     server = LocalServer(config.agent_socket, engine.host.platform, service,
                          group=config.agent_group, work=work)  # fmt: skip
     server.start()
+    checks = None
+    if options.jails:
+        checks = threading.Thread(target=_health, args=(config, stop, wake), name="health",
+                                  daemon=True)  # fmt: skip
+        checks.start()
     try:
         guard(engine)
         if config.etcd:
             _cluster(config, options, engine, stop)
         else:
-            _single(config, options, engine, stop)
+            _single(config, options, engine, stop, wake)
     finally:
+        stop.set()
         server.stop()
+        if checks is not None:
+            checks.join(timeout=10)
+        engine.close()
+
+
+def _health(config: Config, stop: threading.Event, wake: threading.Event) -> None:
+    """The health checks, with an engine of their own (a store connection
+    belongs to the thread that opened it)."""
+    engine = open_engine(config, LogProgress())
+    try:
+        HealthChecks(engine, config.host, wake=wake.set).run(stop)
+    finally:
         engine.close()
 
 
@@ -95,14 +119,33 @@ def _cluster(config: Config, options: Options, engine: Engine, stop: threading.E
     agent.run(stop)
 
 
-def _single(config: Config, options: Options, engine: Engine, stop: threading.Event) -> None:
-    sync = JailSync(engine, config.host) if options.jails else None
+def _single(
+    config: Config, options: Options, engine: Engine, stop: threading.Event, wake: threading.Event
+) -> None:
+    sync = JailSync(engine, config.host, rewire=True) if options.jails else None
     log.info("agent %s: single host; checking jails every %.1f s", config.host, options.idle)
     while not stop.is_set():
         guard(engine)
+        wait = options.idle
         if sync is not None:
             try:
                 sync.sync(list_jails(engine.host.store))
             except RexError as exc:
                 log.warning("jails: %s", exc)
-        stop.wait(options.idle)
+            due = sync.next_wake()
+            if due is not None:
+                wait = min(wait, max(0.0, due - time.monotonic()))
+        _pause(wait, stop, wake)
+
+
+def _pause(seconds: float, stop: threading.Event, wake: threading.Event) -> None:
+    """Until ``seconds`` pass, the agent stops, or a health verdict wakes the jail
+    sync (jails may wait for it: DEPENDS)."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        if wake.wait(min(left, 0.25)):
+            wake.clear()
+            return

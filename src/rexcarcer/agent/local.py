@@ -150,7 +150,10 @@ class LocalServer:
                     return
                 conn.settimeout(IDLE_TIMEOUT)
                 reader = wire.Reader(conn)
-                op, args, body = _request(reader)
+                request = _request(reader)
+                if request is None:  # a client that only checked the agent runs
+                    return
+                op, args, body = request
                 conn.settimeout(None)
                 log.info("agent: %s %s for uid %d", op, args.get("name") or "", peer.uid)
                 try:
@@ -250,10 +253,10 @@ class LocalServer:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _request(reader: wire.Reader) -> tuple[str, dict[str, Any], bytes]:
+def _request(reader: wire.Reader) -> tuple[str, dict[str, Any], bytes] | None:
     line = reader.line()
     if line is None:
-        raise UsageError("no request")
+        return None
     import json
 
     req = json.loads(line)

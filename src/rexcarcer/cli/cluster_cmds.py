@@ -343,7 +343,9 @@ def hosts(ctx: Ctx) -> None:
 )
 @click.option("--no-api", is_flag=True, help="Serve no API: jails cannot be placed here.")
 @click.option(
-    "--no-jails", is_flag=True, help="Do not start or stop this host's jails to match the cluster."
+    "--no-jails",
+    is_flag=True,
+    help="Do not start, stop, restart or health-check this host's jails.",
 )
 @click.option(
     "--skydns",
@@ -361,14 +363,16 @@ def agent(
     no_jails: bool,
     skydns: bool,
 ) -> None:
-    """The per-host daemon (foreground).
+    """The per-host daemon (foreground): the boot path and supervisor of the jails.
 
     On every host: the UNIX socket through which this host's `rex` commands run
-    in the agent (REX_AGENT_SOCKET), and this host's jails kept in their desired
-    state (started again after a reboot or a crash, unless stopped with `rex
-    stop`). In a cluster also: the lease, DNS of the whole cluster, routes, and
+    in the agent (REX_AGENT_SOCKET); this host's jails kept in their desired
+    state: started at boot in DEPENDS order, started again after they stopped on
+    their own as their RESTART policy says, stopped when `rex stop` wants them
+    stopped; their HEALTHCHECKs, with unhealthy jails out of their services' DNS
+    records. In a cluster also: the lease, DNS of the whole cluster, routes, and
     the mutual-TLS API through which `rex up` and `rex start/stop/destroy` on
-    other hosts reach this one."""
+    other hosts reach this one. `rex host setup` installs and enables it."""
     from rexcarcer.agent.daemon import Options, run
 
     logging.getLogger("rexcarcer").setLevel(logging.INFO)

@@ -118,8 +118,10 @@ def plan(ctx: Ctx, file: Path, name: str | None, on_host: str | None) -> None:
 @click.command(name="ls")
 @pass_ctx
 def ls_(ctx: Ctx) -> None:
-    """List jails: name, state, addresses, host name, services, base, host.
+    """List jails: name, state, health, addresses, host name, services, base, host.
 
+    Health is that of a jail with a HEALTHCHECK (starting, healthy, unhealthy), or
+    exited for one that stopped on its own and stays down (RESTART); `-` otherwise.
     -o wide adds the services' protocols, the image and when the jail was
     created; -o json is docs/schemas/ls.v1.json."""
     from rexcarcer.cli.output import table
@@ -130,7 +132,7 @@ def ls_(ctx: Ctx) -> None:
     finally:
         svc.close()
     wide = ctx.output == "wide"
-    headers = ["name", "state", "ip", "hostname", "services", "base"]
+    headers = ["name", "state", "health", "ip", "hostname", "services", "base"]
     headers += ["image", "created", "host"] if wide else ["host"]
     rows = [_ls_row(i, wide=wide) for i in infos]
     ctx.emit([i.as_json() for i in infos], lambda: click.echo(table(headers, rows)))
@@ -138,7 +140,8 @@ def ls_(ctx: Ctx) -> None:
 
 def _ls_row(i: JailInfo, *, wide: bool) -> list[str]:
     services = ",".join(f"{s.name}:{s.port}" + (f"/{s.proto}" if wide else "") for s in i.services)
-    row = [i.name, i.state, i.address or "-", i.hostname or "-", services or "-", i.base]
+    row = [i.name, i.state, i.health or "-", i.address or "-", i.hostname or "-", services or "-",
+           i.base]  # fmt: skip
     if wide:
         row += [i.image or "-", _when(i.created)]
     return [*row, i.host or "-"]

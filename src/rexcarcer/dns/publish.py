@@ -34,8 +34,10 @@ from rexcarcer.dns.records import (
 from rexcarcer.dns.unbound import DnsBackend, UnboundUnreachable, apply, write_data_lines
 from rexcarcer.errors import Conflict
 from rexcarcer.model import keys
+from rexcarcer.model.health import in_service
 from rexcarcer.model.jail import JailRecord
 from rexcarcer.state.base import Compare, Delete, Put, Store, create_json, dumps
+from rexcarcer.state.health import get_health
 
 log = logging.getLogger("rexcarcer.dns")
 
@@ -137,9 +139,12 @@ class Publisher:
     # -- changing ------------------------------------------------------------------
 
     def publish(self, rec: JailRecord) -> list[Record]:
-        """Publish jail ``rec``; its records are served when this returns."""
+        """Publish jail ``rec``; its records are served when this returns. A jail
+        with a HEALTHCHECK is in its ``<svc>.svc`` records only while healthy
+        (model/health.py); publishing again after a verdict adds or removes them."""
         jail = rec.name
-        records = jail_records(rec, self.zone)
+        services = in_service(rec, get_health(self.store, jail))
+        records = jail_records(rec, self.zone, services=services)
         self.claim(rec)
         with self.lock():
             before = self._lines()

@@ -213,22 +213,26 @@ def _service_name(svc: ServiceEntry, jail: str) -> str:
     return svc.name.lower()
 
 
-def jail_records(rec: JailRecord, zone: str) -> list[Record]:
-    """Every record jail ``rec`` publishes, sorted."""
+def jail_records(rec: JailRecord, zone: str, *, services: bool = True) -> list[Record]:
+    """Every record jail ``rec`` publishes, sorted; without its ``<svc>.svc`` A and
+    SRV records when ``services`` is false (a HEALTHCHECK that does not pass)."""
     jail = rec.name
     problem = label_problem(jail)
     if problem:
         raise DnsError(f"jail name {jail!r} {problem}", hint="jail names are DNS labels")
     canonical = f"{jail}.jail.{zone}."
     own_name = check_hostname(rec.hostname, jail, zone) if rec.hostname else canonical[:-1]
-    services = [(_service_name(s, jail), s.port, s.proto) for s in rec.services]
+    # names are checked even when not published: the same record may be later
+    offered = [(_service_name(s, jail), s.port, s.proto) for s in rec.services]
+    if not services:
+        offered = []
     out: set[Record] = set()
     for addr in [rec.address.ip] if rec.address is not None else []:
         out.add(_a(canonical, addr, JAIL_TTL))
         out.add(Record(addr.reverse_pointer + ".", RType.PTR, canonical, JAIL_TTL))
         if own_name != canonical[:-1]:
             out.add(_a(own_name + ".", addr, HOSTNAME_TTL))
-        for name, port, proto in services:
+        for name, port, proto in offered:
             out.add(_a(f"{name}.svc.{zone}.", addr, JAIL_TTL))
             srv = f"{SRV_PRIORITY} {SRV_WEIGHT} {port} {canonical}"
             out.add(Record(f"_{name}._{proto}.svc.{zone}.", RType.SRV, srv, JAIL_TTL))

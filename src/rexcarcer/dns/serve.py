@@ -25,6 +25,7 @@ from rexcarcer.dns import DnsError
 from rexcarcer.dns.hook import backend_for, publisher_for
 from rexcarcer.dns.services import (
     Step,
+    agent_steps,
     checkconf,
     serve_argv,
     setup_steps,
@@ -60,7 +61,8 @@ def prepare(host: Host) -> tuple[Layout, bool]:
 
 
 def setup(host: Host, *, start: bool, global_args: Sequence[str]) -> str:
-    """``rex host setup``: configure, then start through the OS's service manager."""
+    """``rex host setup``: configure, then start through the OS's service manager:
+    unbound, the log collector and the agent (docs/agent.md)."""
     layout, changed = prepare(host)
     logs = Collector(host).prepare()  # systemd: `rex host serve` runs it too
     if not start:
@@ -71,14 +73,15 @@ def setup(host: Host, *, start: bool, global_args: Sequence[str]) -> str:
         steps += [Step(a, "start the jails' log collector") for a in freebsd_setup(host.config)]
     clock = host.platform.time_service()  # the time daemon, the third jailer service
     steps += [Step(s.argv, s.why) for s in clock.setup_steps()]
+    steps += agent_steps(layout, host.runner)  # last: the agent needs the others
     for step in steps:
         host.progress.step(step.why)
         host.runner.run(step.argv)
     status = wait_ready(backend_for(host.config), timeout=READY_TIMEOUT)
     publisher_for(host).resync()
     time = clock.status()  # a daemon just started is not synchronised yet: reported, not waited for
-    return (f"{status}: serving {host.config.zone} on {host.config.host_address}; "
-            f"time: {time.detail}")  # fmt: skip
+    return (f"{status}: serving {host.config.zone} on {host.config.host_address}; the agent is "
+            f"enabled and started; time: {time.detail}")  # fmt: skip
 
 
 # -- the state file -------------------------------------------------------------------

@@ -82,8 +82,9 @@ from rexcarcer.engine.lifecycle import (
 from rexcarcer.engine.lifecycle import (
     write_jail_files as write_jail_files,
 )
-from rexcarcer.errors import Conflict, NotFound, RexError
+from rexcarcer.errors import Conflict, DependencyError, NotFound, RexError
 from rexcarcer.model.base import BaseInfo
+from rexcarcer.model.depends import dependents, find_cycle
 from rexcarcer.model.jail import JailInfo, JailRecord, Status
 from rexcarcer.rexfile.ast import Rexfile
 from rexcarcer.state import records
@@ -129,13 +130,41 @@ def up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
 def admit(eng: Engine, rexfile: Rexfile, name: str) -> None:
     """Everything that refuses a definition on this host before anything changes:
     the jail is ours to touch, its IP and HOSTNAME pass the network policy, a
-    fixed IP is free."""
+    fixed IP is free, its DEPENDS name other jails and close no cycle."""
     rec = record(eng, name)
     if rec is not None:
         ensure_local(eng, rec)
     eng.policy.admit(eng.host, rexfile, name)
     if rexfile.ip is not None:
         _precheck_fixed_ip(eng, rexfile, name)
+    check_depends(eng, rexfile, name)
+
+
+def check_depends(eng: Engine, rexfile: Rexfile, name: str) -> None:
+    """Refuse a DEPENDS on the jail itself, on a jail that does not exist, or one
+    that closes a cycle, before anything changes."""
+    if not rexfile.depends:
+        return
+    recs = {r.name: r for r in records.list_jails(eng.host.store)}
+    graph: dict[str, tuple[str, ...]] = {n: r.depends for n, r in recs.items()}
+    graph[name] = tuple(d.name for d in rexfile.depends)
+    hint = "DEPENDS names another jail, one that `rex ls` lists"
+    for dep in rexfile.depends:
+        where = f"{rexfile.display}:{dep.pos.line}:{dep.pos.col}"
+        if dep.name == name:
+            raise DependencyError(f"{where}: jail {name} depends on itself", hint=hint)
+        if dep.name not in recs:
+            raise DependencyError(f"{where}: DEPENDS {dep.name}: no jail named {dep.name!r}",
+                                  hint=f"{hint}; `rex up` the jail it needs first")  # fmt: skip
+    cycle = find_cycle(graph, name)
+    if cycle is not None:
+        first = next(d for d in rexfile.depends if d.name == cycle[1])
+        raise DependencyError(
+            f"{rexfile.display}:{first.pos.line}:{first.pos.col}: DEPENDS {first.name} makes a "
+            f"cycle: {' -> '.join(cycle)}",
+            hint="jails start after the ones they depend on, so a cycle never starts: "
+            "remove one DEPENDS",
+        )
 
 
 def _precheck_fixed_ip(eng: Engine, rexfile: Rexfile, name: str) -> None:
@@ -195,6 +224,14 @@ def destroy(eng: Engine, name: str, *, with_volumes: bool = False) -> list[str]:
         raise NotFound(f"no jail named {name!r}", hint="`rex ls` lists the jails")
     if rec is not None:
         ensure_local(eng, rec)
+    graph = {r.name: r.depends for r in records.list_jails(eng.host.store)}
+    needed_by = dependents(graph, name)
+    if needed_by:
+        raise DependencyError(
+            f"jail {name} is needed by {', '.join(needed_by)} (DEPENDS {name})",
+            hint=f"destroy {', '.join(needed_by)} first, or remove DEPENDS {name} from "
+            "their definitions and `rex up` them again",
+        )
     if rec is not None and rec.status is not Status.READY:
         _reclaim(eng, name)  # refuses while a live run owns it
     eng.host.progress.step(f"Destroying {name}")

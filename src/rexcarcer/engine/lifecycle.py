@@ -19,11 +19,13 @@ from rexcarcer.engine import build as builder
 from rexcarcer.engine import volumes
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import Conflict, NotFound, UnsafePath
+from rexcarcer.model.health import Health
 from rexcarcer.model.jail import Desired, JailInfo, JailRecord, ServiceEntry, Status
-from rexcarcer.rexfile.ast import Rexfile
+from rexcarcer.rexfile.ast import RestartPolicy, Rexfile
 from rexcarcer.run import Completed, OutputSink
 from rexcarcer.runtime.base import JailSpec, JailState, jail_env
 from rexcarcer.state import records
+from rexcarcer.state.health import all_health
 
 ENV_FILE = "/etc/rexcarcer/env"
 
@@ -48,6 +50,8 @@ def new_record(eng: Engine, rexfile: Rexfile, name: str) -> JailRecord:
         env=rexfile.env, created=int(time.time()), pid=os.getpid(),
         pid_start=host.platform.process_start(os.getpid()),
         volumes=volumes.entries(rexfile), canonical=rexfile.canonical(),
+        healthcheck=rexfile.healthcheck, restart=rexfile.restart or RestartPolicy.ON_FAILURE,
+        depends=tuple(d.name for d in rexfile.depends),
     )  # fmt: skip
 
 
@@ -119,9 +123,18 @@ def is_running(eng: Engine, name: str) -> bool:
     return eng.host.runtime.status([name])[name].state is JailState.RUNNING
 
 
+def _osrelease(eng: Engine, image: str) -> str | None:
+    """The image's osrelease (a build step carries its base version's along). A jail
+    cloned from a base itself reads its version's snapshot first: the dataset's
+    names the base's current version, which may be a newer one (docs/bases.md)."""
+    storage = eng.host.storage
+    own = storage.get_props(image).get("osrelease") if image.startswith("bases/") else None
+    return own or storage.get_props(image.split("@")[0]).get("osrelease") or None
+
+
 def spec_for(eng: Engine, rec: JailRecord) -> JailSpec:
     host = eng.host
-    osrelease = host.storage.get_props(rec.image.split("@")[0]).get("osrelease") or None
+    osrelease = _osrelease(eng, rec.image)
     return JailSpec(
         name=rec.name,
         root=host.storage.mountpoint(f"jails/{rec.name}"),
@@ -242,7 +255,13 @@ def list_jails(eng: Engine, names: Sequence[str] | None = None) -> list[JailInfo
     if names is not None:
         recs = [r for r in recs if r.name in names]
     status = eng.host.runtime.status([r.name for r in recs if foreign_host(eng, r) is None])
-    return [
-        JailInfo.of(r, str(status[r.name].state) if r.name in status else str(r.desired))
-        for r in recs
-    ]
+    health = all_health(eng.host.store)
+    out = []
+    for r in recs:
+        state = str(status[r.name].state) if r.name in status else str(r.desired)
+        h = health.get(r.name)
+        # a verdict is about a run: none while the jail is down, except why it stays down
+        shown = h.shown if h is not None and (state != "stopped" or h.state is Health.EXITED) \
+            else None  # fmt: skip
+        out.append(JailInfo.of(r, state, shown))
+    return out

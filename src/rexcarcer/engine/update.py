@@ -61,7 +61,9 @@ def changes(old: JailRecord, new: Mapping[str, Any], old_image: str, new_image: 
                       if a != b), min(len(old_steps), len(new_steps)))  # fmt: skip
         out.append(f"step {first + 1} changed")
     for key, label in (("env", "ENV"), ("hostname", "HOSTNAME"), ("ip", "IP"),
-                       ("services", "SERVICE"), ("volumes", "VOLUME")):  # fmt: skip
+                       ("services", "SERVICE"), ("volumes", "VOLUME"),
+                       ("healthcheck", "HEALTHCHECK"), ("restart", "RESTART"),
+                       ("depends", "DEPENDS")):  # fmt: skip
         if before.get(key) != new.get(key) and not (not before.get(key) and not new.get(key)):
             out.append(f"{label} changed")
     if not out and old_image != new_image:

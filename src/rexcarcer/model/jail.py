@@ -11,7 +11,13 @@ JSON form (schema 2)::
     {"schema": 2, "name", "host", "status", "desired", "definition", "rexfile",
      "base", "image", "hostname", "address", "services": [{"name","port","proto"}],
      "env": [[key, value]], "created", "pid", "pid_start", "generation",
-     "volumes": [{"name","path","size"}], "canonical": {...}}
+     "volumes": [{"name","path","size"}], "canonical": {...},
+     "healthcheck": {"probe", "command"|"port", "path", "interval", "timeout",
+                     "retries"} | null, "restart": "no"|"on-failure"|"always",
+     "depends": [jail, ...]}
+
+The fields after ``canonical`` were added without a schema change: a record
+without them reads as no health check, ``on-failure`` and no dependencies.
 
 Schema 1 (rex 0.1) had the same fields without ``schema``; ``from_json``
 migrates it. A record with a newer schema is refused, never half-read.
@@ -28,7 +34,7 @@ from typing import Any
 
 from rexcarcer.errors import StateError
 from rexcarcer.model.keys import jail_key
-from rexcarcer.rexfile.ast import IPInterface
+from rexcarcer.rexfile.ast import HealthCheck, IPInterface, Probe, RestartPolicy
 
 SCHEMA = 2
 
@@ -91,6 +97,9 @@ class JailRecord:
     # Rexfile.canonical() of the definition: what `rex plan` compares to say
     # which instruction an update changes
     canonical: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    healthcheck: HealthCheck | None = None
+    restart: RestartPolicy = RestartPolicy.ON_FAILURE
+    depends: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -119,6 +128,8 @@ class JailRecord:
             "pid": self.pid, "pid_start": self.pid_start, "generation": self.generation,
             "replacing": self.replacing,
             "volumes": [v.as_json() for v in self.volumes], "canonical": self.canonical,
+            "healthcheck": self.healthcheck.canonical() if self.healthcheck else None,
+            "restart": str(self.restart), "depends": list(self.depends),
         }  # fmt: skip
 
     @classmethod
@@ -158,6 +169,9 @@ class JailRecord:
             volumes=tuple(VolumeEntry(str(v["name"]), str(v["path"]), _opt_int(v.get("size")))
                           for v in d.get("volumes") or ()),
             canonical=dict(d.get("canonical") or {}),
+            healthcheck=_healthcheck(d["healthcheck"]) if d.get("healthcheck") else None,
+            restart=RestartPolicy(d.get("restart") or "on-failure"),
+            depends=tuple(str(n) for n in d.get("depends") or ()),
         )  # fmt: skip
 
 
@@ -168,6 +182,23 @@ def _service(data: Mapping[str, Any]) -> ServiceEntry:
     if proto not in ("tcp", "udp"):
         raise ValueError(f"service {data.get('name')!r}: bad protocol {proto!r}")
     return ServiceEntry(str(data["name"]), port, proto)
+
+
+def _healthcheck(data: Mapping[str, Any]) -> HealthCheck:
+    """The check as ``HealthCheck.canonical()`` wrote it, every field checked."""
+    probe = Probe(data["probe"])
+    ints = {k: data[k] for k in ("interval", "timeout", "retries")}
+    if any(type(v) is not int or v < 1 for v in ints.values()):
+        raise ValueError(f"health check: bad timing {ints!r}")
+    port = data.get("port", 0) if probe is not Probe.CMD else 0
+    if probe is not Probe.CMD and (type(port) is not int or not 1 <= port <= 65535):
+        raise ValueError(f"health check: bad port {port!r}")
+    command = str(data.get("command", "")) if probe is Probe.CMD else ""
+    path = str(data.get("path", "")) if probe is Probe.HTTP else ""
+    if (probe is Probe.CMD and not command) or (probe is Probe.HTTP and not path.startswith("/")):
+        raise ValueError("health check: no command or path")
+    return HealthCheck(probe, command, port, path, ints["interval"], ints["timeout"],
+                       ints["retries"])  # fmt: skip
 
 
 def _opt_int(value: Any) -> int | None:
@@ -196,12 +227,15 @@ class JailInfo:
     image: str
     host: str
     created: int = 0  # seconds since the epoch; 0 from an agent older than this field
+    # healthy, unhealthy, starting (HEALTHCHECK; model/health.py), exited (stopped on
+    # its own and left down by its RESTART policy); None: nothing to say
+    health: str | None = None
 
     @classmethod
-    def of(cls, rec: JailRecord, state: str) -> JailInfo:
+    def of(cls, rec: JailRecord, state: str, health: str | None = None) -> JailInfo:
         return cls(rec.name, state if rec.ready else "creating",
                    str(rec.address) if rec.address is not None else None, rec.hostname,
-                   rec.services, rec.base, rec.image, rec.host, rec.created)  # fmt: skip
+                   rec.services, rec.base, rec.image, rec.host, rec.created, health)  # fmt: skip
 
     def as_json(self) -> dict[str, Any]:
         """The ``rex ls -o json`` form (docs/schemas/ls.v1.json)."""
@@ -209,6 +243,7 @@ class JailInfo:
             "name": self.name, "state": self.state, "ips": [self.address] if self.address else [],
             "hostname": self.hostname, "services": [s.as_json() for s in self.services],
             "base": self.base, "image": self.image, "host": self.host, "created": self.created,
+            "health": self.health,
         }  # fmt: skip
 
     @classmethod
@@ -221,6 +256,7 @@ class JailInfo:
                   for s in d.get("services", ())),
             str(d.get("base", "")), str(d.get("image", "")), str(d.get("host", "")),
             _opt_int(d.get("created")) or 0,
+            str(d["health"]) if d.get("health") else None,
         )  # fmt: skip
 
 

@@ -19,6 +19,8 @@ once; on etcd all of them sit under ``/rexcarcer/v1/``.
                            ``--share-ca`` (cluster/cashare.py)
     cluster/tokens/<id>    a join token, hashed: expiry, one use (cluster/enroll.py)
     join/<id>              a join or renewal request; join/<id>/answer its answer
+    health/<jail>          the jail's life in this boot as the host agent sees it:
+                           started, health, restarts (model/health.py)
     hosts/<host>           a member host; hosts/<host>/alive its lease
     subnets/<net>_<len>    a host's jail subnet claimed
 """
@@ -30,6 +32,7 @@ HISTORY = "history/"
 IPAM = "ipam/"
 DNS = "dns/"
 NAMES = "names/"
+HEALTH = "health/"
 PKI_CERTS = "pki/certs/"
 PKI_REVOKED = "pki/revoked/"
 CLUSTER_CONFIG = "cluster/config"
@@ -50,3 +53,7 @@ def jail_key(name: str) -> str:
 
 def history_key(name: str, generation: int) -> str:
     return f"{HISTORY}{name}/{generation:08d}"  # zero-padded: listed in order
+
+
+def health_key(name: str) -> str:
+    return HEALTH + name

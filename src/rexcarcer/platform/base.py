@@ -12,6 +12,8 @@ how the configuration is loaded.
 from __future__ import annotations
 
 import ipaddress
+import os
+import secrets
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -163,6 +165,29 @@ class Platform(Protocol):
     def peer_ids(self, sock: socket.socket) -> PeerIds:
         """The credentials of a connected UNIX socket's peer (the agent's socket)."""
         ...
+
+    def boot_id(self) -> str:
+        """Names this boot of the host: the same until it reboots, then another
+        (the agent tells "started at boot" from "restarted", docs/agent.md)."""
+        ...
+
+
+def boot_marker(path: Path) -> str:
+    """A random token in ``path``, a file the OS removes at boot: the first caller
+    in a boot makes it (link(2) never replaces, so racing callers agree)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(secrets.token_hex(16) + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
 
 
 def jail_routes(config: PlatformConfig) -> tuple[Network, ...]:

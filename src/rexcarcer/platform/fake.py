@@ -59,6 +59,7 @@ class FakePlatform:
         )  # fmt: skip
         self._linux = LinuxPlatform(runner, config)
         self.forwarding = False
+        self.boot = "boot-1"  # a test "reboots" the host by changing it
 
     def tools(self) -> tuple[str, ...]:
         return ()
@@ -86,3 +87,6 @@ class FakePlatform:
 
     def peer_ids(self, sock: socket.socket) -> PeerIds:
         return self._linux.peer_ids(sock)
+
+    def boot_id(self) -> str:
+        return self.boot

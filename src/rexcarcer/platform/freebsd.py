@@ -22,6 +22,7 @@ from rexcarcer.platform.base import (
     PeerIds,
     PlatformConfig,
     UnboundLayout,
+    boot_marker,
 )
 from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.platform.timesync import FreeBSDTime
@@ -179,6 +180,14 @@ class FreeBSDPlatform:
     def peer_ids(self, sock: socket.socket) -> PeerIds:
         return peer_ids(sock)
 
+    def boot_id(self) -> str:
+        # kern.boottime moves when the clock is stepped (kern_tc.c: "it changes
+        # when the system time is set by the user, stepped by ntpd"), so a token
+        # in /var/run, which rc.d/cleanvar empties at every boot, names the boot.
+        return boot_marker(BOOT_MARKER)
+
+
+BOOT_MARKER = Path("/var/run/rexcarcer.boot")
 
 # sys/un.h: SOL_LOCAL 0, LOCAL_PEERCRED 1; sys/ucred.h: struct xucred
 # {u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[XU_NGROUPS];

@@ -198,6 +198,10 @@ class LinuxPlatform:
     def peer_ids(self, sock: socket.socket) -> PeerIds:
         return peer_ids(sock)
 
+    def boot_id(self) -> str:
+        # random(4): "boot_id ... a random UUID generated once per boot"
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
 
 def peer_ids(sock: socket.socket) -> PeerIds:
     """socket(7) SO_PEERCRED: ``struct ucred {pid_t pid; uid_t uid; gid_t gid}``,

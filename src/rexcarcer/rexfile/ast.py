@@ -82,6 +82,85 @@ class Volume:
     pos: Pos = field(default=Pos(1, 1), compare=False)
 
 
+class Probe(StrEnum):
+    CMD = "cmd"
+    TCP = "tcp"
+    HTTP = "http"
+
+
+class RestartPolicy(StrEnum):
+    """``RESTART``: what the host agent does when a running jail stops on its own
+    (docs/agent.md): never restart it, restart it when it failed, or always."""
+
+    NO = "no"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+
+
+# HEALTHCHECK defaults (docs/rexfile.md): a probe every 10 s, 5 s to answer,
+# unhealthy after 3 failures in a row.
+DEFAULT_INTERVAL_MS = 10_000
+DEFAULT_TIMEOUT_MS = 5_000
+DEFAULT_RETRIES = 3
+
+
+def format_duration(ms: int) -> str:
+    """``ms`` as the shortest duration the parser reads back (10s, 1500ms, 2m)."""
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """``HEALTHCHECK [INTERVAL d] [TIMEOUT d] [RETRIES n] CMD <command> | TCP <port> |
+    HTTP <port> <path>``: how the host agent tells a running jail is healthy."""
+
+    probe: Probe
+    command: str = ""  # CMD: run with /bin/sh -c in the jail
+    port: int = 0  # TCP, HTTP: on the jail's address, from the host
+    path: str = ""  # HTTP: the request target, "/..."
+    interval_ms: int = DEFAULT_INTERVAL_MS
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    retries: int = DEFAULT_RETRIES
+    pos: Pos = field(default=Pos(1, 1), compare=False)
+
+    def target(self) -> str:
+        """The probe as written: ``CMD ...``, ``TCP 80``, ``HTTP 80 /health``."""
+        if self.probe is Probe.CMD:
+            return f"CMD {self.command}"
+        if self.probe is Probe.TCP:
+            return f"TCP {self.port}"
+        return f"HTTP {self.port} {self.path}"
+
+    def describe(self) -> str:
+        interval, timeout = format_duration(self.interval_ms), format_duration(self.timeout_ms)
+        return (
+            f"HEALTHCHECK INTERVAL {interval} TIMEOUT {timeout} RETRIES {self.retries} "
+            f"{self.target()}"
+        )
+
+    def canonical(self) -> dict[str, object]:
+        out: dict[str, object] = {"probe": str(self.probe), "interval": self.interval_ms,
+                                  "timeout": self.timeout_ms, "retries": self.retries}  # fmt: skip
+        if self.probe is Probe.CMD:
+            out["command"] = self.command
+        else:
+            out["port"] = self.port
+        if self.probe is Probe.HTTP:
+            out["path"] = self.path
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Depend:
+    """``DEPENDS <jail>``: start this jail after that one is healthy (or running)."""
+
+    name: str
+    pos: Pos = field(default=Pos(1, 1), compare=False)
+
+
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
@@ -94,6 +173,9 @@ class Rexfile:
     ip: IPInterface | None = None
     services: tuple[Service, ...] = ()
     volumes: tuple[Volume, ...] = ()
+    healthcheck: HealthCheck | None = None
+    restart: RestartPolicy | None = None  # None: not written (the agent's default, on-failure)
+    depends: tuple[Depend, ...] = ()
     path: Path | None = field(default=None, compare=False)
     # The name a user knows the file by, when it was unpacked elsewhere (an agent
     # building a client's context): used in messages instead of ``path``.
@@ -108,6 +190,11 @@ class Rexfile:
     def context_dir(self) -> Path:
         """The directory COPY sources are relative to."""
         return self.path.parent if self.path is not None else Path.cwd()
+
+    @property
+    def supervised(self) -> bool:
+        """Whether the file asks for what only the host agent does (docs/agent.md)."""
+        return self.healthcheck is not None or self.restart is not None or bool(self.depends)
 
     @property
     def default_name(self) -> str:
@@ -129,6 +216,9 @@ class Rexfile:
             # digest of a file written for 0.1 does not change
             **({"volumes": [[v.name, v.path, v.size] for v in self.volumes]}
                if self.volumes else {}),
+            **({"healthcheck": self.healthcheck.canonical()} if self.healthcheck else {}),
+            **({"restart": str(self.restart)} if self.restart is not None else {}),
+            **({"depends": [d.name for d in self.depends]} if self.depends else {}),
         }  # fmt: skip
 
     def digest(self) -> str:

@@ -22,9 +22,12 @@ from rexcarcer.rexfile import running
 from rexcarcer.rexfile.ast import (
     Base,
     Copy,
+    Depend,
+    HealthCheck,
     IPInterface,
     Pos,
     Proto,
+    RestartPolicy,
     Rexfile,
     Run,
     Service,
@@ -33,7 +36,8 @@ from rexcarcer.rexfile.ast import (
 )
 from rexcarcer.rexfile.lexer import Line, Token, fail, logical_lines
 
-KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE", "VOLUME")
+KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE", "VOLUME", "HEALTHCHECK",
+            "RESTART", "DEPENDS")  # fmt: skip
 # A .rex file is a page of instructions. The cap keeps a mistaken path (an image,
 # /dev/zero) or a file sent to an agent's API from being read whole into memory.
 MAX_FILE = 1024 * 1024
@@ -44,6 +48,7 @@ _FOREIGN = {
     "COPY": "PROVISION COPY",
     "ADD": "PROVISION COPY",
     "EXPOSE": "SERVICE",
+    "DEPENDS_ON": "DEPENDS",
 }
 URL_SCHEMES = ("https", "http", "file")
 BASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -86,6 +91,9 @@ class _Parser:
         self.ip: tuple[IPInterface, int] | None = None
         self.services: dict[tuple[str, Proto], Service] = {}
         self.volumes: list[Volume] = []
+        self.healthcheck: HealthCheck | None = None
+        self.restart: tuple[RestartPolicy, int] | None = None
+        self.depends: dict[str, Depend] = {}
 
     def feed(self, line: Line) -> None:
         keyword = line.next_word(0)
@@ -108,6 +116,9 @@ class _Parser:
             "IP": self._ip,
             "SERVICE": self._service,
             "VOLUME": self._volume,
+            "HEALTHCHECK": self._healthcheck,
+            "RESTART": self._restart,
+            "DEPENDS": self._depends,
         }
         handler = handlers.get(_upper(keyword))
         if handler is None:
@@ -130,6 +141,9 @@ class _Parser:
             ip=self.ip[0] if self.ip else None,
             services=tuple(self.services.values()),
             volumes=tuple(self.volumes),
+            healthcheck=self.healthcheck,
+            restart=self.restart[0] if self.restart else None,
+            depends=tuple(self.depends.values()),
             path=path,
         )
 
@@ -289,6 +303,24 @@ class _Parser:
         running.volume_clash(self.volumes, volume, line, keyword)
         self.volumes.append(volume)
 
+    def _healthcheck(self, line: Line, keyword: Token) -> None:
+        if self.healthcheck is not None:
+            raise running.twice(line, keyword, "HEALTHCHECK", self.healthcheck.pos.line)
+        self.healthcheck = running.healthcheck(line, keyword)
+
+    def _restart(self, line: Line, keyword: Token) -> None:
+        if self.restart is not None:
+            raise running.twice(line, keyword, "RESTART", self.restart[1])
+        self.restart = (running.restart(line, keyword), keyword.pos.line)
+
+    def _depends(self, line: Line, keyword: Token) -> None:
+        dep = running.depends(line, keyword)
+        if dep.name in self.depends:
+            raise running.twice(
+                line, keyword, f"DEPENDS {dep.name}", self.depends[dep.name].pos.line
+            )
+        self.depends[dep.name] = dep
+
 
 def _unknown(line: Line, keyword: Token) -> RexfileError:
     word = keyword.text.upper()
@@ -303,7 +335,7 @@ def _unknown(line: Line, keyword: Token) -> RexfileError:
         f"did you mean {close[0]}?"
         if close
         else "the instructions are BASE, PROVISION RUN, PROVISION COPY, ENV, HOSTNAME, IP, "
-        "SERVICE and VOLUME"
+        "SERVICE, VOLUME, HEALTHCHECK, RESTART and DEPENDS"
     )
     return line.error(keyword, f"unknown instruction {keyword.text!r}", hint)
 

@@ -60,10 +60,33 @@ class BuildNet:
 
 
 @dataclass(frozen=True, slots=True)
+class JailEnd:
+    """How a jail's last run ended without ``stop``: its init's exit status as sh(1)
+    has it in ``$?`` (128+N: killed by signal N), or None when the runtime cannot
+    tell (FreeBSD: a persistent jail has no init whose status anyone collects)."""
+
+    status: int | None
+
+    @property
+    def failed(self) -> bool:
+        """An exit status other than 0, or none known (RESTART on-failure)."""
+        return self.status != 0
+
+    def describe(self) -> str:
+        if self.status is None:
+            return "it stopped; how is not known"
+        if self.status > 128:
+            return f"its init was killed by signal {self.status - 128}"
+        return f"its init exited with status {self.status}"
+
+
+@dataclass(frozen=True, slots=True)
 class JailStatus:
     name: str
     state: JailState
     pid: int | None = None  # FreeBSD: jid; Linux: the jail's init PID on the host
+    # not running, and the runtime remembers a run that ended without `stop`
+    ended: JailEnd | None = None
 
 
 class Runtime(Protocol):
@@ -89,7 +112,8 @@ class Runtime(Protocol):
         ...
 
     def status(self, names: Sequence[str]) -> dict[str, JailStatus]:
-        """The state of each named jail (every name gets an entry)."""
+        """The state of each named jail (every name gets an entry); for a jail that
+        stopped on its own, how its last run ended when the runtime knows."""
         ...
 
     def exec(
@@ -100,9 +124,11 @@ class Runtime(Protocol):
         env: Mapping[str, str],
         interactive: bool = False,
         on_output: OutputSink | None = None,
+        timeout: float | None = None,
     ) -> Completed:
         """Run argv in the running jail, as root, with exactly ``env``.
-        The exit status is returned, not raised."""
+        The exit status is returned, not raised; a command still running after
+        ``timeout`` seconds is killed and raises ``CommandFailed``."""
         ...
 
     def build_run(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rexcarcer.errors import RuntimeBackendError
 from rexcarcer.run import Completed, OutputSink
-from rexcarcer.runtime.base import BuildNet, JailSpec, JailState, JailStatus
+from rexcarcer.runtime.base import BuildNet, JailEnd, JailSpec, JailState, JailStatus
 
 Handler = Callable[[str], int]
 
@@ -24,11 +24,18 @@ class FakeRuntime:
     execs: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     fail_start: set[str] = field(default_factory=set)
     fail_next: int = 0  # the next N starts fail, whatever the jail
+    ended: dict[str, JailEnd] = field(default_factory=dict)  # how a jail's run ended
+
+    def die(self, name: str, status: int | None) -> None:
+        """The jail's init ends on its own with ``status`` (None: unknown)."""
+        self.running.pop(name, None)
+        self.ended[name] = JailEnd(status)
 
     def start(self, spec: JailSpec) -> None:
         if spec.name in self.fail_start or self.fail_next > 0:
             self.fail_next = max(0, self.fail_next - 1)
             raise RuntimeBackendError(f"jail {spec.name} failed to start (fake)")
+        self.ended.pop(spec.name, None)
         self.running[spec.name] = spec
 
     def start_commands(self, spec: JailSpec) -> list[list[str]]:
@@ -42,12 +49,14 @@ class FakeRuntime:
 
     def stop(self, name: str) -> None:
         self.running.pop(name, None)
+        self.ended.pop(name, None)
 
     def status(self, names: Sequence[str]) -> dict[str, JailStatus]:
         return {
-            n: JailStatus(n, JailState.RUNNING if n in self.running else JailState.STOPPED)
+            n: JailStatus(n, JailState.RUNNING, None) if n in self.running
+            else JailStatus(n, JailState.STOPPED, None, self.ended.get(n))
             for n in names
-        }
+        }  # fmt: skip
 
     def exec(
         self,
@@ -57,6 +66,7 @@ class FakeRuntime:
         env: Mapping[str, str],
         interactive: bool = False,
         on_output: OutputSink | None = None,
+        timeout: float | None = None,
     ) -> Completed:
         if name not in self.running:
             raise RuntimeBackendError(f"jail {name} is not running")

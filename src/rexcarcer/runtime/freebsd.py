@@ -400,11 +400,13 @@ class FreeBSDRuntime:
         env: Mapping[str, str],
         interactive: bool = False,
         on_output: OutputSink | None = None,
+        timeout: float | None = None,
     ) -> Completed:
         command = jexec_argv(name, argv, env)
         if self.status([name])[name].state is not JailState.RUNNING:
             raise RuntimeBackendError(f"jail {name} is not running", hint=f"rex start {name}")
-        return self.runner.run(command, check=False, interactive=interactive, on_output=on_output)
+        return self.runner.run(command, check=False, interactive=interactive,
+                               on_output=on_output, timeout=timeout)  # fmt: skip
 
     def build_run(
         self,

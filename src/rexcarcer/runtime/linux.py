@@ -29,6 +29,11 @@ Addresses: a jail's address outside the jail subnet gets a host route to the
 bridge only when it lies in a public range declared for jails (``public``);
 anything else is refused here too, whatever the engine let through (a jail
 holding etcd's or another host's address would pull that traffic to itself).
+
+A host-side shell (WAITER) runs unshare and writes its exit status to
+``RUN_DIR/NAME.exit`` when the jail ends: nothing inside the jail outlives its
+init, so only a process outside can tell how it ended (``status``, for the
+agent's RESTART policy; docs/agent.md).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from rexcarcer.fsutil import atomic_write
 from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.run import Completed, OutputSink, Runner
 from rexcarcer.runtime import procfs
-from rexcarcer.runtime.base import BuildNet, JailSpec, JailState, JailStatus, jail_env
+from rexcarcer.runtime.base import BuildNet, JailEnd, JailSpec, JailState, JailStatus, jail_env
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -91,6 +96,22 @@ mv /{RC_STATUS}.tmp /{RC_STATUS}
 while :; do sleep 3600 & wait $!; done
 """
 
+# $1 = the status file, then unshare's argv. unshare(1) passes its child's end
+# on: it exits with the child's status, or kills itself with the signal that
+# killed the child, so "$?" is 0 when the jail's init ended through its TERM
+# trap (`rex stop`, or `kill 1` inside the jail) and 128+N when it was killed by
+# signal N. Only SIGKILL reaches a namespace's init from outside without a
+# handler (pid_namespaces(7)): the OOM killer, `kill -9` on the host. unshare of
+# util-linux 2.38 cannot re-raise SIGKILL ("sigprocmask unblock failed") and
+# exits 1 instead: a failure all the same.
+WAITER = """f=$1
+shift
+"$@"
+s=$?
+echo "$s" > "$f.tmp" && mv -f "$f.tmp" "$f"
+"""
+END_WAIT = 1.0  # how long `status` waits for the waiter to write what it saw
+
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
@@ -122,11 +143,17 @@ ENTER = (sys.executable, str(Path(__file__).with_name("jailenter.py")))
 
 
 def start_argv(
-    netns: str, root: Path, hostname: str, mounts: Sequence[tuple[Path, str]] = ()
+    netns: str,
+    root: Path,
+    hostname: str,
+    mounts: Sequence[tuple[Path, str]] = (),
+    *,
+    status_file: Path,
 ) -> list[str]:
     binds = [str(arg) for src, inside in mounts for arg in (src, inside)]
     return [
         "nsenter", f"--net=/run/netns/{netns}", "--",
+        "/bin/sh", "-c", WAITER, "rex-wait", str(status_file),
         "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--kill-child",
         f"--mount-proc={root}/proc",
         "/bin/sh", "-c", SETUP, "rex-jail", str(root), hostname, INIT, *ENTER, *binds,
@@ -215,6 +242,9 @@ class LinuxRuntime:
 
     def _run_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.json"
+
+    def _status_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.exit"
 
     def _read_run(self, name: str) -> dict[str, object] | None:
         try:
@@ -334,7 +364,8 @@ class LinuxRuntime:
     def start_commands(self, spec: JailSpec) -> list[list[str]]:
         netns = netns_name(self.token, spec.name)
         bridge = [] if self._bridge_ready() else self.bridge_argvs()
-        start = start_argv(netns, spec.root, spec.hostname, spec.mounts)
+        start = start_argv(netns, spec.root, spec.hostname, spec.mounts,
+                           status_file=self._status_file(spec.name))  # fmt: skip
         return [*bridge, *self.plumb_argvs(spec), start]
 
     def build_commands(
@@ -389,16 +420,19 @@ class LinuxRuntime:
         self.ensure_bridge()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         console = self.run_dir / f"{spec.name}.console.log"
+        status_file = self._status_file(spec.name)
+        status_file.unlink(missing_ok=True)  # how an earlier run ended
         try:
             self._plumb(spec)
             env = jail_env(spec.env)
-            argv = start_argv(netns, spec.root, spec.hostname, spec.mounts)
-            upid = self.runner.spawn(argv, env=env, log_path=str(console))
-            ipid = self._wait_init(upid)
+            argv = start_argv(netns, spec.root, spec.hostname, spec.mounts,
+                              status_file=status_file)  # fmt: skip
+            wpid = self.runner.spawn(argv, env=env, log_path=str(console))
+            upid, ipid = self._wait_init(wpid)
             st = procfs.stat(ipid)
             info = {
-                "unshare_pid": upid, "init_pid": ipid, "init_start": st.starttime if st else 0,
-                "root": str(spec.root), "netns": netns,
+                "waiter_pid": wpid, "unshare_pid": upid, "init_pid": ipid,
+                "init_start": st.starttime if st else 0, "root": str(spec.root), "netns": netns,
                 "address": str(spec.address) if spec.address else None,
             }  # fmt: skip
             atomic_write(self._run_file(spec.name), json.dumps(info))  # read concurrently
@@ -409,14 +443,16 @@ class LinuxRuntime:
             self._run_file(spec.name).unlink(missing_ok=True)
             raise
 
-    def _wait_init(self, upid: int) -> int:
-        """The jail's init: unshare's only child (PID 1 of the new pid namespace)."""
+    def _wait_init(self, wpid: int) -> tuple[int, int]:
+        """unshare (the waiter's child) and the jail's init: unshare's only child,
+        PID 1 of the new pid namespace."""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            for child in procfs.children(upid):
-                return child
-            if not procfs.alive(upid):
-                procfs.reap(upid)
+            for upid in procfs.children(wpid):
+                for child in procfs.children(upid):
+                    return upid, child
+            if not procfs.alive(wpid):
+                procfs.reap(wpid)
                 raise RuntimeBackendError("the jail's init exited during start")
             time.sleep(0.002)
         raise RuntimeBackendError(f"the jail did not start within {START_TIMEOUT:.0f} s")
@@ -441,7 +477,8 @@ class LinuxRuntime:
 
     def _kill(self, name: str) -> None:
         info = self._read_run(name) or {}
-        init_pid, upid = info.get("init_pid"), info.get("unshare_pid")
+        # the waiter outlives unshare (runs of rex before it had none)
+        init_pid, upid = info.get("init_pid"), info.get("waiter_pid", info.get("unshare_pid"))
         start = info.get("init_start")
         if isinstance(init_pid, int) and procfs.alive(
             init_pid, start if isinstance(start, int) else None
@@ -458,19 +495,48 @@ class LinuxRuntime:
         info = self._read_run(name)
         if info is None:
             self._unplumb(name, None)
+            self._status_file(name).unlink(missing_ok=True)
             return
         self._kill(name)
         address = info.get("address")
         self._unplumb(name, address if isinstance(address, str) else None)
         self._run_file(name).unlink(missing_ok=True)
+        self._status_file(name).unlink(missing_ok=True)
 
     def status(self, names: Sequence[str]) -> dict[str, JailStatus]:
         out: dict[str, JailStatus] = {}
         for name in names:
             pid = self._running_pid(name)
-            state = JailState.RUNNING if pid is not None else JailState.STOPPED
-            out[name] = JailStatus(name, state, pid)
+            if pid is not None:
+                out[name] = JailStatus(name, JailState.RUNNING, pid)
+            else:
+                out[name] = JailStatus(name, JailState.STOPPED, None, self._ended(name))
         return out
+
+    def _ended(self, name: str) -> JailEnd | None:
+        """How the jail's run ended, when it was started and not stopped."""
+        info = self._read_run(name)
+        if info is None:
+            return None
+        wpid = info.get("waiter_pid")
+        deadline = time.monotonic() + END_WAIT
+        while True:
+            try:
+                return JailEnd(int(self._status_file(name).read_text().strip()))
+            except (OSError, ValueError):
+                pass
+            # the init is gone; its waiter writes the status a moment later
+            if not isinstance(wpid, int) or not procfs.alive(wpid):
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        if isinstance(wpid, int):
+            procfs.reap(wpid)  # ours when this process started the jail
+        try:
+            return JailEnd(int(self._status_file(name).read_text().strip()))
+        except (OSError, ValueError):
+            return JailEnd(None)
 
     def exec(
         self,
@@ -480,13 +546,14 @@ class LinuxRuntime:
         env: Mapping[str, str],
         interactive: bool = False,
         on_output: OutputSink | None = None,
+        timeout: float | None = None,
     ) -> Completed:
         pid = self._running_pid(name)
         if pid is None:
             raise RuntimeBackendError(f"jail {name} is not running", hint=f"rex start {name}")
-        return self.runner.run(
-            exec_argv(pid, argv), check=False, env=env, interactive=interactive, on_output=on_output
-        )
+        return self.runner.run(exec_argv(pid, argv), check=False, env=env,
+                               interactive=interactive, on_output=on_output,
+                               timeout=timeout)  # fmt: skip
 
     def build_run(
         self,

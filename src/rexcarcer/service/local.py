@@ -16,13 +16,34 @@ from rexcarcer.engine import jails, update
 from rexcarcer.engine import volumes as vol
 from rexcarcer.engine.base import Engine
 from rexcarcer.engine.plan import plan_up
-from rexcarcer.errors import Conflict, NotFound, UnsafePath, UsageError
+from rexcarcer.errors import AgentRequired, Conflict, NotFound, UnsafePath, UsageError
 from rexcarcer.model.jail import GenerationInfo, JailInfo, VolumeInfo
 from rexcarcer.model.plan import Action
 from rexcarcer.names import check_jail_name
 from rexcarcer.rexfile.ast import Rexfile
 from rexcarcer.run import OutputSink, exit_status
 from rexcarcer.state import records
+
+
+def _require_agent(eng: Engine, rexfile: Rexfile) -> None:
+    """HEALTHCHECK, RESTART and DEPENDS are the host agent's work: without one
+    they would be silently ignored, so such a file is refused (docs/agent.md)."""
+    from rexcarcer.service.socket import agent_answers
+
+    if not rexfile.supervised:
+        return
+    path = eng.host.config.agent_socket
+    if agent_answers(path):
+        return
+    used = [kw for kw, on in (("HEALTHCHECK", rexfile.healthcheck is not None),
+                              ("RESTART", rexfile.restart is not None),
+                              ("DEPENDS", bool(rexfile.depends))) if on]  # fmt: skip
+    raise AgentRequired(
+        f"{rexfile.display} uses {', '.join(used)}, which the host agent carries out, and no "
+        f"agent runs on this host (nothing answers on {path})",
+        hint="start it: `rex host setup` installs and enables it (or run `rex agent`); "
+        "then run `rex up` again",
+    )
 
 
 class LocalService:
@@ -49,6 +70,7 @@ class LocalService:
         check_jail_name(name)
         with self.engine() as eng:
             self._here(eng, on_host)
+            _require_agent(eng, rexfile)
             return jails.up(eng, rexfile, name)
 
     def plan(self, rexfile: Rexfile, name: str, *, on_host: str | None = None) -> list[Action]:

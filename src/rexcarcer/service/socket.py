@@ -55,6 +55,18 @@ def connect(path: Path) -> socket.socket | None:
     return sock
 
 
+def agent_answers(path: Path) -> bool:
+    """Whether an agent listens at ``path`` (it runs on this host)."""
+    try:
+        sock = connect(path)
+    except UsageError:  # not ours to use, but someone listens
+        return True
+    if sock is None:
+        return False
+    sock.close()  # the agent reads no request and lets it go
+    return True
+
+
 class SocketService:
     def __init__(
         self, path: Path, progress: Progress, direct: Callable[[], JailService] | None = None
