@@ -40,8 +40,8 @@ def running_agent(rex: Rex, tmp_path: Path) -> Iterator[Path]:
 
 
 def _round(rex: Rex, app: Path, name: str) -> dict[str, object]:
-    """The commands and what they print, with the jail's own name and address
-    replaced so that two rounds compare."""
+    """The commands and what they print, with the jail's own name, address and
+    creation time replaced so that two rounds compare."""
     up = rex.run("-o", "json", "up", app, "--name", name)
     info = json.loads(up.stdout)
     addr = str(info["ips"][0])
@@ -59,8 +59,11 @@ def _round(rex: Rex, app: Path, name: str) -> dict[str, object]:
         done = rex.run(*args, check=False)
         text = (done.stdout + "\n" + done.stderr).replace(name, "NAME").replace(addr, "ADDR")
         text = re.sub(r"^\[ *[0-9.]+s\] ", "[TIME] ", text, flags=re.M)  # elapsed time
+        text = re.sub(r'"created": [0-9]+', '"created": WHEN', text)  # when it was made
         out[key] = (done.returncode, text)
-    info.update(name="NAME", ips=["ADDR"], hostname=str(info["hostname"]).replace(name, "NAME"))
+    assert isinstance(info["created"], int) and info["created"] > 0
+    info.update(name="NAME", ips=["ADDR"], hostname=str(info["hostname"]).replace(name, "NAME"),
+                created="WHEN")  # fmt: skip
     return out
 
 
