@@ -44,6 +44,7 @@ RCVARS = {
     "rexcarcer_logs": "rexcarcer_logs_enable",
     "rexcarcer_agent": "rexcarcer_agent_enable",
     "pf": "pf_enable",
+    "ntpd": "ntpd_enable",
 }
 # rc.subr l.1292-1310: these verbs run whatever the rcvar says
 NO_RCVAR_CHECK = ("rcvar", "stop", "delete", "enable", "describe", "status", "enabled")
@@ -195,7 +196,7 @@ class FreeBSDHost(ScriptedRunner):
     def _service(self, args: tuple[str, ...]) -> Completed:
         name, verb = args[1], args[2]
         local = self.at(f"/usr/local/etc/rc.d/{name}")
-        if name not in ("local_unbound", "pf") and not local.exists():  # base: /etc/rc.d
+        if name not in ("local_unbound", "pf", "ntpd") and not local.exists():  # base: /etc/rc.d
             return _done(
                 args,
                 1,
@@ -469,6 +470,33 @@ class FreeBSDHost(ScriptedRunner):
     def _sysctl(self, args: tuple[str, ...]) -> Completed:
         assert args[-1] == "kern.racct.enable"
         return _done(args, 0, self.racct + "\n")
+
+    def _ntpq(self, args: tuple[str, ...]) -> Completed:
+        # ntpq(8) -c rv: the system variables; without a running ntpd the query
+        # times out ("ntpq: read: Connection refused" on the loopback socket)
+        if "ntpd" not in self.running:
+            return _done(args, 1, err="localhost: timed out, nothing received\n")
+        leap, peer = ("00", "12345") if self.clock_synced else ("11", "0")
+        return _done(
+            args,
+            0,
+            f"associd=0 status=0615 leap_none, sync_ntp, 1 event, clock_sync,\n"
+            f"leap={leap}, stratum=2, refid=192.0.2.1, offset=0.250, peer={peer}\n",
+        )
+
+    def _chronyc(self, args: tuple[str, ...]) -> Completed:
+        # not in the base system (net/chrony is a port): run.py's answer to a
+        # program that is not installed
+        from rexcarcer.errors import NotSupported
+
+        raise NotSupported(f"{args[0]} is not installed")
+
+    def _ntpd_status(self, args: tuple[str, ...]) -> Completed:
+        return _done(args, 0 if "ntpd" in self.running else 1)
+
+    def _ntpd_start(self, args: tuple[str, ...]) -> Completed:
+        self.running.add("ntpd")  # rc.d/ntpd
+        return _done(args, 0, "Starting ntpd.\n")
 
     def _rctl(self, args: tuple[str, ...]) -> Completed:
         # usr.bin/rctl/rctl.c enosys(): with RACCT compiled in but

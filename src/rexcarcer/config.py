@@ -72,6 +72,11 @@ SETTINGS = (
         "earlier generations of a jail kept after an update in place (rex rollback); 0: none",
     ),
     Setting(
+        "chrony_socket",
+        "REX_CHRONY_SOCKET",
+        "chronyd's command socket, for `rex doctor` (default: chronyc's, /run/chrony/chronyd.sock)",
+    ),
+    Setting(
         "agent_socket",
         "REX_AGENT_SOCKET",
         "the host agent's UNIX socket (default: "
@@ -136,6 +141,7 @@ class Config:
     agent_group: str
     log_max_size: int  # bytes; 0: unbounded
     log_rate_limit: tuple[int, int]  # (burst, seconds); (0, 0): none
+    chrony_socket: Path | None = None
 
     @property
     def host_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -186,6 +192,7 @@ def _defaults(kind: PlatformKind) -> dict[str, str]:
         "log_max_size": "10M",
         # 10000 messages a second on average from all jails, bursts of 50000
         "log_rate_limit": "50000/5",
+        "chrony_socket": "",
     }
 
 
@@ -301,6 +308,7 @@ def _build(v: dict[str, str], *, testing: bool = False) -> Config:
         agent_group=v["agent_group"].strip(),
         log_max_size=_log_size(v["log_max_size"]),
         log_rate_limit=_rate_limit(v["log_rate_limit"]),
+        chrony_socket=Path(v["chrony_socket"]).absolute() if v["chrony_socket"] else None,
     )
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from rexcarcer.config import Config
 from rexcarcer.errors import RexError
@@ -17,6 +19,13 @@ class Check:
     name: str
     ok: bool
     detail: str
+    data: Mapping[str, Any] | None = field(default=None, compare=False)
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"check": self.name, "ok": self.ok, "detail": self.detail}
+        if self.data is not None:
+            out["data"] = dict(self.data)
+        return out
 
 
 def run_checks(host: Host) -> list[Check]:
@@ -32,7 +41,7 @@ def run_checks(host: Host) -> list[Check]:
     out.append(_state(config))
     out.append(_dns(config))
     out.append(_syslog(config))
-    out.append(_time(runner))
+    out.append(_time(host))
     # the OS's own: FreeBSD's jail interface, devfs ruleset 4, local_unbound,
     # the pf anchors, racct (platform/freebsd_host.py)
     out += [Check(c.name, c.ok, c.detail) for c in host.platform.doctor_checks()]
@@ -72,31 +81,12 @@ def _state(config: Config) -> Check:
     return Check("state", ok, f"{config.root} {'writable' if ok else 'not writable'}")
 
 
-# Process names (as ps prints them: at most 15 characters on Linux) of daemons
-# that keep the clock: ntpd (ntp.org, ntpsec, FreeBSD's base ntpd, OpenNTPD's
-# "ntpd" too), chronyd, openntpd on some systems, systemd-timesyncd.
-TIME_DAEMONS = ("ntpd", "chronyd", "openntpd", "systemd-timesyn", "timesyncd")
-
-
-def time_keepers(ps_output: str) -> list[str]:
-    """The clock daemons in the output of ``ps -A -o comm=`` (one name a line)."""
-    names = {line.strip().rsplit("/", 1)[-1] for line in ps_output.splitlines()}
-    return sorted(n for n in names if n in TIME_DAEMONS)
-
-
-def _time(runner: Runner) -> Check:
-    """Jails share the host's clock; certificates and log times depend on it."""
-    try:
-        done = runner.run(["ps", "-A", "-o", "comm="], check=False)
-    except RexError as exc:
-        return Check("time", False, exc.message)
-    if not done.ok:
-        return Check("time", False, f"ps failed: {done.stderr.strip()}")
-    keepers = time_keepers(done.stdout)
-    if keepers:
-        return Check("time", True, f"kept by {', '.join(keepers)}")
-    return Check("time", False, "no ntpd, chronyd, openntpd or systemd-timesyncd is running: "
-                 "jails share this clock, and their certificates depend on it")  # fmt: skip
+def _time(host: Host) -> Check:
+    """Jails share the host's clock; certificates and log times depend on it. The
+    daemon is asked whether it is synchronised, and by how much the clock is off
+    (platform/timesync.py)."""
+    state = host.platform.time_service().status()
+    return Check("time", state.synced, state.detail, state.as_json())
 
 
 def _syslog(config: Config) -> Check:

@@ -30,6 +30,7 @@ from tests.cluster.test_cluster import _stop_dns
 from tests.cluster.test_placement import _same_ca
 from tests.cluster.test_security import address_of
 from tests.integration.conftest import Rex, copy_example, rex, sh, wait_until  # noqa: F401
+from tests.schemas import validate
 
 UNBOUND = {"h1": "203.0.113.1", "h2": "203.0.113.65", "h3": "203.0.113.129"}
 REX = "BASE busybox\nVOLUME data /srv/data\nPROVISION RUN echo made-on-h1 > /etc/motd\n"
@@ -116,6 +117,7 @@ def test_export_then_import_on_another_host(
         digest = _fill(h1, "exp1", 4)
         file = tmp_path / "exp1.rexjail"
         made = json.loads(h1.rex("-o", "json", "export", "exp1", file).stdout)
+        validate("export", made)
         assert made["host"] == "h1" and [p["part"] for p in made["parts"]] == ["root", "data"]
         assert file.stat().st_size == (1 << 20) + made["size"]
         # altered or truncated copies: refused, nothing received
@@ -132,6 +134,7 @@ def test_export_then_import_on_another_host(
         assert taken.returncode == 12 and "named 'exp1' exists on host h1" in taken.stderr
         # intact, under another name: the same data, on h2, with an address of h2
         info = json.loads(h2.rex("-o", "json", "import", file, "--name", "exp2").stdout)
+        validate("import", info)
         assert info["host"] == "h2" and info["state"] == "running", info
         assert info["ips"][0].startswith("203.0.113.") and 64 <= int(
             info["ips"][0].split("/")[0].split(".")[-1]) < 128  # fmt: skip
@@ -161,6 +164,7 @@ def test_move_keeps_the_data_and_the_name_follows(bed: list[ClusterHost], tmp_pa
                        f"mover at {old} in {h.name}'s resolver")  # fmt: skip
         # asked on h3: h1's agent moves its jail to h2's agent
         info = json.loads(h3.rex("-o", "json", "move", "mover", "--to", "h2").stdout)
+        validate("move", info)
         new = info["ips"][0].split("/")[0]
         assert info["host"] == "h2" and info["state"] == "running" and new != old, info
         assert 64 <= int(new.split(".")[-1]) < 128

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.integration.conftest import Rex, sh, wait_until
+from tests.schemas import validate
 
 CGROUP = Path("/sys/fs/cgroup")
 
@@ -145,10 +146,11 @@ def _all_files(root: Path, skip: Path) -> Iterator[Path]:
 
 def test_a_secret_reaches_the_jail_only(rex: Rex, tmp_path: Path) -> None:
     value = f"s3cret-{uuid.uuid4().hex}"
-    set_ = subprocess.run(rex.argv("secret", "set", "db"), input=value, text=True,
+    set_ = subprocess.run(rex.argv("-o", "json", "secret", "set", "db"), input=value, text=True,
                           env=rex.env, capture_output=True)  # fmt: skip
     assert set_.returncode == 0, set_.stderr
     assert value not in set_.stdout + set_.stderr
+    validate("secret-set", json.loads(set_.stdout))
     secrets_dir = rex.root / "secrets"
     assert (secrets_dir.stat().st_mode & 0o777, (secrets_dir / "db").stat().st_mode & 0o777) == (
         0o700, 0o600)  # fmt: skip
@@ -179,7 +181,9 @@ def test_a_secret_reaches_the_jail_only(rex: Rex, tmp_path: Path) -> None:
     record = json.loads(next(str(r[1]) for r in rows if str(r[0]) == "jails/app"))
     assert record["secrets"] == ["db"]
     listing = rex.run("-o", "json", "ls").stdout + rex.run("ls").stdout
-    listing += rex.run("-o", "json", "secret", "ls").stdout + rex.run("secret", "ls").stdout
+    listed = rex.run("-o", "json", "secret", "ls").stdout
+    validate("secret-ls", json.loads(listed))
+    listing += listed + rex.run("secret", "ls").stdout
     assert value not in listing and "db" in listing
     # a new value takes effect at the next start; the jail keeps the old one until then
     again = f"rotated-{uuid.uuid4().hex}"
@@ -190,6 +194,8 @@ def test_a_secret_reaches_the_jail_only(rex: Rex, tmp_path: Path) -> None:
     assert rex.run("exec", "app", "--", "cat", "/run/secrets/db").stdout == again
     refused = rex.run("secret", "rm", "db", check=False)
     assert refused.returncode == 12 and "used by jail" in refused.stderr
+    rex.run("destroy", "app")
+    validate("secret-rm", json.loads(rex.run("-o", "json", "secret", "rm", "db").stdout))
 
 
 def test_an_unknown_secret_is_refused_with_nothing_created(rex: Rex, tmp_path: Path) -> None:

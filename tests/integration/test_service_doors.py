@@ -44,8 +44,8 @@ USAGE = r'"(memory|memory_failcnt|oom_kills|pids|cpu_ns)": [0-9]+'
 
 
 def _round(rex: Rex, app: Path, name: str) -> dict[str, object]:
-    """The commands and what they print, with the jail's own name and address
-    replaced so that two rounds compare."""
+    """The commands and what they print, with the jail's own name, address and
+    creation time replaced so that two rounds compare."""
     up = rex.run("-o", "json", "up", app, "--name", name)
     info = json.loads(up.stdout)
     addr = str(info["ips"][0])
@@ -64,9 +64,11 @@ def _round(rex: Rex, app: Path, name: str) -> dict[str, object]:
         text = (done.stdout + "\n" + done.stderr).replace(name, "NAME").replace(addr, "ADDR")
         text = re.sub(r"^\[ *[0-9.]+s\] ", "[TIME] ", text, flags=re.M)  # elapsed time
         text = re.sub(USAGE, r'"\1": N', text)  # what the jail uses differs from run to run
+        text = re.sub(r'"created": [0-9]+', '"created": WHEN', text)  # when it was made
         out[key] = (done.returncode, text)
+    assert isinstance(info["created"], int) and info["created"] > 0
     info.update(name="NAME", ips=["ADDR"], hostname=str(info["hostname"]).replace(name, "NAME"),
-                usage=sorted(info.get("usage", {})))  # fmt: skip
+                usage=sorted(info.get("usage", {})), created="WHEN")  # fmt: skip
     return out
 
 

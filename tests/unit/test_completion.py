@@ -98,6 +98,23 @@ def test_other_jail_verbs_and_root_given_on_the_command_line(root: Path, tmp_pat
     assert _complete(elsewhere, f"rex --root {root} exec ") == ["db", "web"]
 
 
+def test_volumes_come_from_the_jail_records(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    vol = {"path": "/var/db", "size": None}
+    store.commit([], [
+        Put("jails/app", json.dumps({"name": "app", "volumes": [{"name": "data", **vol},
+                                                               {"name": "logs", **vol}]})),
+        Put("jails/web", json.dumps({"name": "web"})),  # no volumes
+        Put("jails/bad", json.dumps({"volumes": [{"name": "Not.A.Volume", **vol}]})),
+        Put("jails/odd", '"a record that is not an object"'),
+    ])  # fmt: skip
+    store.close()
+    for shell in complete.SHELLS:
+        assert _complete(tmp_path, "rex volume snapshot ", shell) == ["app.data", "app.logs"]
+    assert _complete(tmp_path, "rex volume rm app.data ") == ["app.logs"]
+    assert _complete(tmp_path, "rex volume rm app.l") == ["app.logs"]
+
+
 def test_logs_also_offers_jails_that_only_have_a_log(root: Path) -> None:
     logs = root / "log" / "jails"
     logs.mkdir(parents=True)

@@ -109,3 +109,21 @@ def test_rex_agent_8_documents_the_rc_variables() -> None:
                                      "rexcarcer_agent_log"}  # fmt: skip
     for var in documented:
         assert text.count("${" + var) + text.count(f"={var}") >= 1, var
+
+
+def test_pkg_plist_is_what_post_install_writes() -> None:
+    """The completion scripts: one per shell `rex completion` knows, written by
+    the Makefile's loop, listed in pkg-plist (autoplist lists the wheel's files,
+    USE_RC_SUBR the rc.d script, so neither is in pkg-plist)."""
+    from rexcarcer.cli.complete import SHELLS
+
+    text = (PORT / "Makefile").read_text().replace("\\\n", " ")
+    loop = re.search(r"^\.for shell file in (.*)$", text, re.M)
+    assert loop is not None
+    words = loop.group(1).split()
+    pairs = dict(zip(words[::2], words[1::2], strict=True))
+    assert set(pairs) == set(SHELLS)
+    plist = (PORT / "pkg-plist").read_text().splitlines()
+    assert sorted(plist) == sorted(f"share/{f}" for f in pairs.values())
+    assert "PLIST_FILES" not in _makefile()
+    assert not [e for e in plist if "rc.d" in e or "site-packages" in e or "/man/" in e]

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from rexcarcer.doctor import time_keepers
 from rexcarcer.errors import Conflict, NotFound
 from rexcarcer.model.jail import JailRecord
 from rexcarcer.pki import PkiError, ca, crl, identity, issue, registry
@@ -481,26 +480,3 @@ def test_fingerprint_is_lowercase_hex_without_colons() -> None:
     cert = ca.self_signed(ca.CaSettings(), NOW).cert
     assert fingerprint(cert) == cert.fingerprint(hashes.SHA256()).hex()
     assert len(fingerprint(cert)) == 64 and ":" not in fingerprint(cert)
-
-
-# -- rex doctor: time ---------------------------------------------------------------------------
-
-
-def test_time_keepers_from_ps_output() -> None:
-    ps = "systemd\n/usr/sbin/chronyd\nsshd\nsystemd-timesyn\nbash\n"
-    assert time_keepers(ps) == ["chronyd", "systemd-timesyn"]
-    assert time_keepers("init\nntpd\n") == ["ntpd"]
-    assert time_keepers("init\nsh\n") == []
-
-
-def test_doctor_time_check_uses_ps() -> None:
-    from rexcarcer.doctor import _time
-    from rexcarcer.run import ScriptedRunner
-
-    runner = ScriptedRunner()
-    runner.on(["ps", "-A", "-o", "comm="], "init\nntpd\n")
-    assert _time(runner).ok and "ntpd" in _time(runner).detail
-    bare = ScriptedRunner()
-    bare.on(["ps"], "init\n")
-    check = _time(bare)
-    assert not check.ok and "certificates depend on it" in check.detail

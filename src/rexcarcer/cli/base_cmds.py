@@ -21,12 +21,21 @@ def base() -> None:
     """Manage bases: the read-only snapshots jails are cloned from."""
 
 
-def _emit_base(ctx: Ctx, info: BaseInfo) -> None:
-    data = {"name": info.name, "version": info.version, "snapshot": info.snapshot,
+def base_data(info: BaseInfo) -> dict[str, object]:
+    """A base as the base commands print it with ``-o json``."""
+    return {"name": info.name, "version": info.version, "snapshot": info.snapshot,
             "url": info.props.get("url", ""), "digest": info.props.get("digest", ""),
             "signer": _signers(info), "current": info.is_current,
             "versions": [v.version for v in info.versions]}  # fmt: skip
-    ctx.emit(data, lambda: click.echo(f"{ctx.config.dataset}/{info.snapshot}"))
+
+
+def update_data(info: BaseInfo, changed: bool) -> dict[str, object]:
+    """``rex base update -o json``: the base, and whether a new version was made."""
+    return {**base_data(info), "changed": changed}
+
+
+def _emit_base(ctx: Ctx, info: BaseInfo) -> None:
+    ctx.emit(base_data(info), lambda: click.echo(f"{ctx.config.dataset}/{info.snapshot}"))
 
 
 def _signers(info: BaseInfo) -> list[str]:
@@ -271,10 +280,10 @@ def update(ctx: Ctx, name: str) -> None:
     finally:
         host.close()
     if not changed:
-        ctx.emit({"name": info.name, "version": info.version, "changed": False},
-                 lambda: click.echo(f"{info.name} is up to date ({info.version})"))  # fmt: skip
-        return
-    _emit_base(ctx, info)
+        text = f"{info.name} is up to date ({info.version})"
+    else:
+        text = f"{ctx.config.dataset}/{info.snapshot}"
+    ctx.emit(update_data(info, changed), lambda: click.echo(text))
 
 
 def register(group: click.Group) -> None:

@@ -183,7 +183,13 @@ def show(ctx: Ctx, jail: str | None) -> None:
             f"jail {jail!r} has no certificate",
             hint="`rex ls` lists the jails; one gets its certificate at start",
         )
-    ctx.emit(rec, lambda: _print_cert(rec))
+    shown = {k: rec[k] for k in JAIL_CERT_KEYS if k in rec}  # not rex's bookkeeping
+    ctx.emit(shown, lambda: _print_cert(rec))
+
+
+# `rex ca show JAIL -o json` (docs/schemas/ca-show.v1.json)
+JAIL_CERT_KEYS = ("jail", "serial", "fingerprint", "issuer", "spki", "identity", "not_before",
+                  "not_after", "pem")  # fmt: skip
 
 
 def _print_cert(rec: dict[str, Any]) -> None:

@@ -10,7 +10,9 @@ the values here come from cheap local sources only, never the network:
   jails live in etcd, so none are offered;
 - base names: one ``zfs list`` of ``DATASET/bases`` (the storage driver's own
   argv and parser), with a short timeout;
-- host names: ``$REX_ROOT/cache/hosts.json``, which ``rex hosts`` rewrites.
+- host names: ``$REX_ROOT/cache/hosts.json``, which ``rex hosts`` rewrites;
+- volumes (``JAIL.VOLUME``): the VOLUME entries of those jail records (a
+  volume kept after ``rex destroy`` has no record and is not offered).
 
 A source that fails offers nothing: the user's prompt must never show a
 traceback, and a TAB must never take long.
@@ -39,7 +41,8 @@ PROG = "rex"
 COMPLETE_VAR = "_REX_COMPLETE"
 HOSTS_CACHE = Path("cache") / "hosts.json"
 ZFS_TIMEOUT = 5.0
-# Cluster host names are DNS labels (cluster/model.py _HOST_NAME).
+# Cluster host names are DNS labels (cluster/model.py _HOST_NAME); so are volume
+# names (rexfile/running.py _VOLUME_NAME).
 _HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 Source = Callable[[click.Context, click.Parameter, str], list[str]]
@@ -68,9 +71,9 @@ def _config(ctx: click.Context) -> Config:
     return load_config(config_file=root.get("config_file"), root=root.get("root"))
 
 
-def store_keys(db: Path, prefix: str) -> list[str]:
-    """Keys under ``prefix`` in the SQLite store (state/sqlite.py's ``kv`` table),
-    prefix removed; the file is opened read-only and never created."""
+def store_items(db: Path, prefix: str) -> list[tuple[str, str]]:
+    """(key, value) under ``prefix`` in the SQLite store (state/sqlite.py's ``kv``
+    table), prefix removed; the file is opened read-only and never created."""
     import sqlite3
     from urllib.parse import quote
 
@@ -78,12 +81,18 @@ def store_keys(db: Path, prefix: str) -> list[str]:
     con = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=1.0)
     try:
         rows = con.execute(
-            "SELECT key FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+            "SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key",
             (prefix, prefix + "\U0010ffff"),
         ).fetchall()
     finally:
         con.close()
-    return [str(key)[len(prefix) :] for (key,) in rows]
+    return [(str(key)[len(prefix) :], str(value)) for key, value in rows]
+
+
+def store_keys(db: Path, prefix: str) -> list[str]:
+    """Keys under ``prefix`` in the SQLite store (state/sqlite.py's ``kv`` table),
+    prefix removed; the file is opened read-only and never created."""
+    return [key for key, _ in store_items(db, prefix)]
 
 
 def _jails(ctx: click.Context) -> list[str]:
@@ -95,6 +104,31 @@ def _jails(ctx: click.Context) -> list[str]:
     from rexcarcer.model.keys import JAILS
 
     return [n for n in store_keys(config.db_path, JAILS) if jail_name_problem(n) is None]
+
+
+def _volume_refs(ctx: click.Context) -> list[str]:
+    from rexcarcer.model.keys import JAILS
+    from rexcarcer.names import jail_name_problem
+
+    config = _config(ctx)
+    if config.etcd:
+        return []
+    refs = []
+    for name, value in store_items(config.db_path, JAILS):
+        if jail_name_problem(name) is not None:
+            continue
+        try:
+            volumes = json.loads(value).get("volumes") or []
+            found = [v["name"] for v in volumes if isinstance(v, dict)]
+        except (ValueError, AttributeError, KeyError, TypeError):
+            continue  # a record rex cannot read offers nothing
+        refs += [f"{name}.{v}" for v in found if isinstance(v, str) and _HOST.fullmatch(v)]
+    return refs
+
+
+@_quiet
+def volume_refs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    return [r for r in _volume_refs(ctx) if r not in _typed(ctx, param)]
 
 
 def _typed(ctx: click.Context, param: click.Parameter) -> set[str]:
@@ -183,9 +217,9 @@ def completion(ctx: click.Context, shell: str) -> None:
     rex completion zsh > /usr/local/share/zsh/site-functions/_rex
     rex completion fish > ~/.config/fish/completions/rex.fish
 
-    It completes commands and options, this host's jails, its bases and the
-    cluster's hosts as `rex hosts` last listed them; it never uses the
-    network."""
+    It completes commands and options, this host's jails and their volumes, its
+    bases and the cluster's hosts as `rex hosts` last listed them; it never uses
+    the network. The FreeBSD package installs the three scripts."""
     click.echo(script(ctx.find_root().command, shell), nl=False)
 
 

@@ -94,7 +94,7 @@ def volume_ls(ctx: Ctx) -> None:
 
 
 @volume.command(name="rm")
-@click.argument("refs", nargs=-1, required=True)
+@click.argument("refs", nargs=-1, required=True, shell_complete=complete.volume_refs)
 @pass_ctx
 def volume_rm(ctx: Ctx, refs: tuple[str, ...]) -> None:
     """Destroy volumes JAIL.VOLUME and their data (not one a jail mounts)."""
@@ -109,7 +109,7 @@ def volume_rm(ctx: Ctx, refs: tuple[str, ...]) -> None:
 
 
 @volume.command(name="snapshot")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete.volume_refs)
 @click.option("--name", "label", help="Snapshot name (default: the date and time).")
 @pass_ctx
 def volume_snapshot(ctx: Ctx, ref: str, label: str | None) -> None:

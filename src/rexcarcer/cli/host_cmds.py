@@ -12,7 +12,10 @@ from rexcarcer.cli.context import Ctx, pass_ctx
 @click.command()
 @pass_ctx
 def doctor(ctx: Ctx) -> None:
-    """Check the host: configuration, ZFS, jail support, state store, DNS."""
+    """Check the host: configuration, ZFS, jail support, state store, DNS, logs, time.
+
+    The time check asks the time daemon (chronyd, ntpd or systemd-timesyncd)
+    whether it is synchronised and by how much the clock is off."""
     from rexcarcer.cli.output import table
     from rexcarcer.doctor import run_checks
 
@@ -22,7 +25,7 @@ def doctor(ctx: Ctx) -> None:
     finally:
         host.close()
     rows = [[r.name, "ok" if r.ok else "FAIL", r.detail] for r in results]
-    ctx.emit([{"check": r.name, "ok": r.ok, "detail": r.detail} for r in results],
+    ctx.emit([r.as_json() for r in results],
              lambda: click.echo(table(["check", "status", "detail"], rows)))  # fmt: skip
     if not all(r.ok for r in results):
         sys.exit(1)
@@ -56,9 +59,12 @@ def setup(ctx: Ctx, no_start: bool, dry_run: bool, platform: str | None) -> None
     /var/unbound/conf.d/rexcarcer.conf (enabled first, then `service
     local_unbound setup`, which also points /etc/resolv.conf at 127.0.0.1,
     keeping a backup in /var/backups), the log collector's rc.d script, and the
-    agent when its rc.d script is installed. Linux with systemd:
+    agent when its rc.d script is installed; ntpd (sysrc ntpd_enable=YES,
+    ntpd_sync_on_start=YES; service ntpd start). Linux with systemd:
     $REX_ROOT/unbound/unbound.conf and the unit rexcarcer-jailer.service, which
-    runs `rex host serve`. Without a service manager: use `rex host serve`."""
+    runs `rex host serve`; chrony's unit (or systemd-timesyncd through timedatectl
+    set-ntp) enabled and started. Without a service manager: use `rex host serve`,
+    and run a time daemon yourself."""
     from rexcarcer import hostsetup
     from rexcarcer.errors import UsageError
 

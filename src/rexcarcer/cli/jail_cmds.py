@@ -18,6 +18,7 @@ from rexcarcer.cli import complete
 from rexcarcer.cli.context import Ctx, pass_ctx
 
 if TYPE_CHECKING:
+    from rexcarcer.model.jail import JailInfo
     from rexcarcer.model.plan import Action
     from rexcarcer.rexfile.ast import Rexfile
     from rexcarcer.service.api import JailService
@@ -147,7 +148,9 @@ def ls_(ctx: Ctx) -> None:
     """List jails: name, state, health, addresses, host name, services, base, host.
 
     Health is that of a jail with a HEALTHCHECK (starting, healthy, unhealthy), or
-    exited for one that stopped on its own and stays down (RESTART); `-` otherwise."""
+    exited for one that stopped on its own and stays down (RESTART); `-` otherwise.
+    -o wide adds the services' protocols, the image and when the jail was
+    created; -o json is docs/schemas/ls.v1.json."""
     from rexcarcer.cli.output import table
 
     svc = ctx.service()
@@ -155,14 +158,28 @@ def ls_(ctx: Ctx) -> None:
         infos = svc.ls()
     finally:
         svc.close()
-    rows = [
-        [i.name, i.state, i.health or "-", i.address or "-", i.hostname,
-         ",".join(f"{s.name}/{s.proto}:{s.port}" for s in i.services) or "-",
-         i.base, i.host]
-        for i in infos
-    ]  # fmt: skip
-    headers = ["name", "state", "health", "ip", "hostname", "services", "base", "host"]
+    wide = ctx.output == "wide"
+    headers = ["name", "state", "health", "ip", "hostname", "services", "base"]
+    headers += ["image", "created", "host"] if wide else ["host"]
+    rows = [_ls_row(i, wide=wide) for i in infos]
     ctx.emit([i.as_json() for i in infos], lambda: click.echo(table(headers, rows)))
+
+
+def _ls_row(i: JailInfo, *, wide: bool) -> list[str]:
+    services = ",".join(f"{s.name}:{s.port}" + (f"/{s.proto}" if wide else "") for s in i.services)
+    row = [i.name, i.state, i.health or "-", i.address or "-", i.hostname or "-", services or "-",
+           i.base]  # fmt: skip
+    if wide:
+        row += [i.image or "-", _when(i.created)]
+    return [*row, i.host or "-"]
+
+
+def _when(created: int) -> str:
+    import datetime as dt
+
+    if not created:
+        return "-"
+    return dt.datetime.fromtimestamp(created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @click.command(name="exec", context_settings={"ignore_unknown_options": True})

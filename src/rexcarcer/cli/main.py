@@ -19,6 +19,7 @@ from rexcarcer.cli.context import Ctx
 from rexcarcer.errors import RexError
 
 F = TypeVar("F", bound=Callable[..., Any])
+OUTPUTS = ["text", "json", "wide"]  # wide: text with more columns where a command has them
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,8 +27,9 @@ F = TypeVar("F", bound=Callable[..., Any])
               help="State directory (/var/lib/rexcarcer; FreeBSD: /var/db/rexcarcer).")  # fmt: skip
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="Configuration file (TOML).")  # fmt: skip
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
-              help="Output format for commands that print data.")  # fmt: skip
+@click.option("-o", "--output", type=click.Choice(OUTPUTS), default="text",
+              help="Output for commands that print data: text, json (docs/json.md), "
+              "wide (rex ls: more columns).")  # fmt: skip
 @click.option("--debug", is_flag=True, help="Log every OS command; show tracebacks.")
 @click.version_option(package_name="rexcarcer", prog_name="rex")
 @click.pass_context
@@ -105,8 +107,8 @@ def _add_output_option(cmd: click.Command) -> None:
         return
     if not any(p.name == "output" for p in cmd.params):
         cmd.params.append(click.Option(
-            ["-o", "--output"], type=click.Choice(["text", "json"]), default=None,
-            expose_value=False, callback=_set_output, help="Output format.",
+            ["-o", "--output"], type=click.Choice(OUTPUTS), default=None,
+            expose_value=False, callback=_set_output, help="Output: text, json or wide.",
         ))  # fmt: skip
 
 

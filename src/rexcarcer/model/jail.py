@@ -275,6 +275,7 @@ class JailInfo:
     limits: Limits = NO_LIMITS
     # what the running jail uses now (runtime usage(): memory, pids, cpu_ns, ...)
     usage: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    created: int = 0  # seconds since the epoch; 0 from an agent older than this field
     # healthy, unhealthy, starting (HEALTHCHECK; model/health.py), exited (stopped on
     # its own and left down by its RESTART policy); None: nothing to say
     health: str | None = None
@@ -287,14 +288,16 @@ class JailInfo:
         return cls(rec.name, state if rec.ready else "creating",
                    str(rec.address) if rec.address is not None else None, rec.hostname,
                    rec.services, rec.base, rec.image, rec.host, rec.limits,
-                   dict(usage or {}), health)  # fmt: skip
+                   dict(usage or {}), rec.created, health)  # fmt: skip
 
     def as_json(self) -> dict[str, Any]:
+        """The ``rex ls -o json`` form (docs/schemas/ls.v1.json)."""
         return {
             "name": self.name, "state": self.state, "ips": [self.address] if self.address else [],
             "hostname": self.hostname, "services": [s.as_json() for s in self.services],
             "base": self.base, "image": self.image, "host": self.host,
-            "limits": self.limits.as_json(), "usage": dict(self.usage), "health": self.health,
+            "limits": self.limits.as_json(), "usage": dict(self.usage), "created": self.created,
+            "health": self.health,
         }  # fmt: skip
 
     @classmethod
@@ -308,6 +311,7 @@ class JailInfo:
             str(d.get("base", "")), str(d.get("image", "")), str(d.get("host", "")),
             Limits.from_json(d.get("limits")),
             {str(k): int(v) for k, v in (d.get("usage") or {}).items()},
+            _opt_int(d.get("created")) or 0,
             str(d["health"]) if d.get("health") else None,
         )  # fmt: skip
 

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from rexcarcer.firewall.base import Firewall
 from rexcarcer.platform.kinds import PlatformKind
+from rexcarcer.platform.timesync import TimeService
 from rexcarcer.rexfile.limits import Limits
 from rexcarcer.runtime.base import Runtime
 
@@ -56,6 +57,8 @@ class PlatformConfig(Protocol):
     def etcd(self) -> tuple[str, ...]: ...
     @property
     def cluster_cidr(self) -> Network | None: ...
+    @property
+    def chrony_socket(self) -> Path | None: ...
     @property
     def public_ips(self) -> Sequence[PublicRangeLike]: ...
 
@@ -212,6 +215,10 @@ class Platform(Protocol):
     def syslog_files(self, target: Address, port: int) -> list[tuple[str, bytes, int]]:
         """(path inside the jail, content, mode) of the forwarding files rex
         writes whole (``write_syslog_forwarding`` may also edit one the jail has)."""
+
+    def time_service(self) -> TimeService:
+        """The host's time daemon: is the clock synchronised (``rex doctor``), and
+        what makes a daemon run (``rex host setup``)."""
         ...
 
     def write_syslog_forwarding(self, root: Path, target: Address, port: int) -> None:

@@ -22,6 +22,7 @@ from rexcarcer.platform.base import (
 from rexcarcer.platform.freebsd import FreeBSDPlatform
 from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.platform.linux import LinuxPlatform
+from rexcarcer.platform.timesync import TimeService
 from rexcarcer.rexfile.limits import Limits
 from rexcarcer.run import Runner
 from rexcarcer.runtime.base import Runtime
@@ -88,6 +89,9 @@ class FakePlatform:
 
     def syslog_files(self, target: Address, port: int) -> list[tuple[str, bytes, int]]:
         return self._files.syslog_files(target, port)
+
+    def time_service(self) -> TimeService:
+        return self._files.time_service()  # asks through this platform's (scripted) runner
 
     def write_syslog_forwarding(self, root: Path, target: Address, port: int) -> None:
         self._files.write_syslog_forwarding(root, target, port)

@@ -35,6 +35,7 @@ from rexcarcer.platform.base import (
     boot_marker,
 )
 from rexcarcer.platform.kinds import PlatformKind
+from rexcarcer.platform.timesync import FreeBSDTime
 from rexcarcer.run import Runner
 from rexcarcer.runtime import process
 from rexcarcer.runtime.freebsd import BUILD_DIR, CONF_DIR, FreeBSDRuntime
@@ -200,6 +201,9 @@ class FreeBSDPlatform:
             (SYSLOG_D, syslog_d(target, port).encode(), 0o644),
             (SYSLOGD_RC, SYSLOGD_FLAGS.encode(), 0o644),
         ]
+
+    def time_service(self) -> FreeBSDTime:
+        return FreeBSDTime(self.runner, self.config.chrony_socket)
 
     def write_syslog_forwarding(self, root: Path, target: Address, port: int) -> None:
         for inside, data, mode in self.syslog_files(target, port):

@@ -37,6 +37,7 @@ from rexcarcer.platform.base import (
     jail_routes,
 )
 from rexcarcer.platform.kinds import PlatformKind
+from rexcarcer.platform.timesync import LinuxTime
 from rexcarcer.run import Runner
 from rexcarcer.runtime import process
 from rexcarcer.runtime.linux import RC_PRE, LinuxRuntime
@@ -309,6 +310,9 @@ class LinuxPlatform:
 
     def syslog_files(self, target: Address, port: int) -> list[tuple[str, bytes, int]]:
         return [(RC_PRE, rc_pre(target, port).encode(), 0o644)]
+
+    def time_service(self) -> LinuxTime:
+        return LinuxTime(self.runner, self.config.chrony_socket)
 
     def write_syslog_forwarding(self, root: Path, target: Address, port: int) -> None:
         for inside, data, mode in self.syslog_files(target, port):
