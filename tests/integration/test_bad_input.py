@@ -115,18 +115,16 @@ def test_missing_base(rex: Rex, tmp_path: Path) -> None:
     _assert_refused(rex, rexfile, 11, "base 'nosuchbase' does not exist")
 
 
-def test_same_name_different_definition(rex: Rex, tmp_path: Path) -> None:
+def test_same_name_different_definition_is_an_update_in_place(rex: Rex, tmp_path: Path) -> None:
     ex = copy_example(tmp_path)
     rex.run("up", ex / "hello.rex")
+    before = rex.jails()["hello"]
     other = tmp_path / "hello.rex"
     other.write_text(f"BASE {rex.base}\nENV X=1\n")
-    done = rex.run("up", other, check=False)
-    assert done.returncode == 12
-    assert "already exists with a different definition" in done.stderr
-    assert "rex destroy hello" in done.stderr
-    assert (
-        rex.run("exec", "hello", "--", "cat", "/etc/rexcarcer/env").stdout == "GREETING='hello'\n"
-    )
+    done = rex.run("up", other)
+    assert "Updating hello to generation 2" in done.stderr, done.stderr
+    assert rex.run("exec", "hello", "--", "cat", "/etc/rexcarcer/env").stdout == "X='1'\n"
+    assert rex.jails()["hello"]["ips"] == before["ips"]
 
 
 def test_bad_jail_name(rex: Rex, tmp_path: Path) -> None:
