@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from rexcarcer.cluster import model, tls
+from rexcarcer.cluster import cashare, model, tls
 from rexcarcer.config import Config, load_config
 from rexcarcer.pki import ca
 from rexcarcer.pki.layout import CaPaths
@@ -37,6 +37,12 @@ def share_ca(first: Config, *others: Config) -> None:
 
 def register(store: Store, host: str, address: str) -> None:
     put_json(store, model.host_key(host), {"name": host, "address": address})
+
+
+def publish_ca(store: Store, ca_host: Config) -> None:
+    """`rex cluster init` on ``ca_host``: the cluster's record of its CA, which
+    the API checks a host certificate's signature against."""
+    cashare.publish(store, CaPaths.under(ca_host.root), ca_host.host)
 
 
 def client_context(config: Config, address: str) -> ssl.SSLContext:

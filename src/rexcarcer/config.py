@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -52,6 +53,16 @@ SETTINGS = (
     ),
     Setting("runtime", "REX_RUNTIME", "jail runtime: freebsd or linux (default: from the OS)"),
     Setting("interface", "REX_INTERFACE", "host interface jail addresses live on"),
+    Setting(
+        "public_ips",
+        "REX_PUBLIC_IPS",
+        "public ranges for jails' fixed IPs, each CIDR@interface, comma-separated",
+    ),
+    Setting(
+        "api_port",
+        "REX_API_PORT",
+        "port of the agent's mutual-TLS API, 7443 by default; jails never reach it",
+    ),
     Setting("ca_bundle", "REX_CA_BUNDLE", "CA certificates (PEM) for https base downloads"),
     Setting("dns", "REX_DNS", "publish jails in DNS: auto (if unbound runs), on, off"),
     Setting("dns_forward", "REX_DNS_FORWARD", "rex's unbound forwards to these; unset: recurse"),
@@ -89,6 +100,18 @@ MIN_LOG_SIZE = 64 << 10  # below this, rsyslog would run the rotation very often
 
 
 @dataclass(frozen=True, slots=True)
+class PublicRange:
+    """A public range the host declares for jails' fixed IPs (``public_ips``):
+    a jail's ``IP`` may lie in it, and its address then lives on ``interface``."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    interface: str
+
+    def __str__(self) -> str:
+        return f"{self.network}@{self.interface}"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     root: Path
     dataset: str
@@ -103,6 +126,8 @@ class Config:
     cluster_cidr: ipaddress.IPv4Network | ipaddress.IPv6Network | None
     runtime: PlatformKind  # the setting is called runtime (REX_RUNTIME)
     interface: str
+    public_ips: tuple[PublicRange, ...]
+    api_port: int
     ca_bundle: Path | None
     dns: str
     dns_forward: tuple[str, ...]
@@ -116,6 +141,17 @@ class Config:
     def host_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         """The host's own address in the jail subnet: the first usable one."""
         return ipaddress.ip_address(next(iter(self.subnet.hosts())).compressed)
+
+    def public_range_of(
+        self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> PublicRange | None:
+        """The declared public range ``addr`` lies in, if any."""
+        return next((r for r in self.public_ips if addr in r.network), None)
+
+    def interface_for(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> str:
+        """The host interface a jail address lives on: its public range's, or ``interface``."""
+        found = self.public_range_of(addr) if addr is not None else None
+        return found.interface if found is not None else self.interface
 
     @property
     def db_path(self) -> Path:
@@ -140,6 +176,8 @@ def _defaults() -> dict[str, str]:
         "host": socket.gethostname().split(".")[0] or "localhost",
         "runtime": str(kind),
         "interface": "rex0",
+        "public_ips": "",
+        "api_port": "7443",
         "dns": "auto",
         "dns_forward": "",
         "generations": "2",
@@ -234,8 +272,7 @@ def _build(v: dict[str, str], *, testing: bool = False) -> Config:
         raise ConfigError(
             f"bad dataset {v['dataset']!r}", hint="REX_DATASET is POOL/PATH, e.g. zroot/rex"
         )
-    if len(v["interface"]) > 15:
-        raise ConfigError(f"interface name {v['interface']!r} is longer than 15 characters")
+    interface = _interface("interface", v["interface"])
     root = Path(v["root"]).absolute()
     return Config(
         root=root,
@@ -248,7 +285,9 @@ def _build(v: dict[str, str], *, testing: bool = False) -> Config:
         host=v["host"],
         cluster_cidr=_cluster_cidr(v["cluster_cidr"]),
         runtime=runtime,
-        interface=v["interface"],
+        interface=interface,
+        public_ips=_public_ips(v["public_ips"], subnet),
+        api_port=_port("api_port", v["api_port"]),
         ca_bundle=Path(v["ca_bundle"]) if v.get("ca_bundle") else None,
         dns=_dns_mode(v["dns"]),
         dns_forward=_forwarders(v["dns_forward"]),
@@ -258,6 +297,67 @@ def _build(v: dict[str, str], *, testing: bool = False) -> Config:
         log_max_size=_log_size(v["log_max_size"]),
         log_rate_limit=_rate_limit(v["log_rate_limit"]),
     )
+
+
+# Interface names as both kernels take them (IFNAMSIZ is 16 with the NUL on
+# Linux and FreeBSD), starting with a letter as pf.conf(5) wants an interface
+# name to (firewall/rules.py checks the same before a name reaches a rule).
+_IFACE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+
+
+def _interface(key: str, name: str) -> str:
+    setting = next(s for s in SETTINGS if s.key == key)
+    if len(name) > 15:
+        raise ConfigError(
+            f"interface name {name!r} ({setting.env}) is longer than 15 characters",
+            hint=setting.doc,
+        )
+    if not _IFACE.fullmatch(name):
+        raise ConfigError(
+            f"bad interface name {name!r} ({setting.env})",
+            hint="letters, digits, '_', '.' and '-', starting with a letter",
+        )
+    return name
+
+
+def _public_ips(
+    text: str, subnet: ipaddress.IPv4Network | ipaddress.IPv6Network
+) -> tuple[PublicRange, ...]:
+    """``CIDR@interface,...``: each CIDR strict (no host bits), each interface
+    named as ``interface`` is, none overlapping the jail subnet or another."""
+    out: list[PublicRange] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        cidr, at, iface = item.rpartition("@")
+        if not at or not cidr:
+            raise ConfigError(
+                f"bad value for public_ips (REX_PUBLIC_IPS): {item!r} has no '@interface'",
+                hint="write CIDR@interface, e.g. 198.51.100.16/28@em0",
+            )
+        net = _parse("public_ips", cidr, lambda t: ipaddress.ip_network(t, strict=True))
+        assert isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network)
+        found = PublicRange(net, _interface("public_ips", iface))
+        clash = subnet if net.overlaps(subnet) else next(
+            (r.network for r in out if r.network.overlaps(net)), None
+        )  # fmt: skip
+        if clash is not None:
+            raise ConfigError(
+                f"public range {found} overlaps {clash}",
+                hint="public ranges lie outside the jail subnet and apart from each other",
+            )
+        out.append(found)
+    return tuple(out)
+
+
+def _port(key: str, text: str) -> int:
+    port = _parse(key, text.strip(), int)
+    assert isinstance(port, int)
+    if not 1 <= port <= 65535:
+        setting = next(s for s in SETTINGS if s.key == key)
+        raise ConfigError(f"bad value for {key} ({setting.env}): {text!r} is not a port",
+                          hint="a port is a number from 1 to 65535")  # fmt: skip
+    return port
 
 
 def _etcd_tls(v: Mapping[str, str]) -> dict[str, Path | None]:
@@ -343,4 +443,8 @@ def _rate_limit(text: str) -> tuple[int, int]:
 
 def describe(config: Config) -> dict[str, str]:
     """The effective configuration, for ``rex doctor`` and ``--debug``."""
-    return {f.name: str(getattr(config, f.name)) for f in fields(config)}
+
+    def text(value: object) -> str:
+        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    return {f.name: text(getattr(config, f.name)) for f in fields(config)}

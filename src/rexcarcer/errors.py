@@ -21,12 +21,12 @@ process) are translated where they happen, at the driver boundary, with
     ├── BuildError (25)             a PROVISION step failed
     ├── UnsafePath (26)             a path that would escape its root
     ├── NotSupported (27)           a capability this host lacks
-    └── UpdateFailed (44)           an update in place failed and was rolled back
+    └── UpdateFailed (45)           an update in place failed and was rolled back
 
 Feature packages add their own subclasses beside their code: dns (28, unbound
-32), pki (29), logs (30), etcd (35, 36), cluster (37, 38), bases (40, 41),
-firewall (42), limits (43). A unit test imports every module and checks that no two
-classes share a code.
+32), pki (29), logs (30), etcd (35, 36), cluster (37, 38, joining 44), bases (40, 41),
+firewall (42), limits (43), netpolicy (address 46, hostname 47). A unit test imports
+every module and checks that no two classes share a code.
 """
 
 from __future__ import annotations
@@ -142,9 +142,9 @@ class NotSupported(RexError):
 
 
 class UpdateFailed(RexError):
-    """An update in place did not start; the previous generation runs again (exit 44)."""
+    """An update in place did not start; the previous generation runs again (exit 45)."""
 
-    exit_code = 44
+    exit_code = 45
 
 
 def all_error_classes() -> list[type[RexError]]:

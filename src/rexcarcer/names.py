@@ -120,3 +120,37 @@ def check_jail_name(name: str) -> str:
     if guess is not None:
         hint += f"; try --name {guess}"
     raise UsageError(f"bad jail name: {problem}", hint=hint)
+
+
+# -- names rex reserves in the cluster zone ------------------------------------------
+
+RESERVED_HINT = (
+    "HOSTNAME takes one fully qualified name such as docs.example.com; host.{zone}, "
+    "jail.{zone} and svc.{zone} hold the names rex gives to hosts, jails and services"
+)
+
+
+def _under(name: str, parent: str) -> bool:
+    return name == parent or name.endswith("." + parent)
+
+
+def reserved_name_problem(name: str, jail: str, zone: str) -> str | None:
+    """Why jail ``jail`` may not claim ``name`` (its HOSTNAME) in cluster zone
+    ``zone``, or None.
+
+    A jail's certificate and DNS records carry its HOSTNAME, and whatever a jail
+    claims is hostile input: a HOSTNAME under ``host.<zone>`` would name a host
+    (the agents' API identifies hosts by ``<host>.host.<zone>``), one under
+    ``svc.<zone>`` a service rex publishes from SERVICE lines, one under
+    ``jail.<zone>`` another jail. Only the jail's own ``<jail>.jail.<zone>``
+    is allowed there."""
+    name, zone = name.lower().rstrip("."), zone.lower().rstrip(".")
+    if name == zone:
+        return f"is the cluster zone {zone} itself"
+    if _under(name, f"host.{zone}"):
+        return f"lies inside host.{zone}, where rex names the cluster's hosts"
+    if _under(name, f"svc.{zone}"):
+        return f"lies inside svc.{zone}, which rex names from SERVICE lines"
+    if name != f"{jail}.jail.{zone}" and _under(name, f"jail.{zone}"):
+        return f"lies inside jail.{zone}, where only {jail}.jail.{zone} is this jail's own name"
+    return None

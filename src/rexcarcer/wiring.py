@@ -77,8 +77,10 @@ def default_hooks(config: Config) -> list[JailHook]:
 
 def engine_for(host: Host) -> Engine:
     from rexcarcer.base.source import Bases
+    from rexcarcer.netpolicy.policy import NetworkPolicy
 
-    return Engine(host=host, bases=Bases(), hooks=default_hooks(host.config))
+    return Engine(host=host, bases=Bases(), hooks=default_hooks(host.config),
+                  policy=NetworkPolicy())  # fmt: skip
 
 
 def open_engine(config: Config, progress: Progress | None = None) -> Engine:

@@ -129,10 +129,33 @@ def _hosts(work: Path, names: list[str], etcd: EtcdCluster) -> list[ClusterHost]
         eps = etcd.endpoints[i - 1 :] + etcd.endpoints[: i - 1]
         out.append(ClusterHost(f"h{i}", ns, f"{SWITCH}.{10 + i}", work / f"h{i}",
                                f"{TOKEN}/c{i}", eps))  # fmt: skip
-    out[0].rex("cluster", "init", "--cidr", CIDR, "--host-prefix", "26")
-    for h in out:
-        h.rex("cluster", "join")
+    join_all(out)
     return out
+
+
+def join_all(hosts: list[ClusterHost]) -> None:
+    """As an administrator does it: `rex cluster init` on h1 (the CA host; it keeps
+    the CA's key) prints a token, h1 joins (signing its own certificates), its
+    agent runs to sign the others' requests, and each other host joins with a
+    token of its own (`rex cluster token` makes more)."""
+    ca_host, others = hosts[0], hosts[1:]
+    init = json.loads(ca_host.rex("-o", "json", "cluster", "init", "--cidr", CIDR,
+                                  "--host-prefix", "26").stdout)  # fmt: skip
+    ca_host.rex("cluster", "join")
+    tokens = [init["token"]] + [new_token(ca_host) for _ in others[1:]]
+    signer = ca_host.popen("agent", "--no-api", "--no-routes", "--no-jails", "--lease-ttl", "2",
+                           "--idle", "1")  # fmt: skip
+    try:
+        for h, token in zip(others, tokens, strict=True):
+            h.rex("cluster", "join", "--token", token, "--wait", "60")
+    finally:
+        stop(signer)
+
+
+def new_token(ca_host: ClusterHost, ttl: str = "10m") -> str:
+    return str(
+        json.loads(ca_host.rex("-o", "json", "cluster", "token", "--ttl", ttl).stdout)["token"]
+    )
 
 
 @pytest.fixture(scope="module")

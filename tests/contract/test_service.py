@@ -16,7 +16,7 @@ import pytest
 
 from rexcarcer.agent import remote
 from rexcarcer.agent.local import LocalServer
-from rexcarcer.cluster import model, tls
+from rexcarcer.cluster import cashare, model, tls
 from rexcarcer.config import load_config
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import Conflict, NotFound, RexError, UpdateFailed
@@ -88,6 +88,7 @@ def _remote_door(eng: Engine, tmp_path: Path) -> Iterator[Door]:
     ca.install(CaPaths.under(client.root), ca.self_signed(ca.CaSettings(), now), now=now)
     shutil.copytree(client.root / "ca", server_config.root / "ca")
     store = eng.host.store
+    cashare.publish(store, CaPaths.under(client.root), "h1")  # `rex cluster init`
     for h in ("h1", "h2"):
         put_json(store, model.host_key(h), {"name": h, "address": "127.0.0.1"})
     api = remote.Api(server_config, store, _local(eng))
@@ -164,9 +165,11 @@ def test_listing_planning_and_logs(full_door: Door, tmp_path: Path) -> None:
     svc = door.svc
     dataset = door.engine.host.config.dataset
     plan = svc.plan(load(_rexfile(tmp_path)), "app")
-    assert [a.kind for a in plan] == ["build", "build", "address", "clone", "files", "start"]
+    # the guard is not loaded yet: loaded before the first step that runs
+    kinds = ["firewall", "build", "build", "address", "clone", "files", "start"]
+    assert [a.kind for a in plan] == kinds
     assert (
-        plan[3]
+        plan[4]
         .lines()[0]
         .startswith(f"zfs clone -o rexcarcer:jail=app -o rexcarcer:generation=1 {dataset}/images/")
     )

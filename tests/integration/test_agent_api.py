@@ -49,6 +49,7 @@ from tests.api_support import (
     idle_tcp,
     idle_tls,
     new_ca,
+    publish_ca,
     raw,
     register,
     wait_closed,
@@ -98,6 +99,7 @@ def served(rex: Rex, tmp_path: Path) -> Iterator[tuple[Config, remote.ApiServer,
         new_ca(server_config.root)
         shutil.copytree(server_config.root / "ca", client.root / "ca")
     store = MemoryStore()
+    publish_ca(store, server_config)
     register(store, "h1", "127.0.0.1")
     register(store, server_config.host, "::1")
     local = LocalService(lambda: open_engine(server_config, QuietProgress()))

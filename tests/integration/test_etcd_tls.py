@@ -6,6 +6,7 @@ error that says TLS."""
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import subprocess
@@ -20,7 +21,7 @@ import trustme
 from rexcarcer.cluster.store import open_etcd
 from rexcarcer.config import Config, load_config
 from rexcarcer.errors import ConfigError
-from rexcarcer.state.base import Put
+from rexcarcer.state.base import Delete, Put
 from rexcarcer.state.etcd import EtcdStore, tls_context
 from rexcarcer.state.gateway import EtcdRejected
 from rexcarcer.state.watch import Kind
@@ -157,3 +158,40 @@ def test_cluster_init_and_join_over_tls_keep_the_settings(
     (root / "rexcarcer.toml").write_text(conf.replace("etcd_cert", "#").replace("etcd_key", "#"))
     refused = rex("hosts", env={})
     assert refused.returncode == 36 and "TLS with etcd" in refused.stderr, refused.stderr
+
+
+def test_share_ca_over_client_tls_lets_a_host_sign_for_itself(
+    tls_etcd: tuple[str, Tls], tmp_path: Path
+) -> None:
+    """`--share-ca` is only allowed here (https and a client certificate): the CA's
+    key goes to etcd and a joining host installs it and signs its own certificates."""
+    url, tls = tls_etcd
+    store = EtcdStore([url], tls=_tls(load_config(root=tmp_path, environ=tls.env())))
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+
+    def rex(host: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": path, "REX_ROOT": str(tmp_path / host), "REX_HOST": host,
+               "PYTHONDONTWRITEBYTECODE": "1", **tls.env()}  # fmt: skip
+        return subprocess.run([sys.executable, "-m", "rexcarcer", *args], capture_output=True,
+                              text=True, env=env, timeout=60, check=False)  # fmt: skip
+
+    def wipe() -> None:  # this module's other tests made a cluster in this etcd
+        store.commit([], [Delete(e.key) for e in store.list("")])
+
+    wipe()
+    try:
+        done = rex("h1", "cluster", "init", "--etcd", url, "--share-ca")
+        assert done.returncode == 0, done.stderr
+        assert "its key is also in etcd" in done.stdout
+        record = store.get("cluster/ca")
+        assert record is not None and "PRIVATE KEY" in record.value
+        done = rex("h2", "cluster", "join", "--etcd", url, "--address", "127.0.0.2")
+        assert done.returncode == 0, done.stderr
+        assert "certificates: installed from etcd and signed here" in done.stdout, done.stdout
+        prints = {json.loads(rex(h, "-o", "json", "ca", "show").stdout)["fingerprint_sha256"]
+                  for h in ("h1", "h2")}  # fmt: skip
+        assert len(prints) == 1
+        assert (tmp_path / "h2" / "ca" / "ca.key").is_file()  # what --share-ca means
+    finally:
+        wipe()
+        store.close()

@@ -4,6 +4,7 @@ namespaces with them: server in jail A's netns, client in jail B's."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -45,9 +46,11 @@ def fetch(rex: Rex, jail: str, dest: Path) -> dict[str, Path]:
 
 @contextmanager
 def s_server(netns: str, cert: Path, key: Path, *extra: str) -> Iterator[subprocess.Popen[str]]:
+    """``-cert_chain``: s_server sends only the first certificate of ``-cert``, and a
+    jail's host.crt is its certificate followed by its host's jail CA."""
     proc = subprocess.Popen(
         ["nsenter", f"--net={netns}", "--", "openssl", "s_server", "-accept", PORT,
-         "-cert", str(cert), "-key", str(key), *extra],
+         "-cert", str(cert), "-cert_chain", str(cert), "-key", str(key), *extra],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -88,8 +91,21 @@ def test_files_in_the_jail_and_what_openssl_says_of_them(
     mode = rex.run("exec", "a", "--", "stat", "-c", "%a %u", "/etc/ssl/rc/host.key").stdout
     assert mode.split() == ["600", "0"]
     a = two_jails["a"]
-    ok = sh("openssl", "verify", "-CAfile", a["cluster.crt"], a["host.crt"])
+    ok = sh("openssl", "verify", "-CAfile", a["cluster.crt"], "-untrusted", a["host.crt"],
+            a["host.crt"])  # fmt: skip
     assert ok.stdout.strip().endswith(": OK")
+    # the leaf is signed by this host's jail CA, second in host.crt, not by the root
+    alone = sh("openssl", "verify", "-CAfile", a["cluster.crt"], a["host.crt"], check=False)
+    assert alone.returncode != 0 and "unable to get local issuer" in alone.stdout + alone.stderr
+    chain = a["host.crt"].read_text()
+    assert chain.count("BEGIN CERTIFICATE") == 2
+    (tmp_path / "jail-ca.pem").write_text("-----BEGIN CERTIFICATE" + chain.split(
+        "-----BEGIN CERTIFICATE")[2])  # fmt: skip
+    ca_text = sh("openssl", "x509", "-in", tmp_path / "jail-ca.pem", "-noout", "-ext",
+                 "basicConstraints,nameConstraints").stdout  # fmt: skip
+    assert "CA:TRUE, pathlen:0" in ca_text, ca_text
+    assert "Permitted:\n" in ca_text and "IP:203.0.113.0/255.255.255.0" in ca_text, ca_text
+    assert "Excluded:\n" in ca_text and "DNS:host.rex.internal" in ca_text, ca_text
     text = sh(
         "openssl",
         "x509",
@@ -106,9 +122,9 @@ def test_files_in_the_jail_and_what_openssl_says_of_them(
     pub = sh("openssl", "pkey", "-in", a["host.key"], "-pubout").stdout
     assert pub == sh("openssl", "x509", "-in", a["host.crt"], "-noout", "-pubkey").stdout
     show = rex.run("ca", "show").stdout
-    assert (
-        "sha256:" in show and "CN=RexCarcer CA" in show and "mode:              self-signed" in show
-    )
+    assert "sha256:" in show and "CN=RexCarcer CA" in show
+    assert re.search(r"^mode: +self-signed$", show, re.M), show
+    assert re.search(r"^this host's jail CA: +CN=jails of ", show, re.M), show
 
 
 def test_tls_between_jails_with_the_real_openssl(two_jails: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
@@ -152,6 +168,8 @@ def test_mutual_tls_with_the_clients_jail_certificate(two_jails: dict, tmp_path:
             *name,
             "-cert",
             str(b["host.crt"]),
+            "-cert_chain",
+            str(b["host.crt"]),
             "-key",
             str(b["host.key"]),
         )
@@ -189,7 +207,8 @@ def test_renew_and_destroy_revoke_and_the_crl_says_so(rex: Rex, tmp_path: Path) 
     assert new["host.crt"].read_text() != old["host.crt"].read_text()
     crl = tmp_path / "crl.pem"
     rex.run("ca", "crl", "--out", crl)
-    sh("openssl", "crl", "-in", crl, "-CAfile", new["cluster.crt"], "-noout")  # signature ok
+    # signed by this host's jail CA (the second certificate of host.crt)
+    sh("openssl", "crl", "-in", crl, "-CAfile", new["host.crt"], "-noout")
     revoked = _verify_with_crl(crl, new["cluster.crt"], old["host.crt"])
     assert revoked.returncode != 0 and "certificate revoked" in revoked.stdout + revoked.stderr
     good = _verify_with_crl(crl, new["cluster.crt"], new["host.crt"])
@@ -228,11 +247,9 @@ def test_jails_chain_to_a_user_supplied_intermediate(rex: Rex, tmp_path: Path) -
     rex.run("up", write_rex(tmp_path, "b"))
     a, b = fetch(rex, "a", tmp_path), fetch(rex, "b", tmp_path)
     assert b["cluster.crt"].read_text() == (tmp_path / "root.pem").read_text()
-    assert a["host.crt"].read_text().count("BEGIN CERTIFICATE") == 2  # leaf + intermediate
-    # s_server sends only the first certificate of -cert; -cert_chain adds the rest
-    with s_server(
-        jail_netns(rex, "a"), a["host.crt"], a["host.key"], "-cert_chain", str(a["host.crt"])
-    ):
+    # the leaf, this host's jail CA, then your intermediate
+    assert a["host.crt"].read_text().count("BEGIN CERTIFICATE") == 3
+    with s_server(jail_netns(rex, "a"), a["host.crt"], a["host.key"]):
         done = s_client(
             jail_netns(rex, "b"),
             rex.ip_of("a"),
@@ -245,4 +262,5 @@ def test_jails_chain_to_a_user_supplied_intermediate(rex: Rex, tmp_path: Path) -
 
 def _verify_with_crl(crl: Path, ca: Path, cert: Path) -> subprocess.CompletedProcess[str]:
     """``openssl verify`` of ``cert`` against ``ca``, checking the CRL."""
-    return sh("openssl", "verify", "-crl_check", "-CRLfile", crl, "-CAfile", ca, cert, check=False)
+    return sh("openssl", "verify", "-crl_check", "-CRLfile", crl, "-CAfile", ca, "-untrusted",
+              cert, cert, check=False)  # fmt: skip

@@ -5,6 +5,7 @@ logs, queries (which change nothing) left out of both."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tests.integration.conftest import Rex, copy_example
 QUERIES = (
     ("zfs", "list"), ("zfs", "get"), ("zfs", "version"), ("ip", "-o", "addr", "show"),
     ("ip", "link", "show"), ("ip", "-4", "-j", "route"), ("ip", "-6", "-j", "route"),
+    ("ip", "-j", "addr", "show"), ("nft", "-j", "list"),
 )  # fmt: skip
 
 
@@ -43,10 +45,32 @@ def test_the_plan_is_what_up_runs(rex: Rex, tmp_path: Path) -> None:
     app = copy_example(tmp_path) / "hello.rex"
     rex.run("build", app)  # the steps are cached: the plan then shows clone and start
     actions = json.loads(rex.run("-o", "json", "plan", app).stdout)
-    assert [a["action"] for a in actions] == ["cached", "cached", "address", "clone", "files",
-                                              "start"]  # fmt: skip
+    # hello.rex has no RUN step: the guard is loaded when the jail starts
+    assert [a["action"] for a in actions] == ["cached", "cached", "address", "clone", "firewall",
+                                              "files", "start"]  # fmt: skip
     planned = [shlex.split(c) for a in actions for c in a["commands"] if a["action"] != "files"]
     done = rex.run("--debug", "up", app)
     assert _changes(done.stderr) == planned
     again = json.loads(rex.run("-o", "json", "plan", app).stdout)
     assert [a["action"] for a in again] == ["none"]
+
+
+def test_the_plan_of_a_run_step_is_what_its_build_runs(rex: Rex, tmp_path: Path) -> None:
+    """A RUN step's own network: the guard, the build address, the namespace."""
+    app = tmp_path / "step.rex"
+    app.write_text("BASE busybox\nPROVISION RUN echo built > /built\n")
+    actions = json.loads(rex.run("-o", "json", "plan", app).stdout)
+    assert [a["action"] for a in actions] == ["firewall", "build", "address", "clone", "files",
+                                              "start"]  # fmt: skip
+    planned = [shlex.split(c) for a in actions[:2] for c in a["commands"]
+               if not c.startswith("write ")]  # fmt: skip
+    assert planned[0] == ["nft", "-j", "-f", "-"]
+    done = rex.run("--debug", "build", app)
+    # the image's creation time is the only value the plan cannot know
+    assert _timeless(_changes(done.stderr)) == _timeless(planned)
+    assert any(a[0] == "nsenter" and "--net=/run/netns/rex-" in a[1] for a in planned)
+
+
+def _timeless(argvs: list[list[str]]) -> list[list[str]]:
+    return [[re.sub(r"^rexcarcer:created=\d+$", "rexcarcer:created=T", w) for w in a]
+            for a in argvs]  # fmt: skip

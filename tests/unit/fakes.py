@@ -10,6 +10,7 @@ from rexcarcer.base.source import Bases
 from rexcarcer.config import TESTING_ENV, load_config
 from rexcarcer.engine.base import Engine, JailHook
 from rexcarcer.host import Host
+from rexcarcer.netpolicy.policy import NetworkPolicy
 from rexcarcer.platform.fake import FakePlatform
 from rexcarcer.progress import QuietProgress
 from rexcarcer.run import ScriptedRunner
@@ -36,7 +37,7 @@ def fake_host(tmp_path: Path) -> Host:
 
 
 def fake_engine(tmp_path: Path, hooks: Sequence[JailHook] = ()) -> Engine:
-    return Engine(fake_host(tmp_path), Bases(), list(hooks))
+    return Engine(fake_host(tmp_path), Bases(), list(hooks), policy=NetworkPolicy())
 
 
 def fake_runtime(host: Host) -> FakeRuntime:

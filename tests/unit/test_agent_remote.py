@@ -37,6 +37,7 @@ from tests.api_support import (
     idle_tcp,
     idle_tls,
     new_ca,
+    publish_ca,
     raw,
     register,
     share_ca,
@@ -80,6 +81,7 @@ def _serve(tmp_path: Path, limits: Limits | None = None) -> Iterator[Cluster]:
     h1, h2 = host_config(tmp_path / "h1", "h1"), host_config(tmp_path / "h2", "h2")
     share_ca(h1, h2)
     store = MemoryStore()
+    publish_ca(store, h1)
     for h in ("h1", "h2"):
         register(store, h, "127.0.0.1")
     server_api = RecordingApi(h2, store)
@@ -154,7 +156,7 @@ def test_a_cluster_certificate_that_names_no_host_gets_403(cluster: Cluster) -> 
     with httpx.Client(verify=ctx, timeout=5) as http:
         answer = http.get(f"{_url(server)}/v1/health")
     assert answer.status_code == 403
-    with pytest.raises(RemoteError, match="names no registered host"):
+    with pytest.raises(RemoteError, match="is not a registered host's"):
         result("h2", answer.status_code, answer.content)
     # refused before the request is looked at: a bad name is no 400 for a stranger
     status, _ = raw("127.0.0.1", server.port, ctx, "POST /v1/up?name=../x&file=a.rex HTTP/1.1")
@@ -172,13 +174,43 @@ def test_a_revoked_host_certificate_is_refused_at_once(cluster: Cluster) -> None
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
         issuer = CaPaths.under(h2.root).fingerprint()
         assert issuer is not None
-        assert registry.revoke_serial(server_api.store, cert.serial_number, subject="h1",
-                                      not_after=0, issuer=issuer)  # fmt: skip
+        rev = registry.Revoked(cert.serial_number, "h1", "keyCompromise", int(time.time()),
+                               0, issuer)  # fmt: skip
+        assert server_api.store.commit([], [registry.revocation(rev, "host")])
         # the same kept-alive connection: refused at the next request
         answer = http.get(f"{_url(server)}/v1/health")
     assert answer.status_code == 403
-    assert not registry.revoke_serial(server_api.store, cert.serial_number, subject="h1",
-                                      not_after=0, issuer=issuer)  # fmt: skip
+
+
+def test_a_jail_certificate_gets_403(cluster: Cluster, tmp_path: Path) -> None:
+    """A jail's real certificate passes the TLS handshake (its chain ends at the
+    cluster's root) and is refused by the API, even with the host's name in it."""
+    import datetime as dt
+    import ipaddress
+
+    from rexcarcer.model.jail import JailRecord
+    from rexcarcer.pki import ca, identity, issue, jailca
+    from rexcarcer.pki.layout import JailCaPaths
+
+    _h1, h2, server_api, server = cluster
+    authority = jailca.make_local(ca.load(CaPaths.under(h2.root)), JailCaPaths.under(h2.root),
+                                  host="h2", zone="rex.internal",
+                                  subnet=ipaddress.ip_network("127.0.0.0/8"), public=(),
+                                  now=ca.utcnow())  # fmt: skip
+    rec = JailRecord.from_json({"name": "evil", "address": "127.0.0.5/8"})
+    got = issue.issue(
+        authority, identity.identity_for(rec, "rex.internal"), dt.datetime.now(dt.UTC)
+    )
+    (tmp_path / "jail.crt").write_bytes(got.host_crt)  # leaf + jail CA, as in the jail
+    (tmp_path / "jail.key").write_bytes(got.key_pem)
+    ctx = ssl.create_default_context(cafile=str(tls.TlsFiles.under(h2.root).trust))
+    ctx.load_cert_chain(tmp_path / "jail.crt", tmp_path / "jail.key")
+    # one connection each: the server closes the connection after a 403
+    with httpx.Client(verify=ctx, timeout=5) as http:
+        assert http.get(f"{_url(server)}/v1/health").status_code == 403
+    with httpx.Client(verify=ctx, timeout=5) as http:
+        assert http.post(f"{_url(server)}/v1/jails/web/destroy").status_code == 403
+    assert server_api.calls == []
 
 
 def test_credentials_are_reused_until_the_ca_or_address_changes(tmp_path: Path) -> None:
@@ -300,6 +332,7 @@ def test_ipv6_and_dual_stack(tmp_path: Path) -> None:
     h1, h2 = host_config(tmp_path / "h1", "h1"), host_config(tmp_path / "h2", "h2")
     share_ca(h1, h2)
     store = MemoryStore()
+    publish_ca(store, h1)
     register(store, "h1", "0:0:0:0:0:0:0:1")  # the certificate says ::1: one address
     files = tls.ensure(h2, "::1")
     for addresses in (["::1", "127.0.0.1"], ["::"]):

@@ -169,6 +169,7 @@ def _cluster_host(tmp_path: Path, store: MemoryStore, name: str) -> Iterator[Any
     from rexcarcer.config import TESTING_ENV, load_config
     from rexcarcer.engine.base import Engine
     from rexcarcer.host import Host
+    from rexcarcer.netpolicy.policy import NetworkPolicy
     from rexcarcer.platform.fake import FakePlatform
     from rexcarcer.progress import QuietProgress
     from rexcarcer.storage.fake import FakeStorage
@@ -179,7 +180,7 @@ def _cluster_host(tmp_path: Path, store: MemoryStore, name: str) -> Iterator[Any
     runner = ScriptedRunner()
     host = Host(config, runner, FakeStorage(tmp_path / f"zfs-{name}"),
                 FakePlatform(runner, config), store, QuietProgress())  # fmt: skip
-    yield Engine(host, Bases())
+    yield Engine(host, Bases(), policy=NetworkPolicy())
 
 
 def test_another_hosts_jail_is_never_touched(tmp_path: Path) -> None:

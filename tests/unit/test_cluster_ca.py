@@ -1,5 +1,6 @@
-"""The cluster CA shared through the store: published by ``rex cluster init``,
-installed by ``rex cluster join``; another CA is never overwritten."""
+"""The cluster CA's record in the store: its certificates published by ``rex
+cluster init``; its key only with ``--share-ca``, then installed by ``rex
+cluster join``; another CA is never overwritten."""
 
 from __future__ import annotations
 
@@ -27,10 +28,23 @@ def _tree(paths: CaPaths) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(paths.dir.iterdir())}
 
 
-def test_join_installs_the_published_ca(tmp_path: Path) -> None:
+def test_only_the_certificates_are_published_unless_shared(tmp_path: Path) -> None:
     store = MemoryStore()
     first = _new_ca(tmp_path / "h1")
-    fingerprint, uploaded = cashare.publish(store, first)
+    fingerprint, uploaded = cashare.publish(store, first, "h1")
+    assert uploaded and fingerprint == first.fingerprint()
+    record = cashare.shared(store)
+    assert record is not None and "files" not in record and record["host"] == "h1"
+    assert record["cert"] == first.cert.read_text() and "PRIVATE KEY" not in json.dumps(record)
+    other = CaPaths.under(tmp_path / "h2")
+    assert cashare.install(store, other) == (fingerprint, False)  # nothing to install
+    assert not other.dir.exists()
+
+
+def test_join_installs_the_shared_ca(tmp_path: Path) -> None:
+    store = MemoryStore()
+    first = _new_ca(tmp_path / "h1")
+    fingerprint, uploaded = cashare.publish(store, first, "h1", share=True)
     assert uploaded and fingerprint == first.fingerprint()
 
     other = CaPaths.under(tmp_path / "h2")
@@ -42,19 +56,20 @@ def test_join_installs_the_published_ca(tmp_path: Path) -> None:
     # again: nothing to do
     assert cashare.install(store, other) == (fingerprint, False)
     # init again from the first host, or from the second: the same CA, not uploaded
-    assert cashare.publish(store, other) == (fingerprint, False)
+    assert cashare.publish(store, other, "h2", share=True) == (fingerprint, False)
+    assert cashare.shared(store)["host"] == "h1"  # type: ignore[index]
 
 
 def test_another_local_ca_is_refused_and_kept(tmp_path: Path) -> None:
     store = MemoryStore()
-    cashare.publish(store, _new_ca(tmp_path / "h1"))
+    cashare.publish(store, _new_ca(tmp_path / "h1"), "h1")
     mine = _new_ca(tmp_path / "h2")
     before = _tree(mine)
     with pytest.raises(ClusterError, match="another CA") as err:
         cashare.install(store, mine)
     assert "move" in (err.value.hint or "")
     with pytest.raises(ClusterError, match="already has another CA"):
-        cashare.publish(store, mine)
+        cashare.publish(store, mine, "h2")
     assert _tree(mine) == before
 
 
@@ -71,7 +86,7 @@ def test_malformed_or_tampered_records_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match="malformed"):
         cashare.install(store, target)
 
-    record = cashare.record_of(_new_ca(tmp_path / "h1"))
+    record = cashare.record_of(_new_ca(tmp_path / "h1"), "h1", share=True)
     record["fingerprint"] = "00" * 32  # says one CA, carries another
     put_json(store, cashare.KEY, record)
     with pytest.raises(ClusterError, match="does not match"):
@@ -85,6 +100,6 @@ def test_a_key_that_does_not_match_is_not_published(tmp_path: Path) -> None:
     first.key.write_bytes(second.key.read_bytes())
     store = MemoryStore()
     with pytest.raises(Exception, match="does not belong"):
-        cashare.publish(store, first)
+        cashare.publish(store, first, "h1")
     assert store.get(cashare.KEY) is None
     assert json.loads(first.meta.read_text())["fingerprint"]

@@ -106,6 +106,15 @@ def test_config_layers(tmp_path: Path) -> None:
         ({"REX_RUNTIME": "solaris"}, "REX_RUNTIME"),
         ({"REX_DATASET": "nopool"}, "POOL/PATH"),
         ({"REX_INTERFACE": "a-very-long-interface-name"}, "15"),
+        ({"REX_INTERFACE": "rex 0"}, "bad interface name"),
+        ({"REX_PUBLIC_IPS": "198.51.100.16/28"}, "@interface"),
+        ({"REX_PUBLIC_IPS": "198.51.100.17/28@em0"}, "REX_PUBLIC_IPS"),
+        ({"REX_PUBLIC_IPS": "198.51.100.16/28@em 0"}, "bad interface name"),
+        ({"REX_PUBLIC_IPS": "198.51.100.16/28@a-very-long-interface"}, "15"),
+        ({"REX_PUBLIC_IPS": "198.51.100.128/25@em0"}, "overlaps 198.51.100.0/24"),
+        ({"REX_PUBLIC_IPS": "2001:db8::/48@em0,2001:db8::/64@em1"}, "overlaps 2001:db8::/48"),
+        ({"REX_API_PORT": "70000"}, "not a port"),
+        ({"REX_API_PORT": "https"}, "REX_API_PORT"),
         ({"REX_CLUSTER_CIDR": "203.0.113.7/24"}, "REX_CLUSTER_CIDR"),
     ],
 )
@@ -164,3 +173,22 @@ def test_parse_stat_with_spaces_and_parens_in_comm() -> None:
     text = "1234 (we (ird) name) S 1 1234 1234 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 0 0"
     st = procfs.parse_stat(text)
     assert (st.pid, st.state, st.ppid, st.starttime) == (1234, "S", 1, 98765)
+
+
+def test_public_ranges_for_jails(tmp_path: Path) -> None:
+    from rexcarcer.config import PublicRange
+
+    (tmp_path / "rexcarcer.toml").write_text(
+        'subnet = "203.0.113.0/24"\npublic_ips = ["198.51.100.16/28@em0", "2001:db8:7::/64@em1"]\n'
+    )
+    cfg = load_config(root=tmp_path, environ={})
+    assert cfg.public_ips == (
+        PublicRange(ipaddress.ip_network("198.51.100.16/28"), "em0"),
+        PublicRange(ipaddress.ip_network("2001:db8:7::/64"), "em1"),
+    )
+    assert cfg.interface_for(ipaddress.ip_address("198.51.100.20")) == "em0"
+    assert cfg.interface_for(ipaddress.ip_address("203.0.113.5")) == "rex0"
+    assert cfg.interface_for(None) == "rex0"
+    assert load_config(root=tmp_path, environ={"REX_PUBLIC_IPS": ""}).public_ips == cfg.public_ips
+    assert load_config(root=tmp_path / "x", environ={}).public_ips == ()
+    assert cfg.api_port == 7443

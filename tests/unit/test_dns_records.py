@@ -142,6 +142,8 @@ def test_bad_address_is_refused() -> None:
         ("rex.internal", "zone"),
         ("other.jail.rex.internal", "jail.rex.internal"),
         ("web.svc.rex.internal", "svc.rex.internal"),
+        ("h1.host.rex.internal", "host.rex.internal, where rex names the cluster's hosts"),
+        ("host.rex.internal", "host.rex.internal"),
         ("localhost", "fully qualified"),
         ("1.2.3.4", "numeric"),
         ("a" * 250 + ".com", "253"),

@@ -50,7 +50,7 @@ def test_up_is_idempotent_and_destroy_releases_everything(eng: Engine, tmp_path:
 def test_changed_step_rebuilds_from_that_step(eng: Engine, tmp_path: Path) -> None:
     base = bases.find_base(eng.host, "bb")
     a = builder.plan_build(eng.host, rexfile(tmp_path, Run("one"), Run("two"), Run("three")), base)
-    builder.build(eng.host, rexfile(tmp_path, Run("one"), Run("two"), Run("three")), base)
+    builder.build(eng, rexfile(tmp_path, Run("one"), Run("two"), Run("three")), base)
     b = builder.plan_build(eng.host, rexfile(tmp_path, Run("one"), Run("TWO"), Run("three")), base)
     assert a[0].key == b[0].key and b[0].cached
     assert a[1].key != b[1].key and not b[1].cached

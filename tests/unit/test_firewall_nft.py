@@ -199,3 +199,31 @@ def test_nft_refusing_a_batch_is_a_firewall_error_with_nfts_words() -> None:
     with pytest.raises(FirewallError, match="Could not process rule") as err:
         NftFirewall(r).apply(sample_ruleset())
     assert err.value.exit_code == 42
+
+
+def _guard_with_sources() -> Guard:
+    from rexcarcer.firewall.rules import CONTROL_PORTS
+
+    return Guard(
+        net("203.0.113.0/24"), "rex0", CONTROL_PORTS, (ip("198.51.100.12"), ip("198.51.100.65")),
+        (net("198.51.100.16/28"), net("198.51.100.64/26"), net("2001:db8:5::/64")),
+    )  # fmt: skip
+
+
+def test_guard_sources_match_per_family_and_read_back() -> None:
+    """nft-list-guard-sources.json: printed by nft 1.0.6 after loading this guard."""
+    rs = Ruleset(guard=_guard_with_sources())
+    rules = [c["add"]["rule"] for c in nft.batch(rs)["nftables"] if "rule" in c.get("add", {})]
+    tags = [r["comment"] for r in rules if r["chain"] == "input"]
+    assert tags == ["guard jails on rex0", "guard jail subnet 203.0.113.0/24",
+                    "guard jail sources ipv4", "guard jail sources ipv6"]  # fmt: skip
+    listing = nft.parse_listing((DATA / "nft-list-guard-sources.json").read_text())
+    assert listing.ruleset == rs
+    assert listing.comments == nft.comments_of(nft.batch(rs))
+
+
+def test_apply_commands_are_empty_when_the_table_holds_the_ruleset() -> None:
+    loaded = listing_runner((DATA / "nft-list-sample.json").read_text())
+    assert NftFirewall(loaded).apply_commands(sample_ruleset()) == []
+    assert loaded.calls == [LIST]  # read, nothing sent
+    assert NftFirewall(listing_runner(None)).apply_commands(sample_ruleset()) == [[*APPLY]]

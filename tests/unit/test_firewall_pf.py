@@ -204,3 +204,24 @@ def test_pfctl_refusing_rules_is_a_firewall_error() -> None:
     with pytest.raises(FirewallError, match="syntax error") as err:
         PfFirewall(r).apply(sample_ruleset())
     assert err.value.hint is not None and "pf.conf" in err.value.hint
+
+
+def test_guard_sources_block_from_every_network_jails_send_from() -> None:
+    guard = Guard(JAILS, "em0", ((Proto.TCP, 7443),), (ip("198.51.100.12"), ip("2001:db8::12")),
+                  (net("198.51.100.16/28"), net("2001:db8:5::/64")))  # fmt: skip
+    text = pf.render(Ruleset(guard=guard))["rexcarcer/guard"]
+    assert text.splitlines()[2:] == [
+        "block drop quick inet proto tcp from { 203.0.113.0/24, 198.51.100.16/28 } to (self) "
+        "port { 7443 }",
+        "block drop quick inet from { 203.0.113.0/24, 198.51.100.16/28 } to { 198.51.100.12 }",
+        "block drop quick inet6 proto tcp from 2001:db8:5::/64 to (self) port { 7443 }",
+        "block drop quick inet6 from 2001:db8:5::/64 to { 2001:db8::12 }",
+    ]
+
+
+def test_apply_commands_load_every_anchor_and_flush_stale_ones() -> None:
+    r = pf_runner("  rexcarcer/web\n  rexcarcer/old\n")
+    cmds = PfFirewall(r).apply_commands(sample_ruleset())
+    assert cmds == [pf.load_argv(a) for a in pf.render(sample_ruleset())] + [
+        pf.flush_argv("rexcarcer/old")]  # fmt: skip
+    assert all("-s" in c for c in r.calls)  # it only read

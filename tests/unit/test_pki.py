@@ -131,13 +131,13 @@ def verify_client(trust: list[x509.Certificate], chain_pem: bytes) -> None:
 # -- the CA ----------------------------------------------------------------------------
 
 
-def test_self_signed_ca_is_a_p256_root_that_signs_only_leaves() -> None:
+def test_self_signed_ca_is_a_p256_root_that_signs_one_level_of_cas() -> None:
     authority = ca.self_signed(ca.CaSettings(name="Test CA", days=10), NOW)
     cert = authority.cert
     assert isinstance(authority.key, ec.EllipticCurvePrivateKey)
     assert authority.key.curve.name == "secp256r1"
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
-    assert bc.critical and bc.value.ca and bc.value.path_length == 0
+    assert bc.critical and bc.value.ca and bc.value.path_length == 1  # hosts' jail CAs
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert ku.key_cert_sign and ku.crl_sign
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "Test CA"
@@ -473,7 +473,7 @@ def test_crl_lists_revoked_serials_with_reasons_and_verifies(tmp_path: Path) -> 
     assert got == {0xA: x509.ReasonFlags.superseded, 0xB: x509.ReasonFlags.cessation_of_operation}
     paths = CaPaths.under(tmp_path)
     paths.dir.mkdir()
-    crl.write(paths, crl.pem(built))
+    crl.write(paths.crl, crl.pem(built))
     assert x509.load_pem_x509_crl(paths.crl.read_bytes()) == built
 
 

@@ -8,15 +8,17 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from rexcarcer.engine import jails
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import UnsafePath
 from rexcarcer.logs.hook import LogHook
-from rexcarcer.pki import PkiError, registry
+from rexcarcer.netpolicy import HostnameRefused
+from rexcarcer.pki import PkiError, jailca, registry
 from rexcarcer.pki.ca import load
-from rexcarcer.pki.hook import IdentityHook, ensure_identity
-from rexcarcer.pki.layout import CaPaths
+from rexcarcer.pki.hook import IdentityHook, ensure_identity, issuer_id
+from rexcarcer.pki.layout import CaPaths, JailCaPaths
 from rexcarcer.rexfile.ast import Base, Proto, Rexfile, Run, Service
 from rexcarcer.runtime.fake import FakeRuntime
 from tests.unit.fakes import fake_engine
@@ -37,6 +39,11 @@ def ssl(eng: Engine, name: str = "app") -> Path:
 
 def leaf(eng: Engine, name: str = "app") -> x509.Certificate:
     return x509.load_pem_x509_certificates((ssl(eng, name) / "host.crt").read_bytes())[0]
+
+
+def jail_issuer(eng: Engine) -> str:
+    """What this host's jail certificates record as their issuer (the jail CA's key)."""
+    return issuer_id(jailca.load(JailCaPaths.under(eng.host.config.root)))
 
 
 def test_up_makes_a_ca_and_gives_the_jail_its_identity(eng: Engine, tmp_path: Path) -> None:
@@ -60,7 +67,14 @@ def test_up_makes_a_ca_and_gives_the_jail_its_identity(eng: Engine, tmp_path: Pa
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["203.0.113.2"]
     authority = load(CaPaths.under(eng.host.config.root))
     assert (d / "cluster.crt").read_bytes() == authority.trust_pem()
-    cert.verify_directly_issued_by(authority.cert)
+    # signed by this host's jail CA, which the root signed; host.crt carries both
+    jail_ca = jailca.load(JailCaPaths.under(eng.host.config.root))
+    cert.verify_directly_issued_by(jail_ca.cert)
+    jail_ca.cert.verify_directly_issued_by(authority.cert)
+    chain = x509.load_pem_x509_certificates((d / "host.crt").read_bytes())
+    assert chain == [cert, jail_ca.cert]
+    bc = jail_ca.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert bc.ca and bc.path_length == 0
     rec = registry.current(eng.host.store, "app")
     assert rec is not None and rec["serial"] == format(cert.serial_number, "x")
     assert "PRIVATE KEY" not in str(eng.host.store.list(""))  # the key lives only in the jail
@@ -84,15 +98,18 @@ def test_missing_or_replaced_files_are_reissued(eng: Engine, tmp_path: Path) -> 
     (ssl(eng) / "host.key").write_text("not a key")
     jails.restart(eng, "app")
     assert leaf(eng).serial_number != second
-    revoked = {
-        r.serial
-        for r in registry.revoked(
-            eng.host.store, load(CaPaths.under(eng.host.config.root)).fingerprint
-        )
-    }
+    revoked = {r.serial for r in registry.revoked(eng.host.store, jail_issuer(eng))}
     assert {first, second} <= revoked
-    crl = x509.load_pem_x509_crl(CaPaths.under(eng.host.config.root).crl.read_bytes())
+    crl = x509.load_pem_x509_crl(JailCaPaths.under(eng.host.config.root).crl.read_bytes())
     assert crl.get_revoked_certificate_by_serial_number(first) is not None
+    # signed by the jail CA, and published in the store for the other hosts
+    assert crl.is_signature_valid(
+        jailca.load(JailCaPaths.under(eng.host.config.root)).cert.public_key()  # type: ignore[arg-type]
+    )
+    published = eng.host.store.get("pki/crls/h1")
+    assert published is not None and published.json()["pem"].encode() == crl.public_bytes(
+        serialization.Encoding.PEM
+    )
 
 
 def test_a_certificate_in_its_last_third_is_renewed_at_start(eng: Engine, tmp_path: Path) -> None:
@@ -119,8 +136,7 @@ def test_forced_renewal_and_destroy_revoke(eng: Engine, tmp_path: Path) -> None:
     second = leaf(eng).serial_number
     jails.destroy(eng, "app")
     assert registry.current(eng.host.store, "app") is None
-    fp = load(CaPaths.under(eng.host.config.root)).fingerprint
-    reasons = {r.serial: r.reason for r in registry.revoked(eng.host.store, fp)}
+    reasons = {r.serial: r.reason for r in registry.revoked(eng.host.store, jail_issuer(eng))}
     assert reasons == {first: "superseded", second: "cessationOfOperation"}
 
 
@@ -130,12 +146,13 @@ def test_a_failed_up_revokes_what_it_issued(eng: Engine, tmp_path: Path) -> None
     runtime.fail_start.add("app")
     with pytest.raises(Exception, match="failed to start"):
         jails.up(eng, rexfile(tmp_path), "app")
-    fp = load(CaPaths.under(eng.host.config.root)).fingerprint
-    assert [r.reason for r in registry.revoked(eng.host.store, fp)] == ["cessationOfOperation"]
+    reasons = [r.reason for r in registry.revoked(eng.host.store, jail_issuer(eng))]
+    assert reasons == ["cessationOfOperation"]
 
 
 def test_a_bad_hostname_fails_before_a_ca_is_made(eng: Engine, tmp_path: Path) -> None:
-    with pytest.raises(PkiError, match="cannot be a name in its certificate"):
+    # refused by the network policy's admission, before anything changes
+    with pytest.raises(HostnameRefused, match="bad_name"):
         jails.up(eng, rexfile(tmp_path, hostname="bad_name.example.com"), "app")
     assert not CaPaths.under(eng.host.config.root).exists()
     assert jails.list_jails(eng) == []
@@ -189,7 +206,7 @@ def test_a_start_with_a_good_certificate_needs_no_cryptography(
     def no_ca(eng: Engine) -> None:
         raise AssertionError("the CA was loaded: cryptography would be imported")
 
-    monkeypatch.setattr(hook, "ensure_ca", no_ca)
+    monkeypatch.setattr(hook, "ensure_issuer", no_ca)
     jails.restart(eng, "app")  # decided from the store, ca.json, a read and a stat
     monkeypatch.undo()
     key = ssl(eng) / "host.key"
@@ -198,5 +215,85 @@ def test_a_start_with_a_good_certificate_needs_no_cryptography(
     assert leaf(eng).serial_number == first
     rec = registry.current(eng.host.store, "app")
     assert rec is not None and rec["key_file"][2] == 1  # noted: cheap again next time
-    monkeypatch.setattr(hook, "ensure_ca", no_ca)
+    monkeypatch.setattr(hook, "ensure_issuer", no_ca)
     jails.restart(eng, "app")
+
+
+@pytest.mark.parametrize(
+    ("hostname", "why"),
+    [("h1.host.rex.internal", "lies inside host.rex.internal"),
+     ("host.rex.internal", "lies inside host.rex.internal"),
+     ("renderer.svc.rex.internal", "lies inside svc.rex.internal"),
+     ("other.jail.rex.internal", "only app.jail.rex.internal is this jail's own name")],
+)  # fmt: skip
+def test_up_refuses_a_hostname_rex_reserves_before_anything_changes(
+    eng: Engine, tmp_path: Path, hostname: str, why: str
+) -> None:
+    from rexcarcer.dns import DnsError
+    from rexcarcer.service.local import LocalService
+
+    service = LocalService(lambda: eng)
+    for verb in (service.plan, service.up):
+        with pytest.raises(DnsError, match=why) as err:
+            verb(rexfile(tmp_path, hostname=hostname), "app")
+        assert "host.rex.internal, jail.rex.internal and svc.rex.internal" in (err.value.hint or "")
+    assert jails.list_jails(eng) == [] and eng.host.store.list("") == []
+    assert not CaPaths.under(eng.host.config.root).exists()
+    assert eng.host.storage.datasets("images") == [] and not eng.host.storage.exists("jails/app")
+    # the jail's own canonical name is fine
+    service.up(rexfile(tmp_path, hostname="app.jail.rex.internal"), "app")
+
+
+def test_a_replaced_ca_makes_a_new_jail_ca_and_new_certificates(
+    eng: Engine, tmp_path: Path
+) -> None:
+    from rexcarcer.pki import ca
+
+    jails.up(eng, rexfile(tmp_path), "app")
+    first, jail_ca = leaf(eng).serial_number, JailCaPaths.under(eng.host.config.root).key_id()
+    now = ca.utcnow()
+    ca.install(CaPaths.under(eng.host.config.root), ca.self_signed(ca.CaSettings(), now),
+               now=now, force=True)  # fmt: skip
+    jails.restart(eng, "app")
+    assert leaf(eng).serial_number != first
+    assert JailCaPaths.under(eng.host.config.root).key_id() != jail_ca
+    root = load(CaPaths.under(eng.host.config.root))
+    jailca.load(JailCaPaths.under(eng.host.config.root)).cert.verify_directly_issued_by(root.cert)
+
+
+def test_an_address_outside_the_jail_cas_ranges_is_refused_with_a_hint(
+    eng: Engine, tmp_path: Path
+) -> None:
+    import ipaddress
+
+    # the network policy refuses such an IP at `rex up` (exit 46); the jail CA
+    # refuses to certify it all the same, should a record carry it
+    jails.up(eng, rexfile(tmp_path), "app")
+    rec = jails.record(eng, "app")
+    assert rec is not None
+    rec = rec.replace(address=ipaddress.ip_interface("192.0.2.7/24"))
+    with pytest.raises(PkiError, match=r"192.0.2.7 is not one this host's jail CA may certify"):
+        ensure_identity(eng.host, rec, jails.spec_for(eng, rec), force=True)
+
+
+def test_a_public_range_declared_later_is_added_to_the_jail_ca(eng: Engine, tmp_path: Path) -> None:
+    """public_ips and the jail CA's name constraints are one list: a range
+    declared after the jail CA was made gets a new jail CA that covers it."""
+    import dataclasses
+    import ipaddress
+
+    from rexcarcer.config import PublicRange
+
+    jails.up(eng, rexfile(tmp_path), "app")
+    paths = JailCaPaths.under(eng.host.config.root)
+    before = paths.key_id()
+    public = ipaddress.ip_network("198.51.100.16/28")
+    eng.host.config = dataclasses.replace(
+        eng.host.config, public_ips=(PublicRange(public, "eth9"),)
+    )
+    (tmp_path / "pub").mkdir()
+    jails.up(eng, rexfile(tmp_path / "pub", ip=ipaddress.ip_interface("198.51.100.18/28")), "pub")
+    assert paths.key_id() != before
+    assert public in jailca.public_ranges(paths)
+    san = leaf(eng, "pub").extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert ipaddress.ip_address("198.51.100.18") in san.value.get_values_for_type(x509.IPAddress)

@@ -12,6 +12,7 @@ from rexcarcer.base.source import Bases
 from rexcarcer.engine import jails
 from rexcarcer.engine.base import Engine
 from rexcarcer.engine.plan import plan_up
+from rexcarcer.netpolicy.policy import NetworkPolicy
 from rexcarcer.platform.freebsd import FreeBSDPlatform
 from rexcarcer.rexfile.parser import parse
 from rexcarcer.run import ScriptedRunner
@@ -28,7 +29,7 @@ def _freebsd_engine(tmp_path: Path) -> tuple[Engine, ScriptedRunner]:
     runtime = FreeBSDRuntime(runner, conf_dir=tmp_path / "jail.conf.d", is_mount=lambda p: False)
     host.platform = FreeBSDPlatform(runner, host.config, runtime=runtime)
     host.runner = runner
-    return Engine(host, Bases()), runner
+    return Engine(host, Bases(), policy=NetworkPolicy()), runner
 
 
 def _running(name: str, root: Path) -> str:
@@ -42,10 +43,18 @@ def test_the_plan_of_an_up_is_what_the_up_runs(tmp_path: Path) -> None:
     assert isinstance(storage, FakeStorage)
     rexfile = parse("BASE bb\nIP 203.0.113.8/24\n", path=tmp_path / "web.rex")
     plan = plan_up(eng, rexfile, "web")
-    assert [a.kind for a in plan] == ["address", "clone", "files", "start"]
+    assert [a.kind for a in plan] == ["address", "clone", "firewall", "files", "start"]
     runner.on(JLS, _running("web", storage.mountpoint("jails") / "web"))
     storage.calls.clear()
     jails.up(eng, rexfile, "web")
-    ran = [list(c) for c in runner.calls if c[0] != "jls"]  # jls only reads
+    ran = [list(c) for c in runner.calls if not _reads(c)]
     assert [list(c) for a in plan for c in a.commands] == storage.calls + ran
-    assert ran == [["jail", "-f", str(tmp_path / "jail.conf.d" / "web.conf"), "-c", "web"]]
+    assert ran == [
+        ["pfctl", "-a", "rexcarcer/guard", "-f", "-"],  # the guard, before the jail starts
+        ["jail", "-f", str(tmp_path / "jail.conf.d" / "web.conf"), "-c", "web"],
+    ]
+
+
+def _reads(argv: tuple[str, ...]) -> bool:
+    """Commands that only read: jls, ifconfig, pfctl -s."""
+    return argv[0] in ("jls", "ifconfig") or (argv[0] == "pfctl" and "-s" in argv)

@@ -6,9 +6,12 @@ import ipaddress
 import sys
 from pathlib import Path
 
+import pytest
+
+from rexcarcer.errors import RuntimeBackendError
 from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime import linux
-from rexcarcer.runtime.base import JailSpec
+from rexcarcer.runtime.base import BuildNet, JailSpec
 from rexcarcer.runtime.linux import LinuxRuntime, netns_name
 
 
@@ -111,3 +114,72 @@ def test_a_single_host_jail_gets_no_extra_route(tmp_path: Path) -> None:
                       host_address=ipaddress.ip_interface("203.0.113.1/26"))  # fmt: skip
     rt._plumb(_spec("203.0.113.5/26"))
     assert not any("route" in c for c in r.calls)
+
+
+def _build_net() -> BuildNet:
+    return BuildNet("build-0123abcd", ipaddress.ip_interface("203.0.113.7/24"),
+                    ipaddress.ip_address("203.0.113.1"), "rex0")  # fmt: skip
+
+
+def test_a_build_step_gets_a_jail_s_network_and_gives_it_back(tmp_path: Path) -> None:
+    r = ScriptedRunner()
+    r.on(["ip", "-o", "addr", "show"], "5: rex0    inet 203.0.113.1/24 brd ...\n")
+    r.on(["ip", "link", "show"], "", returncode=1)  # nothing left by a killed run
+    root = tmp_path / "img"
+    root.mkdir()
+    rt = _runtime(r, tmp_path)
+    net = _build_net()
+    ns, veth = linux.build_netns_name("t", net.name), linux.build_veth_name("t", net.name)
+    assert (
+        ns == "rex-t-_build-0123abcd" and len(veth) <= 15 and veth != linux.veth_name("t", net.name)
+    )
+    planned = rt.build_commands(root, "echo hi", {}, net)
+    done = rt.build_run(root, "echo hi", env={}, network=net)
+    assert done.ok
+    step = [c for c in r.calls if c[0] == "nsenter" and "nft" not in c]
+    assert step == [tuple(linux.build_net_argv(ns, root, "echo hi"))]
+    # the step's packets carry only its own address (the source guard in its namespace)
+    assert tuple(linux.source_guard_argv(ns, net.address)) in r.calls
+    assert step[0][:3] == ("nsenter", f"--net=/run/netns/{ns}", "--") and "--net" not in step[0]
+    # what ran is what was planned (queries left out); the scripted `ip link
+    # show` says there is no veth to remove afterwards
+    assert [list(c) for c in r.calls if c[:3] != ("ip", "-o", "addr")
+            and c[:3] != ("ip", "link", "show")] == planned[:-2]  # fmt: skip
+    assert planned[-2:] == [["ip", "link", "del", veth], ["ip", "netns", "del", ns]]
+    assert ["ip", "-n", ns, "addr", "add", "203.0.113.7/24", "dev", "eth0"] in planned
+    assert not any("default" in c for c in planned)
+
+
+def test_a_build_step_without_a_network_has_none(tmp_path: Path) -> None:
+    rt = _runtime(ScriptedRunner(), tmp_path)
+    [argv] = rt.build_commands(tmp_path, "true", {})
+    assert argv[:8] == ["unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net",
+                        "--kill-child"]  # fmt: skip
+
+
+def test_only_a_declared_public_address_gets_a_host_route(tmp_path: Path) -> None:
+    r = ScriptedRunner()
+    rt = LinuxRuntime(r, run_dir=tmp_path, bridge="rex0", token="t",
+                      host_address=ipaddress.ip_interface("203.0.113.1/24"),
+                      public=[ipaddress.ip_network("198.51.100.16/28")])  # fmt: skip
+    argvs = rt.plumb_argvs(_spec("198.51.100.20/28"))
+    assert ["ip", "route", "replace", "198.51.100.20/32", "dev", "rex0"] in argvs
+    for undeclared in ("198.51.100.40/24", "192.0.2.5/24"):
+        with pytest.raises(RuntimeBackendError, match="every public range declared"):
+            rt.plumb_argvs(_spec(undeclared))
+    spec = JailSpec(name="web", root=tmp_path, hostname="web", interface="rex0",
+                    address=ipaddress.ip_interface("198.51.100.40/24"))  # fmt: skip
+    with pytest.raises(RuntimeBackendError, match="every public range declared"):
+        rt.start(spec)
+    assert not any(c[:3] == ("ip", "route", "replace") for c in r.calls)
+
+
+def test_the_source_guard_admits_only_the_jails_own_address() -> None:
+    four = linux.source_guard_argv("ns", ipaddress.ip_interface("203.0.113.5/24"))
+    assert four[:3] == ["nsenter", "--net=/run/netns/ns", "nft"] and len(four) == 4
+    assert "meta nfproto ipv4 ip saddr != 203.0.113.5 drop" in four[3]
+    assert "ip6 saddr != { fe80::/10, :: } drop" in four[3]
+    assert 'oifname "lo" accept' in four[3]
+    six = linux.source_guard_argv("ns", ipaddress.ip_interface("2001:db8::5/64"))
+    assert "meta nfproto ipv4 drop" in six[3]
+    assert "ip6 saddr != { 2001:db8::5, fe80::/10, :: } drop" in six[3]

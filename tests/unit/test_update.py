@@ -148,7 +148,7 @@ def test_an_update_that_does_not_start_rolls_back(eng: Engine, tmp_path: Path) -
     runtime.fail_next = 1  # the new generation does not start; the old one does again
     with pytest.raises(UpdateFailed, match="rolled back to generation 1") as err:
         up(eng, tmp_path, "PROVISION RUN echo two\n")
-    assert err.value.exit_code == 44
+    assert err.value.exit_code == 45
     rec = jails.record(eng, "app")
     assert rec is not None and rec.generation == 1 and rec.status is Status.READY
     assert "app" in runtime.running

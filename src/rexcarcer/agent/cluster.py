@@ -10,7 +10,13 @@ every change and every ``idle`` seconds, makes the host match the cluster:
 - jails (jailsync.py): this host's jails started or stopped as their records
   want (after a reboot, after a jail's init died);
 - with ``--skydns``, the records mirrored under ``/skydns/`` for CoreDNS
-  (skydns.py; written by the live host with the lowest name).
+  (skydns.py; written by the live host with the lowest name);
+- certificates (cluster/renewal.py): this host's certificate and jail CA are
+  renewed before they expire, and its jail CRL re-signed daily;
+- on the CA host (the one holding ``$REX_ROOT/ca``): join and renewal requests
+  under ``join/`` are checked and signed, and the cluster CA's CRL is kept
+  current (cluster/signer.py).
+- the firewall's guard (netpolicy/), which follows the hosts and etcd endpoints.
 
 With an API port it also serves the mutual-TLS API (agent/remote.py) on the host's
 cluster address, through which ``rex up`` on another host places jails here,
@@ -35,7 +41,9 @@ from rexcarcer.agent.jailsync import JailSync
 from rexcarcer.cluster import model
 from rexcarcer.cluster.dnssync import DnsSync
 from rexcarcer.cluster.membership import alive_value
+from rexcarcer.cluster.renewal import Renewal
 from rexcarcer.cluster.routes import RouteSync
+from rexcarcer.cluster.signer import Signer
 from rexcarcer.cluster.skydns import SkyDnsMirror
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import RexError
@@ -64,6 +72,9 @@ class Agent:
     api: ApiServer | None = None
     jails: JailSync | None = None
     skydns: SkyDnsMirror | None = None
+    signer: Signer | None = None
+    renewal: Renewal | None = None
+    firewall: Callable[[], None] | None = None
     view: dict[str, Entry] = field(default_factory=dict)
     syncs: int = 0
 
@@ -95,6 +106,10 @@ class Agent:
         keeps the others from running."""
         self.syncs += 1
         parts: list[tuple[str, Callable[[], object]]] = []
+        if self.signer is not None:  # first: a joining host is waiting for it
+            parts.append(("CA", partial(self.signer.sync, self.view)))
+        if self.renewal is not None:
+            parts.append(("certificates", partial(self.renewal.sync, self.view)))
         if self.dns is not None:
             parts.append(("DNS", partial(self.dns.sync, self.view)))
         if self.routes is not None:
@@ -104,6 +119,8 @@ class Agent:
             parts.append(("jails", lambda: sync_jails(jails_of(self.view.values()))))
         if self.skydns is not None:
             parts.append(("SkyDNS", partial(self.skydns.sync, self.view)))
+        if self.firewall is not None:
+            parts.append(("firewall", self.firewall))
         for label, sync in parts:
             try:
                 sync()
@@ -138,10 +155,36 @@ def start_api(host: Host, local: LocalService, address: str, port: int) -> tuple
     from rexcarcer.cluster import tls
     from rexcarcer.cluster.store import open_etcd
 
-    files = tls.ensure(host.config, address)
-    # its own store connection: requests run beside the watch
-    api = remote.Api(host.config, open_etcd(host.config), local)
+    store = open_etcd(host.config)  # its own connection: requests run beside the watch
+    files = tls.ensure(host.config, address, store=store)
+    api = remote.Api(host.config, store, local)
     return remote.serve(api, files, address, port), remote.url_for(address, port)
+
+
+def certificates(
+    host: Host, store: EtcdStore, server: ApiServer | None
+) -> tuple[Signer | None, Renewal]:
+    """The CA host's signer (when this host holds the cluster CA) and the renewal."""
+    from rexcarcer.pki.layout import CaPaths
+
+    config = host.config
+    paths = CaPaths.under(config.root)
+    signer = Signer(store, paths, config.zone) if paths.exists() else None
+
+    def reload() -> None:  # new handshakes get the renewed certificate
+        if server is not None:
+            from rexcarcer.cluster.tls import TlsFiles
+
+            files = TlsFiles.under(config.root)
+            server.reload_certificate(files.cert, files.key)
+
+    def refresh_crl() -> None:
+        from rexcarcer.pki import ca, jailca
+        from rexcarcer.pki.hook import jail_ca_paths, refresh_crl
+
+        refresh_crl(host, jailca.load(jail_ca_paths(host)), ca.utcnow())
+
+    return signer, Renewal(store, config, reload, refresh_crl, lambda: host.lock("ca"))
 
 
 def build(
@@ -187,5 +230,7 @@ def build(
         from rexcarcer.cluster.store import open_etcd
 
         mirror = SkyDnsMirror(open_etcd(host.config, prefix=sky.PREFIX), name)
+    signer, renewal = certificates(host, store, server)
     return Agent(name, store, keeper, dns_sync_for(host, conf.cidr), route_sync, idle, server,
-                 JailSync(engine, name) if jails else None, mirror)  # fmt: skip
+                 JailSync(engine, name) if jails else None, mirror, signer, renewal,
+                 partial(engine.policy.guard, host))  # fmt: skip

@@ -7,6 +7,10 @@ started again after a reboot or when their init died, unless ``rex stop`` wanted
 them stopped). On a host that has joined a cluster it is also the cluster
 member (agent/cluster.py): lease, watch, DNS of the whole cluster, routes, the
 mutual-TLS API. Without a cluster it checks the jails every ``idle`` seconds.
+
+On every host it also keeps the firewall's guard loaded (netpolicy/): at start
+and on every tick, so that the rules follow the cluster's hosts and come back
+if someone flushes them.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def run(config: Config, options: Options, stop: threading.Event) -> None:
                          group=config.agent_group, work=work)  # fmt: skip
     server.start()
     try:
+        guard(engine)
         if config.etcd:
             _cluster(config, options, engine, stop)
         else:
@@ -68,6 +73,14 @@ def run(config: Config, options: Options, stop: threading.Event) -> None:
     finally:
         server.stop()
         engine.close()
+
+
+def guard(engine: Engine) -> None:
+    """Load the guard; a failure is logged and retried on the next tick."""
+    try:
+        engine.policy.guard(engine.host)
+    except RexError as exc:
+        log.warning("firewall: %s (%s)", exc, exc.hint or "retrying on the next tick")
 
 
 def _cluster(config: Config, options: Options, engine: Engine, stop: threading.Event) -> None:
@@ -86,6 +99,7 @@ def _single(config: Config, options: Options, engine: Engine, stop: threading.Ev
     sync = JailSync(engine, config.host) if options.jails else None
     log.info("agent %s: single host; checking jails every %.1f s", config.host, options.idle)
     while not stop.is_set():
+        guard(engine)
         if sync is not None:
             try:
                 sync.sync(list_jails(engine.host.store))

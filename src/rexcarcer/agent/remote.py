@@ -15,8 +15,10 @@ served by aiohttp on one asyncio event loop. The client is service/remote.py.
          4xx/5xx {"error", "hint", "exit_code"}
 
 Every request, in this order: the client certificate (verified against the
-cluster CA in the handshake) must be a registered host's (cluster/auth.py,
-asked again for every request, so a revocation holds at once), else 403;
+cluster CA in the handshake) must be a registered host's *host* certificate
+(cluster/auth.py: signed by the cluster CA itself, with the host-role policy,
+naming that host and its address, not revoked; a jail's certificate never
+passes), asked again for every request, so a revocation holds at once, else 403;
 the method, path, query and headers must be valid (agent/apirequest.py: jail
 and file names, ``origin``, Content-Length against the endpoint's cap), else
 400/404/405/411/413; only then is the body read. A malformed request line or
@@ -212,7 +214,7 @@ class Handler:
             raise Refused(503, exc) from exc
         if who is None:
             raise Refused(403, AgentApiError(
-                "the client certificate names no registered host",
+                "the client certificate is not a registered host's",
                 hint="the API serves cluster hosts; `rex hosts` lists them"))  # fmt: skip
         call = apirequest.parse(apirequest.Head(
             request.method, request.rel_url.raw_path, request.rel_url.raw_query_string,
@@ -317,6 +319,15 @@ class ApiServer:
     @property
     def port(self) -> int:
         return self.addresses[0][1]
+
+    def reload_certificate(self, cert: Path, key: Path) -> None:
+        """Present a renewed certificate from the next handshake on (loaded in
+        the loop's thread, where handshakes use the context)."""
+
+        async def load() -> None:
+            self._context.load_cert_chain(cert, key)
+
+        asyncio.run_coroutine_threadsafe(load(), self._loop).result()
 
     def open_connections(self) -> int:
         return len(self._listener.open) if self._listener is not None else 0

@@ -49,6 +49,13 @@ def ca() -> None:
 @click.option("--key", "key_file", type=FILE, help="The intermediate's private key.")
 @click.option("--chain", type=FILE, help="The intermediate's issuers up to the root (PEM).")
 @click.option("--force", is_flag=True, help="Replace an existing CA (the old one is kept aside).")
+@click.option(
+    "--public-range",
+    "public_range",
+    multiple=True,
+    help="On a single host: a range outside REX_SUBNET its jails may have addresses in "
+    "(repeatable). In a cluster use `rex cluster join --public-range`.",
+)
 @pass_ctx
 def init(
     ctx: Ctx,
@@ -60,15 +67,19 @@ def init(
     key_file: Path | None,
     chain: Path | None,
     force: bool,
+    public_range: tuple[str, ...],
 ) -> None:
     """Create the cluster CA, or adopt a user-supplied intermediate CA.
 
     \b
     rex ca init                          a new ECDSA P-256 root, key 0600 in the state dir
     rex ca init --name "Acme jails CA" --days 1825 --jail-days 30
-    rex ca init --intermediate int.pem --key int.key [--chain root.pem]"""
+    rex ca init --intermediate int.pem --key int.key [--chain root.pem]
+
+    It signs host certificates and one jail CA per host, which signs the jails'
+    certificates (docs/identity.md)."""
     from rexcarcer.pki import ca as ca_mod
-    from rexcarcer.pki.layout import CaPaths
+    from rexcarcer.pki.layout import CaPaths, JailCaPaths
 
     if intermediate is None and (key_file is not None or chain is not None):
         raise UsageError(
@@ -81,6 +92,14 @@ def init(
             "--intermediate needs --key, and takes its name, validity and key from the certificate",
             hint="rex ca init --intermediate CERT --key KEY [--chain FILE]",
         )
+    config = ctx.config
+    member = config.etcd and JailCaPaths.under(config.root).exists()
+    if member and not CaPaths.under(config.root).exists():
+        raise UsageError(
+            "this host is a member of a cluster whose CA is kept on its CA host",
+            hint="a cluster has one CA: run `rex ca init --force` on the CA host, then "
+            "join every host again with a token",
+        )
     host = ctx.host()
     try:
         paths = CaPaths.under(host.config.root)
@@ -90,7 +109,7 @@ def init(
                 new = ca_mod.intermediate(intermediate, key_file, chain, jail_days, now)
             else:
                 new = ca_mod.self_signed(_settings(name, days, key_type, jail_days), now)
-            kept = ca_mod.install(paths, new, now=now, force=force)
+            kept = ca_mod.install(paths, new, now=now, force=force, public_ranges=public_range)
         info = ca_mod.describe(paths, new)
     finally:
         host.close()
@@ -124,6 +143,10 @@ def _print_ca(info: dict[str, Any]) -> None:
     ]  # fmt: skip
     if info.get("replaced_kept_in"):
         rows.append(("previous CA kept in", info["replaced_kept_in"]))
+    if info.get("jail_ca"):
+        j = info["jail_ca"]
+        rows.append(("this host's jail CA", f"{j['subject']}, until {j['not_after']}"))
+        rows.append(("jail addresses", ", ".join(j["permitted"]) or "any"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key + ':':{width + 1}} {value}")
@@ -133,14 +156,19 @@ def _print_ca(info: dict[str, Any]) -> None:
 @click.argument("jail", required=False, shell_complete=complete.jail_names)
 @pass_ctx
 def show(ctx: Ctx, jail: str | None) -> None:
-    """Show the CA (subject, fingerprint, validity), or JAIL's certificate."""
+    """Show the cluster CA and this host's jail CA, or JAIL's certificate."""
     from rexcarcer.pki import ca as ca_mod
-    from rexcarcer.pki import registry
-    from rexcarcer.pki.layout import CaPaths
+    from rexcarcer.pki import jailca, registry
+    from rexcarcer.pki.layout import CaPaths, JailCaPaths
 
-    paths = CaPaths.under(ctx.config.root)
+    paths, jpaths = CaPaths.under(ctx.config.root), JailCaPaths.under(ctx.config.root)
     if jail is None:
-        info = ca_mod.describe(paths, ca_mod.load(paths))
+        if paths.exists() or not jpaths.exists():
+            info = ca_mod.describe(paths, ca_mod.load(paths))
+        else:  # a cluster member: the CA's key is on the CA host
+            info = jailca.describe_cluster_ca(jpaths)
+        if jpaths.exists():
+            info["jail_ca"] = jailca.describe(jpaths)
         ctx.emit(info, lambda: _print_ca(info))
         return
     host = ctx.host()
@@ -226,24 +254,46 @@ def renew(ctx: Ctx, names: tuple[str, ...], due: bool) -> None:
     show_default=True,
     help="Until when the CRL is valid (nextUpdate).",
 )
+@click.option(
+    "--root",
+    "root_crl",
+    is_flag=True,
+    help="The cluster CA's own CRL (revoked host certificates and jail CAs); on the CA host.",
+)
 @pass_ctx
-def crl(ctx: Ctx, out: Path | None, days: int) -> None:
-    """Print the CA's certificate revocation list (PEM); -o json lists the entries.
+def crl(ctx: Ctx, out: Path | None, days: int, root_crl: bool) -> None:
+    """Print this host's jail CRL (PEM), signed by its jail CA; -o json lists the entries.
 
     Certificates of destroyed jails are revoked (cessationOfOperation), and
-    renewed ones superseded. The CRL is also kept in $REX_ROOT/ca/crl.pem."""
+    renewed ones superseded. The CRL is also kept in $REX_ROOT/jail-ca/crl.pem
+    and published in the store (pki/crls/HOST). --root: the cluster CA's CRL
+    ($REX_ROOT/ca/crl.pem, pki/root-crl)."""
+    from rexcarcer.errors import NotFound
     from rexcarcer.pki import ca as ca_mod
-    from rexcarcer.pki import crl as crl_mod
-    from rexcarcer.pki import registry
-    from rexcarcer.pki.layout import CaPaths
+    from rexcarcer.pki import jailca, registry
+    from rexcarcer.pki.hook import issuer_id, refresh_crl
+    from rexcarcer.pki.layout import CaPaths, JailCaPaths
 
     host = ctx.host()
     try:
-        authority = ca_mod.load(CaPaths.under(host.config.root))
         now = ca_mod.utcnow()
-        entries = registry.revoked(host.store, authority.fingerprint, now.timestamp())
-        data = crl_mod.pem(crl_mod.build(authority, entries, now, days))
-        crl_mod.write(CaPaths.under(host.config.root), data)
+        if root_crl:
+            from rexcarcer.cluster.signer import publish_root_crl
+
+            paths = CaPaths.under(host.config.root)
+            issuer = ca_mod.load(paths).fingerprint
+            data = publish_root_crl(host.store, paths, now, days)
+        else:
+            jpaths = JailCaPaths.under(host.config.root)
+            if not jpaths.exists():
+                raise NotFound(
+                    "this host has no jail CA yet",
+                    hint="it is made with the first jail (in a cluster: by `rex cluster join`)",
+                )
+            authority = jailca.load(jpaths)
+            issuer = issuer_id(authority)
+            data = refresh_crl(host, authority, now, days)
+        entries = registry.revoked(host.store, issuer, now.timestamp())
     finally:
         host.close()
     if out is not None:

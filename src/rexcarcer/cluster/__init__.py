@@ -10,7 +10,12 @@
     dnssync.py     the local unbound made to serve every live host's records
     jailsync.py    this host's jails started or stopped as their records want
     skydns.py      the optional ``/skydns/`` mirror for CoreDNS
-    cashare.py     the cluster CA, published by init and installed by join
+    cashare.py     the cluster CA's certificates (its key only with --share-ca) in etcd
+    tokens.py      one-time join tokens and the HMAC that authenticates a join
+    enroll.py      a host's certificates through the CA host: join, renew
+    signer.py      the CA host's side: verify and sign requests, the root CRL
+    hostcerts.py   what the cluster CA signed for each host; revocation at leave
+    auth.py        who calls the agents' API: a host certificate, or nobody
     agent.py       ``rex agent``: lease, watch, DNS, routes, jails, SkyDNS, API
     tls.py         the hosts' certificates for the agents' mutual-TLS API
                    (agent/remote.py serves it)
@@ -21,7 +26,10 @@
 Keys under ``/rexcarcer/v1/`` (state/etcd.py)::
 
     cluster/config         {"cidr", "zone", "host_prefix", "version"}   init, no lease
-    cluster/ca             {"fingerprint", "files"} (the CA, key too)   init, create-if-absent
+    cluster/ca             {"fingerprint", "host", "cert", ...}         init, create-if-absent
+    cluster/tokens/<id>    {"sha256", "expires", ...}: a join token     init, token; one use
+    join/<id>[/answer]     a join or renewal request, and its answer    join, renew; the CA host
+    pki/hosts/<host>       the host's certificate; pki/jail-cas/<host>  the CA host
     hosts/<host>           {"name", "address", "subnet", "joined"}      join, no lease
     hosts/<host>/alive     {"since", "pid"}                             the host's lease
     subnets/<net>_<len>    {"host"}                                     create-if-absent
@@ -45,6 +53,13 @@ class ClusterError(RexError):
     exhausted (exit 37)."""
 
     exit_code = 37
+
+
+class EnrollError(ClusterError):
+    """Joining or renewing through the CA host: a join token refused, expired or
+    already used, a request the CA host refused, or no answer in time (exit 44)."""
+
+    exit_code = 44
 
 
 class AgentApiError(ClusterError):

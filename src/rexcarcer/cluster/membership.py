@@ -132,7 +132,11 @@ def alive_value(api: str | None = None) -> str:
 
 
 def leave(store: Store, name: str, *, force: bool = False) -> list[str]:
-    """Release this host's subnet and registration; the keys removed."""
+    """Release this host's subnet and registration, and revoke its host certificate
+    and jail CA in the same transaction (the agents' API refuses the certificate
+    from then on); the keys removed."""
+    from rexcarcer.cluster.hostcerts import leave_ops
+
     data = view(store)
     jails = sorted(
         e.json()["name"] for _, e in model.under(data, model.JAILS) if e.json().get("host") == name
@@ -147,9 +151,10 @@ def leave(store: Store, name: str, *, force: bool = False) -> list[str]:
     present = [k for k in keys if k in data or store.get(k) is not None]
     entries = [store.get(k) for k in present]
     compares = [Compare(e.key, e.revision) for e in entries if e is not None]
-    if not store.commit(compares, [Delete(k) for k in present]):
+    revoke = leave_ops(store, name)
+    if not store.commit(compares, [*(Delete(k) for k in present), *revoke]):
         raise Conflict(f"host {name!r} changed while leaving", hint="run it again")
-    return present
+    return present + [op.key for op in revoke if isinstance(op, Delete)]
 
 
 def list_hosts(store: Store) -> list[model.HostInfo]:

@@ -116,6 +116,11 @@ def _json(entry: Entry) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def record(entry: Entry) -> dict[str, Any]:
+    """An entry's JSON object ({} when it holds anything else)."""
+    return _json(entry)
+
+
 def under(view: View, prefix: str) -> Iterator[tuple[str, Entry]]:
     """(rest of the key, entry) for every key below ``prefix``, in key order."""
     for key in sorted(view):

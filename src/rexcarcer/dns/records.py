@@ -32,6 +32,7 @@ from typing import Any
 
 from rexcarcer.dns import DnsError
 from rexcarcer.model.jail import JailRecord, ServiceEntry
+from rexcarcer.names import RESERVED_HINT, reserved_name_problem
 
 JAIL_TTL = 30
 HOSTNAME_TTL = 300
@@ -176,16 +177,12 @@ def check_hostname(hostname: str, jail: str, zone: str) -> str:
     if problem is None:
         if _under(name, "arpa"):
             problem = "lies inside the reverse zones (arpa.)"
-        elif name == zone:
-            problem = f"is the cluster zone {zone} itself"
-        elif name != f"{jail}.jail.{zone}" and (
-            _under(name, f"jail.{zone}") or _under(name, f"svc.{zone}")
-        ):
-            problem = f"lies inside jail.{zone} or svc.{zone}, which rex names from jails"
+        else:  # host.<zone>, svc.<zone>, another jail's name: names.py says why
+            problem = reserved_name_problem(name, jail, zone)
     if problem:
         raise DnsError(
             f"jail {jail}: HOSTNAME {hostname!r} {problem}",
-            hint="HOSTNAME takes one fully qualified name such as docs.example.com",
+            hint=RESERVED_HINT.format(zone=zone),
         )
     return name
 

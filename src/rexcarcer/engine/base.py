@@ -1,5 +1,5 @@
-"""What the engine is given: a host, the hooks that hang off a jail's life, and
-where bases come from. The engine declares these Protocols; the features
+"""What the engine is given: a host, the hooks that hang off a jail's life, the
+network policy, and where bases come from. The engine declares these Protocols; the features
 implement them and ``rexcarcer.wiring`` chooses which (the engine never imports
 a feature).
 
@@ -10,13 +10,13 @@ Hooks run in list order for ``prepare``/``started`` and in reverse for
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from rexcarcer.host import Host
 from rexcarcer.model.base import BaseInfo
 from rexcarcer.model.jail import JailRecord
-from rexcarcer.rexfile.ast import Base
+from rexcarcer.rexfile.ast import Base, Rexfile
 from rexcarcer.runtime.base import JailSpec
 
 
@@ -54,11 +54,33 @@ class BaseSource(Protocol):
         ...
 
 
+class NetPolicy(Protocol):
+    """What a jail (and a build step, which is one) may be and reach on the
+    network; the root inside a jail is an adversary (netpolicy/)."""
+
+    def admit(self, host: Host, rexfile: Rexfile, name: str) -> None:
+        """Refuse a definition whose ``IP`` or ``HOSTNAME`` jail ``name`` may not
+        have on this host. Reads only: ``rex up`` and ``rex plan`` call it
+        before anything changes."""
+        ...
+
+    def guard(self, host: Host) -> None:
+        """Make the host's firewall keep jails off its control ports and the
+        cluster's addresses (idempotent; before a jail or a build step runs)."""
+        ...
+
+    def guard_commands(self, host: Host) -> list[list[str]]:
+        """The commands ``guard`` would run now that change the host (``rex plan``)."""
+        ...
+
+
 @dataclass
 class Engine:
     host: Host
     bases: BaseSource
     hooks: Sequence[JailHook] = ()
+    # keyword and required: an engine never runs jails without a network policy
+    policy: NetPolicy = field(kw_only=True)
 
     def close(self) -> None:
         self.host.close()

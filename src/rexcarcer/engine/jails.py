@@ -95,6 +95,7 @@ def up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
     """Build (cached), create, start; idempotent for an unchanged definition."""
     host = eng.host
     copy_sources(rexfile)  # bad COPY sources fail before anything changes
+    admit(eng, rexfile, name)
     existing = _reclaim(eng, name)
     if existing is not None:
         if not same_definition(eng, rexfile, existing):
@@ -104,8 +105,6 @@ def up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
         return info(eng, name)
     base = eng.bases.ensure(host, rexfile.base)
     host.storage.ensure_layout()
-    if rexfile.ip is not None:
-        _precheck_fixed_ip(eng, rexfile, name)
     volumes.check(host, name, volumes.entries(rexfile))
     rec = new_record(eng, rexfile, name)
     if not records.create_jail(host.store, rec):
@@ -127,6 +126,18 @@ def up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
     return info(eng, name)
 
 
+def admit(eng: Engine, rexfile: Rexfile, name: str) -> None:
+    """Everything that refuses a definition on this host before anything changes:
+    the jail is ours to touch, its IP and HOSTNAME pass the network policy, a
+    fixed IP is free."""
+    rec = record(eng, name)
+    if rec is not None:
+        ensure_local(eng, rec)
+    eng.policy.admit(eng.host, rexfile, name)
+    if rexfile.ip is not None:
+        _precheck_fixed_ip(eng, rexfile, name)
+
+
 def _precheck_fixed_ip(eng: Engine, rexfile: Rexfile, name: str) -> None:
     assert rexfile.ip is not None
     holder = ipam.owner(eng.host.store, rexfile.ip.ip)
@@ -141,7 +152,7 @@ def _create(
     eng: Engine, rexfile: Rexfile, base: BaseInfo, rec: JailRecord, made: list[str]
 ) -> None:
     host = eng.host
-    image = builder.build(host, rexfile, base)
+    image = builder.build(eng, rexfile, base)
     host.progress.step(f"Assigning an address to {rec.name}")
     if rexfile.ip is not None:
         ipam.claim(host.store, rexfile.ip, rec.name, host=host.config.host)

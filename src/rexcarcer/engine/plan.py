@@ -26,8 +26,7 @@ from rexcarcer.runtime.base import JailSpec
 def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
     host = eng.host
     rec = jails.record(eng, name)
-    if rec is not None:
-        jails.ensure_local(eng, rec)
+    jails.admit(eng, rexfile, name)  # what `rex up` refuses, the plan refuses
     base = eng.bases.local(host, rexfile.base)
     if base is None:  # planning never touches the network
         return [
@@ -36,10 +35,16 @@ def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
         ]
     plans = builder.plan_build(host, rexfile, base)
     image = builder.image_of(plans, base)
-    if rec is not None and rec.ready:
-        return _existing(eng, rexfile, rec, image, [_step_action(eng, rexfile, base, p)
-                                                     for p in plans])  # fmt: skip
     actions = [_step_action(eng, rexfile, base, p) for p in plans]
+    guard = _guard_action(eng)
+    first_run = next((i for i, p in enumerate(plans)
+                      if isinstance(p.step, Run) and not p.cached), None)  # fmt: skip
+    if first_run is not None and guard is not None:
+        # loaded before the first step that runs, then already in place
+        actions.insert(first_run, guard)
+        guard = None
+    if rec is not None and rec.ready:
+        return _existing(eng, rexfile, rec, image, actions, guard)
     address = _address(eng, rexfile, name, actions)
     new = jails.new_record(eng, rexfile, name).replace(address=address, image=image)
     clone = host.storage.clone_argv(image, f"jails/{name}", jails.clone_props(new))
@@ -48,21 +53,41 @@ def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
     spec = _spec(eng, new, root, base)
     files = [f"write {inside} ({mode:04o}) in the jail" for inside, _, mode
              in jails.jail_files(eng, spec)]  # fmt: skip
+    if guard is not None:
+        actions.append(guard)
     actions.append(Action("files", "write the jail's configuration files", notes=tuple(files)))
     actions.append(Action("start", f"start jail {name} ({host.platform.kind} platform)",
                           argvs(host.runtime.start_commands(spec))))  # fmt: skip
     return actions
 
 
+def _guard_action(eng: Engine) -> Action | None:
+    """Loading the firewall rules that keep jails off the host's control ports,
+    when they are not loaded as they should be."""
+    commands = eng.policy.guard_commands(eng.host)
+    if not commands:
+        return None
+    what = "load rex's firewall rules (the guard: jails never reach the host's control ports)"
+    return Action("firewall", what, argvs(commands))
+
+
 def _existing(
-    eng: Engine, rexfile: Rexfile, rec: JailRecord, image: str, steps: list[Action]
+    eng: Engine,
+    rexfile: Rexfile,
+    rec: JailRecord,
+    image: str,
+    steps: list[Action],
+    guard: Action | None,
 ) -> list[Action]:
+    """``steps``: the build's actions (with the guard before the first that
+    runs); ``guard``: the guard when the start is the first to need it."""
     if rec.definition != rexfile.digest() or rec.image != image:
-        return _replace(eng, rexfile, rec, image, steps)
+        return _replace(eng, rexfile, rec, image, [*steps, *([guard] if guard else [])])
     if jails.is_running(eng, rec.name):
         return [Action("none", f"jail {rec.name} is up to date and running; nothing to do")]
     spec = jails.spec_for(eng, rec)
-    return [Action("start", f"start jail {rec.name}", argvs(eng.host.runtime.start_commands(spec)))]
+    start = Action("start", f"start jail {rec.name}", argvs(eng.host.runtime.start_commands(spec)))
+    return [start] if guard is None else [guard, start]
 
 
 def _replace(
@@ -108,7 +133,8 @@ def _spec(eng: Engine, rec: JailRecord, root: Path, base: BaseInfo) -> JailSpec:
     host = eng.host
     return JailSpec(
         name=rec.name, root=root, hostname=rec.hostname, address=rec.address,
-        interface=host.config.interface, gateway=host.config.host_address, env=rec.env,
+        interface=host.config.interface_for(rec.address.ip if rec.address else None),
+        gateway=host.config.host_address, env=rec.env,
         osrelease=base.props.get("osrelease") or None,
     )  # fmt: skip
 
@@ -119,6 +145,11 @@ def _step_action(eng: Engine, rexfile: Rexfile, base: BaseInfo, plan: builder.St
     what = f"step {plan.index}: {plan.step.describe()}"
     if plan.cached:
         return Action("cached", f"{what} (cached as {full}/{plan.snapshot})")
-    notes = () if isinstance(plan.step, Run) else (f"copy {plan.step.src} to {plan.step.dst} "
-                                                    "inside the image",)  # fmt: skip
+    if isinstance(plan.step, Run):
+        notes: tuple[str, ...] = (
+            f"write {builder.RESOLV_CONF} into the image, then run the step on a build address "
+            f"of {host.config.subnet} held by {builder.build_owner(plan.key)} while it runs",
+        )
+    else:
+        notes = (f"copy {plan.step.src} to {plan.step.dst} inside the image",)
     return Action("build", what, argvs(builder.step_commands(host, rexfile, base, plan)), notes)

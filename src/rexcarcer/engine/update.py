@@ -89,7 +89,7 @@ def replace(eng: Engine, rexfile: Rexfile, existing: JailRecord) -> JailInfo:
         _release(host, claimed, name)
         raise Conflict(f"jail {name!r} changed under this rex run", hint="try again")
     try:
-        image = builder.build(host, rexfile, base)  # the old generation still runs
+        image = builder.build(eng, rexfile, base)  # the old generation still runs
     except BaseException:
         _release(host, claimed, name)
         records.put_jail(host.store, existing)

@@ -8,12 +8,13 @@ the nftables table ``inet rexcarcer`` on Linux, the pf anchors under
 ::
 
     rules.py   pure: the desired ruleset (PortForward, Masquerade, Guard, Ruleset)
-               and its validation; no OS knowledge
+               and its validation; no OS knowledge (netpolicy/guard.py computes
+               a host's ruleset; the platform holds its driver)
     nft.py     Linux: the Ruleset as one nftables JSON batch for ``nft -j -f -``,
                the reader of ``nft -j list table inet rexcarcer``, NftFirewall
     pf.py      FreeBSD: the Ruleset as pf.conf(5) text per anchor, the pfctl(8)
                argv, the check that pf.conf hooks the anchors, PfFirewall
-    base.py    the Firewall Protocol (apply, current, clear)
+    base.py    the Firewall Protocol (apply, apply_commands, current, clear)
     fake.py    FakeFirewall, in memory, for unit tests
 """
 

@@ -21,6 +21,12 @@ class Firewall(Protocol):
         FirewallError when the OS refuses it; the previous rules then stay."""
         ...
 
+    def apply_commands(self, ruleset: Ruleset) -> list[list[str]]:
+        """The commands ``apply(ruleset)`` would run now that change the host,
+        in order (``rex plan``); empty when rex's part already holds it. Reads
+        the current state, changes nothing."""
+        ...
+
     def current(self) -> Ruleset:
         """What rex's part holds now, read back from the OS (an empty Ruleset
         when there is none). pf reads back the forwards only (pf.py)."""

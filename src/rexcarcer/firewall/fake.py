@@ -25,6 +25,9 @@ class FakeFirewall:
         self.loads += 1
         return True
 
+    def apply_commands(self, ruleset: Ruleset) -> list[list[str]]:
+        return [] if ruleset == self.ruleset else [["fake-firewall", "apply"]]
+
     def current(self) -> Ruleset:
         return self.ruleset
 

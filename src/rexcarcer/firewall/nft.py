@@ -92,6 +92,8 @@ GUARD_IN = ChainDef("guard_in")
 GUARD_OUT = ChainDef("guard_out")
 CHAINS = (PREROUTING, OUTPUT, POSTROUTING, INPUT, FORWARD, GUARD_IN, GUARD_OUT)
 
+SOURCES_TAG = "guard jail sources"  # the rules matching Guard.sources (read back by tag)
+
 LOOPBACK = {4: ipaddress.ip_network("127.0.0.0/8"), 6: ipaddress.ip_network("::1/128")}
 
 # -- expressions (libnftables-json(5), EXPRESSIONS and STATEMENTS) -------------
@@ -266,6 +268,12 @@ def _guard_rules(g: Guard) -> Iterator[Json]:
                    match(meta("iifname"), "lo", op="!=")]  # fmt: skip
     from_jails = [(f"guard jails on {g.bridge}", on_bridge),
                   (f"guard jail subnet {g.subnet}", from_subnet)]  # fmt: skip
+    for version in (4, 6):
+        nets = [prefix(n) for n in g.sources if n.version == version]
+        if nets:
+            from_sources = [match(payload(_ipf(version), "saddr"), anon_set(nets)),
+                            match(meta("iifname"), "lo", op="!=")]  # fmt: skip
+            from_jails.append((f"{SOURCES_TAG} ipv{version}", from_sources))
     for tag, conds in from_jails:
         yield add_rule(INPUT, tag, *conds, opened, jump(GUARD_IN))
     if g.addresses:
@@ -441,10 +449,14 @@ def _read_masquerade(rule: Json) -> Masquerade | None:
 def _read_guard(rules: dict[str, list[Json]]) -> Guard | None:
     bridge: str | None = None
     subnet: Network | None = None
+    sources: list[Network] = []
     for rule in rules.get(INPUT.name, []):
+        of_sources = str(rule.get("comment", "")).startswith(SOURCES_TAG)
         for left, op, right in _matches(rule):
             if left.get("meta", {}).get("key") == "iifname" and op == "==":
                 bridge = str(right)
+            elif left.get("payload", {}).get("field") == "saddr" and of_sources:
+                sources += [_net(x) for x in _rhs_items(right)]
             elif left.get("payload", {}).get("field") == "saddr":
                 subnet = _net(right)
     if bridge is None and subnet is None:
@@ -463,7 +475,7 @@ def _read_guard(rules: dict[str, list[Json]]) -> Guard | None:
              for left, _op, right in _matches(rule)
              if left.get("payload", {}).get("field") == "daddr"
              for x in _rhs_items(right)]  # fmt: skip
-    return Guard(subnet, bridge, tuple(ports), tuple(addrs))
+    return Guard(subnet, bridge, tuple(ports), tuple(addrs), tuple(sources))
 
 
 # -- the driver ------------------------------------------------------------------
@@ -502,17 +514,23 @@ class NftFirewall:
         found = self.listing()
         return found.ruleset if found is not None else Ruleset()
 
-    def apply(self, ruleset: Ruleset) -> bool:
-        """Make the table hold ``ruleset``; False when it already did."""
-        wanted = batch(ruleset)
+    def _holds(self, ruleset: Ruleset, wanted: Json) -> bool:
         try:
             found = self.listing()
         except FirewallError as exc:  # something rex did not write: replace it
             log.warning("firewall: %s", exc.message)
             found = None
-        if found is None and ruleset.empty:
-            return False
-        if found is not None and found.ruleset == ruleset and found.comments == comments_of(wanted):
+        if found is None:
+            return ruleset.empty
+        return found.ruleset == ruleset and found.comments == comments_of(wanted)
+
+    def apply_commands(self, ruleset: Ruleset) -> list[list[str]]:
+        return [] if self._holds(ruleset, batch(ruleset)) else [[*self.argv_prefix, *apply_argv()]]
+
+    def apply(self, ruleset: Ruleset) -> bool:
+        """Make the table hold ``ruleset``; False when it already did."""
+        wanted = batch(ruleset)
+        if self._holds(ruleset, wanted):
             return False
         self._nft(apply_argv(), input=json.dumps(wanted))
         log.info("firewall: table inet rexcarcer loaded (%d forwards)", len(ruleset.forwards))

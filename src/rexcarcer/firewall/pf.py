@@ -139,17 +139,25 @@ def _guard_rules(g: Guard) -> list[str]:
     Caveat, not verified on FreeBSD: a jail's traffic to the host's own
     addresses goes over lo0, and the common ``set skip on lo0`` makes pf
     ignore lo0 entirely, so these blocks then never see it."""
-    af, net, v = _af(g.subnet.version), _addr(g.subnet), g.subnet.version
-    lines = [f"# guard: jails of {net} never reach the host's control ports or cluster addresses"]
-    for proto in Proto:
-        ports = g.ports_of(proto)
-        if ports:
-            lines.append(
-                f"block drop quick {af} proto {proto} from {net} to {SELF} port {_port_list(ports)}"
-            )
-    addrs = g.addresses_of(v)  # a jail of an IPv4 subnet sends no IPv6 from it
-    if addrs:
-        lines.append(f"block drop quick {af} from {net} to {{ {', '.join(map(_addr, addrs))} }}")
+    lines = [
+        f"# guard: jails of {_addr(g.subnet)} never reach the host's control ports or "
+        "cluster addresses"
+    ]
+    for v in (4, 6) if g.subnet.version == 4 else (6, 4):  # the subnet's family first
+        nets = g.networks_of(v)
+        if not nets:
+            continue  # no jail sends from this family
+        af = _af(v)
+        src = _addr(nets[0]) if len(nets) == 1 else "{ " + ", ".join(map(_addr, nets)) + " }"
+        for proto in Proto:
+            ports = g.ports_of(proto)
+            if ports:
+                lines.append(f"block drop quick {af} proto {proto} from {src} to {SELF} "
+                             f"port {_port_list(ports)}")  # fmt: skip
+        addrs = g.addresses_of(v)
+        if addrs:
+            to = ", ".join(map(_addr, addrs))
+            lines.append(f"block drop quick {af} from {src} to {{ {to} }}")
     return lines
 
 
@@ -336,6 +344,12 @@ class PfFirewall:
 
     def missing_hooks(self) -> list[str]:
         return missing_hooks(self._pfctl(main_argv("nat")), self._pfctl(main_argv("rules")))
+
+    def apply_commands(self, ruleset: Ruleset) -> list[list[str]]:
+        # pf is always loaded (current() does not read back every rule)
+        wanted = render(ruleset)
+        loads = [load_argv(anchor) for anchor in wanted]
+        return loads + [flush_argv(a) for a in sorted(self.anchors() - wanted.keys())]
 
     def apply(self, ruleset: Ruleset) -> bool:
         wanted = render(ruleset)

@@ -192,14 +192,17 @@ class Guard:
     dropped. DNS and syslog to the host stay open (HOST_SERVICES).
 
     ``bridge`` is the interface the jails' traffic arrives on (Linux: rex0);
-    ``subnet`` the jail subnet. A jail may forge its source address, so Linux
-    matches either; pf, where jails are aliases and their traffic to the host
-    is local, matches the subnet."""
+    ``subnet`` the jail subnet; ``sources`` other networks jails send from
+    (the public ranges declared for jails, the other hosts' jail subnets). A
+    jail may forge its source address, so Linux matches the bridge or a
+    source network; pf, where jails are aliases and their traffic to the host
+    is local, matches the source networks."""
 
     subnet: Network
     bridge: str
     ports: tuple[PortSpec, ...] = CONTROL_PORTS
     addresses: tuple[Address, ...] = ()
+    sources: tuple[Network, ...] = ()
 
     def __post_init__(self) -> None:
         _check_network(self.subnet, "guard subnet")
@@ -226,6 +229,15 @@ class Guard:
                     hint="list other hosts' and etcd's addresses, not the jail network's",
                 )
         object.__setattr__(self, "addresses", _sorted_addresses(addrs))
+        # An address may lie in a source network: another host's own address in
+        # its jail subnet is closed to jails, and that host does not send from it.
+        nets = {_check_network(n, "guard source") for n in self.sources} - {self.subnet}
+        object.__setattr__(self, "sources", tuple(sorted(nets, key=lambda n: (n.version, n))))
+
+    def networks_of(self, version: int) -> tuple[Network, ...]:
+        """The networks jails send from in one family: the subnet first."""
+        nets = (self.subnet, *self.sources)
+        return tuple(n for n in nets if n.version == version)
 
     def ports_of(self, proto: Proto) -> tuple[int, ...]:
         return tuple(p for pr, p in self.ports if pr is proto)

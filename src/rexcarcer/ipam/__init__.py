@@ -4,6 +4,10 @@ An address is taken when the key ``ipam/<address>`` exists; claiming is a
 create-if-absent transaction, so two ``rex up`` runs (or two hosts, on etcd)
 can never hold one address. The host's own address (the subnet's first) is
 never handed out.
+
+A build step (engine/build.py) holds an address of its own while it runs; its
+entry is marked ``"build": true`` so that a jail's release never frees it and
+the sweep after a killed run frees only those.
 """
 
 from __future__ import annotations
@@ -49,8 +53,14 @@ def next_free(store: Store, subnet: Network) -> IPInterface | None:
     return ipaddress.ip_interface(f"{found}/{subnet.prefixlen}") if found is not None else None
 
 
-def allocate(store: Store, subnet: Network, jail: str, *, host: str = "") -> IPInterface:
-    """Claim the lowest free address of ``subnet`` for ``jail``."""
+def allocate(
+    store: Store, subnet: Network, jail: str, *, host: str = "", build: bool = False
+) -> IPInterface:
+    """Claim the lowest free address of ``subnet`` for ``jail`` (with ``build``:
+    for the build step named ``jail``)."""
+    value: dict[str, object] = {"jail": jail, "host": host}
+    if build:
+        value["build"] = True
     for _ in range(1000):
         free = next_free(store, subnet)
         candidate = free.ip if free is not None else None
@@ -59,7 +69,7 @@ def allocate(store: Store, subnet: Network, jail: str, *, host: str = "") -> IPI
                 f"no free address left in the jail subnet {subnet}",
                 hint="destroy unused jails or set a larger REX_SUBNET",
             )
-        if create_json(store, _key(candidate), {"jail": jail, "host": host}):
+        if create_json(store, _key(candidate), value):
             return ipaddress.ip_interface(f"{candidate}/{subnet.prefixlen}")
     raise AddressError(f"could not claim an address in {subnet}: too much contention")
 
@@ -86,6 +96,26 @@ def release(store: Store, addr: Address, jail: str) -> None:
 
 
 def release_all(store: Store, jail: str) -> None:
-    for addr, holder in taken(store).items():
-        if holder == jail:
-            release(store, ipaddress.ip_address(addr), jail)
+    """Release every address of jail ``jail`` (never a build step's)."""
+    for entry in store.list(PREFIX):
+        data = entry.json()
+        if data.get("jail") == jail and not data.get("build"):
+            release(store, ipaddress.ip_address(entry.key[len(PREFIX) :]), jail)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildLease:
+    address: Address
+    owner: str  # build-<first 8 of the step key>
+    host: str
+
+
+def build_leases(store: Store) -> list[BuildLease]:
+    """The addresses build steps hold (on every host)."""
+    out = []
+    for entry in store.list(PREFIX):
+        data = entry.json()
+        if data.get("build"):
+            addr = ipaddress.ip_address(entry.key[len(PREFIX) :])
+            out.append(BuildLease(addr, str(data["jail"]), str(data.get("host", ""))))
+    return out

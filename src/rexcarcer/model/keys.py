@@ -9,9 +9,16 @@ once; on etcd all of them sit under ``/rexcarcer/v1/``.
     dns/<jail>             the records a jail publishes (dns/publish.py)
     names/<fqdn>           {"jail", "host"}: a HOSTNAME claimed
     pki/certs/<jail>       the jail's current certificate (pki/registry.py)
-    pki/revoked/<serial>   a revoked certificate
+    pki/revoked/<serial>   a revoked certificate (a jail's, a host's, a jail CA)
+    pki/hosts/<host>       the host's current host certificate (cluster/signer.py)
+    pki/jail-cas/<host>    the host's jail CA certificate (public)
+    pki/crls/<host>        the CRL of the host's jail CA, signed by it (pki/hook.py)
+    pki/root-crl           the cluster CA's own CRL, signed on the CA host
     cluster/config         the cluster's settings (cluster/model.py)
-    cluster/ca             the cluster CA shared through etcd (cluster/cashare.py)
+    cluster/ca             the cluster CA's certificate; its key only with
+                           ``--share-ca`` (cluster/cashare.py)
+    cluster/tokens/<id>    a join token, hashed: expiry, one use (cluster/enroll.py)
+    join/<id>              a join or renewal request; join/<id>/answer its answer
     hosts/<host>           a member host; hosts/<host>/alive its lease
     subnets/<net>_<len>    a host's jail subnet claimed
 """
@@ -26,7 +33,13 @@ NAMES = "names/"
 PKI_CERTS = "pki/certs/"
 PKI_REVOKED = "pki/revoked/"
 CLUSTER_CONFIG = "cluster/config"
+PKI_HOSTS = "pki/hosts/"
+PKI_JAIL_CAS = "pki/jail-cas/"
+PKI_CRLS = "pki/crls/"
+PKI_ROOT_CRL = "pki/root-crl"
 CLUSTER_CA = "cluster/ca"
+CLUSTER_TOKENS = "cluster/tokens/"
+JOIN = "join/"
 HOSTS = "hosts/"
 SUBNETS = "subnets/"
 

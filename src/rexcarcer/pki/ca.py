@@ -1,13 +1,17 @@
 """The cluster CA on disk: ``rex ca init``, ``rex ca show``, and loading it to issue.
 
-Layout under ``$REX_ROOT/ca/`` (directory 0700)::
+It signs host certificates and the per-host jail CAs (pki/roles.py), which sign
+the jails' certificates. It lives on one host, the CA host (``rex cluster
+init`` ran there), or on a single host. Layout under ``$REX_ROOT/ca/``
+(directory 0700)::
 
     ca.key       the issuing key, 0600: rex's own root key, or the user's intermediate's
     ca.crt       the issuing certificate
     chain.crt    certificates between the issuing one and the root (intermediate mode)
     cluster.crt  the trust anchor: what every jail trusts (rex's root, or the user's root)
-    ca.json      settings: mode, leaf validity, creation time
-    crl.pem      the last CRL written (``rex ca crl``, and at every revocation)
+    ca.json      settings: mode, leaf validity, creation time, public ranges
+    crl.pem      the CA's own CRL (revoked host certificates and jail CAs)
+    join.key     0600, on the CA host: the secret join tokens are derived from
 
 A new CA is written into a fresh directory and renamed into place, so a refused
 or interrupted ``rex ca init`` leaves the previous state exactly as it was.
@@ -17,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import ipaddress
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +98,8 @@ def utcnow() -> dt.datetime:
 
 
 def self_signed(settings: CaSettings, now: dt.datetime) -> Ca:
-    """A new root CA: ECDSA P-256 by default, CA:TRUE with pathlen 0 (it signs jails only)."""
+    """A new root CA: ECDSA P-256 by default, CA:TRUE with pathlen 1: it signs host
+    certificates and one level of per-host jail CAs (pki/roles.py), nothing deeper."""
     _check_settings(settings)
     key = generate(settings.key_type)
     name = x509.Name([
@@ -108,7 +115,7 @@ def self_signed(settings: CaSettings, now: dt.datetime) -> Ca:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + dt.timedelta(days=settings.days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
         .add_extension(_ca_usage(), critical=True)
         .add_extension(ski, critical=False)
         .add_extension(
@@ -160,7 +167,9 @@ def intermediate(
             hint="give the private key of the intermediate certificate (the first one in CERT)",
         )
     check_issuing_ca(cert, str(cert_path), now)
-    for below, (child, parent) in enumerate(zip(certs, above, strict=False), start=1):
+    # every host's jail CA sits one level below the intermediate (pki/roles.py)
+    _check_path_length(cert, 1)
+    for below, (child, parent) in enumerate(zip(certs, above, strict=False), start=2):
         check_issued_by(child, parent)
         check_issuing_ca(parent, _subject(parent), now, crls=False)
         _check_path_length(parent, below)
@@ -217,8 +226,9 @@ def _check_path_length(parent: x509.Certificate, below: int) -> None:
     if limit is not None and limit < below:
         raise PkiError(
             f"{_subject(parent)} allows {limit} CA certificate(s) below it, and the chain "
-            f"has {below}",
-            hint="issue the intermediate from a CA whose pathLenConstraint allows it",
+            f"has {below} (counting the per-host jail CA rex puts below the intermediate)",
+            hint="issue the intermediate from a CA whose pathLenConstraint allows it "
+            "(the intermediate needs pathLenConstraint 1 or none)",
         )
 
 
@@ -253,8 +263,13 @@ def is_self_signed(cert: x509.Certificate) -> bool:
 # -- on disk ------------------------------------------------------------------------
 
 
-def install(paths: CaPaths, ca: Ca, *, now: dt.datetime, force: bool = False) -> Path | None:
-    """Write ``ca`` as the CA; returns where a replaced CA was kept (``force``)."""
+def install(
+    paths: CaPaths, ca: Ca, *, now: dt.datetime, force: bool = False,
+    public_ranges: Sequence[str] = (),
+) -> Path | None:  # fmt: skip
+    """Write ``ca`` as the CA; returns where a replaced CA was kept (``force``).
+    ``public_ranges``: addresses outside the jail subnet this host's jail CA may
+    certify (pki/jailca.py)."""
     if paths.exists() and not force:
         raise Conflict(
             f"a CA already exists in {paths.dir}",
@@ -275,6 +290,7 @@ def install(paths: CaPaths, ca: Ca, *, now: dt.datetime, force: bool = False) ->
             "leaf_days": ca.leaf_days,
             "created": now.isoformat(timespec="seconds"),
             "fingerprint": ca.fingerprint,
+            "public_ranges": [str(ipaddress.ip_network(r)) for r in public_ranges],
         }
         _write(tmp / paths.meta.name, json.dumps(meta, indent=2).encode() + b"\n", 0o644)
         kept = None
@@ -316,6 +332,15 @@ def load(paths: CaPaths) -> Ca:
         str(meta.get("mode", "self-signed")),
         int(meta.get("leaf_days", DEFAULT_LEAF_DAYS)),
     )
+
+
+def public_ranges(paths: CaPaths) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The public ranges ``rex ca init --public-range`` declared for this host's jails."""
+    try:
+        meta = json.loads(paths.meta.read_text())
+    except (OSError, ValueError):
+        return []
+    return [ipaddress.ip_network(r) for r in meta.get("public_ranges", [])]
 
 
 def describe_cert(cert: x509.Certificate) -> dict[str, Any]:

@@ -11,9 +11,16 @@ and issues a new one when there is none, when the CA, the jail's names or its
 address changed, when the files are missing or replaced, or when the certificate
 is in the last third of its validity. ``rex destroy`` revokes it.
 
-Without a CA the first jail creates one (``rex ca init`` with its defaults), so
-that every jail has an identity; run ``rex ca init`` first to choose the name,
-the validity or a user-supplied intermediate.
+Jail certificates are signed by this host's jail CA (pki/jailca.py), never by
+the cluster CA itself: that one signs only hosts and jail CAs (pki/roles.py).
+On a host that holds the cluster CA the jail CA is made (and renewed) here;
+a cluster member gets its jail CA at ``rex cluster join`` and never makes a CA
+of its own. A single host without a CA creates one at its first jail (``rex ca
+init`` with its defaults), so that every jail has an identity; run ``rex ca
+init`` first to choose the name, the validity or a user-supplied intermediate.
+
+Every revocation signs this host's jail CRL with the jail CA, writes it to
+``$REX_ROOT/jail-ca/crl.pem`` and publishes it in the store (``pki/crls/<host>``).
 
 Import cost: this module is imported at every CLI start (engine/base.py), and
 ``cryptography`` (about 60 ms) only when a certificate is issued, a key file rex
@@ -32,7 +39,7 @@ if TYPE_CHECKING:
     from rexcarcer.pki.ca import Ca
     from rexcarcer.pki.identity import Identity, OnDisk
     from rexcarcer.pki.issue import Issued
-    from rexcarcer.pki.layout import CaPaths
+    from rexcarcer.pki.layout import CaPaths, JailCaPaths
     from rexcarcer.runtime.base import JailSpec
 
 SSL_DIR = "/etc/ssl/rc"
@@ -61,18 +68,45 @@ def ca_paths(host: Host) -> CaPaths:
     return CaPaths.under(host.config.root)
 
 
-def ensure_ca(host: Host) -> Ca:
-    """The CA, created with the defaults when this host has none yet."""
-    from rexcarcer.pki import ca
+def jail_ca_paths(host: Host) -> JailCaPaths:
+    from rexcarcer.pki.layout import JailCaPaths
 
-    paths = ca_paths(host)
-    if not paths.exists():
-        with host.lock("ca"):
-            if not paths.exists():
-                host.progress.step(f"Creating the cluster CA in {paths.dir} (see `rex ca show`)")
-                now = ca.utcnow()
-                ca.install(paths, ca.self_signed(ca.CaSettings(), now), now=now)
-    return ca.load(paths)
+    return JailCaPaths.under(host.config.root)
+
+
+def ensure_issuer(host: Host) -> Ca:
+    """This host's jail CA, made or renewed here when this host holds the cluster
+    CA; a single host without any CA creates one first. A cluster member never
+    makes a CA: its jail CA comes from the CA host (``rex cluster join``)."""
+    from rexcarcer.pki import PkiError, ca, jailca
+
+    config = host.config
+    jpaths, rpaths = jail_ca_paths(host), ca_paths(host)
+    with host.lock("ca"):
+        now = ca.utcnow()
+        root_fp = rpaths.fingerprint() if rpaths.exists() else None
+        declared = [r.network for r in config.public_ips]
+        why = jailca.problem(jpaths, config.subnet, root_fp, now, declared)
+        if why is None and (root_fp is None or not jailca.is_due(jpaths, now)):
+            return jailca.load(jpaths)
+        if root_fp is None:
+            if config.etcd:
+                raise PkiError(
+                    f"cannot issue jail certificates: {why}",
+                    hint="this cluster host gets its jail CA from the CA host: run `rex cluster "
+                    "renew` (it asks for the public ranges declared in public_ips), or `rex "
+                    "cluster join --token T` with a token from `rex cluster token` on the CA host",
+                )
+            host.progress.step(f"Creating the cluster CA in {rpaths.dir} (see `rex ca show`)")
+            ca.install(rpaths, ca.self_signed(ca.CaSettings(), now), now=now)
+        root = ca.load(rpaths)
+        public = jailca.public_ranges(jpaths) if jpaths.exists() else ca.public_ranges(rpaths)
+        public = sorted({*public, *declared}, key=str)  # the declared ones are always in
+        host.progress.step(f"Making this host's jail CA in {jpaths.dir}: "
+                           f"{why or 'it is in the last third of its validity'}")  # fmt: skip
+        return jailca.make_local(root, jpaths, host=config.host, zone=config.zone,
+                                 subnet=config.subnet, public=public, now=now,
+                                 keep_key=why is None)  # fmt: skip
 
 
 def ensure_identity(
@@ -88,10 +122,10 @@ def ensure_identity(
         return None  # the normal case at a start: no cryptography imported
     from rexcarcer.pki import issue
 
-    authority = ensure_ca(host)
+    authority = ensure_issuer(host)
     now = dt.datetime.now(dt.UTC)
     why = "renewal was asked for" if force else identity.renewal_reason(
-        stored, ident, authority.fingerprint, on_disk(spec, stored), now
+        stored, ident, issuer_id(authority), on_disk(spec, stored), now
     )  # fmt: skip
     if why is None:
         _note_key_file(host, spec, stored)  # e.g. touched: check it cheaply next time
@@ -113,12 +147,17 @@ def _still_good(host: Host, spec: JailSpec, stored: dict[str, Any] | None, ident
     as rex left it (any other key file gets the full check)."""
     from rexcarcer.pki import identity
 
-    fingerprint = ca_paths(host).fingerprint()
-    if stored is None or fingerprint is None:
+    jpaths, rpaths = jail_ca_paths(host), ca_paths(host)
+    key_id, meta = jpaths.key_id(), jpaths.settings()
+    if stored is None or key_id is None:
+        return False
+    if rpaths.exists() and meta.get("root") != rpaths.fingerprint():
+        return False  # `rex ca init --force`: the jail CA is made again, then the jails
+    if dt.datetime.now(dt.UTC).timestamp() >= int(meta.get("not_after", 0)):
         return False
     disk = identity.OnDisk(_cert_in_jail(spec, stored), stored.get("key_file") == _key_file(spec))
     now = dt.datetime.now(dt.UTC)
-    return identity.renewal_reason(stored, ident, fingerprint, disk, now) is None
+    return identity.renewal_reason(stored, ident, key_id, disk, now) is None
 
 
 def _cert_in_jail(spec: JailSpec, stored: dict[str, Any]) -> bool:
@@ -150,7 +189,7 @@ def _record(issued: Issued, ident: Identity, authority: Ca) -> dict[str, Any]:
     cert = issued.cert
     return {
         "jail": ident.jail, "serial": format(cert.serial_number, "x"),
-        "fingerprint": fingerprint(cert), "issuer": authority.fingerprint,
+        "fingerprint": fingerprint(cert), "issuer": issuer_id(authority),
         "identity": ident.as_json(), "spki": spki_sha256(cert.public_key()),
         "not_before": int(cert.not_valid_before_utc.timestamp()),
         "not_after": int(cert.not_valid_after_utc.timestamp()),
@@ -194,23 +233,35 @@ def install(spec: JailSpec, issued: Issued) -> None:
         raise PkiError(f"cannot write the identity of {spec.name} into {SSL_DIR}: {exc}") from exc
 
 
+def issuer_id(authority: Ca) -> str:
+    """What a jail certificate records as its issuer: the jail CA's key, which a
+    renewal of the jail CA's certificate keeps (pki/layout.JailCaPaths.key_id)."""
+    from rexcarcer.pki.keys import spki_sha256
+
+    return spki_sha256(authority.key)
+
+
 def revoke(host: Host, name: str, reason: str) -> str | None:
     """Revoke the jail's certificate (idempotent); refresh the CRL when one was."""
     from rexcarcer.pki import registry
 
     serial = registry.revoke(host.store, name, reason)
-    paths = ca_paths(host)
+    paths = jail_ca_paths(host)
     if serial is not None and paths.exists():
-        from rexcarcer.pki import ca
+        from rexcarcer.pki import ca, jailca
 
-        refresh_crl(host, ca.load(paths), ca.utcnow())
+        refresh_crl(host, jailca.load(paths), ca.utcnow())
     return serial
 
 
-def refresh_crl(host: Host, authority: Ca, now: dt.datetime) -> bytes:
+def refresh_crl(host: Host, authority: Ca, now: dt.datetime, days: int = 7) -> bytes:
+    """Sign this host's jail CRL, write it beside the jail CA and publish it in the
+    store, where every host (and anyone checking a jail) reads it."""
     from rexcarcer.pki import crl, registry
+    from rexcarcer.state.base import put_json
 
-    entries = registry.revoked(host.store, authority.fingerprint, now.timestamp())
-    data = crl.pem(crl.build(authority, entries, now))
-    crl.write(ca_paths(host), data)
+    entries = registry.revoked(host.store, issuer_id(authority), now.timestamp())
+    data = crl.pem(crl.build(authority, entries, now, days))
+    crl.write(jail_ca_paths(host).crl, data)
+    put_json(host.store, crl.store_key(host.config.host), crl.record(data, authority, now))
     return data

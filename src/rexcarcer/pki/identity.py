@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rexcarcer.model.jail import JailRecord
-from rexcarcer.names import hostname_problem
+from rexcarcer.names import RESERVED_HINT, hostname_problem, reserved_name_problem
 from rexcarcer.pki import PkiError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -50,6 +50,15 @@ def identity_for(rec: JailRecord, zone: str) -> Identity:
     jail = rec.name
     wanted = [f"{jail}.jail.{zone}"]
     if rec.hostname:
+        # a jail's HOSTNAME is its own claim: never a host's, a service's or
+        # another jail's name (the jail CA's name constraints exclude host.<zone>
+        # too, but a certificate rex would refuse is never issued)
+        reserved = reserved_name_problem(rec.hostname, jail, zone)
+        if reserved is not None:
+            raise PkiError(
+                f"jail {jail}: HOSTNAME {rec.hostname!r} {reserved}",
+                hint=RESERVED_HINT.format(zone=zone),
+            )
         wanted.append(rec.hostname)
     wanted += [f"{svc.name}.svc.{zone}" for svc in rec.services]
     names: list[str] = []

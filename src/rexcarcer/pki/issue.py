@@ -16,6 +16,8 @@ generated here and written only into the jail.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -48,6 +50,7 @@ def issue(ca: Ca, ident: Identity, now: dt.datetime, days: int | None = None) ->
             hint="renew the intermediate and run `rex ca init --intermediate ... --force`, "
             "or make a new CA with `rex ca init --force`",
         )
+    check_constraints(ca, ident)
     key = generate(KeyType.ECDSA_P256)
     cert = (
         x509.CertificateBuilder()
@@ -91,3 +94,42 @@ def _leaf_usage(rsa_key: bool) -> x509.KeyUsage:
         data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
         encipher_only=False, decipher_only=False,
     )  # fmt: skip
+
+
+def check_constraints(ca: Ca, ident: Identity) -> None:
+    """Refuse, before signing, what the issuing CA's nameConstraints forbid (a jail
+    CA: the host's jail subnet and public ranges, never host.<zone>): every
+    verifier would refuse such a certificate."""
+    try:
+        nc = ca.cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return
+    permitted, excluded = _networks(nc.permitted_subtrees), _networks(nc.excluded_subtrees)
+    for ip in ident.ips:
+        inside = any(ip.version == n.version and ip in n for n in permitted)
+        if (permitted and not inside) or any(ip.version == n.version and ip in n for n in excluded):
+            ranges = ", ".join(str(n) for n in permitted) or "none"
+            raise PkiError(
+                f"jail {ident.jail}: its address {ip} is not one this host's jail CA may "
+                f"certify (its addresses: {ranges})",
+                hint="give the jail an address in the host's jail subnet, or declare the "
+                "public range when joining: `rex cluster join --public-range CIDR`",
+            )
+    banned = [n.value for n in nc.excluded_subtrees or () if isinstance(n, x509.DNSName)]
+    for name in ident.names:
+        if any(name == b or name.endswith("." + b) for b in banned):
+            raise PkiError(f"jail {ident.jail}: {name} is a name jails may not have",
+                           hint="HOSTNAME may not name a host of the cluster")  # fmt: skip
+
+
+def _networks(
+    subtrees: Iterable[x509.GeneralName] | None,
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The address ranges of name-constraint subtrees (RFC 5280: iPAddress is a network)."""
+    out = []
+    for n in subtrees or ():
+        if isinstance(n, x509.IPAddress) and isinstance(
+            n.value, ipaddress.IPv4Network | ipaddress.IPv6Network
+        ):
+            out.append(n.value)
+    return out

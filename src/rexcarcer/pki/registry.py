@@ -4,17 +4,18 @@
 
     pki/certs/<jail>       the jail's current certificate: serial, fingerprint,
                            issuer (the CA's fingerprint), identity, validity, PEM
-    pki/revoked/<serial>   a revoked serial: jail (for a host's certificate,
-                           the host), reason, when, until when it matters (the
-                           certificate's notAfter), issuer
+    pki/revoked/<serial>   a revoked serial: jail, reason, when, until when it
+                           matters (the certificate's notAfter), issuer; with
+                           ``kind`` "host" or "jail-ca" (``jail`` then names the
+                           host) for what the cluster CA signed (cluster/)
 
 A renewal records the new certificate and revokes the one it supersedes in one
 compare-and-swap transaction; ``rex destroy`` revokes with "cessationOfOperation".
 The private key is never recorded: it exists only in the jail.
 
-Any other certificate of the CA (a host's agent API certificate) is revoked by
-its serial with ``revoke_serial``; the agents' API refuses a revoked serial at
-its next request (cluster/auth.py).
+A certificate the cluster CA signed (a host's, a jail CA) is revoked with
+``revocation``; the agents' API refuses a revoked serial at its next request
+(cluster/auth.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from rexcarcer.errors import StateError
 from rexcarcer.model import keys
-from rexcarcer.state.base import Compare, Delete, Op, Put, Store, create_json, dumps
+from rexcarcer.state.base import Compare, Delete, Op, Put, Store, dumps
 
 CERTS = keys.PKI_CERTS
 REVOKED = keys.PKI_REVOKED
@@ -76,6 +77,16 @@ def _revocation(old: dict[str, Any], reason: str, now: float) -> Put:
     return Put(REVOKED + old["serial"], dumps(rev.as_json()))
 
 
+def revocation(rev: Revoked, kind: str) -> Put:
+    """The store operation that revokes a certificate the cluster CA signed
+    (``kind``: "host", "jail-ca"); ``rev.jail`` names the host."""
+    return Put(REVOKED + format(rev.serial, "x"), dumps({**rev.as_json(), "kind": kind}))
+
+
+def is_revoked(store: Store, serial: int) -> bool:
+    return store.get(REVOKED + format(serial, "x")) is not None
+
+
 def _swap(store: Store, jail: str, make: Any) -> dict[str, Any] | None:
     """Apply ``make(old record or None) -> ops`` to ``pki/certs/<jail>`` atomically."""
     key = CERTS + jail
@@ -117,28 +128,6 @@ def revoke(store: Store, jail: str, reason: str, now: float | None = None) -> st
 
     old = _swap(store, jail, ops)
     return None if old is None else str(old["serial"])
-
-
-def revoke_serial(
-    store: Store,
-    serial: int,
-    *,
-    subject: str,
-    not_after: int,
-    issuer: str,
-    reason: str = "keyCompromise",
-    now: float | None = None,
-) -> bool:
-    """Revoke the certificate ``serial`` of CA ``issuer``, whatever it was issued
-    to (``subject``: a jail or a host); False when it was revoked already (the
-    first revocation stands)."""
-    when = time.time() if now is None else now
-    rev = Revoked(serial, subject, reason, int(when), not_after, issuer)
-    return create_json(store, REVOKED + format(serial, "x"), rev.as_json())
-
-
-def is_revoked(store: Store, serial: int) -> bool:
-    return store.get(REVOKED + format(serial, "x")) is not None
 
 
 def revoked(store: Store, issuer: str, now: float | None = None) -> list[Revoked]:

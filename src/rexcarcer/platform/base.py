@@ -13,16 +13,27 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from rexcarcer.firewall.base import Firewall
 from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.runtime.base import Runtime
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class PublicRangeLike(Protocol):
+    """A public range declared for jails (``rexcarcer.config.PublicRange``)."""
+
+    @property
+    def network(self) -> Network: ...
+    @property
+    def interface(self) -> str: ...
 
 
 class PlatformConfig(Protocol):
@@ -42,6 +53,8 @@ class PlatformConfig(Protocol):
     def etcd(self) -> tuple[str, ...]: ...
     @property
     def cluster_cidr(self) -> Network | None: ...
+    @property
+    def public_ips(self) -> Sequence[PublicRangeLike]: ...
 
 
 class Flavour(StrEnum):
@@ -99,6 +112,12 @@ class Platform(Protocol):
     def routes(self) -> RouteTable: ...
 
     @property
+    def firewall(self) -> Firewall:
+        """rex's own part of the host's firewall (nftables table ``inet
+        rexcarcer``, pf anchors ``rexcarcer/*``); never anything else."""
+        ...
+
+    @property
     def collector_freebind(self) -> bool:
         """Whether the log collector may bind the jail-subnet address before it
         exists (IP_FREEBIND on Linux; FreeBSD's rsyslog has no such option)."""
@@ -106,6 +125,11 @@ class Platform(Protocol):
 
     def tools(self) -> tuple[str, ...]:
         """The commands this platform needs (``rex doctor``)."""
+        ...
+
+    def host_addresses(self) -> tuple[Address, ...]:
+        """Every address on this host's interfaces (loopback included), as the
+        kernel lists them now."""
         ...
 
     def unbound_layout(self) -> UnboundLayout: ...

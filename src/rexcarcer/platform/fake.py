@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from rexcarcer.firewall.fake import FakeFirewall
 from rexcarcer.platform.base import Address, Network, PeerIds, PlatformConfig, UnboundLayout
 from rexcarcer.platform.freebsd import FreeBSDPlatform
 from rexcarcer.platform.kinds import PlatformKind
@@ -46,6 +47,10 @@ class FakePlatform:
         self.config = config
         self.runtime: Runtime = runtime if runtime is not None else FakeRuntime()
         self.routes = MemoryRoutes()
+        self.firewall = FakeFirewall()
+        # what host_addresses answers: the jail-subnet address, as on a real host
+        # once its bridge is up; tests add the addresses of other interfaces
+        self.addresses: list[Address] = [config.host_address]
         # file layouts only: nothing of the real platform is run
         self._files: LinuxPlatform | FreeBSDPlatform = (
             FreeBSDPlatform(runner, config) if like is PlatformKind.FREEBSD
@@ -56,6 +61,9 @@ class FakePlatform:
 
     def tools(self) -> tuple[str, ...]:
         return ()
+
+    def host_addresses(self) -> tuple[Address, ...]:
+        return tuple(self.addresses)
 
     def unbound_layout(self) -> UnboundLayout:
         return self._files.unbound_layout()

@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 
 from rexcarcer import jailfs
+from rexcarcer.firewall.pf import PfFirewall
 from rexcarcer.platform.base import (
     Address,
     Flavour,
@@ -92,6 +93,27 @@ class RouteCommands:
         self.installed.pop(net, None)
 
 
+# -- the host's addresses -----------------------------------------------------------
+
+
+def addresses_argv() -> list[str]:
+    return ["ifconfig", "-a"]
+
+
+def parse_addresses(text: str) -> tuple[Address, ...]:
+    """``ifconfig -a``: the address after each ``inet``/``inet6`` word. ifconfig(8)
+    prints them as "\tinet ADDR netmask ..." (sbin/ifconfig/af_inet.c
+    print_addr()) and "\tinet6 ADDR[%SCOPE] prefixlen ..." (af_inet6.c); with
+    ``-f inet:cidr`` an IPv4 address carries "/LEN"."""
+    out: list[Address] = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and line[:1].isspace() and words[0] in ("inet", "inet6"):
+            addr = words[1].split("%", 1)[0].split("/", 1)[0]
+            out.append(ipaddress.ip_address(addr))
+    return tuple(out)
+
+
 # -- the platform --------------------------------------------------------------------------
 
 
@@ -106,9 +128,14 @@ class FreeBSDPlatform:
         self.config = config
         self.runtime = runtime or FreeBSDRuntime(runner)
         self.routes = RouteCommands(runner)
+        # the anchors rexcarcer/* only; /etc/pf.conf must hook them (firewall/pf.py)
+        self.firewall = PfFirewall(runner)
 
     def tools(self) -> tuple[str, ...]:
-        return ("zfs", "jail", "jls", "jexec")
+        return ("zfs", "jail", "jls", "jexec", "pfctl", "ifconfig")
+
+    def host_addresses(self) -> tuple[Address, ...]:
+        return parse_addresses(self.runner.run(addresses_argv()).stdout)
 
     def unbound_layout(self) -> UnboundLayout:
         # local-unbound-setup(8)'s /var/unbound/unbound.conf chroots to

@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 from rexcarcer import jailfs
+from rexcarcer.firewall.nft import NftFirewall
 from rexcarcer.platform.base import (
     Address,
     Flavour,
@@ -110,6 +111,23 @@ class IpRoutes:
         self.runner.run(route_del_argv(net), check=False)  # already gone is fine
 
 
+# -- the host's addresses -----------------------------------------------------------
+
+
+def addresses_argv() -> list[str]:
+    return ["ip", "-j", "addr", "show"]
+
+
+def parse_addresses(text: str) -> tuple[Address, ...]:
+    """``ip -j addr show``: every interface's ``addr_info[].local`` (ip-address(8))."""
+    out: list[Address] = []
+    for link in json.loads(text or "[]"):
+        for info in link.get("addr_info", []):
+            if "local" in info:
+                out.append(ipaddress.ip_address(info["local"]))
+    return tuple(out)
+
+
 # -- the platform --------------------------------------------------------------------------
 
 
@@ -128,11 +146,17 @@ class LinuxPlatform:
             host_address=host_if,
             token=instance_token(config.root),
             routes=jail_routes(config),
+            public=tuple(r.network for r in config.public_ips),
         )
         self.routes = IpRoutes(runner)
+        # nft(8) in the namespace rex runs in: the table inet rexcarcer only
+        self.firewall = NftFirewall(runner)
 
     def tools(self) -> tuple[str, ...]:
-        return ("zfs", "ip", "unshare", "nsenter", "mount")
+        return ("zfs", "ip", "unshare", "nsenter", "mount", "nft")
+
+    def host_addresses(self) -> tuple[Address, ...]:
+        return parse_addresses(self.runner.run(addresses_argv()).stdout)
 
     def unbound_layout(self) -> UnboundLayout:
         work = self.config.root / "unbound"

@@ -40,6 +40,25 @@ class JailSpec:
     mounts: tuple[tuple[Path, str], ...] = ()
 
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class BuildNet:
+    """The network of one PROVISION RUN step: the same as a jail's. ``name`` is
+    the owner of ``address`` in IPAM (``build-<first 8 of the step key>``);
+    ``gateway`` the host's address in the jail subnet (the step's resolver and
+    log collector); ``interface`` the host interface (Linux: the bridge);
+    ``routes`` what the step reaches through ``gateway`` (never a default)."""
+
+    name: str
+    address: IPInterface
+    gateway: Address
+    interface: str
+    routes: tuple[Network, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class JailStatus:
     name: str
@@ -58,7 +77,9 @@ class Runtime(Protocol):
         the host (queries left out). ``rex plan`` shows them; ``start`` runs them."""
         ...
 
-    def build_commands(self, root: Path, command: str, env: Mapping[str, str]) -> list[list[str]]:
+    def build_commands(
+        self, root: Path, command: str, env: Mapping[str, str], network: BuildNet | None = None
+    ) -> list[list[str]]:
         """The commands ``build_run`` runs for a PROVISION step."""
         ...
 
@@ -91,9 +112,17 @@ class Runtime(Protocol):
         *,
         env: Mapping[str, str],
         on_output: OutputSink | None = None,
+        network: BuildNet | None = None,
     ) -> Completed:
         """Run ``/bin/sh -c command`` in a throw-away jail on ``root`` (a PROVISION
-        step). Every process it started is gone when this returns."""
+        step). Every process it started is gone when this returns. With
+        ``network`` the step has a jail's network (its address on the host's
+        jail network, removed again when the step ends); without, none."""
+        ...
+
+    def build_cleanup(self, network: BuildNet) -> None:
+        """Remove what ``build_run`` set up for ``network`` on the host, if a run
+        killed mid-step left it. Idempotent; nothing when there is nothing."""
         ...
 
     def remove(self, name: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rexcarcer.errors import RuntimeBackendError
 from rexcarcer.run import Completed, OutputSink
-from rexcarcer.runtime.base import JailSpec, JailState, JailStatus
+from rexcarcer.runtime.base import BuildNet, JailSpec, JailState, JailStatus
 
 Handler = Callable[[str], int]
 
@@ -19,6 +19,8 @@ class FakeRuntime:
     handler: Handler = field(default=lambda command: 0)
     running: dict[str, JailSpec] = field(default_factory=dict)
     builds: list[tuple[Path, str]] = field(default_factory=list)
+    networks: list[BuildNet | None] = field(default_factory=list)  # per build, in order
+    cleaned: list[BuildNet] = field(default_factory=list)
     execs: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     fail_start: set[str] = field(default_factory=set)
     fail_next: int = 0  # the next N starts fail, whatever the jail
@@ -32,8 +34,11 @@ class FakeRuntime:
     def start_commands(self, spec: JailSpec) -> list[list[str]]:
         return [["fake-jail", "start", spec.name]]
 
-    def build_commands(self, root: Path, command: str, env: Mapping[str, str]) -> list[list[str]]:
-        return [["/bin/sh", "-c", command]]
+    def build_commands(
+        self, root: Path, command: str, env: Mapping[str, str], network: BuildNet | None = None
+    ) -> list[list[str]]:
+        net = [["fake-net", network.name, str(network.address)]] if network is not None else []
+        return [*net, ["/bin/sh", "-c", command]]
 
     def stop(self, name: str) -> None:
         self.running.pop(name, None)
@@ -65,12 +70,17 @@ class FakeRuntime:
         *,
         env: Mapping[str, str],
         on_output: OutputSink | None = None,
+        network: BuildNet | None = None,
     ) -> Completed:
         self.builds.append((root, command))
+        self.networks.append(network)
         code = self.handler(command)
         if on_output is not None:
             on_output(f"ran {command}\n")
         return Completed(("/bin/sh", "-c", command), code, f"ran {command}\n")
+
+    def build_cleanup(self, network: BuildNet) -> None:
+        self.cleaned.append(network)
 
     def remove(self, name: str) -> None:
         self.stop(name)

@@ -10,14 +10,25 @@ Start (command lines from notes/linux-testbed.md §3, which measured them):
 SETUP gives the jail a private minimal /dev (tmpfs plus bind-mounted device
 nodes), sets the host name, makes ROOT the namespace's root with
 ``pivot_root . .`` + ``umount -l .`` (pivot_root(2)'s documented idiom) and
-execs ``/bin/sh -c INIT``; the unmount and the exec are done by jailenter.py, which first drops
-the capabilities a jail's root must not have. A chroot would keep a copy of
-every host mount in the jail's mount namespace, and a copied zfs-fuse mount of
-another jail keeps that jail's dataset "busy" until this one stops. INIT runs
-rex's ``/etc/rexcarcer/rc.pre`` and then ``/bin/sh /etc/rc`` when the root has
-them (as FreeBSD's exec.start does), stops at the first that fails, leaves its
-exit status in the jail's private /dev, then waits; SIGTERM ends it, and with
-it the pid namespace and every process of the jail.
+execs ``/bin/sh -c INIT``; the pivot, the unmount and the exec are done by
+jailenter.py, which first drops the capabilities a jail's root must not have. A
+chroot would keep a copy of every host mount in the jail's mount namespace, and
+a copied zfs-fuse mount of another jail keeps that jail's dataset "busy" until
+this one stops. INIT runs rex's ``/etc/rexcarcer/rc.pre`` and then
+``/bin/sh /etc/rc`` when the root has them (as FreeBSD's exec.start does),
+stops at the first that fails, leaves its exit status in the jail's private
+/dev, then waits; SIGTERM ends it, and with it the pid namespace and every
+process of the jail.
+
+A PROVISION RUN step with a ``BuildNet`` gets a jail's network: a namespace
+``rex-TOKEN-_NAME`` ('_' is never in a jail name) with a veth on the bridge and
+its own address, made before the step and removed after it. Without one it
+runs in an empty network namespace (``unshare --net``).
+
+Addresses: a jail's address outside the jail subnet gets a host route to the
+bridge only when it lies in a public range declared for jails (``public``);
+anything else is refused here too, whatever the engine let through (a jail
+holding etcd's or another host's address would pull that traffic to itself).
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from rexcarcer.fsutil import atomic_write
 from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.run import Completed, OutputSink, Runner
 from rexcarcer.runtime import procfs
-from rexcarcer.runtime.base import JailSpec, JailState, JailStatus, jail_env
+from rexcarcer.runtime.base import BuildNet, JailSpec, JailState, JailStatus, jail_env
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -97,6 +108,15 @@ def netns_name(token: str, name: str) -> str:
     return f"rex-{token}-{name}"
 
 
+def build_netns_name(token: str, name: str) -> str:
+    """A build step's namespace: '_' keeps it apart from every jail's."""
+    return f"rex-{token}-_{name}"
+
+
+def build_veth_name(token: str, name: str) -> str:
+    return "rb" + short_hash(token, "build", name)
+
+
 # The jail's first and last host code (its docstring says why and how).
 ENTER = (sys.executable, str(Path(__file__).with_name("jailenter.py")))
 
@@ -121,6 +141,47 @@ def build_argv(root: Path, command: str) -> list[str]:
     ]  # fmt: skip
 
 
+def build_net_argv(netns: str, root: Path, command: str) -> list[str]:
+    """``build_argv`` in the step's own network namespace, made beforehand.
+    nsenter(1) enters a network namespace without forking, so the runner's
+    parent-death signal reaches unshare, whose --kill-child takes the step down."""
+    return [
+        "nsenter", f"--net=/run/netns/{netns}", "--",
+        "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--kill-child",
+        f"--mount-proc={root}/proc",
+        "/bin/sh", "-c", SETUP, "rex-build", str(root), "build", command, *ENTER,
+    ]  # fmt: skip
+
+
+# The jail's own address is the only source its packets may carry. Root in a
+# jail has no net_raw (jailenter.py), but IP_FREEBIND, which needs no
+# capability (ip(7)), lets any process bind a UDP socket to an address that is
+# not its own and send from it: another jail's, the host's. So the jail's own
+# namespace drops, on the output hook, every packet whose source is not the
+# jail's address (loopback aside; for IPv6 also link-local and the unspecified
+# address the kernel's neighbour discovery uses). The table is in the jail's
+# namespace, where only a net_admin capability, which the jail lacks, could
+# change it; the host's firewall is not touched.
+SOURCE_TABLE = "rexcarcer_source"
+
+
+def source_guard_argv(netns: str, address: IPInterface) -> list[str]:
+    """One nft(8) run in ``netns``: its arguments form one script, applied as one
+    transaction (nft(8): commands separated by ';')."""
+    ip = address.ip
+    v4 = f"ip saddr != {ip} drop" if ip.version == 4 else "drop"
+    v6 = f"{{ {ip}, fe80::/10, :: }}" if ip.version == 6 else "{ fe80::/10, :: }"
+    chain = f"inet {SOURCE_TABLE} egress"
+    script = "; ".join((
+        f"add table inet {SOURCE_TABLE}",
+        f"add chain {chain} {{ type filter hook output priority 0; policy accept; }}",
+        f'add rule {chain} oifname "lo" accept',
+        f"add rule {chain} meta nfproto ipv4 {v4}",
+        f"add rule {chain} meta nfproto ipv6 ip6 saddr != {v6} drop",
+    ))  # fmt: skip
+    return ["nsenter", f"--net=/run/netns/{netns}", "nft", script]
+
+
 def exec_argv(pid: int, argv: Sequence[str]) -> list[str]:
     """Join the jail's namespaces and root, drop to a jail's capabilities, run."""
     return [ENTER[0], "-I", "-S", ENTER[1], "exec", str(pid), *argv]
@@ -136,6 +197,7 @@ class LinuxRuntime:
         host_address: IPInterface,
         token: str,
         routes: Sequence[Network] = (),
+        public: Sequence[Network] = (),
     ) -> None:
         self.runner = runner
         self.run_dir = run_dir
@@ -145,6 +207,9 @@ class LinuxRuntime:
         # Networks a jail reaches through its host (cluster mode: the cluster
         # CIDR, so a jail reaches other hosts' jails). Never a default route.
         self.routes = tuple(routes)
+        # The public ranges declared for jails (config public_ips): the only
+        # addresses outside the jail subnet that get a host route.
+        self.public = tuple(public)
 
     # -- run files: what we know of a started jail ------------------------
 
@@ -208,6 +273,38 @@ class LinuxRuntime:
         shown = self._ip("-o", "addr", "show", "dev", self.bridge, check=False)
         return shown.ok and f" {self.host_address} " in shown.stdout
 
+    def _net_argvs(
+        self, netns: str, veth: str, name: str, address: IPInterface, routes: Sequence[Network]
+    ) -> list[list[str]]:
+        """A veth from the bridge into ``netns``, its address, its routes."""
+        gateway = str(self.host_address.ip)
+        out = [
+            ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns],
+            ["ip", "link", "set", veth, "master", self.bridge, "up"],
+            ["ip", "-n", netns, "addr", "add", str(address), "dev", "eth0"],
+            source_guard_argv(netns, address),  # before the link is up
+            ["ip", "-n", netns, "link", "set", "eth0", "up"],
+        ]
+        if address.ip not in self.host_address.network:
+            if not any(address.ip in net for net in self.public):
+                raise RuntimeBackendError(
+                    f"{name}: address {address.ip} lies outside the jail subnet "
+                    f"{self.host_address.network} and every public range declared for jails",
+                    hint="declare its range in public_ips (REX_PUBLIC_IPS, CIDR@interface)",
+                )
+            # A declared public address: reach it on the bridge and let the jail
+            # reach the host.
+            out += [
+                ["ip", "route", "replace", f"{address.ip}/{address.max_prefixlen}",
+                 "dev", self.bridge],
+                ["ip", "-n", netns, "route", "add", gateway, "dev", "eth0"],
+            ]  # fmt: skip
+        for net in routes:
+            # the jail's own subnet is more specific, so it stays on-link
+            out.append(["ip", "-n", netns, "route", "replace", str(net), "via", gateway,
+                        "dev", "eth0"])  # fmt: skip
+        return out
+
     def plumb_argvs(self, spec: JailSpec) -> list[list[str]]:
         """The jail's network namespace, its veth on the bridge, its address and routes."""
         netns = netns_name(self.token, spec.name)
@@ -215,25 +312,24 @@ class LinuxRuntime:
         out = [["ip", "netns", "add", netns], ["ip", "-n", netns, "link", "set", "lo", "up"]]
         if spec.address is None:
             return out
-        out += [
-            ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns],
-            ["ip", "link", "set", veth, "master", self.bridge, "up"],
-            ["ip", "-n", netns, "addr", "add", str(spec.address), "dev", "eth0"],
-            ["ip", "-n", netns, "link", "set", "eth0", "up"],
+        return out + self._net_argvs(netns, veth, f"jail {spec.name}", spec.address, self.routes)
+
+    def build_net_argvs(self, net: BuildNet) -> list[list[str]]:
+        """A build step's namespace, plumbed like a jail's."""
+        netns = build_netns_name(self.token, net.name)
+        veth = build_veth_name(self.token, net.name)
+        return [
+            ["ip", "netns", "add", netns],
+            ["ip", "-n", netns, "link", "set", "lo", "up"],
+            *self._net_argvs(netns, veth, f"build step {net.name}", net.address, net.routes),
         ]
-        if spec.address.ip not in self.host_address.network:
-            # A fixed address outside the jail subnet: reach it on the bridge and
-            # let the jail reach the host.
-            out += [
-                ["ip", "route", "replace", f"{spec.address.ip}/{spec.address.max_prefixlen}",
-                 "dev", self.bridge],
-                ["ip", "-n", netns, "route", "add", str(self.host_address.ip), "dev", "eth0"],
-            ]  # fmt: skip
-        for net in self.routes:
-            # the jail's own subnet is more specific, so it stays on-link
-            out.append(["ip", "-n", netns, "route", "replace", str(net), "via",
-                        str(self.host_address.ip), "dev", "eth0"])  # fmt: skip
-        return out
+
+    def build_unplumb_argvs(self, net: BuildNet) -> list[list[str]]:
+        """Deleting the host end removes the pair at once; then the namespace."""
+        return [
+            ["ip", "link", "del", build_veth_name(self.token, net.name)],
+            ["ip", "netns", "del", build_netns_name(self.token, net.name)],
+        ]
 
     def start_commands(self, spec: JailSpec) -> list[list[str]]:
         netns = netns_name(self.token, spec.name)
@@ -241,8 +337,15 @@ class LinuxRuntime:
         start = start_argv(netns, spec.root, spec.hostname, spec.mounts)
         return [*bridge, *self.plumb_argvs(spec), start]
 
-    def build_commands(self, root: Path, command: str, env: Mapping[str, str]) -> list[list[str]]:
-        return [build_argv(root, command)]
+    def build_commands(
+        self, root: Path, command: str, env: Mapping[str, str], network: BuildNet | None = None
+    ) -> list[list[str]]:
+        if network is None:
+            return [build_argv(root, command)]
+        netns = build_netns_name(self.token, network.name)
+        bridge = [] if self._bridge_ready() else self.bridge_argvs()
+        return [*bridge, *self.build_net_argvs(network), build_net_argv(netns, root, command),
+                *self.build_unplumb_argvs(network)]  # fmt: skip
 
     def _plumb(self, spec: JailSpec) -> None:
         netns = netns_name(self.token, spec.name)
@@ -253,7 +356,16 @@ class LinuxRuntime:
                 self._ip("netns", "del", netns, check=False)  # left by a killed run
                 self._ip(*argv[1:])
             elif argv[1:3] != ["netns", "add"]:
-                self._ip(*argv[1:])
+                self._plumb_step(argv)
+
+    def _plumb_step(self, argv: list[str]) -> None:
+        if argv[0] == "ip":
+            self._ip(*argv[1:])
+            return
+        try:
+            self.runner.run(argv)
+        except CommandFailed as exc:
+            raise RuntimeBackendError(exc.message) from exc
 
     def _unplumb(self, name: str, address: str | None) -> None:
         netns = netns_name(self.token, name)
@@ -383,12 +495,30 @@ class LinuxRuntime:
         *,
         env: Mapping[str, str],
         on_output: OutputSink | None = None,
+        network: BuildNet | None = None,
     ) -> Completed:
         for d in ("proc", "dev"):
             _ensure_dir(root, d)
-        (argv,) = self.build_commands(root, command, env)
-        return self.runner.run(argv, check=False, env=env, on_output=on_output,
-                               die_with_parent=True)  # fmt: skip
+        if network is None:
+            return self.runner.run(build_argv(root, command), check=False, env=env,
+                                   on_output=on_output, die_with_parent=True)  # fmt: skip
+        self.ensure_bridge()
+        self.build_cleanup(network)  # what a killed run left under this name
+        try:
+            for argv in self.build_net_argvs(network):
+                self._plumb_step(argv)
+            netns = build_netns_name(self.token, network.name)
+            return self.runner.run(build_net_argv(netns, root, command), check=False, env=env,
+                                   on_output=on_output, die_with_parent=True)  # fmt: skip
+        finally:
+            self.build_cleanup(network)
+
+    def build_cleanup(self, network: BuildNet) -> None:
+        veth = build_veth_name(self.token, network.name)
+        if self._ip("link", "show", "dev", veth, check=False).ok:
+            self._ip(*self.build_unplumb_argvs(network)[0][1:], check=False)
+        if Path("/run/netns", build_netns_name(self.token, network.name)).exists():
+            self._ip(*self.build_unplumb_argvs(network)[1][1:], check=False)
 
     def remove(self, name: str) -> None:
         self.stop(name)

@@ -60,7 +60,7 @@ class LocalService:
     def build(self, rexfile: Rexfile) -> str:
         with self.engine() as eng:
             eng.host.storage.ensure_layout()
-            image = builder.build(eng.host, rexfile, eng.bases.ensure(eng.host, rexfile.base))
+            image = builder.build(eng, rexfile, eng.bases.ensure(eng.host, rexfile.base))
             return f"{eng.host.config.dataset}/{image}"
 
     def start(self, name: str) -> JailInfo:

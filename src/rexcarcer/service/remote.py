@@ -62,7 +62,7 @@ def credentials(config: Config, store: Store) -> TlsFiles:
             f"this host ({config.host}) has not joined the cluster: it has no API credentials",
             hint="run `rex up` on a cluster host (`rex cluster join` first)",
         )
-    return tls.ensure(config, str(rec.json()["address"]))
+    return tls.ensure(config, str(rec.json()["address"]), store=store)
 
 
 class RemoteService:
