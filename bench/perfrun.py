@@ -552,7 +552,10 @@ def _until_exited(path: Path, strace: subprocess.Popen[bytes], timeout: float = 
     while time.monotonic() < deadline:
         text = path.read_text()
         first = text.split(" ", 1)[0]
-        if first.isdigit() and re.search(rf"^{first} \+\+\+ (exited|killed)", text, re.M):
+        # "PID  HH:MM:SS.micro +++ exited with 0 +++" (-tt puts the time between)
+        if first.isdigit() and re.search(
+            rf"^{first}\s+[\d:.]+\s+\+\+\+ (exited|killed)", text, re.M
+        ):
             return text
         if strace.poll() is not None:
             return text

@@ -400,6 +400,8 @@ class LinuxRuntime:
                 "unshare_pid": upid, "init_pid": ipid, "init_start": st.starttime if st else 0,
                 "root": str(spec.root), "netns": netns,
                 "address": str(spec.address) if spec.address else None,
+                # what `rex exec` needs to enter without the engine (runtime/direct.py)
+                "exec_env": env,
             }  # fmt: skip
             atomic_write(self._run_file(spec.name), json.dumps(info))  # read concurrently
             self._wait_rc(spec.name, ipid, console)
