@@ -126,3 +126,30 @@ def test_the_console_script_takes_the_same_door(rex: Rex, tmp_path: Path) -> Non
     done = subprocess.run([*argv, "sh", "-c", "echo $GREETING"], capture_output=True, text=True,
                           env=rex.env, check=False)  # fmt: skip
     assert (done.returncode, done.stdout) == (0, "hello\n"), done
+
+
+def test_console_goes_straight_into_the_jail_too(rex: Rex, tmp_path: Path) -> None:
+    _up(rex, tmp_path)
+    proc = subprocess.Popen(rex.argv("console", "hello"), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=rex.env)  # fmt: skip
+    try:
+        assert proc.stdin is not None
+
+        def shell() -> int | None:
+            for kid in procfs.children(proc.pid):
+                if Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")[:2] == [
+                    b"/bin/sh",
+                    b"-l",
+                ]:
+                    return kid
+            return None
+
+        wait_until(shell, "the login shell as a child of rex")
+        out, _ = proc.communicate("echo $GREETING; hostname; exit 4\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 4
+    assert out.split() == ["hello", "hello.jail.rex.internal"]

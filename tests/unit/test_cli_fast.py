@@ -99,6 +99,9 @@ def test_only_exec_name_dashdash_command_is_an_exec_request() -> None:
     assert fast.exec_request(["exec", "-h", "--", "x"]) is None
     assert fast.exec_request(["--debug", "exec", "web", "--", "x"]) is None
     assert fast.exec_request(["ls"]) is None
+    assert fast.exec_request(["console", "web"]) == ("web", ["/bin/sh", "-l"])
+    assert fast.exec_request(["console", "--help"]) is None
+    assert fast.exec_request(["console", "web", "x"]) is None
 
 
 def test_state_root_follows_REX_ROOT(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -9,10 +9,10 @@ knows which path it takes:
   rendered with click ahead of time (cli/helptext.py), when the terminal is one
   of the widths rendered; any other width, or any option before ``--help``,
   goes to click.
-- ``rex exec NAME -- COMMAND...`` run by root, for a jail whose Linux init this
-  host started (its run file, runtime/linux.py ``start``), enters the jail from
-  this process (runtime/direct.py): no engine, store, agent or second
-  interpreter between the user and the jail. Anything else (another host's
+- ``rex exec NAME -- COMMAND...`` and ``rex console NAME`` run by root, for
+  a jail whose Linux init this host started (its run file, runtime/linux.py
+  ``start``), enter the jail from this process (runtime/direct.py): no engine,
+  store, agent or second interpreter between the user and the jail. Anything else (another host's
   jail, a stopped one, no run file, not root) goes to cli/main.py, which
   reports it as before.
 
@@ -64,10 +64,15 @@ def help_page(argv: list[str], columns: int) -> str | None:
 
 
 def exec_request(argv: list[str]) -> tuple[str, list[str]] | None:
-    """(NAME, COMMAND) for exactly ``exec NAME -- COMMAND...``: after ``--``
-    click parses nothing, so no option of rex's can hide in COMMAND."""
+    """(NAME, COMMAND) for exactly ``exec NAME -- COMMAND...`` (after ``--``
+    click parses nothing, so no option of rex's can hide in COMMAND) or
+    ``console NAME`` (the login shell service/local.py runs for it)."""
     if len(argv) >= 4 and argv[0] == "exec" and argv[2] == "--" and not argv[1].startswith("-"):
         return argv[1], argv[3:]
+    if len(argv) == 2 and argv[0] == "console" and not argv[1].startswith("-"):
+        from rexcarcer.runtime.direct import LOGIN_SHELL
+
+        return argv[1], list(LOGIN_SHELL)
     return None
 
 

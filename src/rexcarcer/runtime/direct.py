@@ -33,6 +33,7 @@ import json
 import os
 import sys
 
+LOGIN_SHELL = ("/bin/sh", "-l")  # `rex console`: the same on both paths
 CGROUP_PREFIX = "rexcarcer"  # limits/cgroup.py PREFIX
 ENTER_FAILED = 125  # jailenter.py: entering the jail failed
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")

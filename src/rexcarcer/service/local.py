@@ -160,7 +160,9 @@ class LocalService:
             return buf.getvalue()
 
     def console(self, name: str) -> int:
-        return self.exec(name, ["/bin/sh", "-l"], interactive=True, sink=None)
+        from rexcarcer.runtime.direct import LOGIN_SHELL
+
+        return self.exec(name, list(LOGIN_SHELL), interactive=True, sink=None)
 
     def ls(self) -> list[JailInfo]:
         with self.engine() as eng:
