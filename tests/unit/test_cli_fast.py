@@ -195,3 +195,20 @@ def test_the_agents_door_needs_no_engine() -> None:
     loaded = _modules_after("import rexcarcer.service.connect, rexcarcer.service.socket")
     assert not any(m.startswith("rexcarcer.engine") for m in loaded)
     assert "tarfile" not in loaded and "rexcarcer.service.local" not in loaded
+
+
+def test_the_environment_is_the_one_jailenters_interpreter_passes() -> None:
+    """PEP 538: python3 -I -S jailenter.py, in a C locale, exports LC_CTYPE=C.UTF-8."""
+    base = {"PATH": "/bin", "HOME": "/root"}
+    assert direct.as_jailenter_passes(base) == {**base, "LC_CTYPE": "C.UTF-8"}
+    assert direct.as_jailenter_passes({**base, "LANG": "C"})["LC_CTYPE"] == "C.UTF-8"
+    for kept in ({"LC_ALL": "C"}, {"LANG": "en_US.UTF-8"}, {"LC_CTYPE": "de_DE.UTF-8"}):
+        assert direct.as_jailenter_passes({**base, **kept}) == {**base, **kept}
+    # the real interpreter agrees, for the environment every jail gets
+    from rexcarcer.runtime.base import jail_env
+
+    env = jail_env(())
+    code = "import os, sys; sys.stdout.write(repr(sorted(os.environ.items())))"
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], env=env, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert dict(ast.literal_eval(done.stdout)) == direct.as_jailenter_passes(env)

@@ -92,6 +92,20 @@ def in_jail_cgroup(pid: int, name: str) -> bool:
     return any(line.endswith(mine) for line in lines)
 
 
+def as_jailenter_passes(env: dict[str, str]) -> dict[str, str]:
+    """``env`` as the command receives it from ``python3 -I -S jailenter.py``,
+    the engine's path: that interpreter coerces a C or POSIX locale to C.UTF-8
+    and exports ``LC_CTYPE=C.UTF-8`` to what it execs (PEP 538, "Legacy C
+    locale coercion"; the C.UTF-8 locale is built into glibc since 2.35). The
+    jail's init gets it the same way, so a command run here must too."""
+    if env.get("LC_ALL"):
+        return env
+    ctype = env.get("LC_CTYPE") or env.get("LANG") or ""
+    if ctype not in ("", "C", "POSIX"):
+        return env
+    return {**env, "LC_CTYPE": "C.UTF-8"}
+
+
 def join_cgroups(name: str) -> None:
     from rexcarcer.limits.cgroup import CgroupDriver
 
@@ -123,7 +137,7 @@ def enter_if_local(run_dir: str, name: str, argv: list[str]) -> None:
     # the command's environment is the jail's alone, as the engine's path gives it
     # (runtime/base.py jail_env); jailenter's exec looks the command up in its PATH
     os.environ.clear()
-    os.environ.update(env)
+    os.environ.update(as_jailenter_passes(env))
     try:
         status = jailenter.enter(pid, argv)
     except OSError as exc:
