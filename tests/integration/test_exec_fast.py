@@ -75,9 +75,13 @@ def test_a_stopped_or_unknown_jail_gets_the_engines_errors(rex: Rex, tmp_path: P
     # a run file that names a process which is not the init (a reused PID) is not entered
     rex.run("start", "hello")
     run = rex.root / "run" / "hello.json"
-    info = json.loads(run.read_text())
+    saved = run.read_text()
+    info = json.loads(saved)
     run.write_text(json.dumps({**info, "init_start": info["init_start"] + 1}))
-    gone = rex.run("exec", "hello", "--", "true", check=False)
+    try:
+        gone = rex.run("exec", "hello", "--", "true", check=False)
+    finally:  # else rex destroy, which trusts the run file as exec does, leaves the init
+        run.write_text(saved)
     assert gone.returncode != 0 and "not running" in gone.stderr
 
 
