@@ -1,3 +1,3 @@
-from rexcarcer.cli.main import main
+from rexcarcer.cli.fast import main
 
 main()

@@ -44,13 +44,16 @@ import hashlib
 import io
 import os
 import stat
-import tarfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rexcarcer.errors import UnsafePath, UsageError
 from rexcarcer.jailfs import walk
 from rexcarcer.rexfile.ast import Copy, Rexfile
+
+if TYPE_CHECKING:  # imported where used: the CLI of `rex ls` packs nothing
+    import tarfile
 
 MAX_CONTEXT = 1 << 30  # bytes; a larger context is refused before it is read
 MAX_SYMLINKS = 40  # as Linux's path resolution (path_resolution(7)) and jailfs
@@ -196,6 +199,8 @@ def members(rexfile: Rexfile) -> list[tuple[Path, str]]:
 def add_entry(tar: tarfile.TarFile, path: Path, arc: str) -> None:
     """One entry, described from lstat: never a hard link (tarfile's ``add`` makes
     one of a second name of an inode), no owner names from this host."""
+    import tarfile
+
     st = path.lstat()
     info = tarfile.TarInfo(arc)
     info.mode = stat.S_IMODE(st.st_mode)
@@ -222,6 +227,8 @@ def add_tree(tar: tarfile.TarFile, path: Path, arc: str) -> None:
 
 
 def pack(rexfile: Rexfile) -> bytes:
+    import tarfile
+
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path, arc in members(rexfile):
@@ -304,6 +311,8 @@ def _keep_mode(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     COPY in process gives it. Safe on the agent's host: ``unpack`` makes the
     destination 0700 (its own mode is never taken from the archive), and the
     ``data`` filter takes no owner from the archive (everything is root's)."""
+    import tarfile
+
     checked = tarfile.data_filter(member, dest)
     if member.issym() or not _parts(member):
         return checked
@@ -313,6 +322,8 @@ def _keep_mode(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
 def unpack(data: bytes, dest: Path, rexfile_name: str) -> Path:
     """Extract into ``dest`` (an empty directory, made 0700); the path of the .rex
     file. Nothing is written unless every member passes ``check_members``."""
+    import tarfile
+
     if "/" in rexfile_name or rexfile_name in ("", ".", ".."):
         raise UsageError(f"bad .rex file name {rexfile_name!r} in the request")
     try:
@@ -331,6 +342,8 @@ def unpack(data: bytes, dest: Path, rexfile_name: str) -> Path:
 def unpack_files(data: bytes, dest: Path) -> list[Path]:
     """Extract files a client sent for `rex cp` into ``dest`` (an empty directory,
     tarfile's ``data`` filter); the top-level entries, each to be copied."""
+    import tarfile
+
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             tar.extractall(dest, filter="data")

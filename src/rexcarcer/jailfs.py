@@ -23,12 +23,14 @@ import contextlib
 import os
 import secrets
 import stat
-import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from rexcarcer.errors import UnsafePath
+
+if TYPE_CHECKING:  # imported where a tar is written: most commands write none
+    import tarfile
 
 MAX_SYMLINKS = 40
 MAX_READ = 1 << 16
@@ -272,6 +274,8 @@ def export_tar(root: Path, inside: str, out: IO[bytes], *, limit: int = MAX_EXPO
     tree is stored as a link (its target as text, never followed); devices,
     fifos and sockets are left out."""
     parent, name = _split(inside) if inside.rstrip("/") else ("/", ".")
+    import tarfile
+
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         budget = [limit]
         with jail_dir(root, parent, create=False) as dfd:
@@ -279,6 +283,8 @@ def export_tar(root: Path, inside: str, out: IO[bytes], *, limit: int = MAX_EXPO
 
 
 def _export_entry(tar: tarfile.TarFile, dfd: int, name: str, arc: str, budget: list[int]) -> None:
+    import tarfile
+
     st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
     info = tarfile.TarInfo(arc)
     info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
@@ -327,6 +333,8 @@ def import_tar(root: Path, dst: str, stream: IO[bytes], *, limit: int = MAX_EXPO
     top: str | None = None
     links: set[tuple[str, ...]] = set()
     written = 0
+    import tarfile  # here only: most commands never read an archive
+
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for m in tar:
             parts = _member_parts(m.name)

@@ -22,7 +22,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 OUTPUTS = ["text", "json", "wide"]  # wide: text with more columns where a command has them
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    """Loads a verb's module when click looks the verb up; listing loads all."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in VERBS:
+            _load(VERBS[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _register()
+        return super().list_commands(ctx)
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option("--root", type=click.Path(path_type=Path), envvar="REX_ROOT",
               help="State directory (/var/lib/rexcarcer; FreeBSD: /var/db/rexcarcer).")  # fmt: skip
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
@@ -62,36 +78,39 @@ def cli(
     )
 
 
-def _register() -> None:
-    from rexcarcer.cli import (
-        base_cmds,
-        ca_cmds,
-        cluster_cmds,
-        complete,
-        dns_cmds,
-        files_cmds,
-        gen_cmds,
-        host_cmds,
-        jail_cmds,
-        log_cmds,
-        secret_cmds,
-        transfer_cmds,
-        trust_cmds,
-    )  # fmt: skip
+# Which module registers each verb, so that a command imports its own module
+# and no other (`rex ls` needs neither tarfile nor the CA's commands). A unit
+# test registers every module and checks this table against what it finds.
+VERBS: dict[str, str] = {
+    "agent": "cluster_cmds", "base": "base_cmds", "build": "jail_cmds", "ca": "ca_cmds",
+    "check": "jail_cmds", "cluster": "cluster_cmds", "completion": "complete",
+    "console": "files_cmds", "cp": "files_cmds", "destroy": "gen_cmds", "dns": "dns_cmds",
+    "doctor": "host_cmds", "exec": "jail_cmds", "history": "gen_cmds", "host": "host_cmds",
+    "hosts": "cluster_cmds", "logs": "log_cmds", "ls": "jail_cmds", "plan": "jail_cmds",
+    "restart": "jail_cmds", "rollback": "gen_cmds", "start": "jail_cmds", "stop": "jail_cmds",
+    "trust": "trust_cmds", "up": "jail_cmds", "volume": "gen_cmds",
+    "export": "transfer_cmds", "import": "transfer_cmds", "move": "transfer_cmds",
+    "secret": "secret_cmds",
+}  # fmt: skip
+_loaded: set[str] = set()
 
-    jail_cmds.register(cli)
-    gen_cmds.register(cli)
-    files_cmds.register(cli)
-    transfer_cmds.register(cli)
-    base_cmds.register(cli)
-    host_cmds.register(cli)
-    dns_cmds.register(cli)
-    ca_cmds.register(cli)
-    log_cmds.register(cli)
-    trust_cmds.register(cli)
-    cluster_cmds.register(cli)
-    secret_cmds.register(cli)
-    complete.register(cli)
+
+def _load(module: str) -> None:
+    """Register the verbs of ``rexcarcer.cli.MODULE`` on ``cli``, once."""
+    if module in _loaded:
+        return
+    import importlib
+
+    _loaded.add(module)
+    before = set(cli.commands)
+    importlib.import_module(f"rexcarcer.cli.{module}").register(cli)
+    for name in set(cli.commands) - before:
+        _add_output_option(cli.commands[name])
+
+
+def _register() -> None:
+    for module in dict.fromkeys(VERBS.values()):
+        _load(module)
 
 
 def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
@@ -113,16 +132,12 @@ def _add_output_option(cmd: click.Command) -> None:
 
 
 def build_cli() -> click.Group:
-    """The whole command tree (the verbs are registered on first use)."""
-    if not cli.commands:
-        _register()
-        for command in cli.commands.values():
-            _add_output_option(command)
+    """The whole command tree (``main`` loads only the verb it runs)."""
+    _register()
     return cli
 
 
 def main() -> None:
-    build_cli()
     debug = "--debug" in sys.argv
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

@@ -547,6 +547,8 @@ class LinuxRuntime:
                 "init_start": start, "root": str(spec.root), "netns": netns,
                 "address": str(spec.address) if spec.address else None,
                 "limits": spec.limits.as_json(),
+                # what `rex exec` needs to enter without the engine (runtime/direct.py)
+                "exec_env": env,
             }  # fmt: skip
             atomic_write(self._run_file(spec.name), json.dumps(info))  # read concurrently
             if spec.secrets:

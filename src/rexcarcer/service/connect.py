@@ -8,13 +8,14 @@ from __future__ import annotations
 from rexcarcer.config import Config
 from rexcarcer.progress import Progress
 from rexcarcer.service.api import JailService
-from rexcarcer.service.local import LocalService
 from rexcarcer.service.socket import SocketService, connect
 
 
 def in_process(config: Config, progress: Progress) -> JailService:
     """The engine in this process; in a cluster, requests for another host's
     jails go to that host's agent (service/routed.py)."""
+    # here, not at the top: with an agent answering, the CLI needs no engine
+    from rexcarcer.service.local import LocalService
     from rexcarcer.wiring import open_engine
 
     local = LocalService(lambda: open_engine(config, progress))

@@ -178,7 +178,9 @@ class LocalService:
                                hint="the path is read as the jail sees it") from exc  # fmt: skip
 
     def console(self, name: str) -> int:
-        return self.exec(name, CONSOLE, interactive=True, sink=None)
+        from rexcarcer.runtime.direct import LOGIN_SHELL
+
+        return self.exec(name, list(LOGIN_SHELL), interactive=True, sink=None)
 
     def console_on(self, name: str, tty: int) -> int:
         """A login shell in the jail on terminal ``tty`` (the agent's side of a

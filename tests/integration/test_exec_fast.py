@@ -1,0 +1,160 @@
+"""``rex exec NAME -- CMD`` as root goes straight into the jail (runtime/direct.py):
+the command is a child of the ``rex`` process itself, with the same environment,
+status and root as the engine's path (``rex --debug exec``, which the fast door
+leaves to the engine), inside the jail's cgroups when it has some."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from rexcarcer.runtime import procfs
+from tests.capability import missing
+from tests.integration.conftest import Rex, copy_example, wait_until
+
+
+def _up(rex: Rex, tmp_path: Path, name: str = "hello") -> None:
+    ex = copy_example(tmp_path)
+    rex.run("up", ex / "hello.rex", "--name", name)
+
+
+def test_exec_runs_the_command_as_a_child_of_rex_itself(rex: Rex, tmp_path: Path) -> None:
+    _up(rex, tmp_path)
+    proc = rex.popen("exec", "hello", "--", "sleep", "30")
+    try:
+        # rex.argv is nsenter --net ... -- python -m rexcarcer: nsenter execs python
+        def sleeper() -> int | None:
+            for kid in procfs.children(proc.pid):
+                if Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")[0] == b"sleep":
+                    return kid
+            return None
+
+        kid = wait_until(sleeper, "sleep 30 as a child of rex")
+        # no second interpreter (jailenter.py under the runner) between them
+        assert procfs.stat(kid) is not None
+        # in the jail's root (the link reads "/" from another mount namespace)
+        env = Path(f"/proc/{kid}/root/etc/rexcarcer/env").read_text()
+        assert env == "GREETING='hello'\n"
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    # SIGTERM reached the command, whose death is reported as a shell does
+    assert proc.returncode == 128 + 15, (out, err)
+
+
+def test_the_fast_and_the_engine_path_give_the_same_command(rex: Rex, tmp_path: Path) -> None:
+    _up(rex, tmp_path)
+    for argv in (
+        ["sh", "-c", "env | sort"],
+        ["sh", "-c", "hostname; pwd; id -u; cat /etc/rexcarcer/env"],
+        ["sh", "-c", "grep Cap /proc/self/status"],
+        ["sh", "-c", "echo out; echo err >&2; exit 3"],
+        ["no-such-command"],
+    ):
+        fast = rex.run("exec", "hello", "--", *argv, check=False)
+        slow = rex.run("--debug", "exec", "hello", "--", *argv, check=False)
+        assert (fast.returncode, fast.stdout) == (slow.returncode, slow.stdout), argv
+        if argv[0] != "no-such-command":
+            assert fast.stderr == slow.stderr.split("\n", 1)[-1] or fast.stderr in slow.stderr
+    assert (
+        rex.run("exec", "hello", "--", "sh", "-c", "kill -SEGV $$", check=False).returncode == 139
+    )
+
+
+def test_a_stopped_or_unknown_jail_gets_the_engines_errors(rex: Rex, tmp_path: Path) -> None:
+    _up(rex, tmp_path)
+    rex.run("stop", "hello")
+    stopped = rex.run("exec", "hello", "--", "true", check=False)
+    assert stopped.returncode != 0 and "not running" in stopped.stderr
+    unknown = rex.run("exec", "nosuch", "--", "true", check=False)
+    assert unknown.returncode == 11 and "no jail" in unknown.stderr, unknown
+    # a run file that names a process which is not the init (a reused PID) is not entered
+    rex.run("start", "hello")
+    run = rex.root / "run" / "hello.json"
+    saved = run.read_text()
+    info = json.loads(saved)
+    run.write_text(json.dumps({**info, "init_start": info["init_start"] + 1}))
+    try:
+        gone = rex.run("exec", "hello", "--", "true", check=False)
+    finally:  # else rex destroy, which trusts the run file as exec does, leaves the init
+        run.write_text(saved)
+    assert gone.returncode != 0 and "not running" in gone.stderr
+
+
+def test_exec_joins_the_jails_cgroups_first(rex: Rex, tmp_path: Path) -> None:
+    from rexcarcer.limits.spec import Limits
+
+    from rexcarcer.limits.cgroup import CgroupDriver
+
+    name = f"cg{uuid.uuid4().hex[:8]}"  # cgroup names are machine-wide
+    _up(rex, tmp_path, name)
+    driver = CgroupDriver()
+    if not driver.placements:
+        missing("cgroup controllers")
+    parents = {d.parent for d in driver.group_dirs(name)}
+    made = {p for p in parents if not p.exists()}
+    info = json.loads((rex.root / "run" / f"{name}.json").read_text())
+    try:
+        procs = driver.create(name, Limits())
+        for path in procs:  # the jail's init into its groups, as a LIMIT jail starts
+            path.write_text(str(info["init_pid"]))
+        out = rex.run("exec", name, "--", "cat", "/proc/self/cgroup").stdout
+        lines = [line for line in out.splitlines() if line.endswith(f"/rexcarcer/{name}")]
+        assert len(lines) == len(procs), out
+    finally:
+        rex.run("destroy", name, check=False)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                driver.remove(name, kill=True)
+                break
+            except Exception:  # still draining
+                time.sleep(0.2)
+        for parent in made:
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+
+
+def test_the_console_script_takes_the_same_door(rex: Rex, tmp_path: Path) -> None:
+    """The installed ``rex`` (not only ``python -m rexcarcer``) enters directly."""
+    import sys
+
+    exe = Path(sys.executable).with_name("rex")
+    if not exe.exists():
+        missing("a rex console script beside this interpreter")
+    _up(rex, tmp_path)
+    argv = ["nsenter", f"--net=/run/netns/{rex.netns}", "--", str(exe), "exec", "hello", "--"]
+    done = subprocess.run([*argv, "sh", "-c", "echo $GREETING"], capture_output=True, text=True,
+                          env=rex.env, check=False)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "hello\n"), done
+
+
+def test_console_goes_straight_into_the_jail_too(rex: Rex, tmp_path: Path) -> None:
+    _up(rex, tmp_path)
+    proc = subprocess.Popen(rex.argv("console", "hello"), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=rex.env)  # fmt: skip
+    try:
+        assert proc.stdin is not None
+
+        def shell() -> int | None:
+            for kid in procfs.children(proc.pid):
+                if Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")[:2] == [
+                    b"/bin/sh",
+                    b"-l",
+                ]:
+                    return kid
+            return None
+
+        wait_until(shell, "the login shell as a child of rex")
+        out, _ = proc.communicate("echo $GREETING; hostname; exit 4\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 4
+    assert out.split() == ["hello", "hello.jail.rex.internal"]

@@ -1,0 +1,220 @@
+"""cli/fast.py, the ``rex`` front door: pre-rendered help pages identical to
+click's, the exec fast path's shape checks, and that neither imports click."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rexcarcer.cli import fast
+from rexcarcer.cli.helpgen import COLUMNS, paths, render
+from rexcarcer.cli.helptext import PAGES
+from rexcarcer.runtime import direct
+
+HELPTEXT = Path(fast.__file__).with_name("helptext.py")
+REX = [
+    sys.executable,
+    "-c",
+    "import sys; sys.argv[0] = 'rex'; from rexcarcer.cli.fast import main; main()",
+]
+CLICK = [
+    sys.executable,
+    "-c",
+    "import sys; sys.argv[0] = 'rex'; from rexcarcer.cli.main import main; main()",
+]
+# which modules the fast door loaded, printed as it exits
+PROBE = (
+    "import atexit, sys; sys.argv[0] = 'rex'; "
+    "atexit.register(lambda: sys.stderr.write(repr(sorted(sys.modules)))); "
+    "from rexcarcer.cli.fast import main; main()"
+)
+
+
+def _run(argv: list[str], *args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": str(columns)}
+    return subprocess.run([*argv, *args], capture_output=True, text=True, env=env, check=False)
+
+
+def test_the_help_pages_are_those_click_renders_now() -> None:
+    assert HELPTEXT.read_text() == render(), (
+        "cli/helptext.py is stale: python -m rexcarcer.cli.helpgen > src/rexcarcer/cli/helptext.py"
+    )
+    assert len(PAGES) == len(paths()) * len(COLUMNS)
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["up", "-h"], ["dns", "ls", "--help"], ["ca", "--help"]]
+)
+@pytest.mark.parametrize("columns", [80, 100, 140])
+def test_the_fast_door_prints_what_click_prints(args: list[str], columns: int) -> None:
+    quick, slow = _run(REX, *args, columns=columns), _run(CLICK, *args, columns=columns)
+    assert (quick.returncode, quick.stdout, quick.stderr) == (0, slow.stdout, slow.stderr)
+    assert quick.stdout.startswith(f"Usage: rex {' '.join(args[:-1])}".rstrip())
+
+
+def test_help_from_the_fast_door_imports_neither_click_nor_the_commands() -> None:
+    done = _run([sys.executable, "-c", PROBE], "dns", "--help")
+    assert done.returncode == 0 and done.stdout.startswith("Usage: rex dns")
+    loaded = set(ast.literal_eval(done.stderr))
+    assert "click" not in loaded and "rexcarcer.cli.main" not in loaded
+    assert not any(m.startswith(("rexcarcer.config", "rexcarcer.cli.context")) for m in loaded)
+
+
+def test_other_widths_and_other_arguments_go_to_click() -> None:
+    assert fast.help_page(["--help"], 80) == PAGES[("rex", 78)]
+    assert fast.help_page(["up", "--help"], 240) == PAGES[("rex up", 98)]
+    assert fast.help_page(["--help"], 90) is None  # not pre-rendered
+    assert fast.help_page(["--debug", "--help"], 80) is None  # an option first
+    assert fast.help_page(["exec", "web", "--help"], 80) is None  # not a command path
+    assert fast.help_page(["up"], 80) is None
+    assert fast.help_page([], 80) is None
+    # a width that is not pre-rendered still gets click's page, through click
+    done = _run([sys.executable, "-c", PROBE], "--help", columns=90)
+    assert done.stdout == _run(CLICK, "--help", columns=90).stdout
+    assert "'click'" in done.stderr
+
+
+def test_width_follows_click() -> None:
+    assert [fast.width_of(c) for c in (20, 52, 80, 99, 100, 300)] == [50, 50, 78, 97, 98, 98]
+
+
+def test_terminal_columns_reads_COLUMNS_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "123")
+    assert fast.terminal_columns() == 123
+    monkeypatch.setenv("COLUMNS", "junk")
+    assert fast.terminal_columns() > 0
+
+
+def test_only_exec_name_dashdash_command_is_an_exec_request() -> None:
+    assert fast.exec_request(["exec", "web", "--", "ls", "-l"]) == ("web", ["ls", "-l"])
+    assert fast.exec_request(["exec", "web", "--", "--help"]) == ("web", ["--help"])
+    assert fast.exec_request(["exec", "web", "ls"]) is None  # click may parse its options
+    assert fast.exec_request(["exec", "web", "--"]) is None
+    assert fast.exec_request(["exec", "-h", "--", "x"]) is None
+    assert fast.exec_request(["--debug", "exec", "web", "--", "x"]) is None
+    assert fast.exec_request(["ls"]) is None
+    assert fast.exec_request(["console", "web"]) == ("web", ["/bin/sh", "-l"])
+    assert fast.exec_request(["console", "--help"]) is None
+    assert fast.exec_request(["console", "web", "x"]) is None
+
+
+def test_state_root_follows_REX_ROOT(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("REX_ROOT", str(tmp_path))
+    assert fast.state_root() == str(tmp_path)
+    monkeypatch.setenv("REX_ROOT", "")
+    assert fast.state_root() is None  # config.py says what that means
+
+
+def test_plausible_names_are_jail_names() -> None:
+    from rexcarcer.names import jail_name_problem
+
+    for name in ("web", "a", "a-1", "x" * 63, "-a", "a-", "A", "a.b", "../x", "", "x" * 64, "a/b"):
+        if direct.plausible_name(name):
+            assert jail_name_problem(name) is None, name
+    assert direct.plausible_name("web") and not direct.plausible_name("../etc")
+
+
+def _run_file(tmp_path: Path, name: str, **info: object) -> Path:
+    (tmp_path / f"{name}.json").write_text(json.dumps(info))
+    return tmp_path
+
+
+def test_read_run_wants_a_live_init_its_start_time_and_the_env(tmp_path: Path) -> None:
+    me = os.getpid()
+    start = direct.start_time(me)
+    assert isinstance(start, int)
+    env = {"PATH": "/bin", "GREETING": "hi"}
+    d = _run_file(tmp_path, "web", init_pid=me, init_start=start, exec_env=env)
+    assert direct.read_run(str(d), "web") == (me, env)
+    # another process under a reused PID: not the jail's init
+    _run_file(tmp_path, "old", init_pid=me, init_start=start + 1, exec_env=env)
+    assert direct.read_run(str(d), "old") is None
+    # a run file of an older rex, without the environment: the engine's path
+    _run_file(tmp_path, "older", init_pid=me, init_start=start)
+    assert direct.read_run(str(d), "older") is None
+    _run_file(tmp_path, "bad", init_pid=me, init_start=start, exec_env={"A": 1})
+    assert direct.read_run(str(d), "bad") is None
+    # LIMIT openfiles is an rlimit only the engine's runner sets: its path
+    _run_file(tmp_path, "capped", init_pid=me, init_start=start, exec_env=env,
+              limits={"openfiles": 100})  # fmt: skip
+    assert direct.read_run(str(d), "capped") is None
+    _run_file(tmp_path, "pids", init_pid=me, init_start=start, exec_env=env, limits={"pids": 9})
+    assert direct.read_run(str(d), "pids") == (me, env)  # a cgroup limit: joined directly
+    (tmp_path / "junk.json").write_text("{not json")
+    assert direct.read_run(str(d), "junk") is None
+    assert direct.read_run(str(d), "none") is None
+
+
+def test_enter_if_local_returns_when_the_jail_is_not_ours(tmp_path: Path) -> None:
+    direct.enter_if_local(str(tmp_path), "web", ["true"])  # no run file
+    direct.enter_if_local(str(tmp_path), "../x", ["true"])
+    _run_file(tmp_path, "dead", init_pid=2**22 + 1, init_start=1, exec_env={})
+    direct.enter_if_local(str(tmp_path), "dead", ["true"])
+
+
+def test_in_jail_cgroup_reads_the_names_rex_gives(tmp_path: Path) -> None:
+    me = os.getpid()
+    assert not direct.in_jail_cgroup(me, "surely-not-a-jail-of-this-test")
+    assert not direct.in_jail_cgroup(2**22 + 1, "web")
+
+
+def test_verbs_names_the_module_that_registers_each_verb() -> None:
+    import importlib
+
+    import click
+
+    from rexcarcer.cli.main import VERBS, build_cli
+
+    assert set(VERBS) == set(build_cli().commands)
+    for module in set(VERBS.values()):
+        group = click.Group()
+        importlib.import_module(f"rexcarcer.cli.{module}").register(group)
+        assert {v for v, m in VERBS.items() if m == module} == set(group.commands), module
+
+
+def _modules_after(code: str, *args: str) -> set[str]:
+    probe = (
+        "import atexit, sys; sys.argv[0] = 'rex'; "
+        "atexit.register(lambda: sys.stderr.write('\\nMODULES ' + repr(sorted(sys.modules)))); "
+        + code
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    return set(ast.literal_eval(done.stderr.rsplit("MODULES ", 1)[1]))
+
+
+def test_a_verb_loads_its_own_module_and_no_other() -> None:
+    loaded = _modules_after("from rexcarcer.cli.main import main; main()", "ls", "--help")
+    assert "rexcarcer.cli.jail_cmds" in loaded
+    others = {f"rexcarcer.cli.{m}" for m in ("files_cmds", "ca_cmds", "cluster_cmds", "gen_cmds")}
+    assert not loaded & others
+    assert "tarfile" not in loaded
+
+
+def test_the_agents_door_needs_no_engine() -> None:
+    loaded = _modules_after("import rexcarcer.service.connect, rexcarcer.service.socket")
+    assert not any(m.startswith("rexcarcer.engine") for m in loaded)
+    assert "tarfile" not in loaded and "rexcarcer.service.local" not in loaded
+
+
+def test_the_environment_is_the_one_jailenters_interpreter_passes() -> None:
+    """PEP 538: python3 -I -S jailenter.py, in a C locale, exports LC_CTYPE=C.UTF-8."""
+    base = {"PATH": "/bin", "HOME": "/root"}
+    assert direct.as_jailenter_passes(base) == {**base, "LC_CTYPE": "C.UTF-8"}
+    assert direct.as_jailenter_passes({**base, "LANG": "C"})["LC_CTYPE"] == "C.UTF-8"
+    for kept in ({"LC_ALL": "C"}, {"LANG": "en_US.UTF-8"}, {"LC_CTYPE": "de_DE.UTF-8"}):
+        assert direct.as_jailenter_passes({**base, **kept}) == {**base, **kept}
+    # the real interpreter agrees, for the environment every jail gets
+    from rexcarcer.runtime.base import jail_env
+
+    env = jail_env(())
+    code = "import os, sys; sys.stdout.write(repr(sorted(os.environ.items())))"
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], env=env, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert dict(ast.literal_eval(done.stdout)) == direct.as_jailenter_passes(env)
