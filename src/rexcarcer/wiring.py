@@ -62,25 +62,27 @@ def open_host(config: Config, progress: Progress | None = None) -> Host:
 
 def default_hooks(config: Config) -> list[JailHook]:
     """DNS records (when unbound answers, or REX_DNS=on), the jail's TLS identity,
-    syslog forwarding; in this order (taken down in reverse)."""
+    syslog forwarding, published ports; in this order (taken down in reverse:
+    a jail's ports go first)."""
     from rexcarcer.dns.hook import dns_hook
     from rexcarcer.logs.hook import LogHook
+    from rexcarcer.netpolicy.hook import PublishHook
     from rexcarcer.pki.hook import IdentityHook
 
     hooks: list[JailHook] = []
     dns = dns_hook(config)  # None when DNS is off or no unbound is set up
     if dns is not None:
         hooks.append(dns)
-    hooks += [IdentityHook(), LogHook()]
+    hooks += [IdentityHook(), LogHook(), PublishHook()]
     return hooks
 
 
 def engine_for(host: Host) -> Engine:
     from rexcarcer.base.source import Bases
-    from rexcarcer.netpolicy.policy import NetworkPolicy
+    from rexcarcer.netpolicy.hook import default_policy
 
     return Engine(host=host, bases=Bases(), hooks=default_hooks(host.config),
-                  policy=NetworkPolicy())  # fmt: skip
+                  policy=default_policy())  # fmt: skip
 
 
 def open_engine(config: Config, progress: Progress | None = None) -> Engine:

@@ -50,12 +50,16 @@ def setup(ctx: Ctx, no_start: bool) -> None:
     FreeBSD: /var/unbound/conf.d/rexcarcer.conf, sysrc + service local_unbound.
     Linux with systemd: $REX_ROOT/unbound/unbound.conf and the unit
     rexcarcer-jailer.service, which runs `rex host serve`. Without a service
-    manager: use `rex host serve`."""
+    manager: use `rex host serve`. Then loads rex's firewall rules (the guard,
+    running jails' published ports, NAT) and enables IP forwarding where
+    PUBLISH, NAT or a public address needs it."""
     from rexcarcer.dns.serve import setup as do_setup
+    from rexcarcer.netpolicy.hook import firewall_setup
 
     h = ctx.host()
     try:
         message = do_setup(h, start=not no_start, global_args=_global_args(ctx))
+        message += "\n" + firewall_setup(h)
     finally:
         h.close()
     ctx.emit({"status": message}, lambda: click.echo(message))

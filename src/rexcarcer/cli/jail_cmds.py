@@ -117,7 +117,8 @@ def plan(ctx: Ctx, file: Path, name: str | None, on_host: str | None) -> None:
 @click.command(name="ls")
 @pass_ctx
 def ls_(ctx: Ctx) -> None:
-    """List jails: name, state, addresses, host name, services, base, host."""
+    """List jails: name, state, addresses, host name, services, published ports
+    (HOSTPORT->PORT/PROTO, with the ON address before them), base, host."""
     from rexcarcer.cli.output import table
 
     svc = ctx.service()
@@ -128,10 +129,10 @@ def ls_(ctx: Ctx) -> None:
     rows = [
         [i.name, i.state, i.address or "-", i.hostname,
          ",".join(f"{s.name}/{s.proto}:{s.port}" for s in i.services) or "-",
-         i.base, i.host]
+         ",".join(map(str, i.publish)) or "-", i.base, i.host]
         for i in infos
     ]  # fmt: skip
-    headers = ["name", "state", "ip", "hostname", "services", "base", "host"]
+    headers = ["name", "state", "ip", "hostname", "services", "published", "base", "host"]
     ctx.emit([i.as_json() for i in infos], lambda: click.echo(table(headers, rows)))
 
 

@@ -19,7 +19,14 @@ from rexcarcer.engine import build as builder
 from rexcarcer.engine import volumes
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import Conflict, NotFound, UnsafePath
-from rexcarcer.model.jail import Desired, JailInfo, JailRecord, ServiceEntry, Status
+from rexcarcer.model.jail import (
+    Desired,
+    JailInfo,
+    JailRecord,
+    PublishEntry,
+    ServiceEntry,
+    Status,
+)
 from rexcarcer.rexfile.ast import Rexfile
 from rexcarcer.run import Completed, OutputSink
 from rexcarcer.runtime.base import JailSpec, JailState, jail_env
@@ -48,6 +55,9 @@ def new_record(eng: Engine, rexfile: Rexfile, name: str) -> JailRecord:
         env=rexfile.env, created=int(time.time()), pid=os.getpid(),
         pid_start=host.platform.process_start(os.getpid()),
         volumes=volumes.entries(rexfile), canonical=rexfile.canonical(),
+        publish=tuple(PublishEntry(p.host_port, p.port, str(p.proto),
+                                   str(p.on) if p.on is not None else None)
+                      for p in rexfile.publish),  # netpolicy/publish.py checked them
     )  # fmt: skip
 
 

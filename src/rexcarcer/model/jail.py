@@ -69,6 +69,36 @@ class VolumeEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishEntry:
+    """``PUBLISH <host_port>:<port>/<proto> [ON <on>]`` as recorded."""
+
+    host_port: int
+    port: int
+    proto: str = "tcp"
+    on: str | None = None  # one of the host's addresses; None: all of them
+
+    def as_json(self) -> dict[str, Any]:
+        return {"host_port": self.host_port, "port": self.port, "proto": self.proto,
+                "on": self.on}  # fmt: skip
+
+    def __str__(self) -> str:
+        on = f"{self.on}:" if self.on else ""
+        return f"{on}{self.host_port}->{self.port}/{self.proto}"
+
+
+def _publish(data: Mapping[str, Any]) -> PublishEntry:
+    ports = (data["host_port"], data["port"])
+    if any(type(p) is not int or not 1 <= p <= 65535 for p in ports):
+        raise ValueError(f"published port: bad port in {dict(data)!r}")
+    proto = data.get("proto", "tcp")
+    if proto not in ("tcp", "udp"):
+        raise ValueError(f"published port: bad protocol {proto!r}")
+    on = data.get("on")
+    return PublishEntry(ports[0], ports[1], proto,
+                        str(ipaddress.ip_address(on)) if on else None)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class JailRecord:
     name: str
     host: str = ""
@@ -88,6 +118,7 @@ class JailRecord:
     generation: int = 1  # bumped by every update in place (jails/<name> is the current one)
     replacing: int = 0  # while UPDATING: the generation being replaced (the run's journal)
     volumes: tuple[VolumeEntry, ...] = ()
+    publish: tuple[PublishEntry, ...] = ()
     # Rexfile.canonical() of the definition: what `rex plan` compares to say
     # which instruction an update changes
     canonical: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
@@ -119,6 +150,7 @@ class JailRecord:
             "pid": self.pid, "pid_start": self.pid_start, "generation": self.generation,
             "replacing": self.replacing,
             "volumes": [v.as_json() for v in self.volumes], "canonical": self.canonical,
+            "publish": [p.as_json() for p in self.publish],
         }  # fmt: skip
 
     @classmethod
@@ -158,6 +190,7 @@ class JailRecord:
             volumes=tuple(VolumeEntry(str(v["name"]), str(v["path"]), _opt_int(v.get("size")))
                           for v in d.get("volumes") or ()),
             canonical=dict(d.get("canonical") or {}),
+            publish=tuple(_publish(p) for p in d.get("publish") or ()),
         )  # fmt: skip
 
 
@@ -195,18 +228,20 @@ class JailInfo:
     base: str
     image: str
     host: str
+    publish: tuple[PublishEntry, ...] = ()
 
     @classmethod
     def of(cls, rec: JailRecord, state: str) -> JailInfo:
         return cls(rec.name, state if rec.ready else "creating",
                    str(rec.address) if rec.address is not None else None, rec.hostname,
-                   rec.services, rec.base, rec.image, rec.host)  # fmt: skip
+                   rec.services, rec.base, rec.image, rec.host, rec.publish)  # fmt: skip
 
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "state": self.state, "ips": [self.address] if self.address else [],
             "hostname": self.hostname, "services": [s.as_json() for s in self.services],
             "base": self.base, "image": self.image, "host": self.host,
+            "publish": [p.as_json() for p in self.publish],
         }  # fmt: skip
 
     @classmethod
@@ -218,6 +253,7 @@ class JailInfo:
             tuple(ServiceEntry(str(s["name"]), int(s["port"]), str(s.get("proto", "tcp")))
                   for s in d.get("services", ())),
             str(d.get("base", "")), str(d.get("image", "")), str(d.get("host", "")),
+            tuple(_publish(p) for p in d.get("publish") or ()),
         )  # fmt: skip
 
 

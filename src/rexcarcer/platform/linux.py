@@ -146,7 +146,7 @@ class LinuxPlatform:
             host_address=host_if,
             token=instance_token(config.root),
             routes=jail_routes(config),
-            public=tuple(r.network for r in config.public_ips),
+            public=tuple((r.network, r.interface) for r in config.public_ips),
         )
         self.routes = IpRoutes(runner)
         # nft(8) in the namespace rex runs in: the table inet rexcarcer only

@@ -83,6 +83,24 @@ class Volume:
 
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """``PUBLISH <hostport>:<port>[/tcp|udp] [ON <address>]``: traffic to the
+    host (or to ``on``, one of its addresses) on ``host_port`` reaches the
+    jail's ``port``."""
+
+    host_port: int
+    port: int
+    proto: Proto = Proto.TCP
+    on: IPAddress | None = None
+    pos: Pos = field(default=Pos(1, 1), compare=False)
+
+    def __str__(self) -> str:
+        on = f" ON {self.on}" if self.on is not None else ""
+        return f"{self.host_port}:{self.port}/{self.proto}{on}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +112,7 @@ class Rexfile:
     ip: IPInterface | None = None
     services: tuple[Service, ...] = ()
     volumes: tuple[Volume, ...] = ()
+    publish: tuple[Publish, ...] = ()
     path: Path | None = field(default=None, compare=False)
     # The name a user knows the file by, when it was unpacked elsewhere (an agent
     # building a client's context): used in messages instead of ``path``.
@@ -129,6 +148,7 @@ class Rexfile:
             # digest of a file written for 0.1 does not change
             **({"volumes": [[v.name, v.path, v.size] for v in self.volumes]}
                if self.volumes else {}),
+            **({"publish": [str(p) for p in self.publish]} if self.publish else {}),
         }  # fmt: skip
 
     def digest(self) -> str:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from rexcarcer.errors import RexfileError
 from rexcarcer.names import hostname_problem, service_problem
+from rexcarcer.rexfile import publish as publishing
 from rexcarcer.rexfile import running
 from rexcarcer.rexfile.ast import (
     Base,
@@ -25,6 +26,7 @@ from rexcarcer.rexfile.ast import (
     IPInterface,
     Pos,
     Proto,
+    Publish,
     Rexfile,
     Run,
     Service,
@@ -33,7 +35,7 @@ from rexcarcer.rexfile.ast import (
 )
 from rexcarcer.rexfile.lexer import Line, Token, fail, logical_lines
 
-KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE", "VOLUME")
+KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE", "VOLUME", "PUBLISH")
 # A .rex file is a page of instructions. The cap keeps a mistaken path (an image,
 # /dev/zero) or a file sent to an agent's API from being read whole into memory.
 MAX_FILE = 1024 * 1024
@@ -86,6 +88,7 @@ class _Parser:
         self.ip: tuple[IPInterface, int] | None = None
         self.services: dict[tuple[str, Proto], Service] = {}
         self.volumes: list[Volume] = []
+        self.publish: list[Publish] = []
 
     def feed(self, line: Line) -> None:
         keyword = line.next_word(0)
@@ -108,6 +111,7 @@ class _Parser:
             "IP": self._ip,
             "SERVICE": self._service,
             "VOLUME": self._volume,
+            "PUBLISH": self._publish,
         }
         handler = handlers.get(_upper(keyword))
         if handler is None:
@@ -130,6 +134,7 @@ class _Parser:
             ip=self.ip[0] if self.ip else None,
             services=tuple(self.services.values()),
             volumes=tuple(self.volumes),
+            publish=tuple(self.publish),
             path=path,
         )
 
@@ -289,6 +294,11 @@ class _Parser:
         running.volume_clash(self.volumes, volume, line, keyword)
         self.volumes.append(volume)
 
+    def _publish(self, line: Line, keyword: Token) -> None:
+        found = publishing.publish(line, keyword)
+        publishing.clash(self.publish, found, line, keyword)
+        self.publish.append(found)
+
 
 def _unknown(line: Line, keyword: Token) -> RexfileError:
     word = keyword.text.upper()
@@ -303,7 +313,7 @@ def _unknown(line: Line, keyword: Token) -> RexfileError:
         f"did you mean {close[0]}?"
         if close
         else "the instructions are BASE, PROVISION RUN, PROVISION COPY, ENV, HOSTNAME, IP, "
-        "SERVICE and VOLUME"
+        "SERVICE, VOLUME and PUBLISH"
     )
     return line.error(keyword, f"unknown instruction {keyword.text!r}", hint)
 
