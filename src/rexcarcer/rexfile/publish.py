@@ -21,9 +21,10 @@ _DIGITS = re.compile(r"[0-9]+")
 
 
 def _port(line: Line, text: str, at: int, what: str) -> int:
+    if not text:
+        raise line.error(at, f"expected a {what} (a number from 1 to 65535)", PUBLISH_HINT)
     if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= 65535:
-        shown = text or "nothing"
-        raise line.error(at, f"bad {what} {shown!r}: expected a number from 1 to 65535",
+        raise line.error(at, f"bad {what} {text!r}: expected a number from 1 to 65535",
                          PUBLISH_HINT)  # fmt: skip
     return int(text)
 
