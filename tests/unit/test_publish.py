@@ -247,3 +247,12 @@ def test_nat_masquerades_the_jail_subnet_and_keeps_public_and_cluster_traffic(
 
     assert [str(n) for n in jail_routes(eng.host.config)] == ["0.0.0.0/0"]
     assert jail_routes(_engine(tmp_path / "off2").host.config) == ()
+
+
+def test_a_publishing_jail_routes_its_replies_through_the_host(tmp_path: Path) -> None:
+    eng = _engine(tmp_path)
+    _up(eng, tmp_path, "web", "PUBLISH 8080:80\n")
+    _up(eng, tmp_path, "quiet", "")
+    web = lifecycle.spec_for(eng, lifecycle.require(eng, "web"))
+    quiet = lifecycle.spec_for(eng, lifecycle.require(eng, "quiet"))
+    assert [str(n) for n in web.routes] == ["0.0.0.0/0"] and quiet.routes == ()

@@ -10,6 +10,7 @@ host's agent; service/routed.py).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import time
 from collections.abc import Sequence
@@ -142,7 +143,17 @@ def spec_for(eng: Engine, rec: JailRecord) -> JailSpec:
         gateway=host.config.host_address,
         env=rec.env,
         osrelease=osrelease,
+        routes=published_routes(rec),
     )
+
+
+def published_routes(rec: JailRecord) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A jail that publishes a port answers clients from anywhere: its replies
+    go through the host (a default route). Without NAT, connections it opens
+    itself leave with its own address, which nothing routes back."""
+    if not rec.publish or rec.address is None:
+        return ()
+    return (ipaddress.ip_network("0.0.0.0/0" if rec.address.version == 4 else "::/0"),)
 
 
 def jail_files(eng: Engine, spec: JailSpec) -> list[tuple[str, bytes, int]]:

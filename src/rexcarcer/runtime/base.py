@@ -38,6 +38,9 @@ class JailSpec:
     # jail starts: its volumes. The inside path is already resolved within the
     # root (jailfs) and exists as a plain directory.
     mounts: tuple[tuple[Path, str], ...] = ()
+    # Networks this jail reaches through its host beyond the platform's own
+    # (a jail that publishes a port answers clients anywhere: a default route)
+    routes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -203,6 +203,8 @@ def public_argvs(
         # only, not (as proxy_arp on the interface would) for all it routes
         ["ip", "neigh", "replace", "proxy", str(ip), "dev", iface],
         ["ip", "-n", netns, "route", "add", gateway, "dev", "eth0"],
+        # a routable address answers clients anywhere, through the host
+        ["ip", "-n", netns, "route", "replace", "default", "via", gateway, "dev", "eth0"],
     ]
     if v == 6:
         # IPv6 proxy entries are used only with proxy_ndp on (ip-sysctl.rst);
@@ -349,7 +351,8 @@ class LinuxRuntime:
         out = [["ip", "netns", "add", netns], ["ip", "-n", netns, "link", "set", "lo", "up"]]
         if spec.address is None:
             return out
-        return out + self._net_argvs(netns, veth, f"jail {spec.name}", spec.address, self.routes)
+        routes = tuple(dict.fromkeys((*self.routes, *spec.routes)))
+        return out + self._net_argvs(netns, veth, f"jail {spec.name}", spec.address, routes)
 
     def build_net_argvs(self, net: BuildNet) -> list[list[str]]:
         """A build step's namespace, plumbed like a jail's."""
