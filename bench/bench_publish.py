@@ -67,8 +67,11 @@ def _jail(host: Host, name: str, n: int, port: int) -> None:
     st = procfs.stat(os.getpid())
     run = host.config.root / "run"
     run.mkdir(parents=True, exist_ok=True)
-    (run / f"{name}.json").write_text(json.dumps({
-        "init_pid": os.getpid(), "init_start": st.starttime if st else 0, "address": str(addr)}))
+    (run / f"{name}.json").write_text(
+        json.dumps(
+            {"init_pid": os.getpid(), "init_start": st.starttime if st else 0, "address": str(addr)}
+        )
+    )
 
 
 def _table() -> str:
