@@ -256,3 +256,18 @@ def test_a_publishing_jail_routes_its_replies_through_the_host(tmp_path: Path) -
     web = lifecycle.spec_for(eng, lifecycle.require(eng, "web"))
     quiet = lifecycle.spec_for(eng, lifecycle.require(eng, "quiet"))
     assert [str(n) for n in web.routes] == ["0.0.0.0/0"] and quiet.routes == ()
+
+
+def test_plan_says_which_ports_a_new_jail_publishes(tmp_path: Path) -> None:
+    from rexcarcer.engine.plan import plan_up
+    from rexcarcer.rexfile.parser import load
+
+    eng = _engine(tmp_path)
+    rf = load(_rex(tmp_path, "web", "PUBLISH 8080:80\nPUBLISH 5353:53/udp\n"))
+    actions = plan_up(eng, rf, "web")
+    assert [a.description for a in actions if a.kind == "publish"] == [
+        "publish 8080->80/tcp, 5353->53/udp once web runs (firewall)"]  # fmt: skip
+    before = _snapshot(eng)
+    with pytest.raises(PortRefused):
+        plan_up(eng, load(_rex(tmp_path, "low", "PUBLISH 22:22\n")), "low")
+    assert _snapshot(eng) == before

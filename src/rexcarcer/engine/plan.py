@@ -58,6 +58,11 @@ def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
     actions.append(Action("files", "write the jail's configuration files", notes=tuple(files)))
     actions.append(Action("start", f"start jail {name} ({host.platform.kind} platform)",
                           argvs(host.runtime.start_commands(spec))))  # fmt: skip
+    if rexfile.publish:
+        # loaded by the jail's hook once it runs (netpolicy/hook.py), one firewall load
+        ports = ", ".join(f"{p.host_port}->{p.port}/{p.proto}" + (f" on {p.on}" if p.on else "")
+                          for p in rexfile.publish)  # fmt: skip
+        actions.append(Action("publish", f"publish {ports} once {name} runs (firewall)"))
     return actions
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    kind: str  # place, remote, fetch, firewall, build, cached, address, clone, files, start, none
+    kind: str  # place, remote, fetch, firewall, build, cached, address, clone, files, start,
+    # publish, none
     description: str
     commands: tuple[tuple[str, ...], ...] = field(default=())
     notes: tuple[str, ...] = field(default=())  # what runs inside the jail, files written
