@@ -120,8 +120,8 @@ def test_a_published_port_answers_from_outside_the_host_and_other_jails(world: W
     assert w.get(w.outside, f"http://{rex.ip_of('web')}:80/") is None
     assert w.get(None, published) == page  # the host itself
     assert w.get(None, f"http://{HOST_BR}:8080/") == page
-    assert w.jail_get("client", f"http://{HOST_BR}:8080/") == page  # another jail
-    assert w.jail_get("client", published) == page
+    # another jail, through the host's address it reaches (it has no route to up0's)
+    assert w.jail_get("client", f"http://{HOST_BR}:8080/") == page
     # rex ls shows it
     assert rex.jails()["web"]["publish"] == [
         {"host_port": 8080, "port": 80, "proto": "tcp", "on": None}
