@@ -94,7 +94,7 @@ def _port_problem(config: Config, facts: NetFacts, p: Publish) -> str | None:
     return None
 
 
-def own_addresses(config: Config, facts: NetFacts) -> list[Address]:
+def own_addresses(facts: NetFacts) -> list[Address]:
     """The addresses ON may name: the host's own, not loopback, not a jail's."""
     held = {a for a, _ in facts.held}
     return [a for a in facts.own if not a.is_loopback and a not in held]
@@ -113,7 +113,7 @@ def check(host: Host, rexfile: Rexfile, name: str, facts: NetFacts) -> None:
                 hint=PF_HOOKS_HINT,
             )
     family = rexfile.ip.ip.version if rexfile.ip is not None else config.subnet.version
-    ours = own_addresses(config, facts)
+    ours = own_addresses(facts)
     for p in rexfile.publish:
         where = f"{rexfile.display}:{p.pos.line}: PUBLISH {p}"
         problem = _port_problem(config, facts, p)
