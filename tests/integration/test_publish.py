@@ -189,10 +189,12 @@ def test_egress_nat_lets_a_jail_reach_the_outside_only_when_on(world: World) -> 
     try:
         rex.run("up", w.rexfile("client", "BASE busybox\n"), "--name", "client")
         assert w.jail_get("client", url) is None  # nat off: no route out
-        # even with a route (put there by the test, not by rex), the outside
-        # has no way back to the jail subnet without the masquerade
+        # even with a route (put there by the test, not by rex) and a host that
+        # forwards, the outside has no way back to the jail subnet without the
+        # masquerade
         ns = f"rex-{rex.token}-client"
         sh("ip", "-n", ns, "route", "add", "default", "via", HOST_BR)
+        rex.in_netns("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         assert w.jail_get("client", url) is None
         assert "masquerade" not in w.table()
         rex.run("destroy", "client")
