@@ -106,14 +106,6 @@ def test_a_published_port_answers_from_outside_the_host_and_other_jails(world: W
     rex.run("up", w.rexfile("client", "BASE busybox\n"), "--name", "client")
     page = (w.tmp / "hello" / "index.html").read_text()
     published = f"http://{HOST_UP}:8080/"
-    print(
-        "TABLE",
-        w.table(),
-        rex.in_netns("sysctl", "net.ipv4.ip_forward").stdout,
-        rex.in_netns("ip", "-o", "addr").stdout,
-        rex.jails(),
-        w.get(None, f"http://{rex.ip_of('web')}:80/"),
-    )
     assert w.get(w.outside, published) == page
     # an unpublished port of the host, and the jail itself, stay out of reach
     assert w.get(w.outside, f"http://{HOST_UP}:8081/") is None
@@ -132,7 +124,12 @@ def test_a_published_port_answers_from_outside_the_host_and_other_jails(world: W
     assert "publish web" not in w.table()
     assert w.get(w.outside, published) is None
     rex.run("start", "web")
-    assert w.get(w.outside, published) == page
+    ns = f"rex-{rex.token}-web"
+    assert w.get(w.outside, published) == page, (
+        w.table(), sh("ip", "-n", ns, "route", check=False).stdout,
+        rex.in_netns("ip", "neigh").stdout, rex.in_netns("sysctl", "net.ipv4.ip_forward").stdout,
+        w.get(None, published), w.get(None, f"http://{rex.ip_of('web')}:80/"),
+    )  # fmt: skip
     # a host that lost its rules (a reboot, a flush) gets them back from the agent
     rex.in_netns("nft", "delete", "table", "inet", "rexcarcer")
     assert w.get(w.outside, published) is None
