@@ -59,6 +59,24 @@ SETTINGS = (
         "public ranges for jails' fixed IPs, each CIDR@interface, comma-separated",
     ),
     Setting(
+        "nat",
+        "REX_NAT",
+        "masquerade the jail subnet out of the host's uplink (egress NAT): true or false "
+        "(default false; docs/rexfile.md PUBLISH)",
+    ),
+    Setting(
+        "nat_interface",
+        "REX_NAT_INTERFACE",
+        "the uplink jails' traffic leaves through with nat on (required on FreeBSD; "
+        "Linux: unset = every interface)",
+    ),
+    Setting(
+        "publish_allow",
+        "REX_PUBLISH_ALLOW",
+        "host ports below 1024 that PUBLISH may take, comma-separated ports or ranges "
+        "(e.g. 80,443 or 1-1023); unset: none",
+    ),
+    Setting(
         "api_port",
         "REX_API_PORT",
         "port of the agent's mutual-TLS API, 7443 by default; jails never reach it",
@@ -132,6 +150,9 @@ class Config:
     runtime: PlatformKind  # the setting is called runtime (REX_RUNTIME)
     interface: str
     public_ips: tuple[PublicRange, ...]
+    nat: bool
+    nat_interface: str  # "" : not set
+    publish_allow: tuple[tuple[int, int], ...]  # (first, last) host ports below 1024
     api_port: int
     ca_bundle: Path | None
     dns: str
@@ -147,6 +168,10 @@ class Config:
     def host_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         """The host's own address in the jail subnet: the first usable one."""
         return ipaddress.ip_address(next(iter(self.subnet.hosts())).compressed)
+
+    def publish_allowed(self, port: int) -> bool:
+        """Whether PUBLISH may take host port ``port`` (below 1024 only when allowed)."""
+        return port >= PRIVILEGED_PORTS or any(a <= port <= b for a, b in self.publish_allow)
 
     def public_range_of(
         self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -182,6 +207,9 @@ def _defaults(kind: PlatformKind) -> dict[str, str]:
         "runtime": str(kind),
         "interface": "rex0",
         "public_ips": "",
+        "nat": "false",
+        "nat_interface": "",
+        "publish_allow": "",
         "api_port": "7443",
         "dns": "auto",
         "dns_forward": "",
@@ -286,6 +314,12 @@ def _build(v: dict[str, str], *, testing: bool = False) -> Config:
         )
     interface = _interface("interface", v["interface"])
     root = Path(v["root"]).absolute()
+    if _bool("nat", v["nat"]) and runtime is PlatformKind.FREEBSD and not v["nat_interface"]:
+        raise ConfigError(
+            "nat is on but nat_interface (REX_NAT_INTERFACE) is not set",
+            hint="pf translates on one interface (pf.conf(5) nat-rule): name the uplink, "
+            'e.g. nat_interface = "em0"',
+        )
     return Config(
         root=root,
         dataset=v["dataset"].rstrip("/"),
@@ -299,6 +333,9 @@ def _build(v: dict[str, str], *, testing: bool = False) -> Config:
         runtime=runtime,
         interface=interface,
         public_ips=_public_ips(v["public_ips"], subnet),
+        nat=_bool("nat", v["nat"]),
+        nat_interface=_interface("nat_interface", v["nat_interface"]) if v["nat_interface"] else "",
+        publish_allow=_port_ranges("publish_allow", v["publish_allow"]),
         api_port=_port("api_port", v["api_port"]),
         ca_bundle=Path(v["ca_bundle"]) if v.get("ca_bundle") else None,
         dns=_dns_mode(v["dns"]),
@@ -371,6 +408,42 @@ def _port(key: str, text: str) -> int:
         raise ConfigError(f"bad value for {key} ({setting.env}): {text!r} is not a port",
                           hint="a port is a number from 1 to 65535")  # fmt: skip
     return port
+
+
+def _bool(key: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0", ""):
+        return False
+    setting = next(s for s in SETTINGS if s.key == key)
+    raise ConfigError(f"bad value for {key} ({setting.env}): {text!r}",
+                      hint="use true or false")  # fmt: skip
+
+
+PRIVILEGED_PORTS = 1024  # below it a port is the host administrator's to give away
+
+
+def _port_ranges(key: str, text: str) -> tuple[tuple[int, int], ...]:
+    """``80,443,1000-1023``: ports below 1024, each a port or FIRST-LAST."""
+    setting = next(s for s in SETTINGS if s.key == key)
+    out: list[tuple[int, int]] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        first, sep, last = item.partition("-")
+        try:
+            pair = (int(first), int(last) if sep else int(first))
+        except ValueError:
+            pair = (0, 0)
+        if not 1 <= pair[0] <= pair[1] < PRIVILEGED_PORTS:
+            raise ConfigError(
+                f"bad value for {key} ({setting.env}): {item!r}",
+                hint="list ports or FIRST-LAST ranges from 1 to 1023 (ports from 1024 up "
+                "need no allow), e.g. 80,443",
+            )
+        out.append(pair)
+    return tuple(out)
 
 
 def _etcd_tls(v: Mapping[str, str]) -> dict[str, Path | None]:

@@ -41,11 +41,35 @@ def run_checks(host: Host) -> list[Check]:
     out.append(_state(config))
     out.append(_dns(config))
     out.append(_syslog(config))
+    out.append(_firewall(host))
     out.append(_time(host))
     # the OS's own: FreeBSD's jail interface, devfs ruleset 4, local_unbound,
     # the pf anchors, racct (platform/freebsd_host.py)
     out += [Check(c.name, c.ok, c.detail) for c in host.platform.doctor_checks()]
     return out
+
+
+def _firewall(host: Host) -> Check:
+    """What PUBLISH and egress NAT rely on: on FreeBSD, pf.conf's three anchor
+    lines (pf evaluates an anchor only where the main ruleset calls it,
+    pf.conf(5) ANCHORS); the NAT setting itself."""
+    config = host.config
+    if config.nat:
+        via = config.nat_interface or "every interface"
+        nat = f"egress NAT on: {config.subnet} masqueraded out of {via}"
+    else:
+        nat = "egress NAT off (nat = false)"
+    allow = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in config.publish_allow)
+    ports = f"PUBLISH below 1024: {allow or 'none allowed'}"
+    try:
+        missing = host.platform.firewall.missing_hooks()
+    except RexError as exc:
+        return Check("firewall", False, f"{exc.message}; {nat}")
+    if missing:
+        return Check("firewall", False, "the loaded pf ruleset lacks "
+                     f"{'; '.join(missing)}: PUBLISH and NAT are refused until /etc/pf.conf "
+                     f"has them (docs/freebsd.md); {nat}")  # fmt: skip
+    return Check("firewall", True, f"{nat}; {ports}")
 
 
 def _dns(config: Config) -> Check:

@@ -28,9 +28,10 @@ process) are translated where they happen, at the driver boundary, with
 
 Feature packages add their own subclasses beside their code: dns (28, unbound
 32), pki (29), logs (30), etcd (35, 36), cluster (37, 38, joining 44), bases (40, 41),
-firewall (42), limits (43), netpolicy (address 46, hostname 47), jail exports and
-imports (transfer: 50, 53), DEPENDS (51), the host agent (52), moves (54), secrets
-(70). A unit test imports every module and checks that no two classes share a code.
+firewall (42), limits (43), netpolicy (address 46, hostname 47; published port
+refused 75, taken 76, ON address 77, pf hooks missing 78), jail exports and imports
+(transfer: 50, 53), DEPENDS (51), the host agent (52), moves (54), secrets (70). A unit
+test imports every module and checks that no two classes share a code.
 """
 
 from __future__ import annotations

@@ -112,28 +112,29 @@ def fresh_host_reads(kind: PlatformKind) -> dict[tuple[str, ...], tuple[int, str
 
 def default_hooks(config: Config) -> list[JailHook]:
     """The jail's health record (first: DNS reads it), DNS records (when unbound
-    answers, or REX_DNS=on), the jail's TLS identity, syslog forwarding; in this
-    order (taken down in reverse)."""
+    answers, or REX_DNS=on), the jail's TLS identity, syslog forwarding, published
+    ports; in this order (taken down in reverse: a jail's ports go first)."""
     from rexcarcer.dns.hook import dns_hook
     from rexcarcer.health.hook import HealthHook
     from rexcarcer.logs.hook import LogHook
+    from rexcarcer.netpolicy.hook import PublishHook
     from rexcarcer.pki.hook import IdentityHook
 
     hooks: list[JailHook] = [HealthHook()]
     dns = dns_hook(config)  # None when DNS is off or no unbound is set up
     if dns is not None:
         hooks.append(dns)
-    hooks += [IdentityHook(), LogHook()]
+    hooks += [IdentityHook(), LogHook(), PublishHook()]
     return hooks
 
 
 def engine_for(host: Host) -> Engine:
     from rexcarcer.base.source import Bases
-    from rexcarcer.netpolicy.policy import NetworkPolicy
+    from rexcarcer.netpolicy.hook import default_policy
     from rexcarcer.secret.source import Secrets
 
     return Engine(host=host, bases=Bases(), hooks=default_hooks(host.config),
-                  policy=NetworkPolicy(), secrets=Secrets())  # fmt: skip
+                  policy=default_policy(), secrets=Secrets())  # fmt: skip
 
 
 def open_engine(config: Config, progress: Progress | None = None) -> Engine:

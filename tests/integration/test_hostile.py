@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from rexcarcer.runtime.linux import veth_name
 from rexcarcer.state.base import create_json
 from rexcarcer.state.sqlite import SqliteStore
 from tests.integration.conftest import Rex, require, sh, wait_until
@@ -273,12 +274,16 @@ def test_a_declared_public_ip_gets_its_host_route_and_the_guard(
     rex: Rex, listeners: Listeners, tmp_path: Path
 ) -> None:
     rex.env["REX_PUBLIC_IPS"] = "198.51.100.0/25@up0"
+    # the declared interface (a veth pair: no dummy module on every kernel)
+    sh("ip", "-n", rex.netns, "link", "add", "up0", "type", "veth", "peer", "name", "up0p")
     (tmp_path / "probe.sh").write_text(PROBE)
     pub = tmp_path / "pub.rex"
     pub.write_text("BASE busybox\nPROVISION COPY probe.sh /probe.sh\nIP 198.51.100.10/25\n")
     rex.run("up", pub)
     route = rex.in_netns("ip", "route", "show", "198.51.100.10").stdout
-    assert route.split()[:3] == ["198.51.100.10", "dev", "rex0"], route
+    # routed to the jail's own veth; the host answers ARP for it on up0
+    assert route.split()[:3] == ["198.51.100.10", "dev", veth_name(rex.token, "pub")], route
+    assert "198.51.100.10 dev up0" in rex.in_netns("ip", "neigh", "show", "proxy").stdout
     assert rex.in_netns("busybox", "ping", "-c", "1", "-W", "2", "198.51.100.10").returncode == 0
     probed = rex.run("exec", "pub", "--", "sh", "/probe.sh", "jail").stdout
     _assert_guarded(_probed(probed, "jail"))

@@ -128,18 +128,18 @@ def test_ls_wide_adds_protocols_image_and_created(ctx: FakeCtx) -> None:
     ls = build_cli().commands["ls"]
     ctx.output = "text"
     text = CliRunner().invoke(ls, [], obj=ctx).stdout.splitlines()
-    assert text[0].split() == ["NAME", "STATE", "HEALTH", "IP", "HOSTNAME", "SERVICES", "BASE",
-                               "HOST"]  # fmt: skip
+    assert text[0].split() == ["NAME", "STATE", "HEALTH", "IP", "HOSTNAME", "SERVICES",
+                               "PUBLISHED", "BASE", "HOST"]  # fmt: skip
     assert text[1].split()[5] == "web:80,dns:53"
     ctx.output = "wide"
     wide = CliRunner().invoke(ls, [], obj=ctx).stdout.splitlines()
-    assert wide[0].split() == ["NAME", "STATE", "HEALTH", "IP", "HOSTNAME", "SERVICES", "BASE",
-                               "IMAGE", "CREATED", "HOST"]  # fmt: skip
+    assert wide[0].split() == ["NAME", "STATE", "HEALTH", "IP", "HOSTNAME", "SERVICES",
+                               "PUBLISHED", "BASE", "IMAGE", "CREATED", "HOST"]  # fmt: skip
     row = wide[1].split()
-    assert row[2] == "-"  # no HEALTHCHECK
+    assert row[2] == "-" and row[6] == "-"  # no HEALTHCHECK, no PUBLISH
     assert row[5] == "web:80/tcp,dns:53/udp"
-    assert row[7].startswith("images/") and row[7].endswith("@img")
-    assert row[8].endswith("Z") and row[9] == "h1"
+    assert row[8].startswith("images/") and row[8].endswith("@img")
+    assert row[9].endswith("Z") and row[10] == "h1"
     assert CliRunner().invoke(ls, ["-o", "wide"], obj=ctx).stdout.splitlines() == wide
 
 

@@ -174,9 +174,21 @@ def test_only_a_declared_public_address_gets_a_host_route(tmp_path: Path) -> Non
     r = ScriptedRunner()
     rt = LinuxRuntime(r, run_dir=tmp_path, bridge="rex0", token="t",
                       host_address=ipaddress.ip_interface("203.0.113.1/24"),
-                      public=[ipaddress.ip_network("198.51.100.16/28")])  # fmt: skip
+                      public=[(ipaddress.ip_network("198.51.100.16/28"), "eth1")])  # fmt: skip
     argvs = rt.plumb_argvs(_spec("198.51.100.20/28"))
-    assert ["ip", "route", "replace", "198.51.100.20/32", "dev", "rex0"] in argvs
+    veth = linux.veth_name("t", "web")
+    # routed to the jail's own veth, which is not on the bridge; the host
+    # answers ARP for it on the range's declared interface
+    assert ["ip", "route", "replace", "198.51.100.20/32", "dev", veth] in argvs
+    assert ["ip", "link", "set", veth, "up"] in argvs
+    assert not any("master" in a for a in argvs)
+    assert ["ip", "neigh", "replace", "proxy", "198.51.100.20", "dev", "eth1"] in argvs
+    assert ["sysctl", "-q", "-w", f"net.ipv4.conf.{veth}.proxy_arp=1"] in argvs
+    assert not any("eth1.proxy_arp" in " ".join(a) for a in argvs)
+    # a jail-subnet address stays on the bridge, with no proxy entry
+    inside = rt.plumb_argvs(_spec("203.0.113.9/24"))
+    assert ["ip", "link", "set", veth, "master", "rex0", "up"] in inside
+    assert not any("neigh" in a for a in inside)
     for undeclared in ("198.51.100.40/24", "192.0.2.5/24"):
         with pytest.raises(RuntimeBackendError, match="every public range declared"):
             rt.plumb_argvs(_spec(undeclared))

@@ -100,8 +100,14 @@ def _health(config: Config, stop: threading.Event, wake: threading.Event) -> Non
 
 
 def guard(engine: Engine) -> None:
-    """Load the guard; a failure is logged and retried on the next tick."""
+    """Load the guard, the published ports of the running jails and NAT (so an
+    agent that restarts puts them back); a failure is logged and retried on the
+    next tick."""
+    from rexcarcer.netpolicy.hook import needs_forwarding
+
     try:
+        if needs_forwarding(engine.host):
+            engine.host.platform.enable_forwarding()
         engine.policy.guard(engine.host)
     except RexError as exc:
         log.warning("firewall: %s (%s)", exc, exc.hint or "retrying on the next tick")

@@ -64,9 +64,12 @@ def setup(ctx: Ctx, no_start: bool, dry_run: bool, platform: str | None) -> None
     $REX_ROOT/unbound/unbound.conf and the unit rexcarcer-jailer.service, which
     runs `rex host serve`; chrony's unit (or systemd-timesyncd through timedatectl
     set-ntp) enabled and started. Without a service manager: use `rex host serve`,
-    and run a time daemon yourself."""
+    and run a time daemon yourself. Then loads rex's firewall rules (the guard,
+    running jails' published ports, NAT) and enables IP forwarding where
+    PUBLISH, NAT or a public address needs it."""
     from rexcarcer import hostsetup
     from rexcarcer.errors import UsageError
+    from rexcarcer.netpolicy.hook import firewall_setup
 
     if platform is not None and not dry_run:
         raise UsageError("--platform plans for another OS: it needs --dry-run",
@@ -86,6 +89,7 @@ def setup(ctx: Ctx, no_start: bool, dry_run: bool, platform: str | None) -> None
     h = ctx.host()
     try:
         message = hostsetup.setup(h, start=not no_start, global_args=_global_args(ctx))
+        message += "\n" + firewall_setup(h)
     finally:
         h.close()
     ctx.emit({"status": message}, lambda: click.echo(message))

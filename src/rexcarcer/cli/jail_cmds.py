@@ -145,7 +145,8 @@ def print_actions(actions: list[Action]) -> None:
 @click.command(name="ls")
 @pass_ctx
 def ls_(ctx: Ctx) -> None:
-    """List jails: name, state, health, addresses, host name, services, base, host.
+    """List jails: name, state, health, addresses, host name, services, published
+    ports (HOSTPORT->PORT/PROTO, with the ON address before them), base, host.
 
     Health is that of a jail with a HEALTHCHECK (starting, healthy, unhealthy), or
     exited for one that stopped on its own and stays down (RESTART); `-` otherwise.
@@ -159,7 +160,7 @@ def ls_(ctx: Ctx) -> None:
     finally:
         svc.close()
     wide = ctx.output == "wide"
-    headers = ["name", "state", "health", "ip", "hostname", "services", "base"]
+    headers = ["name", "state", "health", "ip", "hostname", "services", "published", "base"]
     headers += ["image", "created", "host"] if wide else ["host"]
     rows = [_ls_row(i, wide=wide) for i in infos]
     ctx.emit([i.as_json() for i in infos], lambda: click.echo(table(headers, rows)))
@@ -167,8 +168,9 @@ def ls_(ctx: Ctx) -> None:
 
 def _ls_row(i: JailInfo, *, wide: bool) -> list[str]:
     services = ",".join(f"{s.name}:{s.port}" + (f"/{s.proto}" if wide else "") for s in i.services)
+    published = ",".join(map(str, i.publish))
     row = [i.name, i.state, i.health or "-", i.address or "-", i.hostname or "-", services or "-",
-           i.base]  # fmt: skip
+           published or "-", i.base]  # fmt: skip
     if wide:
         row += [i.image or "-", _when(i.created)]
     return [*row, i.host or "-"]

@@ -10,6 +10,7 @@ host's agent; service/routed.py).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import time
 from collections.abc import Sequence
@@ -20,7 +21,14 @@ from rexcarcer.engine import volumes
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import Conflict, NotFound, NotSupported, StorageError, UnsafePath
 from rexcarcer.model.health import Health
-from rexcarcer.model.jail import Desired, JailInfo, JailRecord, ServiceEntry, Status
+from rexcarcer.model.jail import (
+    Desired,
+    JailInfo,
+    JailRecord,
+    PublishEntry,
+    ServiceEntry,
+    Status,
+)
 from rexcarcer.rexfile.ast import RestartPolicy, Rexfile
 from rexcarcer.run import Completed, OutputSink
 from rexcarcer.runtime.base import JailSpec, JailState, Secret, jail_env
@@ -55,6 +63,9 @@ def new_record(eng: Engine, rexfile: Rexfile, name: str) -> JailRecord:
         canonical=rexfile.canonical(),
         healthcheck=rexfile.healthcheck, restart=rexfile.restart or RestartPolicy.ON_FAILURE,
         depends=tuple(d.name for d in rexfile.depends),
+        publish=tuple(PublishEntry(p.host_port, p.port, str(p.proto),
+                                   str(p.on) if p.on is not None else None)
+                      for p in rexfile.publish),  # netpolicy/publish.py checked them
     )  # fmt: skip
 
 
@@ -149,7 +160,17 @@ def spec_for(eng: Engine, rec: JailRecord) -> JailSpec:
         env=rec.env,
         osrelease=osrelease,
         limits=rec.limits,
+        routes=published_routes(rec),
     )
+
+
+def published_routes(rec: JailRecord) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A jail that publishes a port answers clients from anywhere: its replies
+    go through the host (a default route). Without NAT, connections it opens
+    itself leave with its own address, which nothing routes back."""
+    if not rec.publish or rec.address is None:
+        return ()
+    return (ipaddress.ip_network("0.0.0.0/0" if rec.address.version == 4 else "::/0"),)
 
 
 def open_secrets(eng: Engine, names: Sequence[str]) -> tuple[Secret, ...]:

@@ -63,6 +63,11 @@ def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
                           notes=_file_notes(eng), files=jail_writes(eng, spec, new)))  # fmt: skip
     actions += _limits_and_secrets(rexfile)
     actions.append(_start(eng, spec, f"start jail {name} ({host.platform.kind} platform)"))
+    if rexfile.publish:
+        # loaded by the jail's hook once it runs (netpolicy/hook.py), one firewall load
+        ports = ", ".join(f"{p.host_port}->{p.port}/{p.proto}" + (f" on {p.on}" if p.on else "")
+                          for p in rexfile.publish)  # fmt: skip
+        actions.append(Action("publish", f"publish {ports} once {name} runs (firewall)"))
     return actions
 
 

@@ -32,6 +32,12 @@ class Firewall(Protocol):
         when there is none). pf reads back the forwards only (pf.py)."""
         ...
 
+    def missing_hooks(self) -> list[str]:
+        """What the host's own firewall configuration lacks for rex's rules to
+        be evaluated at all (pf: the anchor lines of pf.conf(5)); empty when
+        nothing is missing (nftables evaluates every table's base chains)."""
+        ...
+
     def clear(self) -> None:
         """Remove rex's part entirely; nothing else. Idempotent."""
         ...

@@ -14,6 +14,7 @@ class FakeFirewall:
     ruleset: Ruleset = field(default_factory=Ruleset)
     loads: int = 0
     fail_with: str | None = None  # the next apply raises this, like nft refusing a batch
+    missing: list[str] = field(default_factory=list)  # pf.conf hook lines "absent"
 
     def apply(self, ruleset: Ruleset) -> bool:
         if self.fail_with is not None:
@@ -30,6 +31,9 @@ class FakeFirewall:
 
     def current(self) -> Ruleset:
         return self.ruleset
+
+    def missing_hooks(self) -> list[str]:
+        return list(self.missing)
 
     def clear(self) -> None:
         self.ruleset = Ruleset()

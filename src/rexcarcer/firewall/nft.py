@@ -536,5 +536,9 @@ class NftFirewall:
         log.info("firewall: table inet rexcarcer loaded (%d forwards)", len(ruleset.forwards))
         return True
 
+    def missing_hooks(self) -> list[str]:
+        # a table's base chains hook themselves into netfilter: nothing to add
+        return []
+
     def clear(self) -> None:
         self._nft(apply_argv(), input=json.dumps(clear_batch()))

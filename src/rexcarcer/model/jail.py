@@ -87,6 +87,36 @@ class VolumeEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishEntry:
+    """``PUBLISH <host_port>:<port>/<proto> [ON <on>]`` as recorded."""
+
+    host_port: int
+    port: int
+    proto: str = "tcp"
+    on: str | None = None  # one of the host's addresses; None: all of them
+
+    def as_json(self) -> dict[str, Any]:
+        return {"host_port": self.host_port, "port": self.port, "proto": self.proto,
+                "on": self.on}  # fmt: skip
+
+    def __str__(self) -> str:
+        on = f"{self.on}:" if self.on else ""
+        return f"{on}{self.host_port}->{self.port}/{self.proto}"
+
+
+def _publish(data: Mapping[str, Any]) -> PublishEntry:
+    ports = (data["host_port"], data["port"])
+    if any(type(p) is not int or not 1 <= p <= 65535 for p in ports):
+        raise ValueError(f"published port: bad port in {dict(data)!r}")
+    proto = data.get("proto", "tcp")
+    if proto not in ("tcp", "udp"):
+        raise ValueError(f"published port: bad protocol {proto!r}")
+    on = data.get("on")
+    return PublishEntry(ports[0], ports[1], proto,
+                        str(ipaddress.ip_address(on)) if on else None)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class JailRecord:
     name: str
     host: str = ""
@@ -111,6 +141,7 @@ class JailRecord:
     volumes: tuple[VolumeEntry, ...] = ()
     limits: Limits = NO_LIMITS
     secrets: tuple[str, ...] = ()  # names only
+    publish: tuple[PublishEntry, ...] = ()
     # Rexfile.canonical() of the definition: what `rex plan` compares to say
     # which instruction an update changes
     canonical: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
@@ -149,6 +180,7 @@ class JailRecord:
             "limits": self.limits.as_json(), "secrets": list(self.secrets),
             "healthcheck": self.healthcheck.canonical() if self.healthcheck else None,
             "restart": str(self.restart), "depends": list(self.depends),
+            "publish": [p.as_json() for p in self.publish],
         }  # fmt: skip
 
     @classmethod
@@ -198,6 +230,7 @@ class JailRecord:
             healthcheck=_healthcheck(d["healthcheck"]) if d.get("healthcheck") else None,
             restart=RestartPolicy(d.get("restart") or "on-failure"),
             depends=tuple(str(n) for n in d.get("depends") or ()),
+            publish=tuple(_publish(p) for p in d.get("publish") or ()),
         )  # fmt: skip
 
 
@@ -279,6 +312,7 @@ class JailInfo:
     # healthy, unhealthy, starting (HEALTHCHECK; model/health.py), exited (stopped on
     # its own and left down by its RESTART policy); None: nothing to say
     health: str | None = None
+    publish: tuple[PublishEntry, ...] = ()
 
     @classmethod
     def of(
@@ -288,7 +322,7 @@ class JailInfo:
         return cls(rec.name, state if rec.ready else "creating",
                    str(rec.address) if rec.address is not None else None, rec.hostname,
                    rec.services, rec.base, rec.image, rec.host, rec.limits,
-                   dict(usage or {}), rec.created, health)  # fmt: skip
+                   dict(usage or {}), rec.created, health, rec.publish)  # fmt: skip
 
     def as_json(self) -> dict[str, Any]:
         """The ``rex ls -o json`` form (docs/schemas/ls.v1.json)."""
@@ -298,6 +332,7 @@ class JailInfo:
             "base": self.base, "image": self.image, "host": self.host,
             "limits": self.limits.as_json(), "usage": dict(self.usage), "created": self.created,
             "health": self.health,
+            "publish": [p.as_json() for p in self.publish],
         }  # fmt: skip
 
     @classmethod
@@ -313,6 +348,7 @@ class JailInfo:
             {str(k): int(v) for k, v in (d.get("usage") or {}).items()},
             _opt_int(d.get("created")) or 0,
             str(d["health"]) if d.get("health") else None,
+            tuple(_publish(p) for p in d.get("publish") or ()),
         )  # fmt: skip
 
 

@@ -16,6 +16,13 @@ sends what it likes: neither may reach what runs the cluster.
                (and build steps') connections to the agent API, etcd, unbound's
                control port and the other hosts; forwards and NAT as inputs
     policy.py  NetworkPolicy, what the engine calls (engine/base.py NetPolicy)
+    publish.py PUBLISH and egress NAT: their admission (host port free, allowed,
+               not a control port; ON one of the host's addresses; pf hooks
+               present) and the RuleSource giving running jails' forwards and
+               the masquerade
+    hook.py    the policy wiring gives the engine, the jail hook that loads a
+               jail's published ports when it starts and removes them when it
+               stops, and ``reapply`` for `rex agent` and `rex host setup`
 
 The engine calls ``admit`` in ``rex up`` and ``rex plan`` and ``guard`` before
 a jail or a build step starts; ``rex agent`` calls ``guard`` at start and on
@@ -25,7 +32,8 @@ every idle tick, so the rules follow the cluster as hosts come and go.
 from __future__ import annotations
 
 from rexcarcer.dns import DnsError
-from rexcarcer.errors import AddressError
+from rexcarcer.errors import AddressError, Conflict
+from rexcarcer.firewall import FirewallError
 
 
 class AddressRefused(AddressError):
@@ -40,3 +48,29 @@ class HostnameRefused(DnsError):
     (exit 47)."""
 
     exit_code = 47
+
+
+class PortRefused(FirewallError):
+    """A ``PUBLISH`` host port this host does not give to jails: below 1024
+    without ``publish_allow``, or one of the host's own control ports (exit 75)."""
+
+    exit_code = 75
+
+
+class PortTaken(Conflict):
+    """A ``PUBLISH`` host port another jail of this host publishes (exit 76)."""
+
+    exit_code = 76
+
+
+class PublishAddressRefused(AddressError):
+    """``PUBLISH ... ON ADDRESS`` names no address of this host (exit 77)."""
+
+    exit_code = 77
+
+
+class HooksMissing(FirewallError):
+    """PUBLISH or egress NAT on a FreeBSD host whose loaded pf ruleset lacks
+    the rexcarcer anchor lines (exit 78)."""
+
+    exit_code = 78

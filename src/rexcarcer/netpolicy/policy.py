@@ -11,6 +11,7 @@ from typing import Protocol
 from rexcarcer.firewall.rules import Masquerade, PortForward, Ruleset
 from rexcarcer.host import Host
 from rexcarcer.netpolicy import admit as admission
+from rexcarcer.netpolicy import publish
 from rexcarcer.netpolicy.facts import gather
 from rexcarcer.netpolicy.guard import build_ruleset, guard_for, unbound_ports
 from rexcarcer.rexfile.ast import IPInterface, Rexfile
@@ -32,6 +33,8 @@ class NetworkPolicy:
 
     def admit(self, host: Host, rexfile: Rexfile, name: str) -> None:
         admission.admit(host, rexfile, name)
+        if rexfile.publish or host.config.nat:
+            publish.check(host, rexfile, name, gather(host))
 
     def admit_arrival(
         self, host: Host, name: str, ip: IPInterface | None, hostname: str | None

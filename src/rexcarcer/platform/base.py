@@ -61,6 +61,8 @@ class PlatformConfig(Protocol):
     def chrony_socket(self) -> Path | None: ...
     @property
     def public_ips(self) -> Sequence[PublicRangeLike]: ...
+    @property
+    def nat(self) -> bool: ...
 
 
 class Flavour(StrEnum):
@@ -311,7 +313,13 @@ def boot_marker(path: Path) -> str:
 
 def jail_routes(config: PlatformConfig) -> tuple[Network, ...]:
     """What a jail reaches through its host: in a cluster, the other hosts'
-    jail subnets (the cluster CIDR). Never a default route."""
+    jail subnets (the cluster CIDR); everything else only with egress NAT on
+    (``nat``: a default route to the host, which masquerades it). Without
+    NAT never a default route: a jail's traffic to the world would leave
+    with an address nobody routes back."""
+    out: list[Network] = []
     if config.etcd and config.cluster_cidr is not None:
-        return (config.cluster_cidr,)
-    return ()
+        out.append(config.cluster_cidr)
+    if config.nat:
+        out.append(ipaddress.ip_network("0.0.0.0/0" if config.subnet.version == 4 else "::/0"))
+    return tuple(out)

@@ -278,7 +278,7 @@ class LinuxPlatform:
             host_address=host_if,
             token=token,
             routes=jail_routes(config),
-            public=tuple(r.network for r in config.public_ips),
+            public=tuple((r.network, r.interface) for r in config.public_ips),
             # a jail's groups are rexcarcer/rex-<token>/<jail>: one parent per
             # state directory, as its network namespaces are rex-<token>-<jail>
             cgroups=lambda: CgroupDriver(prefix=cgroup_prefix(token)),

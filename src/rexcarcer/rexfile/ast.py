@@ -174,6 +174,24 @@ class Depend:
 
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """``PUBLISH <hostport>:<port>[/tcp|udp] [ON <address>]``: traffic to the
+    host (or to ``on``, one of its addresses) on ``host_port`` reaches the
+    jail's ``port``."""
+
+    host_port: int
+    port: int
+    proto: Proto = Proto.TCP
+    on: IPAddress | None = None
+    pos: Pos = field(default=Pos(1, 1), compare=False)
+
+    def __str__(self) -> str:
+        on = f" ON {self.on}" if self.on is not None else ""
+        return f"{self.host_port}:{self.port}/{self.proto}{on}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +209,7 @@ class Rexfile:
     healthcheck: HealthCheck | None = None
     restart: RestartPolicy | None = None  # None: not written (the agent's default, on-failure)
     depends: tuple[Depend, ...] = ()
+    publish: tuple[Publish, ...] = ()
     path: Path | None = field(default=None, compare=False)
     # The name a user knows the file by, when it was unpacked elsewhere (an agent
     # building a client's context): used in messages instead of ``path``.
@@ -239,6 +258,7 @@ class Rexfile:
             **({"restart": str(self.restart)} if self.restart is not None else {}),
             **({"depends": [d.name for d in self.depends]} if self.depends else {}),
             **({"enable": [[e.service, e.flags] for e in self.enable]} if self.enable else {}),
+            **({"publish": [str(p) for p in self.publish]} if self.publish else {}),
         }  # fmt: skip
 
     def digest(self) -> str:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from rexcarcer.errors import RexfileError
 from rexcarcer.names import hostname_problem, service_problem
+from rexcarcer.rexfile import publish as publishing
 from rexcarcer.rexfile import running
 from rexcarcer.rexfile.ast import (
     Base,
@@ -28,6 +29,7 @@ from rexcarcer.rexfile.ast import (
     IPInterface,
     Pos,
     Proto,
+    Publish,
     RestartPolicy,
     Rexfile,
     Run,
@@ -39,7 +41,7 @@ from rexcarcer.rexfile.lexer import Line, Token, fail, logical_lines
 from rexcarcer.rexfile.limits import Limits, Resource
 
 KEYWORDS = ("BASE", "PROVISION", "ENV", "HOSTNAME", "IP", "SERVICE", "ENABLE", "VOLUME", "LIMIT",
-            "SECRET", "HEALTHCHECK", "RESTART", "DEPENDS")  # fmt: skip
+            "SECRET", "HEALTHCHECK", "RESTART", "DEPENDS", "PUBLISH")  # fmt: skip
 # A .rex file is a page of instructions. The cap keeps a mistaken path (an image,
 # /dev/zero) or a file sent to an agent's API from being read whole into memory.
 MAX_FILE = 1024 * 1024
@@ -105,6 +107,7 @@ class _Parser:
         self.healthcheck: HealthCheck | None = None
         self.restart: tuple[RestartPolicy, int] | None = None
         self.depends: dict[str, Depend] = {}
+        self.publish: list[Publish] = []
 
     def feed(self, line: Line) -> None:
         keyword = line.next_word(0)
@@ -133,6 +136,7 @@ class _Parser:
             "HEALTHCHECK": self._healthcheck,
             "RESTART": self._restart,
             "DEPENDS": self._depends,
+            "PUBLISH": self._publish,
         }
         handler = handlers.get(_upper(keyword))
         if handler is None:
@@ -161,6 +165,7 @@ class _Parser:
             healthcheck=self.healthcheck,
             restart=self.restart[0] if self.restart else None,
             depends=tuple(self.depends.values()),
+            publish=tuple(self.publish),
             path=path,
         )
 
@@ -391,6 +396,11 @@ class _Parser:
             )
         self.depends[dep.name] = dep
 
+    def _publish(self, line: Line, keyword: Token) -> None:
+        found = publishing.publish(line, keyword)
+        publishing.clash(self.publish, found, line, keyword)
+        self.publish.append(found)
+
 
 def _unknown(line: Line, keyword: Token) -> RexfileError:
     word = keyword.text.upper()
@@ -405,7 +415,7 @@ def _unknown(line: Line, keyword: Token) -> RexfileError:
         f"did you mean {close[0]}?"
         if close
         else "the instructions are BASE, PROVISION RUN, PROVISION COPY, ENV, HOSTNAME, IP, "
-        "SERVICE, ENABLE, VOLUME, LIMIT, SECRET, HEALTHCHECK, RESTART and DEPENDS"
+        "SERVICE, ENABLE, VOLUME, LIMIT, SECRET, HEALTHCHECK, RESTART, DEPENDS and PUBLISH"
     )
     return line.error(keyword, f"unknown instruction {keyword.text!r}", hint)
 

@@ -57,6 +57,9 @@ class JailSpec:
     # SECRET values, delivered as /run/secrets/<name> (0400) on a memory file
     # system before the jail's /etc/rc runs; never written to the jail's disk
     secrets: tuple[Secret, ...] = ()
+    # Networks this jail reaches through its host beyond the platform's own
+    # (a jail that publishes a port answers clients anywhere: a default route)
+    routes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,18 @@ A PROVISION RUN step with a ``BuildNet`` gets a jail's network: a namespace
 its own address, made before the step and removed after it. Without one it
 runs in an empty network namespace (``unshare --net``).
 
-Addresses: a jail's address outside the jail subnet gets a host route to the
-bridge only when it lies in a public range declared for jails (``public``);
-anything else is refused here too, whatever the engine let through (a jail
-holding etcd's or another host's address would pull that traffic to itself).
+Addresses: a jail's address outside the jail subnet is accepted only when it
+lies in a public range declared for jails (``public``); anything else is
+refused here too, whatever the engine let through (a jail holding etcd's or
+another host's address would pull that traffic to itself). Such a jail's veth
+is not on the bridge: the host routes the address (a /32 or /128) to the veth
+itself and answers ARP (IPv6: neighbour solicitations) for it on the range's
+declared interface with a proxy neighbour entry (ip-neighbour(8) ``proxy``;
+the kernel answers for it only where forwarding is on, net/ipv4/arp.c
+arp_process()), so machines on that interface's network reach the jail as
+if it sat there. The veth answers ARP for the host's other routes
+(``proxy_arp``, ip-sysctl.rst), so the jail reaches its range's neighbours
+through the host too.
 
 Limits (LIMIT): every jail has cgroups of its own (limits/cgroup.py,
 ``rexcarcer/rex-<token>/<jail>`` in each hierarchy), made before it starts with
@@ -284,6 +292,35 @@ def source_guard_argv(netns: str, address: IPInterface) -> list[str]:
     return ["nsenter", f"--net=/run/netns/{netns}", "nft", "-j", script]
 
 
+def public_argvs(
+    netns: str, veth: str, address: IPInterface, iface: str, gateway: str
+) -> list[list[str]]:
+    """A jail with an address of a declared public range: the host routes the
+    address to the jail's veth, answers for it on ``iface`` (proxy ARP / NDP),
+    and the jail reaches the host (and, through it, its range) over the veth."""
+    ip, v = address.ip, address.ip.version
+    out = [
+        ["ip", "route", "replace", f"{ip}/{address.max_prefixlen}", "dev", veth],
+        # one proxy entry per address: the host answers for the jail's address
+        # only, not (as proxy_arp on the interface would) for all it routes
+        ["ip", "neigh", "replace", "proxy", str(ip), "dev", iface],
+        ["ip", "-n", netns, "route", "add", gateway, "dev", "eth0"],
+        # a routable address answers clients anywhere, through the host
+        ["ip", "-n", netns, "route", "replace", "default", "via", gateway, "dev", "eth0"],
+    ]
+    if v == 6:
+        # IPv6 proxy entries are used only with proxy_ndp on (ip-sysctl.rst);
+        # sysctl(8) writes an interface's '.' as '/'
+        out.insert(
+            2, ["sysctl", "-q", "-w", f"net.ipv6.conf.{iface.replace('.', '/')}.proxy_ndp=1"]
+        )
+    else:
+        # the jail's ARP for what lies beyond the host (its range's neighbours
+        # on iface) is answered by the host on the veth
+        out.append(["sysctl", "-q", "-w", f"net.ipv4.conf.{veth}.proxy_arp=1"])
+    return out
+
+
 def exec_argv(pid: int, argv: Sequence[str]) -> list[str]:
     """Join the jail's namespaces (its cgroup namespace too: root in the jail sees
     its own groups as ``/``) and root, drop to a jail's capabilities, run. The
@@ -301,7 +338,7 @@ class LinuxRuntime:
         host_address: IPInterface,
         token: str,
         routes: Sequence[Network] = (),
-        public: Sequence[Network] = (),
+        public: Sequence[tuple[Network, str]] = (),
         cgroups: Callable[[], CgroupDriver] | None = None,
     ) -> None:
         self.runner = runner
@@ -312,8 +349,9 @@ class LinuxRuntime:
         # Networks a jail reaches through its host (cluster mode: the cluster
         # CIDR, so a jail reaches other hosts' jails). Never a default route.
         self.routes = tuple(routes)
-        # The public ranges declared for jails (config public_ips): the only
-        # addresses outside the jail subnet that get a host route.
+        # The public ranges declared for jails (config public_ips) and the
+        # interface each lives on: the only addresses outside the jail subnet
+        # that get a host route.
         self.public = tuple(public)
         # made on first use (it reads /proc/self/mountinfo); None: no cgroups,
         # and a jail with LIMIT is refused
@@ -336,6 +374,10 @@ class LinuxRuntime:
         exec that outlived it) and remove them; idempotent."""
         if self.cgroups is not None:
             self.cgroups.remove(name, kill=True)
+
+    def public_iface(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+        """The declared interface of the public range ``ip`` lies in, if any."""
+        return next((iface for net, iface in self.public if ip in net), None)
 
     # -- run files: what we know of a started jail ------------------------
 
@@ -408,27 +450,24 @@ class LinuxRuntime:
     ) -> list[list[str]]:
         """A veth from the bridge into ``netns``, its address, its routes."""
         gateway = str(self.host_address.ip)
+        public = address.ip not in self.host_address.network
+        iface = self.public_iface(address.ip) if public else None
+        if public and iface is None:
+            raise RuntimeBackendError(
+                f"{name}: address {address.ip} lies outside the jail subnet "
+                f"{self.host_address.network} and every public range declared for jails",
+                hint="declare its range in public_ips (REX_PUBLIC_IPS, CIDR@interface)",
+            )
+        link = ["ip", "link", "set", veth, "up"]
         out = [
             ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns],
-            ["ip", "link", "set", veth, "master", self.bridge, "up"],
+            link if public else [*link[:4], "master", self.bridge, "up"],
             ["ip", "-n", netns, "addr", "add", str(address), "dev", "eth0"],
             source_guard_argv(netns, address),  # before the link is up
             ["ip", "-n", netns, "link", "set", "eth0", "up"],
         ]
-        if address.ip not in self.host_address.network:
-            if not any(address.ip in net for net in self.public):
-                raise RuntimeBackendError(
-                    f"{name}: address {address.ip} lies outside the jail subnet "
-                    f"{self.host_address.network} and every public range declared for jails",
-                    hint="declare its range in public_ips (REX_PUBLIC_IPS, CIDR@interface)",
-                )
-            # A declared public address: reach it on the bridge and let the jail
-            # reach the host.
-            out += [
-                ["ip", "route", "replace", f"{address.ip}/{address.max_prefixlen}",
-                 "dev", self.bridge],
-                ["ip", "-n", netns, "route", "add", gateway, "dev", "eth0"],
-            ]  # fmt: skip
+        if iface is not None:
+            out += public_argvs(netns, veth, address, iface, gateway)
         for net in routes:
             # the jail's own subnet is more specific, so it stays on-link
             out.append(["ip", "-n", netns, "route", "replace", str(net), "via", gateway,
@@ -442,7 +481,8 @@ class LinuxRuntime:
         out = [["ip", "netns", "add", netns], ["ip", "-n", netns, "link", "set", "lo", "up"]]
         if spec.address is None:
             return out
-        return out + self._net_argvs(netns, veth, f"jail {spec.name}", spec.address, self.routes)
+        routes = tuple(dict.fromkeys((*self.routes, *spec.routes)))
+        return out + self._net_argvs(netns, veth, f"jail {spec.name}", spec.address, routes)
 
     def build_net_argvs(self, net: BuildNet) -> list[list[str]]:
         """A build step's namespace, plumbed like a jail's."""
@@ -512,9 +552,10 @@ class LinuxRuntime:
         self._ip("link", "del", veth_name(self.token, name), check=False)
         if address:
             addr = ipaddress.ip_interface(address)
-            if addr.ip not in self.host_address.network:
-                self._ip("route", "del", f"{addr.ip}/{addr.max_prefixlen}", "dev", self.bridge,
-                         check=False)  # fmt: skip
+            iface = self.public_iface(addr.ip)
+            if addr.ip not in self.host_address.network and iface is not None:
+                # the /32 route went with the veth; the proxy entry stays otherwise
+                self._ip("neigh", "del", "proxy", str(addr.ip), "dev", iface, check=False)
 
     # -- the Protocol ---------------------------------------------------------
 
