@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Rex
+from tests.integration.faults import assert_absent, assert_present
 
 ROUNDS = int(os.environ.get("REX_RACE_ROUNDS", "3"))
 NAME = "racer"
@@ -35,53 +35,6 @@ def _race(rex: Rex, *commands: tuple[str, ...]) -> list[tuple[int, str]]:
         _, err = p.communicate(timeout=300)
         out.append((p.returncode, err))
     return out
-
-
-def _store(rex: Rex, prefix: str) -> dict[str, object]:
-    db = sqlite3.connect(f"file:{rex.root / 'state.db'}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ?",
-                          (prefix, prefix + "\uffff")).fetchall()  # fmt: skip
-    finally:
-        db.close()
-    return {k: json.loads(v) for k, v in rows}
-
-
-def _claims(rex: Rex) -> list[str]:
-    return sorted(k for k, v in _store(rex, "ipam/").items()
-                  if isinstance(v, dict) and v.get("jail") == NAME)  # fmt: skip
-
-
-def assert_present(rex: Rex, marker: str) -> None:
-    jails = rex.jails()
-    assert list(jails) == [NAME] and jails[NAME]["state"] == "running", jails
-    assert rex.run("exec", NAME, "--", "cat", "/marker").stdout == marker
-    left = rex.leftovers()
-    assert left["netns"] == [f"rex-{rex.token}-{NAME}"], left
-    assert left["datasets"] == [f"{rex.dataset}/jails/{NAME}"], left
-    assert len(left["mounts"]) == 1, left
-    assert len(_claims(rex)) == 1, _claims(rex)
-    assert list(_store(rex, "jails/")) == [f"jails/{NAME}"]
-    status = _store(rex, "jails/")[f"jails/{NAME}"]
-    assert isinstance(status, dict) and status["status"] == "ready", status
-
-
-def assert_absent(rex: Rex) -> None:
-    assert rex.jails() == {}
-    assert rex.leftovers() == {"netns": [], "datasets": [], "mounts": [], "processes": []}
-    assert _claims(rex) == []
-    assert _store(rex, "jails/") == {} and _store(rex, f"history/{NAME}/") == {}
-    gens = rex.run("-o", "json", "ls").stdout  # nothing kept of the jail either
-    assert json.loads(gens) == []
-    kept = [d for d in _zfs_names(rex, "generations") if f"/{NAME}." in d]
-    assert kept == [], kept
-
-
-def _zfs_names(rex: Rex, kind: str) -> list[str]:
-    from tests.integration.conftest import sh
-
-    done = sh("zfs", "list", "-H", "-o", "name", "-r", f"{rex.dataset}/{kind}", check=False)
-    return done.stdout.split()[1:]
 
 
 def _report(pair: str, tally: Counter[str], seconds: float) -> None:
@@ -113,9 +66,9 @@ def test_up_against_up(rex: Rex, files: tuple[Path, Path]) -> None:
         assert [code for code, _ in results] == [0, 0], results
         tally["both succeeded"] += 1
         tally["one waited: nothing to do"] += sum("nothing to do" in e for _, e in results)
-        assert_present(rex, "a\n")
+        assert_present(rex, NAME, "a\n")
         rex.run("destroy", NAME)
-        assert_absent(rex)
+        assert_absent(rex, NAME)
     _report("up/up", tally, time.monotonic() - t0)
 
 
@@ -135,20 +88,20 @@ def test_up_against_destroy(rex: Rex, files: tuple[Path, Path]) -> None:
                 assert f"jail {NAME!r} is busy" in err and "while this `rex" in err, err
         assert (up, de) != (BUSY, BUSY), (up_err, de_err)
         if de == BUSY:  # up won: its definition runs
-            assert_present(rex, marker)
+            assert_present(rex, NAME, marker)
             tally["up won, destroy busy"] += 1
         elif up == BUSY:  # destroy won: the jail is gone
-            assert_absent(rex)
+            assert_absent(rex, NAME)
             tally["destroy won, up busy"] += 1
         else:  # one after the other: either order leaves a clean state
             if rex.jails():
-                assert_present(rex, marker)
+                assert_present(rex, NAME, marker)
                 tally["both ran: destroy then up"] += 1
             else:
-                assert_absent(rex)
+                assert_absent(rex, NAME)
                 tally["both ran: up then destroy"] += 1
         rex.run("destroy", NAME, check=False)
-        assert_absent(rex)
+        assert_absent(rex, NAME)
     _report("up/destroy", tally, time.monotonic() - t0)
 
 
@@ -163,5 +116,5 @@ def test_destroy_against_destroy(rex: Rex, files: tuple[Path, Path]) -> None:
         # the loser waited (a no-op) or came after the winner had finished
         assert codes in ([0, 0], [0, NOT_FOUND]), results
         tally["both succeeded" if codes == [0, 0] else "second found no jail"] += 1
-        assert_absent(rex)
+        assert_absent(rex, NAME)
     _report("destroy/destroy", tally, time.monotonic() - t0)

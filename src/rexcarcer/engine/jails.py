@@ -228,6 +228,9 @@ def _reclaim(eng: Engine, name: str) -> JailRecord | None:
             f"jail {name!r} is being {rec.status} by another rex run (pid {rec.pid})",
             hint="wait for it to finish",
         )
+    # a killed run may have left a half-built image and a build address: the
+    # next build would sweep them, but a `rex destroy` builds nothing
+    builder.sweep_incomplete(eng.host)
     if rec.status is Status.UPDATING:  # killed during an update: back to the old generation
         return update.recover(eng, rec)
     eng.host.progress.step(f"Cleaning up what an interrupted `rex up {name}` left")

@@ -25,9 +25,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO
 
-from rexcarcer.errors import CommandFailed, NotFound, StorageError
+from rexcarcer.errors import CommandFailed, NotFound, OutOfSpace, StorageError
 from rexcarcer.run import Completed, Runner
-from rexcarcer.storage.base import KNOWN_PROPS, LAYOUT, PROP_PREFIX, Dataset
+from rexcarcer.storage.base import (
+    KNOWN_PROPS,
+    LAYOUT,
+    PROP_PREFIX,
+    Dataset,
+    is_space_error,
+    space_hint,
+)
 
 BUSY_RETRY_SECONDS = 3.0
 # subcommands that mount, unmount or remove mountpoints (serialised on zfs-fuse)
@@ -178,6 +185,9 @@ class ZfsStorage:
         try:
             return self._run(["zfs", *args], check=check)
         except CommandFailed as exc:
+            if is_space_error(exc.stderr):  # the dataset is the last argument
+                raise OutOfSpace(f"out of space for dataset {args[-1]}: {exc.message}",
+                                 hint=space_hint(self.parent)) from exc  # fmt: skip
             raise StorageError(exc.message, hint=exc.hint) from exc
 
     def ensure_layout(self) -> None:
@@ -294,6 +304,14 @@ class ZfsStorage:
             return int(done.stdout.strip())
         except ValueError as exc:
             raise StorageError(f"cannot read the space {self.full(name)} uses: "
+                               f"{done.stdout.strip()!r}") from exc  # fmt: skip
+
+    def available(self, name: str) -> int:
+        done = self._zfs("get", "-Hp", "-o", "value", "available", self.full(name))
+        try:
+            return int(done.stdout.strip())
+        except ValueError as exc:
+            raise StorageError(f"cannot read the space left to {self.full(name)}: "
                                f"{done.stdout.strip()!r}") from exc  # fmt: skip
 
     def datasets(self, kind: str) -> list[Dataset]:
