@@ -14,13 +14,22 @@ import hashlib
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from rexcarcer.base.manifest import ZFS_MAGIC, Metadata, render_manifest, render_metadata
+from rexcarcer.base.manifest import (
+    ZFS_MAGIC,
+    Increment,
+    Metadata,
+    render_manifest,
+    render_metadata,
+)
+from rexcarcer.errors import StorageError
+from rexcarcer.storage.fake import FakeStorage
 
 
 @dataclass(frozen=True)
@@ -90,10 +99,52 @@ def dated_signer(directory: Path, name: str, *, start_days: int, end_days: int) 
     return Signer(key_path, cert_path)
 
 
-def fake_zfs_stream(size: int = 4096) -> bytes:
-    """Bytes that begin like a ``zfs send`` stream (DRR_BEGIN, little-endian)."""
-    head = bytes(8) + ZFS_MAGIC.to_bytes(8, "little")
+def fake_zfs_stream(size: int = 4096, *, toguid: int = 0x5EED, fromguid: int = 0) -> bytes:
+    """Bytes that begin like a ``zfs send`` stream (DRR_BEGIN, little-endian) of
+    the snapshot ``toguid``, incremental from ``fromguid`` unless that is 0."""
+    head = bytes(8) + ZFS_MAGIC.to_bytes(8, "little") + bytes(24)
+    head += toguid.to_bytes(8, "little") + fromguid.to_bytes(8, "little")
     return head + bytes(range(256)) * (size // 256)
+
+
+class ReceivingStorage(FakeStorage):
+    """Receives any stream that starts like zfs send, as zfs(8) would: a full one
+    as a new dataset with the snapshot ``@s``, an incremental one as a new snapshot
+    ``@new`` of the existing dataset, whose most recent snapshot must be the
+    stream's source; the snapshot gets the stream's guid."""
+
+    fail: str | None = None  # every receive fails with this
+    fail_incremental: str | None = None  # incremental receives fail with this
+
+    def __init__(self, scratch: Path) -> None:
+        super().__init__(scratch)
+        self.received: list[bytes] = []  # every stream zfs receive was given
+
+    def receive(self, name: str, stream: IO[bytes]) -> None:
+        data = stream.read()
+        self.received.append(data)
+        if self.fail:
+            raise StorageError(self.fail)
+        toguid, fromguid = stream_guids(data)
+        if fromguid:
+            if self.fail_incremental:
+                raise StorageError(self.fail_incremental)
+            own = [s for s in self.snapshot_details(name) if s.name.partition("@")[0] == name]
+            if not own or own[-1].guid != fromguid:
+                raise StorageError(f"cannot receive incremental stream: most recent snapshot "
+                                   f"of {name} does not match incremental source")  # fmt: skip
+            snap = f"{name}@new"
+        else:
+            self.create(name)
+            snap = f"{name}@s"
+        (self.mountpoint(name) / "stream").write_bytes(data)
+        self.snapshot(snap)
+        self.snap_meta[snap].guid = toguid
+
+
+def stream_guids(data: bytes) -> tuple[int, int]:
+    """(toguid, fromguid) of a (decompressed) stream made by :func:`fake_zfs_stream`."""
+    return int.from_bytes(data[40:48], "little"), int.from_bytes(data[48:56], "little")
 
 
 def write_published(
@@ -105,21 +156,30 @@ def write_published(
     name: str | None = None,
     version: str = "1",
     compress: bool = True,
+    guid: int | None = None,
+    increments: dict[str, tuple[int, bytes]] | None = None,
 ) -> Path:
-    """The four files of a base, the way a publisher using only openssl writes them:
-    ``sha256sum`` for the manifest, ``openssl dgst -sha256 -sign`` for each signature."""
+    """The files of a base, the way a publisher using only openssl writes them:
+    ``sha256sum`` for the manifest, ``openssl dgst -sha256 -sign`` for each
+    signature. ``increments``: from-version -> (its guid, the incremental stream)."""
     directory.mkdir(parents=True, exist_ok=True)
     data = bz2.compress(stream) if compress else stream
     (directory / f"{stem}.zfs.bz2").write_bytes(data)
     size = len(data)
+    digests = {}
+    for from_version, (_, inc) in (increments or {}).items():
+        packed = bz2.compress(inc)
+        (directory / f"{stem}.from-{from_version}.zfs.bz2").write_bytes(packed)
+        digests[from_version] = hashlib.sha256(packed).hexdigest()
     meta = render_metadata(
-        Metadata(name=name or stem, version=version, stream_size=len(stream), compressed_size=size)
-    )
+        Metadata(name=name or stem, version=version, stream_size=len(stream), compressed_size=size,
+                 guid=guid, incremental_from=tuple(
+                     Increment(v, g) for v, (g, _) in (increments or {}).items()))
+    )  # fmt: skip
     (directory / f"{stem}.base").write_bytes(meta)
     manifest = directory / f"{stem}.sha256"
-    manifest.write_bytes(
-        render_manifest(stem, hashlib.sha256(meta).hexdigest(), hashlib.sha256(data).hexdigest())
-    )
+    meta_sha, data_sha = hashlib.sha256(meta).hexdigest(), hashlib.sha256(data).hexdigest()
+    manifest.write_bytes(render_manifest(stem, meta_sha, data_sha, digests))
     for s in signers:
         sig = directory / f"{stem}.sha256sig.{s.fingerprint}"
         openssl("dgst", "-sha256", "-sign", s.key, "-out", sig, manifest)

@@ -51,10 +51,15 @@ class Control:
     root: Path
     faults: Faults = field(default_factory=Faults)
     log: list[tuple[str, str | None]] = field(default_factory=list)
+    sent: list[tuple[str, int]] = field(default_factory=list)  # file body bytes written
 
     def gets(self, suffix: str) -> list[str | None]:
         """The Range headers of the requests for paths ending in ``suffix``."""
         return [rng for path, rng in self.log if path.endswith(suffix)]
+
+    def bytes_sent(self, suffix: str) -> int:
+        """Body bytes of files sent for paths ending in ``suffix``."""
+        return sum(n for path, n in self.sent if path.endswith(suffix))
 
 
 class Handler(SimpleHTTPRequestHandler):
@@ -98,14 +103,19 @@ class Handler(SimpleHTTPRequestHandler):
         if control.faults.cut is not None and path.name.endswith(control.faults.cut_suffix):
             left = min(left, control.faults.cut)
             self.close_connection = True
-        with path.open("rb") as f:
-            f.seek(start)
-            while left > 0:
-                chunk = f.read(min(left, 1 << 16))
-                if not chunk:
-                    break
-                self.wfile.write(chunk)
-                left -= len(chunk)
+        sent = 0
+        try:
+            with path.open("rb") as f:
+                f.seek(start)
+                while left > 0:
+                    chunk = f.read(min(left, 1 << 16))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    left -= len(chunk)
+                    sent += len(chunk)
+        finally:
+            control.sent.append((self.path, sent))
 
 
 class _Server(ThreadingHTTPServer):

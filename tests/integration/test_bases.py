@@ -12,17 +12,20 @@ from __future__ import annotations
 import bz2
 import hashlib
 import json
+import random
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
 
 from tests.base_support import Signer, dated_signer, openssl_signer, resign
 from tests.integration.base_server import FileServer
-from tests.integration.conftest import Rex, sh
+from tests.integration.conftest import Rex, _unmount_below, sh
 
 VERIFY, FETCH = 41, 40  # exit codes of VerificationError, FetchError
 _GOLDEN: dict[str, Path] = {}
@@ -430,3 +433,182 @@ def test_import_release_from_a_file_url(rex: Rex, busybox_root: Path, tmp_path: 
     (rel / "MANIFEST").write_text((rel / "MANIFEST").read_text().replace("base.txz", "base2.txz"))
     bad = rex.run("base", "import-release", f"file://{rel}", "other", check=False)
     assert bad.returncode == VERIFY and "does not list base.txz" in bad.stderr
+
+
+# -- new versions: increments -----------------------------------------------------------
+
+
+def golden_versions(rex: Rex, keys: Keys, busybox_root: Path, where: Path) -> dict[str, Path]:
+    """``bbinc`` published by a publisher host of its own (its own state and
+    dataset), a small change to a larger tree: ``v1``; ``v2`` over it with
+    ``--incremental-from 1``; and ``v2other``, the same versions made again from
+    scratch (other snapshots: other guids), also with an increment from 1."""
+    if "versions" in _GOLDEN:
+        return {n: _GOLDEN["versions"] / n for n in ("v1", "v2", "v2other")}
+    env = {**rex.env, "REX_ROOT": str(where / "pubstate"), "REX_DATASET": f"{rex.dataset}p"}
+    pub = Rex(root=where / "pubstate", dataset=f"{rex.dataset}p", netns=rex.netns, env=env)
+    sign = ("--key", keys.publisher.key, "--cert", keys.publisher.cert)
+    tree = where / "tree"
+    try:
+        shutil.copytree(busybox_root, tree, symlinks=True)
+        (tree / "big.bin").write_bytes(random.Random(7).randbytes(6 << 20))  # incompressible
+        for lineage, name in (("v1", "v2"), (None, "v2other")):
+            out = where / f"out-{name}"
+            (tree / "etc" / "motd").write_text("v1\n")
+            (tree / "etc" / "added").unlink(missing_ok=True)
+            pub.run("base", "import", tree, "bbinc", "--version", "1")
+            if lineage:
+                pub.run("base", "publish", "bbinc", out, *sign)
+                shutil.copytree(out, where / lineage)
+            (tree / "etc" / "motd").write_text("v2\n")
+            (tree / "etc" / "added").write_text("new in version 2\n")
+            pub.run("base", "import", tree, "bbinc", "--version", "2")  # the same dataset
+            # a newer version over the older publication: no --force
+            pub.run("base", "publish", "bbinc", out, "--incremental-from", "1", *sign)
+            shutil.copytree(out, where / name)
+            pub.run("base", "rm", "bbinc")
+    finally:
+        drop_dataset(pub.dataset)
+        shutil.rmtree(pub.root, ignore_errors=True)
+    _GOLDEN["versions"] = where
+    return golden_versions(rex, keys, busybox_root, where)
+
+
+def drop_dataset(dataset: str) -> None:
+    """Destroy a dataset tree, unmounting what zfs-fuse calls busy."""
+    for _ in range(30):
+        if sh("zfs", "destroy", "-r", dataset, check=False).returncode == 0:
+            return
+        _unmount_below(dataset)
+        time.sleep(0.1)
+    raise AssertionError(f"cannot destroy {dataset}")
+
+
+@dataclass
+class VersionSite:
+    server: FileServer
+    dir: Path
+    published: dict[str, Path]
+
+    @property
+    def url(self) -> str:
+        return f"{self.server.url}/bases/bbinc"
+
+    def serve(self, which: str) -> None:
+        """What the URL publishes now: replaced as a publisher's rsync would."""
+        for old in self.dir.iterdir():
+            old.unlink()
+        for f in self.published[which].iterdir():
+            shutil.copy(f, self.dir / f.name)
+        self.server.control.sent.clear()
+        self.server.control.log.clear()
+
+    def stream(self, suffix: str = ".zfs.bz2") -> Path:
+        return self.dir / f"bbinc{suffix}"
+
+
+@pytest.fixture
+def vsite(
+    rex: Rex, keys: Keys, ca: tuple[trustme.CA, Path], busybox_root: Path, tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[VersionSite]:  # fmt: skip
+    published = golden_versions(rex, keys, busybox_root, tmp_path_factory.mktemp("versions"))
+    (tmp_path / "www" / "bases").mkdir(parents=True)
+    rex.env["REX_CA_BUNDLE"] = str(ca[1])
+    rex.run("trust", "add", keys.publisher.cert)
+    with FileServer(tmp_path / "www", netns=rex.netns, tls=ca[0]) as server:
+        yield VersionSite(server, tmp_path / "www" / "bases", published)
+
+
+def base_snapshots(rex: Rex) -> list[str]:
+    out = sh("zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r", f"{rex.dataset}/bases")
+    return [n.split("/bases/", 1)[1] for n in out.stdout.split() if "/bases/busybox@" not in n]
+
+
+def bbinc(rex: Rex) -> dict[str, Any]:
+    [entry] = [b for b in rex.json("base", "ls") if b["name"] == "bbinc"]  # type: ignore[attr-defined]
+    assert isinstance(entry, dict)
+    return entry
+
+
+def test_a_new_version_arrives_as_an_increment(
+    rex: Rex, vsite: VersionSite, tmp_path: Path
+) -> None:
+    vsite.serve("v1")
+    assert rex.run("base", "fetch", vsite.url).stdout.strip() == f"{rex.dataset}/bases/bbinc@1"
+    v1_digest = bbinc(rex)["digest"]
+    vsite.serve("v2")
+    # the plain recipe still checks the published files: one manifest lists all three
+    check = sh("sha256sum", "-c", "bbinc.sha256", cwd=vsite.dir)
+    assert check.stdout.count(": OK") == 3 and "bbinc.from-1.zfs.bz2: OK" in check.stdout
+    done = rex.run("base", "fetch", vsite.url)
+    assert done.stdout.strip() == f"{rex.dataset}/bases/bbinc@2"
+    assert "as the increment from 1" in done.stderr, done.stderr
+    increment, full = vsite.stream(".from-1.zfs.bz2"), vsite.stream()
+    assert vsite.server.control.gets("bbinc.zfs.bz2") == []  # the full stream: not even asked
+    assert vsite.server.control.bytes_sent(".zfs.bz2") == increment.stat().st_size
+    assert increment.stat().st_size * 50 < full.stat().st_size  # 6 MB base, a few files changed
+    assert base_snapshots(rex) == ["bbinc@1", "bbinc@2"]  # one dataset: blocks shared
+    meta = Path(vsite.published["v2"] / "bbinc.base").read_text()
+    guid = sh("zfs", "get", "-Hp", "-o", "value", "guid", f"{rex.dataset}/bases/bbinc@2").stdout
+    assert f"guid={guid.strip()}\n" in meta  # the publisher's snapshot, exactly
+    entry = bbinc(rex)
+    assert entry["version"] == "2" and entry["snapshot"] == "bases/bbinc@2"
+    assert [(v["version"], v["current"]) for v in entry["versions"]] == [("1", False), ("2", True)]
+    [row] = [r.split() for r in rex.run("base", "ls").stdout.splitlines() if r.startswith("bbinc")]
+    assert row[:3] == ["bbinc", "2", "1"] and row[-2:] == ["MiB", "-"]  # the size of version 2
+    # BASE URL builds on the current version; a pin keeps a jail on the old one
+    vsite.server.control.log.clear()
+    for name, pin, motd in (("new", "", "v2\n"), ("old", f" sha256:{v1_digest}", "v1\n")):
+        (tmp_path / f"{name}.rex").write_text(f"BASE {vsite.url}{pin}\n")
+        rex.run("up", tmp_path / f"{name}.rex")
+        assert rex.run("exec", name, "--", "cat", "/etc/motd").stdout == motd
+    assert len(vsite.server.control.log) == 0  # both from the local versions
+    rm = rex.run("base", "rm", "bbinc@1", check=False)
+    assert rm.returncode == 12 and "bbinc@1 is used by jails: old" in rm.stderr
+    rex.run("destroy", "old")
+    rex.run("base", "rm", "bbinc@1")
+    assert base_snapshots(rex) == ["bbinc@2"]
+    rex.run("destroy", "new")
+
+
+def test_a_host_without_the_old_version_gets_the_full_stream(rex: Rex, vsite: VersionSite) -> None:
+    vsite.serve("v2")
+    done = rex.run("base", "fetch", vsite.url)
+    assert done.stdout.strip() == f"{rex.dataset}/bases/bbinc@2"
+    assert vsite.server.control.gets(".from-1.zfs.bz2") == []
+    assert vsite.server.control.bytes_sent(".zfs.bz2") == vsite.stream().stat().st_size
+    assert base_snapshots(rex) == ["bbinc@2"]
+
+
+def test_a_tampered_increment_is_refused_and_changes_nothing(rex: Rex, vsite: VersionSite) -> None:
+    vsite.serve("v1")
+    rex.run("base", "fetch", vsite.url)
+    vsite.serve("v2")
+    increment = vsite.stream(".from-1.zfs.bz2")
+    data = bytearray(increment.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    increment.write_bytes(bytes(data))
+    err = refused(rex, vsite.url)
+    assert "bbinc.from-1.zfs.bz2 does not match its manifest: sha256" in err
+    assert vsite.server.control.gets("bbinc.zfs.bz2") == []  # no fallback to the full stream
+    assert base_snapshots(rex) == ["bbinc@1"] and bbinc(rex)["version"] == "1"
+    assert len(list((rex.root / "cache" / "bases").glob("*.zfs.bz2"))) == 1  # v1's only
+
+
+def test_an_old_version_that_is_not_the_published_snapshot_gets_the_full_stream(
+    rex: Rex, vsite: VersionSite
+) -> None:
+    vsite.serve("v1")
+    rex.run("base", "fetch", vsite.url)
+    vsite.serve("v2other")  # its increment applies to another snapshot named 1
+    done = rex.run("base", "fetch", vsite.url)
+    assert "bbinc@1 here is not the published snapshot" in done.stderr, done.stderr
+    assert done.stdout.strip() == f"{rex.dataset}/bases/bbinc:2@2"
+    assert vsite.server.control.gets(".from-1.zfs.bz2") == []
+    assert vsite.server.control.bytes_sent(".zfs.bz2") == vsite.stream().stat().st_size
+    # the full stream in a dataset of its own; version 1 stays where jails use it
+    assert base_snapshots(rex) == ["bbinc@1", "bbinc:2@2"]
+    assert [v["snapshot"] for v in bbinc(rex)["versions"]] == ["bases/bbinc@1", "bases/bbinc:2@2"]
+    rex.run("base", "rm", "bbinc")
+    only_busybox(rex)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 from pathlib import Path
 
@@ -10,12 +11,15 @@ import pytest
 
 from rexcarcer.base import VerificationError
 from rexcarcer.base.manifest import (
+    Increment,
     Metadata,
+    StreamHead,
     is_zfs_stream,
     normalize_pin,
     parse_location,
     parse_manifest,
     parse_metadata,
+    parse_stream_head,
     render_manifest,
     render_metadata,
 )
@@ -138,15 +142,86 @@ def test_bad_metadata_is_refused(text: bytes, message: str) -> None:
         parse_metadata(text)
 
 
+def _saved_head(name: str) -> tuple[bytes, list[int]]:
+    """The bytes of a saved stream head and the guids its comment line names."""
+    comment, *rows = (DATA / name).read_text().splitlines()
+    guids = [int(g) for g in re.findall(r"(?:guid of|of) \S+: (\d+)", comment)]
+    return bytes.fromhex("".join(rows).replace(" ", "")), guids
+
+
 def test_zfs_magic_on_a_saved_real_stream_head() -> None:
-    line = (DATA / "zfs-send-head.txt").read_text().splitlines()[1]
-    head = bytes.fromhex(line.replace(" ", ""))
+    head, [guid] = _saved_head("zfs-send-head.txt")
     assert is_zfs_stream(head)
-    swapped = head[:8] + head[8:16][::-1]  # a big-endian sender
-    assert is_zfs_stream(swapped)
-    assert not is_zfs_stream(head[:15])
-    assert not is_zfs_stream(b"\0" * 16)
-    assert not is_zfs_stream(b"BZh91AY&SY" + bytes(6))
+    assert parse_stream_head(head) == StreamHead(toguid=guid, fromguid=0)
+    # a big-endian sender: every field swapped
+    swapped = head[:8] + b"".join(head[i : i + 8][::-1] for i in range(8, 56, 8))
+    assert parse_stream_head(swapped) == StreamHead(toguid=guid, fromguid=0)
+    assert not is_zfs_stream(head[:55])
+    assert not is_zfs_stream(b"\0" * 56)
+    assert not is_zfs_stream(b"BZh91AY&SY" + bytes(46))
+
+
+def test_an_incremental_stream_names_both_snapshots() -> None:
+    head, [old, new] = _saved_head("zfs-send-incremental-head.txt")
+    assert parse_stream_head(head) == StreamHead(toguid=new, fromguid=old)
+
+
+def test_manifest_with_increments_as_sha256sum_writes_it(tmp_path: Path) -> None:
+    files = {"fb.base": b"meta", "fb.zfs.bz2": b"full", "fb.from-1.0.zfs.bz2": b"i1",
+             "fb.from-1.5.zfs.bz2": b"i15"}  # fmt: skip
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    real = subprocess.run(["sha256sum", *files], cwd=tmp_path, capture_output=True,
+                          check=True).stdout  # fmt: skip
+    digest = {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
+    incs = {"1.0": digest["fb.from-1.0.zfs.bz2"], "1.5": digest["fb.from-1.5.zfs.bz2"]}
+    assert render_manifest("fb", digest["fb.base"], digest["fb.zfs.bz2"], incs) == real
+    m = parse_manifest(real, LOC)
+    assert m.increments == incs and m.stream_sha256 == digest["fb.zfs.bz2"]
+    assert LOC.increment("1.0") == "https://h/d/fb.from-1.0.zfs.bz2"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (f"{A}  fb.base\n{B}  fb.zfs.bz2\n{A}  fb.from-1.zfs.bz2\n{B}  fb.from-1.zfs.bz2\n",
+         "lists fb.from-1.zfs.bz2 twice"),
+        (f"{A}  fb.base\n{B}  fb.zfs.bz2\n{A}  fb.from-../x.zfs.bz2\n", "lists another file"),
+        (f"{A}  fb.base\n{B}  fb.zfs.bz2\n{A}  fb.from-.zfs.bz2\n", "lists another file"),
+        (f"{A}  fb.base\n{B}  fb.zfs.bz2\n{A}  other.from-1.zfs.bz2\n", "lists another file"),
+        (f"{A}  fb.base\n{A}  fb.from-1.zfs.bz2\n", "does not list fb.zfs.bz2"),
+    ],
+)  # fmt: skip
+def test_bad_increments_in_a_manifest(text: str, message: str) -> None:
+    with pytest.raises(VerificationError, match=message):
+        parse_manifest(text.encode(), LOC)
+
+
+def test_metadata_with_increments_round_trip() -> None:
+    increments = (Increment("1", 7), Increment("2.0-p1", 12345678901234567890))
+    meta = Metadata(name="fb", version="3", guid=2**64 - 1, incremental_from=increments)
+    text = render_metadata(meta)
+    assert b"guid=18446744073709551615\nincremental_from=1@7 2.0-p1@12345678901234567890\n" in text
+    assert parse_metadata(text) == meta
+    assert meta.increment("2.0-p1") == Increment("2.0-p1", 12345678901234567890)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"name=x\nversion=2\nincremental_from=1@5\n", "lists increments but no guid="),
+        (b"name=x\nversion=2\nguid=9\nincremental_from=1\n", "is not VERSION@GUID"),
+        (b"name=x\nversion=2\nguid=9\nincremental_from=../1@5\n", "is not VERSION@GUID"),
+        (b"name=x\nversion=2\nguid=9\nincremental_from=1@x\n", "must be a ZFS guid"),
+        (b"name=x\nversion=2\nguid=9\nincremental_from=1@5 1@6\n", "lists 1 twice"),
+        (b"name=x\nversion=2\nguid=9\nincremental_from=2@5\n", "names the version itself"),
+        (b"name=x\nversion=2\nguid=0\n", "must be a ZFS guid"),
+        (b"name=x\nversion=2\nguid=18446744073709551616\n", "must be a ZFS guid"),
+    ],
+)
+def test_bad_increments_in_metadata(text: bytes, message: str) -> None:
+    with pytest.raises(VerificationError, match=message):
+        parse_metadata(text)
 
 
 def test_pins() -> None:

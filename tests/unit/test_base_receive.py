@@ -35,8 +35,13 @@ from rexcarcer.rexfile.ast import Base
 from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime.fake import FakeRuntime
 from rexcarcer.state.memory import MemoryStore
-from rexcarcer.storage.fake import FakeStorage
-from tests.base_support import Signer, fake_zfs_stream, openssl_signer, write_published
+from tests.base_support import (
+    ReceivingStorage,
+    Signer,
+    fake_zfs_stream,
+    openssl_signer,
+    write_published,
+)
 
 STREAM = fake_zfs_stream(300_000)
 
@@ -98,25 +103,6 @@ def test_feeder_passes_the_consumers_error_through() -> None:
 
 
 # -- fetch on the in-memory drivers -----------------------------------------------
-
-
-class ReceivingStorage(FakeStorage):
-    """Receives any stream that starts like zfs send, as one file and snapshot @s."""
-
-    fail: str | None = None
-
-    def __init__(self, scratch: Path) -> None:
-        super().__init__(scratch)
-        self.received: list[bytes] = []  # every stream zfs receive was given
-
-    def receive(self, name: str, stream: IO[bytes]) -> None:
-        data = stream.read()
-        self.received.append(data)
-        if self.fail:
-            raise StorageError(self.fail)
-        mnt = self.create(name)
-        (mnt / "stream").write_bytes(data)
-        self.snapshot(f"{name}@s")
 
 
 @pytest.fixture

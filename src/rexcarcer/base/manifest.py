@@ -1,37 +1,45 @@
-"""The published-base format, pure: where the four files are, what the manifest
-and the metadata say, and whether a decompressed stream starts like ``zfs send``.
+"""The published-base format, pure: where the files are, what the manifest and
+the metadata say, and what the header of a decompressed stream says.
 
-The manifest ``NAME.sha256`` is what ``sha256sum NAME.base NAME.zfs.bz2`` prints
-(``HEX  FILE``); FreeBSD's ``sha256 -r`` (``HEX FILE``) and ``sha256``
-(``SHA256 (FILE) = HEX``) lines are read too. It lists exactly those two files.
+The manifest ``NAME.sha256`` is what ``sha256sum NAME.base NAME.zfs.bz2
+[NAME.from-V.zfs.bz2 ...]`` prints (``HEX  FILE``); FreeBSD's ``sha256 -r``
+(``HEX FILE``) and ``sha256`` (``SHA256 (FILE) = HEX``) lines are read too. It
+lists the metadata, the full stream and each increment ``NAME.from-V.zfs.bz2``
+(``zfs send -i @V``), and nothing else.
 
 The metadata ``NAME.base`` is ``key=value`` lines (and ``#`` comment lines),
 written by rex or by hand. ``name`` is the local base ``bases/<name>``,
 ``version`` its snapshot ``@<version>``; both are required. ``osrelease`` is the
 base's ``freebsd-version -u``; the sizes are bytes of the ``zfs send`` stream and
-of ``NAME.zfs.bz2``; unknown keys are kept::
+of ``NAME.zfs.bz2``; ``guid`` is the snapshot's ZFS guid; ``incremental_from``
+lists the increments, each as ``VERSION@GUID`` of the snapshot it applies to
+(required for each increment the manifest lists); unknown keys are kept::
 
     format=1
     name=FreeBSD-14.1-RELEASE
-    version=14.1-RELEASE-p3
+    version=14.1-RELEASE-p4
     os=FreeBSD
-    osrelease=14.1-RELEASE-p3
+    osrelease=14.1-RELEASE-p4
     arch=amd64
-    created=2026-01-31T12:00:00Z
+    created=2026-03-31T12:00:00Z
     stream_size=734003200
     compressed_size=201326592
+    guid=11198407343423955801
+    incremental_from=14.1-RELEASE-p3@1243098483713276022
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from rexcarcer.base import VerificationError
 from rexcarcer.errors import UsageError
 
 STREAM = ".zfs.bz2"
+INCREMENT = ".from-"  # NAME.from-<version>.zfs.bz2
 METADATA = ".base"
 MANIFEST = ".sha256"
 SIGNATURE = ".sha256sig."
@@ -46,10 +54,18 @@ _GNU_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *]?(.+)$")
 _BSD_LINE = re.compile(r"^SHA256 \((.+)\) = ([0-9a-fA-F]{64})$")
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
-# zfs(8) send streams begin with a DRR_BEGIN record: drr_type 0, payload length,
-# then drr_magic (DMU_BACKUP_MAGIC) in the sender's byte order.
+# zfs(8) send streams begin with a DRR_BEGIN record (include/sys/zfs_ioctl.h,
+# struct dmu_replay_record): drr_type 0 and drr_payloadlen (two uint32), then
+# struct drr_begin: drr_magic (DMU_BACKUP_MAGIC), drr_versioninfo,
+# drr_creation_time (uint64 each), drr_type, drr_flags (uint32 each), drr_toguid,
+# drr_fromguid (uint64 each), drr_toname: all in the sender's byte order. So the
+# magic is at offset 8, the guid of the snapshot sent at 40 and the guid of the
+# snapshot an incremental stream applies to at 48 (0 in a full stream). Checked
+# against zfs-fuse's and OpenZFS's streams (tests/data/base/).
 ZFS_MAGIC = 0x2F5BACBAC
-ZFS_HEAD = 16
+ZFS_HEAD = 56
+_TOGUID, _FROMGUID = 40, 48
+MAX_GUID = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +98,17 @@ class Location:
     def stream(self) -> str:
         return self.url + STREAM
 
+    def increment(self, version: str) -> str:
+        """The incremental stream from ``version`` (``zfs send -i @version``)."""
+        return f"{self.url}{INCREMENT}{version}{STREAM}"
+
     def signature(self, fingerprint: str) -> str:
         return f"{self.url}{SIGNATURE}{fingerprint}"
 
 
 def parse_location(text: str) -> Location:
-    """``https://host/dir/NAME`` (or one of its four files) → the base's location."""
+    """``https://host/dir/NAME`` (or its full stream, metadata, manifest or a
+    signature) → the base's location."""
     parts = urlsplit(text.strip())
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
@@ -122,10 +143,16 @@ def parse_location(text: str) -> Location:
 class Manifest:
     metadata_sha256: str
     stream_sha256: str
+    increments: dict[str, str] = field(default_factory=dict)  # from-version -> sha256
+
+
+def increment_file(stem: str, version: str) -> str:
+    return f"{stem}{INCREMENT}{version}{STREAM}"
 
 
 def parse_manifest(data: bytes, loc: Location) -> Manifest:
-    """The two digests; anything else in the file is refused."""
+    """The digests of the metadata, the full stream and the increments; any other
+    file in the list is refused."""
     where = loc.manifest
     try:
         text = data.decode("ascii")
@@ -133,23 +160,40 @@ def parse_manifest(data: bytes, loc: Location) -> Manifest:
         raise VerificationError(f"manifest {where} is not a text file") from exc
     wanted = {loc.stem + METADATA, loc.stem + STREAM}
     found: dict[str, str] = {}
+    increments: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip("\r")
         if not line.strip():
             continue
         name, digest = _manifest_line(line, where, number)
-        if name not in wanted:
+        if name in found or name in increments.values():
+            raise VerificationError(f"manifest {where} lists {name} twice")
+        if name in wanted:
+            found[name] = digest
+            continue
+        version = _increment_version(name, loc.stem)
+        if version is None:
             raise VerificationError(
                 f"manifest {where} lists another file, {name!r}",
-                hint=f"a base manifest lists exactly {loc.stem}.base and {loc.stem}.zfs.bz2",
+                hint=f"a base manifest lists {loc.stem}.base, {loc.stem}.zfs.bz2 and "
+                f"increments {loc.stem}.from-VERSION.zfs.bz2, nothing else",
             )
-        if name in found:
+        if version in increments:
             raise VerificationError(f"manifest {where} lists {name} twice")
-        found[name] = digest
+        increments[version] = digest
     missing = sorted(wanted - found.keys())
     if missing:
         raise VerificationError(f"manifest {where} does not list {', '.join(missing)}")
-    return Manifest(found[loc.stem + METADATA], found[loc.stem + STREAM])
+    return Manifest(found[loc.stem + METADATA], found[loc.stem + STREAM], increments)
+
+
+def _increment_version(name: str, stem: str) -> str | None:
+    """``V`` for ``STEM.from-V.zfs.bz2`` with a valid version ``V``, else None."""
+    head, tail = f"{stem}{INCREMENT}", STREAM
+    if not (name.startswith(head) and name.endswith(tail)):
+        return None
+    version = name[len(head) : -len(tail)]
+    return version if NAME.match(version) else None
 
 
 def _manifest_line(line: str, where: str, number: int) -> tuple[str, str]:
@@ -164,12 +208,25 @@ def _manifest_line(line: str, where: str, number: int) -> tuple[str, str]:
     )
 
 
-def render_manifest(stem: str, metadata_sha256: str, stream_sha256: str) -> bytes:
-    """What ``sha256sum NAME.base NAME.zfs.bz2`` prints."""
-    return f"{metadata_sha256}  {stem}{METADATA}\n{stream_sha256}  {stem}{STREAM}\n".encode()
+def render_manifest(
+    stem: str, metadata_sha256: str, stream_sha256: str, increments: dict[str, str] | None = None
+) -> bytes:
+    """What ``sha256sum NAME.base NAME.zfs.bz2 NAME.from-V.zfs.bz2 ...`` prints."""
+    lines = [f"{metadata_sha256}  {stem}{METADATA}", f"{stream_sha256}  {stem}{STREAM}"]
+    lines += [f"{d}  {increment_file(stem, v)}" for v, d in (increments or {}).items()]
+    return ("\n".join(lines) + "\n").encode()
 
 
 # -- the metadata ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Increment:
+    """``NAME.from-<version>.zfs.bz2`` applies to the snapshot ``@<version>`` whose
+    ZFS guid is ``guid`` (a host checks it has exactly that snapshot)."""
+
+    version: str
+    guid: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +239,12 @@ class Metadata:
     created: str = ""
     stream_size: int | None = None
     compressed_size: int | None = None
+    guid: int | None = None  # of the snapshot @version
+    incremental_from: tuple[Increment, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
+
+    def increment(self, version: str) -> Increment | None:
+        return next((i for i in self.incremental_from if i.version == version), None)
 
 
 _FIELDS = ("name", "version", "os", "osrelease", "arch", "created")
@@ -206,8 +268,42 @@ def parse_metadata(data: bytes, where: str = "metadata") -> Metadata:
                 hint="names use letters, digits, '.', '_' and '-', starting with a letter or digit",
             )
     sizes = {k: _size(values.pop(k), k, where) for k in _SIZES if k in values}
+    guid = _guid(values.pop("guid"), "guid", where) if "guid" in values else None
+    increments = _increments(values.pop("incremental_from", ""), values["version"], where)
+    if increments and guid is None:
+        raise VerificationError(
+            f"{where} lists increments but no guid=",
+            hint="guid= is the ZFS guid of the snapshot @version (zfs get -Hp guid)",
+        )
     known = {k: values.pop(k) for k in _FIELDS if k in values}
-    return Metadata(**known, **sizes, extra=values)  # type: ignore[arg-type]
+    return Metadata(**known, **sizes, guid=guid, incremental_from=increments,  # type: ignore[arg-type]
+                    extra=values)  # fmt: skip
+
+
+def _guid(text: str, key: str, where: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= MAX_GUID:
+        raise VerificationError(
+            f"{where}: {key} must be a ZFS guid (a decimal 64-bit number), got {text!r}"
+        )
+    return int(text)
+
+
+def _increments(text: str, version: str, where: str) -> tuple[Increment, ...]:
+    """``incremental_from=V1@GUID1 V2@GUID2``: the snapshots the increments apply to."""
+    out: list[Increment] = []
+    for item in text.split():
+        from_version, at, guid = item.partition("@")
+        if not at or not NAME.match(from_version):
+            raise VerificationError(
+                f"{where}: incremental_from entry {item!r} is not VERSION@GUID",
+                hint="each increment is named by the version it applies to and that "
+                "snapshot's ZFS guid",
+            )
+        if from_version == version or any(i.version == from_version for i in out):
+            raise VerificationError(f"{where}: incremental_from lists {from_version} twice "
+                                    "or names the version itself")  # fmt: skip
+        out.append(Increment(from_version, _guid(guid, "incremental_from", where)))
+    return tuple(out)
 
 
 def _key_values(data: bytes, where: str) -> dict[str, str]:
@@ -246,6 +342,11 @@ def render_metadata(meta: Metadata) -> bytes:
         size = getattr(meta, key)
         if size is not None:
             lines.append(f"{key}={size}")
+    if meta.guid is not None:
+        lines.append(f"guid={meta.guid}")
+    if meta.incremental_from:
+        entries = " ".join(f"{i.version}@{i.guid}" for i in meta.incremental_from)
+        lines.append(f"incremental_from={entries}")
     lines += [f"{k}={v}" for k, v in sorted(meta.extra.items())]
     return ("\n".join(lines) + "\n").encode()
 
@@ -253,12 +354,29 @@ def render_metadata(meta: Metadata) -> bytes:
 # -- the stream -----------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    toguid: int  # the snapshot the stream makes
+    fromguid: int  # the snapshot an incremental stream applies to; 0 for a full stream
+
+
+def parse_stream_head(head: bytes) -> StreamHead | None:
+    """The DRR_BEGIN record at the start of a decompressed stream, or None."""
+    if len(head) < ZFS_HEAD:
+        return None
+    orders: tuple[Literal["little"], Literal["big"]] = ("little", "big")
+    for order in orders:
+        if int.from_bytes(head[8:16], order) == ZFS_MAGIC:
+            return StreamHead(
+                int.from_bytes(head[_TOGUID : _TOGUID + 8], order),
+                int.from_bytes(head[_FROMGUID : _FROMGUID + 8], order),
+            )
+    return None
+
+
 def is_zfs_stream(head: bytes) -> bool:
     """Whether the first bytes of a decompressed stream are a DRR_BEGIN record."""
-    if len(head) < ZFS_HEAD:
-        return False
-    magic = head[8:16]
-    return ZFS_MAGIC in (int.from_bytes(magic, "little"), int.from_bytes(magic, "big"))
+    return parse_stream_head(head) is not None
 
 
 def normalize_pin(pin: str) -> str:

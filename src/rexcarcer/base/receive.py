@@ -1,12 +1,30 @@
-"""Fetch, verify and receive a published base.
+"""Fetch, verify and receive a published base, or a new version of one.
 
 ``fetch_base`` runs the steps in this order, each only after the one before
-passed: manifest, pin, signatures, metadata (verify.py) → the stream, hashed as
-it downloads into the cache (fetch.py) → bunzip2, streamed into ``zfs receive
--u`` of a temporary ``bases/_recv-<name>`` → properties → rename to
-``bases/<name>``. A failure destroys the temporary dataset; a stream that turns
-out unusable also leaves the cache. A killed run leaves at most the temporary
-dataset, which the next fetch removes (nobody holds its lock).
+passed: manifest, pin, signatures, metadata (verify.py) → the choice of what to
+receive → that stream, hashed as it downloads into the cache (fetch.py) →
+bunzip2 and a check of the ZFS stream header, streamed into ``zfs receive -u``
+→ properties.
+
+What is received (versions.py has the layout):
+
+- a base not on this host: the full stream, into a temporary
+  ``bases/_recv-<name>``, renamed to ``bases/<name>``;
+- a new version of a base fetched from the same URL: the increment
+  ``NAME.from-V.zfs.bz2`` when this host has exactly the snapshot it applies to
+  (``@V`` with the guid the metadata gives, the most recent snapshot of its
+  dataset), received into that dataset; else the full stream, into the
+  temporary dataset, renamed to ``bases/<name>:<version>`` beside the versions
+  jails use. An increment that ``zfs receive`` refuses (nothing changes then)
+  falls back to the full stream; a tampered one is refused;
+- a version already here: nothing (it becomes current again if the URL
+  publishes it again).
+
+A failure destroys the temporary dataset (an incremental receive changes
+nothing unless it completes); a stream that turns out unusable also leaves the
+cache. A killed run leaves at most the temporary dataset, which the next fetch
+removes (nobody holds its lock), or a received snapshot without its
+properties, which the next fetch records when its guid is the published one.
 
 The stream is read once from the cache: hashing (again, against a cache
 damaged since), decompression and the pipe to zfs(8) happen in one pass, in a
@@ -17,6 +35,7 @@ from __future__ import annotations
 
 import bz2
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -24,18 +43,28 @@ from itertools import chain
 from pathlib import Path
 from typing import IO
 
-from rexcarcer.base import VerificationError
+from rexcarcer.base import VerificationError, versions
 from rexcarcer.base.fetch import CHUNK, Source, Wanted, cached_download, open_source, remove_entry
-from rexcarcer.base.local import TEMP_PREFIX, find_base, list_bases
-from rexcarcer.base.manifest import STREAM, ZFS_HEAD, is_zfs_stream, normalize_pin, parse_location
+from rexcarcer.base.local import find_base, list_bases, received
+from rexcarcer.base.manifest import (
+    STREAM,
+    ZFS_HEAD,
+    Increment,
+    StreamHead,
+    normalize_pin,
+    parse_location,
+    parse_stream_head,
+)
 from rexcarcer.base.progress import Transfer, transfer_for
 from rexcarcer.base.sign import now
 from rexcarcer.base.trust import TrustStore, trust_dir
 from rexcarcer.base.verify import Verified, verify_remote
-from rexcarcer.errors import Conflict
+from rexcarcer.base.versions import TEMP_PREFIX
+from rexcarcer.errors import Conflict, StorageError
 from rexcarcer.host import Host
 from rexcarcer.model.base import BaseInfo
 
+log = logging.getLogger("rexcarcer.fetch")
 OUT_CHUNK = 4 * CHUNK  # decompressed bytes per write: bounds memory for any ratio
 
 
@@ -44,14 +73,18 @@ def cache_dir(host: Host) -> Path:
 
 
 def local_base_for(host: Host, url: str, pin: str | None = None) -> BaseInfo | None:
-    """The base already fetched from ``url`` (matching ``pin``), without any network."""
+    """The base already fetched from ``url``, without any network: its current
+    version, or with a pin the version whose manifest has that digest."""
     loc = parse_location(url)
     want = normalize_pin(pin) if pin else None
     for info in list_bases(host):
-        if info.props.get("url") != loc.url or info.props.get("complete") != "1":
+        if info.props.get("url") != loc.url:
             continue
-        if want is None or info.props.get("digest") == want:
-            return find_base(host, info.name)
+        for v in reversed(info.versions):
+            if v.props.get("complete") != "1":
+                continue
+            if (want is None and v.version == info.current) or v.props.get("digest") == want:
+                return versions.at_version(info, v.version)
     return None
 
 
@@ -76,40 +109,119 @@ def fetch_base(
 
 
 def _install(host: Host, source: Source, v: Verified, transfer: Transfer) -> BaseInfo:
-    name = v.metadata.name
+    name, version = v.metadata.name, v.metadata.version
     host.storage.ensure_layout()
     sweep_incomplete(host)
     with host.lock(f"base-{name}"):
-        existing = _existing(host, v)
-        if existing is not None:
-            return existing
-        want = Wanted(v.location.stream, v.manifest.stream_sha256, STREAM,
-                      v.metadata.compressed_size)  # fmt: skip
-        with host.lock(f"fetch-{want.sha256}"):
-            path = cached_download(source, want, cache_dir(host), transfer)
-        host.progress.step(f"Receiving {name}@{v.metadata.version}")
-        try:
-            receive_verified(host, v, path, transfer)
-        except VerificationError:
-            remove_entry(cache_dir(host), want)
-            raise
+        info = versions.lookup(host, name)
+        if info is None:
+            if host.storage.exists(f"bases/{name}"):
+                raise _other_content(host, name)
+            _receive_full(host, source, v, transfer, f"bases/{name}")
+            return find_base(host, name)
+        if not received(info) or info.props.get("url") != v.location.url:
+            raise _other_content(host, name)
+        here = _already_here(host, info, v) or _recover(host, info, v)
+        if here is not None:
+            return here
+        versions.keep_own_props(host, info)
+        chosen = choose_increment(host, info, v)
+        if chosen is not None:
+            try:
+                _receive_increment(host, source, v, transfer, *chosen)
+                return find_base(host, name)
+            except StorageError as exc:  # zfs receive refused it: nothing changed
+                host.progress.step(f"The increment from {chosen[0].version} did not apply "
+                                   f"({exc.message}); receiving the full stream")  # fmt: skip
+        _receive_full(host, source, v, transfer, versions.lineage_dataset(name, version))
     return find_base(host, name)
 
 
-def _existing(host: Host, v: Verified) -> BaseInfo | None:
-    name = v.metadata.name
-    if not host.storage.exists(f"bases/{name}"):
-        return None
+def _other_content(host: Host, name: str) -> Conflict:
     props = host.storage.get_props(f"bases/{name}")
-    if props.get("digest") == v.digest:
-        host.progress.step(f"Base {name} is already here (sha256:{v.digest[:16]}…)")
-        return find_base(host, name)
-    raise Conflict(
+    return Conflict(
         f"base {name!r} already exists with other content "
         f"({props.get('url') or props.get('origin') or 'imported'}, "
         f"digest {props.get('digest') or 'none'})",
         hint=f"remove it with `rex base rm {name}` (after destroying the jails that use it)",
     )
+
+
+def _already_here(host: Host, info: BaseInfo, v: Verified) -> BaseInfo | None:
+    """The version the manifest describes, when this host has it."""
+    have = info.at(v.metadata.version)
+    if have is None:
+        return None
+    name = info.name
+    if have.props.get("digest") != v.digest:
+        raise Conflict(
+            f"version {v.metadata.version} of base {name!r} is here with other content "
+            f"(digest {have.props.get('digest') or 'none'}; {v.location.url} now has "
+            f"sha256:{v.digest})",
+            hint="the publisher republished a version under the same name; ask them, or "
+            f"`rex base rm {name}` and fetch it again",
+        )
+    if have.version == info.current:
+        host.progress.step(f"Base {name} is already here (sha256:{v.digest[:16]}…)")
+    else:
+        versions.make_current(host, name, have.version, have.props)
+        host.progress.step(f"Base {name}: version {have.version} is here; it is current again")
+    return find_base(host, name)
+
+
+def _recover(host: Host, info: BaseInfo, v: Verified) -> BaseInfo | None:
+    """A snapshot of this version that a killed run received but did not record:
+    recorded when it is the published snapshot (its guid), else removed."""
+    meta = v.metadata
+    found = None
+    for snap in versions.leftovers(host, info.name, meta.version):
+        if found is None and meta.guid is not None and snap.guid == meta.guid:
+            found = snap.name
+            continue
+        host.progress.step(f"Removing {snap.name}, left by an interrupted run")
+        host.storage.destroy(snap.name)
+        ds = snap.name.partition("@")[0]
+        if ds != f"bases/{info.name}" and not host.storage.snapshots(ds):
+            host.storage.destroy(ds, recursive=True)
+    if found is None:
+        return None
+    versions.record(host, info.name, found, _version_props(v, None), {"url": v.location.url})
+    return find_base(host, info.name)
+
+
+def choose_increment(host: Host, info: BaseInfo, v: Verified) -> tuple[Increment, str] | None:
+    """The increment this host can apply and the dataset it goes into: one whose
+    source is a snapshot here with the guid the metadata gives (the same snapshot,
+    not just the same name) that is the most recent snapshot of its dataset (zfs
+    receive applies an increment to that one only). The current version's dataset
+    first."""
+    found: list[tuple[Increment, str]] = []
+    for inc in v.metadata.incremental_from:
+        have = info.at(inc.version)
+        if have is None:
+            continue
+        if have.guid != inc.guid:
+            host.progress.step(f"{info.name}@{inc.version} here is not the published snapshot "
+                               f"(guid {have.guid}, the increment needs {inc.guid})")  # fmt: skip
+            continue
+        ds = have.snapshot.partition("@")[0]
+        tip = versions.tip(host, ds)
+        if tip is not None and tip.guid == inc.guid:
+            found.append((inc, ds))
+    current = info.snapshot.partition("@")[0]
+    found.sort(key=lambda pair: pair[1] != current)
+    return found[0] if found else None
+
+
+def _version_props(v: Verified, size: int | None) -> dict[str, str]:
+    props = {"id": v.digest, "origin": v.location.url, "digest": v.digest,
+             "osrelease": v.metadata.osrelease,
+             "signer": ",".join(s.fingerprint for s in v.signers)}  # fmt: skip
+    if size is not None:
+        props["size"] = str(size)
+    elif v.metadata.stream_size is not None:
+        props["size"] = str(v.metadata.stream_size)
+    return props
 
 
 def sweep_incomplete(host: Host) -> None:
@@ -122,24 +234,75 @@ def sweep_incomplete(host: Host) -> None:
                     host.storage.destroy(ds.name, recursive=True)
 
 
-def receive_verified(host: Host, v: Verified, path: Path, transfer: Transfer) -> None:
+def _receive_full(host: Host, source: Source, v: Verified, transfer: Transfer, into: str) -> None:
     meta = v.metadata
+    want = Wanted(v.location.stream, v.manifest.stream_sha256, STREAM, meta.compressed_size)
+    with host.lock(f"fetch-{want.sha256}"):
+        path = cached_download(source, want, cache_dir(host), transfer)
+    host.progress.step(f"Receiving {meta.name}@{meta.version}")
+    try:
+        receive_verified(host, v, path, transfer, into)
+    except VerificationError:
+        remove_entry(cache_dir(host), want)
+        raise
+
+
+def receive_verified(
+    host: Host, v: Verified, path: Path, transfer: Transfer, into: str | None = None
+) -> None:
+    """The full stream at ``path`` into ``into`` (default ``bases/<name>``, a new
+    base) through the temporary dataset; any other ``into`` is a version beside
+    the base's others, made current."""
+    meta = v.metadata
+    primary = f"bases/{meta.name}"
+    into = into or primary
     temp = f"bases/{TEMP_PREFIX}{meta.name}"
     host.storage.destroy(temp, recursive=True)
     try:
         label = f"receiving {meta.name}@{meta.version}"
-        size = receive_file(host, path, temp, v.manifest.stream_sha256, transfer, label)
+        expect = StreamHead(meta.guid or 0, 0)
+        size = receive_file(host, path, temp, v.manifest.stream_sha256, transfer, label, expect)
         _one_snapshot(host, temp, meta.version)
-        host.storage.set_props(temp, {
-            "version": meta.version, "id": v.digest, "url": v.location.url,
-            "origin": v.location.url, "digest": v.digest, "osrelease": meta.osrelease,
-            "signer": ",".join(s.fingerprint for s in v.signers), "size": str(size),
-            "complete": "1",
-        })  # fmt: skip
-        host.storage.rename(temp, f"bases/{meta.name}")
+        props = {**_version_props(v, size), "complete": "1"}
+        host.storage.set_props(f"{temp}@{meta.version}", props)
+        if into == primary:
+            host.storage.set_props(temp, {"version": meta.version, "url": v.location.url, **props})
+        host.storage.rename(temp, into)
     except BaseException:
         host.storage.destroy(temp, recursive=True)
         raise
+    if into != primary:
+        versions.make_current(host, meta.name, meta.version, props, {"url": v.location.url})
+
+
+def _receive_increment(
+    host: Host, source: Source, v: Verified, transfer: Transfer, inc: Increment, target: str
+) -> None:
+    meta = v.metadata
+    sha = v.manifest.increments[inc.version]
+    want = Wanted(v.location.increment(inc.version), sha, STREAM)
+    host.progress.step(f"Receiving {meta.name}@{meta.version} as the increment from "
+                       f"{inc.version} (this host has {target}@{inc.version})")  # fmt: skip
+    with host.lock(f"fetch-{want.sha256}"):
+        path = cached_download(source, want, cache_dir(host), transfer)
+    before = set(host.storage.snapshots(target))
+    label = f"receiving {meta.name}@{meta.version} (increment)"
+    try:
+        assert meta.guid is not None  # metadata with increments has a guid (manifest.py)
+        size = receive_file(host, path, target, sha, transfer, label,
+                            StreamHead(meta.guid, inc.guid))  # fmt: skip
+    except VerificationError:
+        remove_entry(cache_dir(host), want)
+        raise
+    new = sorted(set(host.storage.snapshots(target)) - before)
+    if len(new) != 1:
+        raise VerificationError(f"the increment made {len(new)} snapshots in {target}, not one")
+    snapshot = f"{target}@{meta.version}"
+    if new[0] != snapshot:
+        host.storage.rename(new[0], snapshot)
+    # the size of the version (its full stream, as the metadata says), not of the change
+    props = _version_props(v, None if meta.stream_size is not None else size)
+    versions.record(host, meta.name, snapshot, props, {"url": v.location.url})
 
 
 def _one_snapshot(host: Host, temp: str, version: str) -> None:
@@ -157,20 +320,19 @@ def _one_snapshot(host: Host, temp: str, version: str) -> None:
 
 
 def receive_file(
-    host: Host, path: Path, temp: str, sha256: str, transfer: Transfer, label: str
-) -> int:
-    """``zfs receive -u`` the decompressed ``path`` into ``temp``; returns the
-    stream's size. The file's hash must still be ``sha256``."""
+    host: Host, path: Path, target: str, sha256: str, transfer: Transfer, label: str,
+    expect: StreamHead,
+) -> int:  # fmt: skip
+    """``zfs receive -u`` the decompressed ``path`` into ``target``; returns the
+    stream's size. The file's hash must still be ``sha256``, and its header must
+    be ``expect``'s: the snapshot it applies to (0: a full stream) and the one it
+    makes (0: not checked)."""
     with path.open("rb") as src:
         feeder = Feeder(src, transfer)
         transfer.start(label, path.stat().st_size)
         try:
-            if not is_zfs_stream(feeder.head()):
-                raise VerificationError(
-                    f"{path.name} is not a ZFS send stream (no DRR_BEGIN record after bunzip2)",
-                    hint="a base's .zfs.bz2 is `zfs send DATASET@SNAP | bzip2`",
-                )
-            feeder.run_into(lambda stream: host.storage.receive(temp, stream))
+            check_head(feeder.head(), expect, path.name)
+            feeder.run_into(lambda stream: host.storage.receive(target, stream))
         finally:
             transfer.finish()
     if feeder.hexdigest() != sha256:
@@ -179,6 +341,31 @@ def receive_file(
             hint="the cache entry was removed; run the command again",
         )
     return feeder.written
+
+
+def check_head(head: bytes, expect: StreamHead, what: str) -> None:
+    """The DRR_BEGIN record names the snapshots the signed metadata names."""
+    got = parse_stream_head(head)
+    if got is None:
+        raise VerificationError(
+            f"{what} is not a ZFS send stream (no DRR_BEGIN record after bunzip2)",
+            hint="a base's .zfs.bz2 is `zfs send DATASET@SNAP | bzip2`",
+        )
+    if got.fromguid != expect.fromguid:
+        kind = f"an increment from the snapshot with guid {got.fromguid}" if got.fromguid else (
+            "a full stream")  # fmt: skip
+        wanted = (f"the increment from the snapshot with guid {expect.fromguid}"
+                  if expect.fromguid else "a full stream")  # fmt: skip
+        raise VerificationError(
+            f"{what} is {kind}, but the signed metadata says it is {wanted}",
+            hint="the publisher's files do not match each other; nothing was received",
+        )
+    if expect.toguid and got.toguid != expect.toguid:
+        raise VerificationError(
+            f"{what} makes the snapshot with guid {got.toguid}, but the signed metadata "
+            f"says {expect.toguid}",
+            hint="the publisher's files do not match each other; nothing was received",
+        )
 
 
 class Feeder:

@@ -6,12 +6,15 @@ Order (each step only runs when the one before it passed):
 2. a signature ``U.sha256sig.<fp>`` for each trusted fingerprint (the hex in
    any case): at least one must verify over the manifest bytes, by a
    certificate valid now;
-3. the manifest must list exactly ``NAME.base`` and ``NAME.zfs.bz2``;
+3. the manifest must list ``NAME.base``, ``NAME.zfs.bz2`` and increments
+   ``NAME.from-V.zfs.bz2``, nothing else;
 4. the metadata ``U.base`` must have the listed digest, and a name and version
-   that stay inside ``bases/<name>@<version>``.
+   that stay inside ``bases/<name>@<version>``; it describes exactly the
+   increments the manifest lists (the version and guid each applies to).
 
-The stream's digest is checked as it downloads, or for a cache entry already
-there by hashing it again (fetch.py), before ``zfs receive``.
+The digest of the stream received (the full one or an increment) is checked as
+it downloads, or for a cache entry already there by hashing it again
+(fetch.py), before ``zfs receive``.
 """
 
 from __future__ import annotations
@@ -74,7 +77,26 @@ def verify_remote(
             hint="the metadata was tampered with or damaged; nothing was received",
         )
     metadata = parse_metadata(meta_bytes, loc.metadata)
+    check_increments(manifest, metadata, loc)
     return Verified(loc, digest, manifest, metadata, signers)
+
+
+def check_increments(manifest: Manifest, metadata: Metadata, loc: Location) -> None:
+    """Every increment listed has its description in the metadata, and back."""
+    listed = set(manifest.increments)
+    described = {i.version for i in metadata.incremental_from}
+    for version in sorted(listed - described):
+        raise VerificationError(
+            f"manifest {loc.manifest} lists the increment {loc.stem}.from-{version}.zfs.bz2, "
+            f"but the metadata {loc.metadata} does not describe it",
+            hint="incremental_from= names each increment's VERSION@GUID",
+        )
+    for version in sorted(described - listed):
+        raise VerificationError(
+            f"metadata {loc.metadata} describes an increment from {version} that the "
+            f"manifest {loc.manifest} does not list",
+            hint=f"list {loc.stem}.from-{version}.zfs.bz2 in the manifest (sha256sum)",
+        )
 
 
 def _manifest(source: Source, loc: Location) -> bytes:

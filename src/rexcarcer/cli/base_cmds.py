@@ -24,7 +24,8 @@ def base() -> None:
 def _emit_base(ctx: Ctx, info: BaseInfo) -> None:
     data = {"name": info.name, "version": info.version, "snapshot": info.snapshot,
             "url": info.props.get("url", ""), "digest": info.props.get("digest", ""),
-            "signer": _signers(info)}  # fmt: skip
+            "signer": _signers(info), "current": info.is_current,
+            "versions": [v.version for v in info.versions]}  # fmt: skip
     ctx.emit(data, lambda: click.echo(f"{ctx.config.dataset}/{info.snapshot}"))
 
 
@@ -41,7 +42,12 @@ def _signers(info: BaseInfo) -> list[str]:
 )
 @pass_ctx
 def import_(ctx: Ctx, path: Path, name: str, version: str | None) -> None:
-    """Make base NAME from a directory or a tarball at PATH."""
+    """Make base NAME from a directory or a tarball at PATH.
+
+    When NAME exists, PATH becomes its new version: the base's dataset is updated
+    in place (only files that changed are written) and snapshotted, so that `rex
+    base publish --incremental-from` can publish the change alone. Jails and
+    images built on older versions keep them."""
     from rexcarcer.base.local import check_base_name, import_base
 
     check_base_name(name)
@@ -112,20 +118,28 @@ def _pairs(keys: tuple[Path, ...], certs: tuple[Path, ...]) -> list[tuple[Path, 
               help="Signer's private key (PEM, RSA 2048+ or ECDSA P-256); repeatable.")  # fmt: skip
 @click.option("--cert", "certs", multiple=True, required=True, type=FILE,
               help="Signer's X.509 certificate, one per --key.")  # fmt: skip
+@click.option("--incremental-from", "since", multiple=True, metavar="VERSION",
+              help="Also write NAME.from-VERSION.zfs.bz2, the increment from that older "
+              "version (zfs send -i); repeatable.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace a base already published in DIRECTORY.")
 @pass_ctx
 def publish(
     ctx: Ctx, name: str, directory: Path, keys: tuple[Path, ...], certs: tuple[Path, ...],
-    force: bool,
+    since: tuple[str, ...], force: bool,
 ) -> None:  # fmt: skip
-    """Write base NAME, signed, into DIRECTORY as NAME.zfs.bz2, NAME.base, NAME.sha256
-    and NAME.sha256sig.<fingerprint> (one per signer)."""
+    """Write the current version of base NAME, signed, into DIRECTORY as
+    NAME.zfs.bz2, NAME.base, NAME.sha256 and NAME.sha256sig.<fingerprint> (one per
+    signer), and NAME.from-VERSION.zfs.bz2 for each --incremental-from.
+
+    A newer version replaces an older one published there without --force: hosts
+    that fetch the same URL receive it as a new version, through an increment
+    when they have its older version."""
     from rexcarcer.base.publish import load_signers, publish_base
 
     signers = load_signers(_pairs(keys, certs))
     host = ctx.host()
     try:
-        done = publish_base(host, name, directory, signers, force=force)
+        done = publish_base(host, name, directory, signers, force=force, incremental_from=since)
     finally:
         host.close()
     data = {"files": [str(f) for f in done.files], "digest": done.digest,
@@ -156,7 +170,8 @@ def sign(ctx: Ctx, path: str, keys: tuple[Path, ...], certs: tuple[Path, ...]) -
 @base.command(name="ls")
 @pass_ctx
 def ls_(ctx: Ctx) -> None:
-    """List bases: version, origin, signer, size and the jails using them."""
+    """List bases: current version, older versions, origin, signer, size and the
+    jails using them."""
     from rexcarcer.base.local import jails_using, list_bases
     from rexcarcer.cli.output import table
 
@@ -168,21 +183,33 @@ def ls_(ctx: Ctx) -> None:
         host.close()
     names = _signer_names(ctx, [fp for b in bases for fp in _signers(b)])
     data = [_ls_json(b, users[b.name]) for b in bases]
-    rows = [[b.name, b.version, b.props.get("origin", ""),
+    rows = [[b.name, b.version, _older(b), b.props.get("origin", ""),
              ",".join(names.get(s, s) for s in _signers(b)) or b.props.get("signer") or "-",
              _size(b.props.get("size")), ",".join(users[b.name]) or "-"]
             for b in bases]  # fmt: skip
-    headers = ["name", "version", "origin", "signer", "size", "jails"]
+    headers = ["name", "version", "older", "origin", "signer", "size", "jails"]
     ctx.emit(data, lambda: click.echo(table(headers, rows)))
 
 
+def _older(b: BaseInfo) -> str:
+    return ",".join(v.version for v in b.versions if v.version != b.version) or "-"
+
+
 def _ls_json(b: BaseInfo, users: list[str]) -> dict[str, Any]:
-    size = b.props.get("size", "")
+    def size(props: dict[str, str]) -> int | None:
+        text = props.get("size", "")
+        return int(text) if text.isdigit() else None
+
+    versions = [{"version": v.version, "snapshot": v.snapshot, "current": v.version == b.version,
+                 "digest": v.props.get("digest", ""), "id": v.id,
+                 "osrelease": v.props.get("osrelease", ""), "size": size(v.props)}
+                for v in b.versions]  # fmt: skip
     return {
-        "name": b.name, "version": b.version, "origin": b.props.get("origin", ""),
+        "name": b.name, "version": b.version, "snapshot": b.snapshot,
+        "origin": b.props.get("origin", ""),
         "url": b.props.get("url", ""), "digest": b.props.get("digest", ""),
         "signer": _signers(b), "osrelease": b.props.get("osrelease", ""),
-        "size": int(size) if size.isdigit() else None, "jails": users,
+        "size": size(b.props), "jails": users, "versions": versions,
     }  # fmt: skip
 
 
@@ -207,15 +234,21 @@ def _size(text: str | None) -> str:
 
 
 @base.command(name="rm")
-@click.argument("name", shell_complete=complete.base_names)
+@click.argument("name", metavar="NAME[@VERSION]", shell_complete=complete.base_names)
 @pass_ctx
 def rm(ctx: Ctx, name: str) -> None:
-    """Remove base NAME and its cached images; refused while jails use it."""
-    from rexcarcer.base.local import find_base, jails_using, remove_base
+    """Remove base NAME, every version, and its cached images; refused while jails
+    use it. NAME@VERSION removes one older version (not the current one) and the
+    images built on it; refused while jails were cloned from it."""
+    from rexcarcer.base.local import find_base, jails_using, remove_base, remove_version, split_ref
 
+    base_name, version = split_ref(name)
     host = ctx.host()
     try:
-        remove_base(host, name, jails_using(host, find_base(host, name)))
+        if version is not None:
+            remove_version(host, base_name, version)
+        else:
+            remove_base(host, base_name, jails_using(host, find_base(host, base_name)))
     finally:
         host.close()
 

@@ -119,9 +119,18 @@ def is_running(eng: Engine, name: str) -> bool:
     return eng.host.runtime.status([name])[name].state is JailState.RUNNING
 
 
+def _osrelease(eng: Engine, image: str) -> str | None:
+    """The image's osrelease (a build step carries its base version's along). A jail
+    cloned from a base itself reads its version's snapshot first: the dataset's
+    names the base's current version, which may be a newer one (docs/bases.md)."""
+    storage = eng.host.storage
+    own = storage.get_props(image).get("osrelease") if image.startswith("bases/") else None
+    return own or storage.get_props(image.split("@")[0]).get("osrelease") or None
+
+
 def spec_for(eng: Engine, rec: JailRecord) -> JailSpec:
     host = eng.host
-    osrelease = host.storage.get_props(rec.image.split("@")[0]).get("osrelease") or None
+    osrelease = _osrelease(eng, rec.image)
     return JailSpec(
         name=rec.name,
         root=host.storage.mountpoint(f"jails/{rec.name}"),

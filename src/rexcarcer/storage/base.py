@@ -54,6 +54,19 @@ class Dataset:
     props: Mapping[str, str] = field(default_factory=dict)  # rexcarcer:* without the prefix
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A snapshot with its identity: ``guid`` is what ``zfs send`` writes into a
+    stream (DRR_BEGIN ``drr_toguid``/``drr_fromguid``) and ``zfs receive`` keeps, so
+    two pools hold the same snapshot exactly when the guids are equal; ``createtxg``
+    orders snapshots by when they came to be on this pool."""
+
+    name: str  # relative to the parent dataset: bases/<name>@<version>
+    guid: int
+    createtxg: int
+    props: Mapping[str, str] = field(default_factory=dict)  # set on the snapshot itself
+
+
 class Storage(Protocol):
     parent: str
 
@@ -89,12 +102,17 @@ class Storage(Protocol):
         """Where a (mounted) filesystem is mounted."""
         ...
 
+    def mounted(self, name: str) -> bool:
+        """Whether a filesystem is mounted (received bases are not)."""
+        ...
+
     def destroy(self, name: str, *, recursive: bool = False, missing_ok: bool = True) -> None:
         """Destroy a dataset or snapshot (recursive: with its snapshots)."""
         ...
 
     def get_props(self, name: str) -> dict[str, str]:
-        """The ``rexcarcer:*`` user properties set on ``name`` (prefix stripped)."""
+        """The ``rexcarcer:*`` user properties set on ``name``, a dataset or a
+        snapshot (prefix stripped)."""
         ...
 
     def set_props(self, name: str, props: Mapping[str, str]) -> None: ...
@@ -119,12 +137,21 @@ class Storage(Protocol):
         """Snapshot names (``name@snap``) of one dataset."""
         ...
 
-    def send(self, snapshot: str, out: IO[bytes]) -> None:
-        """Write a ``zfs send`` stream of ``snapshot`` to ``out``."""
+    def snapshot_details(self, name: str) -> list[Snapshot]:
+        """The snapshots of ``name`` and of the datasets directly under it, oldest
+        first, with guid, createtxg and the ``rexcarcer:*`` properties set on each
+        snapshot (not those it inherits from its dataset)."""
+        ...
+
+    def send(self, snapshot: str, out: IO[bytes], *, since: str | None = None) -> None:
+        """Write a ``zfs send`` stream of ``snapshot`` to ``out``; with ``since`` (an
+        earlier snapshot of the same dataset), the incremental ``zfs send -i``."""
         ...
 
     def receive(self, name: str, stream: IO[bytes]) -> None:
-        """``zfs receive -u`` a stream into the new dataset ``name`` (left unmounted)."""
+        """``zfs receive -u`` a stream into ``name``, left unmounted: a full stream
+        makes the new dataset ``name``; an incremental one adds a snapshot to the
+        existing ``name``, whose most recent snapshot must be the stream's source."""
         ...
 
     def rename(self, name: str, new: str) -> None:

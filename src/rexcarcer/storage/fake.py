@@ -4,6 +4,8 @@ big trees, exact in behaviour where the engine can tell."""
 
 from __future__ import annotations
 
+import itertools
+import random
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +14,7 @@ from typing import IO
 
 from rexcarcer.errors import NotFound, StorageError
 from rexcarcer.storage import zfs
-from rexcarcer.storage.base import LAYOUT, Dataset
+from rexcarcer.storage.base import LAYOUT, Dataset, Snapshot
 
 
 @dataclass
@@ -21,12 +23,23 @@ class _Entry:
     origin: str | None = None
 
 
+@dataclass
+class _Snap:
+    guid: int
+    txg: int
+    props: dict[str, str] = field(default_factory=dict)
+
+
 class FakeStorage:
     def __init__(self, scratch: Path, parent: str = "pool/rex") -> None:
         self.parent = parent
         self.scratch = scratch
         self._ds: dict[str, _Entry] = {}
         self.snaps: dict[str, Path] = {}
+        # a snapshot's identity as zfs keeps it: guid (random, as in ZFS) and the
+        # order it was made in (createtxg)
+        self.snap_meta: dict[str, _Snap] = {}
+        self._txg = itertools.count(1)
         # the zfs(8) command lines the real driver would have run for the changes
         # made so far (clone, snapshot, set): what `rex plan` is checked against
         self.calls: list[list[str]] = []
@@ -48,6 +61,10 @@ class FakeStorage:
         if name not in self._ds:
             raise NotFound(f"dataset {name} does not exist")
         return self._dir(name)
+
+    def mounted(self, name: str) -> bool:
+        # every filesystem of the fake is a directory, as if mounted
+        return name in self._ds
 
     def create(self, name: str, *, props: Mapping[str, str] | None = None) -> Path:
         self._new(name, props, None)
@@ -86,9 +103,21 @@ class FakeStorage:
         if ds not in self._ds or snapshot in self.snaps:
             raise StorageError(f"cannot create snapshot '{self.parent}/{snapshot}'")
         self.calls.append(self.snapshot_argv(snapshot))
-        copy = self.scratch / "snaps" / snapshot.replace("/", "_")
+        txg = next(self._txg)
+        # named by txg too: a renamed snapshot keeps its copy, and the old name may return
+        copy = self.scratch / "snaps" / f"{txg}-{snapshot.replace('/', '_')}"
         shutil.copytree(self._dir(ds), copy, symlinks=True)
         self.snaps[snapshot] = copy
+        self.snap_meta[snapshot] = _Snap(random.getrandbits(64) or 1, txg)
+
+    def snapshot_details(self, name: str) -> list[Snapshot]:
+        def below(snap: str) -> bool:
+            ds = snap.partition("@")[0]
+            return ds == name or (ds.startswith(name + "/") and "/" not in ds[len(name) + 1 :])
+
+        out = [Snapshot(s, m.guid, m.txg, dict(m.props))
+               for s, m in self.snap_meta.items() if below(s)]  # fmt: skip
+        return sorted(out, key=lambda s: (s.createtxg, s.name))
 
     def snapshots(self, name: str) -> list[str]:
         return sorted(s for s in self.snaps if s.partition("@")[0] == name)
@@ -102,6 +131,7 @@ class FakeStorage:
             if any(e.origin == name for e in self._ds.values()):
                 raise StorageError(f"cannot destroy '{name}': snapshot has dependent clones")
             shutil.rmtree(self.snaps.pop(name))
+            del self.snap_meta[name]
             return
         own = self.snapshots(name)
         if own and not recursive:
@@ -111,20 +141,24 @@ class FakeStorage:
         del self._ds[name]
         shutil.rmtree(self._dir(name))
 
-    def get_props(self, name: str) -> dict[str, str]:
+    def _props(self, name: str) -> dict[str, str]:
+        if name in self.snap_meta:
+            return self.snap_meta[name].props
         if name not in self._ds:
             raise NotFound(f"dataset {name} does not exist")
-        return dict(self._ds[name].props)
+        return self._ds[name].props
+
+    def get_props(self, name: str) -> dict[str, str]:
+        return dict(self._props(name))
 
     def set_props(self, name: str, props: Mapping[str, str]) -> None:
-        if name not in self._ds:
-            raise NotFound(f"dataset {name} does not exist")
+        own = self._props(name)
         self.calls += self.set_props_argvs(name, props)
         for key, value in props.items():
             if value:
-                self._ds[name].props[key] = value
+                own[key] = value
             else:  # as zfs inherit: the user property is gone
-                self._ds[name].props.pop(key, None)
+                own.pop(key, None)
 
     def set_quota(self, name: str, size: int | None) -> None:
         if name not in self._ds:
@@ -148,7 +182,7 @@ class FakeStorage:
             if n.startswith(prefix) and "/" not in n[len(prefix) :]
         ]
 
-    def send(self, snapshot: str, out: IO[bytes]) -> None:
+    def send(self, snapshot: str, out: IO[bytes], *, since: str | None = None) -> None:
         raise StorageError("the fake storage cannot send streams")
 
     def receive(self, name: str, stream: IO[bytes]) -> None:
@@ -163,6 +197,7 @@ class FakeStorage:
             if name.partition("@")[0] != new.partition("@")[0]:
                 raise StorageError("snapshots can only be renamed within their dataset")
             self.snaps[new] = self.snaps.pop(name)
+            self.snap_meta[new] = self.snap_meta.pop(name)
             return
         self._new(new, self._ds[name].props, self._ds[name].origin)
         del self._ds[name]
@@ -170,6 +205,7 @@ class FakeStorage:
         self._dir(name).rename(self._dir(new))
         for snap in self.snapshots(name):
             self.snaps[new + snap[len(name) :]] = self.snaps.pop(snap)
+            self.snap_meta[new + snap[len(name) :]] = self.snap_meta.pop(snap)
         for entry in self._ds.values():  # clones follow their origin's new name
             if entry.origin and entry.origin.partition("@")[0] == name:
                 entry.origin = new + entry.origin[len(name) :]

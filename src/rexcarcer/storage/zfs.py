@@ -32,6 +32,7 @@ from rexcarcer.storage.base import (
     LAYOUT,
     PROP_PREFIX,
     Dataset,
+    Snapshot,
     is_space_error,
     space_hint,
 )
@@ -98,6 +99,18 @@ def list_children_argv(full: str, props: Sequence[str]) -> list[str]:
     return ["zfs", "list", "-H", "-o", cols, "-t", "filesystem", "-r", "-d", "1", full]
 
 
+def snapshot_details_argv(full: str, props: Sequence[str]) -> list[str]:
+    """guid and createtxg of every snapshot two levels down, with rex's properties.
+
+    ``zfs get`` rather than ``zfs list``: zfs-fuse's ``zfs list`` prints the guid
+    rounded (``8.39E``) and has no ``-p``; ``zfs get -Hp`` prints it exactly, and
+    its source column tells a property set on the snapshot from one it inherits
+    from its dataset (zfs-fuse's ``zfs get`` has no ``-t``: datasets are filtered
+    out by the parser)."""
+    names = ",".join(["guid", "createtxg", *(PROP_PREFIX + p for p in props)])
+    return ["zfs", "get", "-Hp", "-r", "-d", "2", "-o", "name,property,value,source", names, full]
+
+
 # -- parsers of machine output (pure) ---------------------------------------
 
 
@@ -134,6 +147,31 @@ def parse_children(text: str, parent: str, props: Sequence[str]) -> list[Dataset
             )
         )
     return out
+
+
+def parse_snapshot_details(text: str, parent: str) -> list[Snapshot]:
+    """Rows of :func:`snapshot_details_argv` → snapshots below ``parent``, oldest first."""
+    prefix = parent + "/"
+    rows: dict[str, dict[str, str]] = {}
+    props: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        cols = line.split("\t")
+        if len(cols) != 4 or "@" not in cols[0] or not cols[0].startswith(prefix):
+            continue
+        name, prop, value, source = cols
+        rel = name[len(prefix) :]
+        if prop.startswith(PROP_PREFIX):
+            # "inherited from DATASET" and "-" (unset) are not the snapshot's own
+            if source in ("local", "received") and value != "-":
+                props.setdefault(rel, {})[prop[len(PROP_PREFIX) :]] = value
+        else:
+            rows.setdefault(rel, {})[prop] = value
+    out = [
+        Snapshot(rel, int(v["guid"]), int(v["createtxg"]), props.get(rel, {}))
+        for rel, v in rows.items()
+        if v.get("guid", "").isdigit() and v.get("createtxg", "").isdigit()
+    ]
+    return sorted(out, key=lambda s: (s.createtxg, s.name))
 
 
 # -- the driver ---------------------------------------------------------------
@@ -214,6 +252,10 @@ class ZfsStorage:
         if not value.startswith("/"):
             raise StorageError(f"dataset {self.full(name)} has no mountpoint ({value})")
         return Path(value)
+
+    def mounted(self, name: str) -> bool:
+        done = self._zfs("get", "-H", "-o", "value", "mounted", self.full(name))
+        return done.stdout.strip() == "yes"
 
     def create(self, name: str, *, props: Mapping[str, str] | None = None) -> Path:
         self._zfs("create", *_opts(user_props(props)), self.full(name))
@@ -322,8 +364,18 @@ class ZfsStorage:
             return []
         return parse_children(done.stdout, self.parent, KNOWN_PROPS)
 
-    def send(self, snapshot: str, out: IO[bytes]) -> None:
-        argv = ["zfs", "send", self.full(snapshot)]
+    def snapshot_details(self, name: str) -> list[Snapshot]:
+        done = self._zfs(*snapshot_details_argv(self.full(name), KNOWN_PROPS)[1:], check=False)
+        if not done.ok:
+            if "does not exist" in done.stderr:
+                return []
+            raise StorageError(f"cannot list the snapshots of {self.full(name)}: {done.stderr}")
+        return parse_snapshot_details(done.stdout, self.parent)
+
+    def send(self, snapshot: str, out: IO[bytes], *, since: str | None = None) -> None:
+        # zfs(8): `send -i snapshot`; zfs-fuse has no -c/-L/-w, so none are used
+        incremental = ["-i", self.full(since)] if since else []
+        argv = ["zfs", "send", *incremental, self.full(snapshot)]
         done = self.runner.run(argv, check=False, stdout=out)
         if not done.ok:
             raise StorageError(CommandFailed(argv, done.returncode, done.stderr).message)
@@ -341,10 +393,7 @@ class ZfsStorage:
         # zfs-fuse answers "dataset is busy" for a mounted filesystem (and has no
         # `rename -u`): unmount it, rename, mount it again.
         old_full, new_full = self.full(name), self.full(new)
-        mounted = False
-        if "@" not in name:
-            done = self._zfs("get", "-H", "-o", "value", "mounted", old_full)
-            mounted = done.stdout.strip() == "yes"
+        mounted = "@" not in name and self.mounted(name)
         if mounted:
             self._retry_busy(["zfs", "umount", old_full])
         self._retry_busy(["zfs", "rename", old_full, new_full])
