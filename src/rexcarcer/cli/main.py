@@ -69,6 +69,7 @@ def _register() -> None:
         host_cmds,
         jail_cmds,
         log_cmds,
+        state_cmds,
         trust_cmds,
     )  # fmt: skip
 
@@ -81,6 +82,7 @@ def _register() -> None:
     ca_cmds.register(cli)
     log_cmds.register(cli)
     trust_cmds.register(cli)
+    state_cmds.register(cli)
     cluster_cmds.register(cli)
     complete.register(cli)
 
