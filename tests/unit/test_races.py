@@ -41,7 +41,7 @@ def first_then_second(
     def loser() -> None:
         try:
             out.append(second())
-        except Exception as exc:  # noqa: BLE001 (handed to the test's assertion)
+        except Exception as exc:  # handed to the test's assertion
             out.append(exc)
 
     a = threading.Thread(target=winner)
