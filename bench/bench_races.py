@@ -34,7 +34,8 @@ def main() -> int:
             cwd=REPO, env={**_base_env(), **env}, check=False,
         )  # fmt: skip
         rows = [json.loads(x) for x in report.read_text().splitlines()] if report.exists() else []
-    for row in rows:
+    last = {row["pair"]: row for row in rows}  # a line per round: the last one counts
+    for row in last.values():
         per = row["seconds"] / max(1, row["rounds"])
         print(f"{row['pair']:16} rounds {row['rounds']:4}  {row['seconds']:7.1f} s "
               f"({per:.2f} s/round)  {row['outcomes']}")  # fmt: skip

@@ -37,11 +37,12 @@ def _race(rex: Rex, *commands: tuple[str, ...]) -> list[tuple[int, str]]:
     return out
 
 
-def _report(pair: str, tally: Counter[str], seconds: float) -> None:
+def _report(pair: str, rounds: int, tally: Counter[str], seconds: float) -> None:
+    """After every round (a bench cut short still has its figures so far)."""
     path = os.environ.get("REX_RACE_REPORT")
     if path:
         with open(path, "a") as f:
-            f.write(json.dumps({"pair": pair, "rounds": ROUNDS, "outcomes": dict(tally),
+            f.write(json.dumps({"pair": pair, "rounds": rounds, "outcomes": dict(tally),
                                 "seconds": round(seconds, 1)}) + "\n")  # fmt: skip
 
 
@@ -61,7 +62,7 @@ def test_up_against_up(rex: Rex, files: tuple[Path, Path]) -> None:
     a, _ = files
     tally: Counter[str] = Counter()
     t0 = time.monotonic()
-    for _ in range(ROUNDS):
+    for i in range(ROUNDS):
         results = _race(rex, ("up", a), ("up", a))
         assert [code for code, _ in results] == [0, 0], results
         tally["both succeeded"] += 1
@@ -69,7 +70,7 @@ def test_up_against_up(rex: Rex, files: tuple[Path, Path]) -> None:
         assert_present(rex, NAME, "a\n")
         rex.run("destroy", NAME)
         assert_absent(rex, NAME)
-    _report("up/up", tally, time.monotonic() - t0)
+        _report("up/up", i + 1, tally, time.monotonic() - t0)
 
 
 def test_up_against_destroy(rex: Rex, files: tuple[Path, Path]) -> None:
@@ -102,14 +103,14 @@ def test_up_against_destroy(rex: Rex, files: tuple[Path, Path]) -> None:
                 tally["both ran: up then destroy"] += 1
         rex.run("destroy", NAME, check=False)
         assert_absent(rex, NAME)
-    _report("up/destroy", tally, time.monotonic() - t0)
+        _report("up/destroy", i + 1, tally, time.monotonic() - t0)
 
 
 def test_destroy_against_destroy(rex: Rex, files: tuple[Path, Path]) -> None:
     a, _ = files
     tally: Counter[str] = Counter()
     t0 = time.monotonic()
-    for _ in range(ROUNDS):
+    for i in range(ROUNDS):
         rex.run("up", a)
         results = _race(rex, ("destroy", NAME), ("destroy", NAME))
         codes = sorted(code for code, _ in results)
@@ -117,4 +118,4 @@ def test_destroy_against_destroy(rex: Rex, files: tuple[Path, Path]) -> None:
         assert codes in ([0, 0], [0, NOT_FOUND]), results
         tally["both succeeded" if codes == [0, 0] else "second found no jail"] += 1
         assert_absent(rex, NAME)
-    _report("destroy/destroy", tally, time.monotonic() - t0)
+        _report("destroy/destroy", i + 1, tally, time.monotonic() - t0)
