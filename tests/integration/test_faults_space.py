@@ -11,7 +11,8 @@ from tests.integration.conftest import Rex, sh
 
 OUT_OF_SPACE = 81
 A = "BASE busybox\nPROVISION RUN echo a > /marker\n"
-FILL = "BASE busybox\nPROVISION RUN dd if=/dev/zero of=/fill bs=1M count=200\n"
+# random bytes: the pool compresses, and zeros would take no room at all
+FILL = "BASE busybox\nPROVISION RUN dd if=/dev/urandom of=/fill bs=1M count=64\n"
 
 
 def _used(rex: Rex) -> int:
@@ -44,7 +45,7 @@ def test_a_build_step_that_fills_the_pool(rex: Rex, tmp_path: Path) -> None:
     finally:
         sh("zfs", "set", "quota=none", rex.dataset)
     # once there is room, the same file goes through
-    rexfile.write_text(FILL.replace("count=200", "count=2"))
+    rexfile.write_text(FILL.replace("count=64", "count=2"))
     rex.run("up", rexfile)
     assert rex.run("exec", "keep", "--", "ls", "/fill").returncode == 0
 
@@ -59,7 +60,7 @@ def test_a_volume_on_a_full_pool(rex: Rex, tmp_path: Path) -> None:
     sh("zfs", "set", f"quota={_used(rex) + (16 << 20)}", rex.dataset)
     try:
         mnt = sh("zfs", "get", "-H", "-o", "value", "mountpoint", filler).stdout.strip()
-        sh("dd", "if=/dev/zero", f"of={mnt}/fill", "bs=1M", "count=64", check=False)
+        sh("dd", "if=/dev/urandom", f"of={mnt}/fill", "bs=1M", "count=32", check=False)
         sh("sync")
         done = rex.run("up", rexfile, check=False)
         assert done.returncode == OUT_OF_SPACE, done.stderr

@@ -10,6 +10,7 @@ host's agent; service/routed.py).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import time
 from collections.abc import Sequence
@@ -18,12 +19,13 @@ from rexcarcer import ipam, jailfs
 from rexcarcer.engine import build as builder
 from rexcarcer.engine import volumes
 from rexcarcer.engine.base import Engine
-from rexcarcer.errors import Conflict, NotFound, UnsafePath
+from rexcarcer.errors import Conflict, NotFound, OutOfSpace, UnsafePath
 from rexcarcer.model.jail import Desired, JailInfo, JailRecord, ServiceEntry, Status
 from rexcarcer.rexfile.ast import Rexfile
 from rexcarcer.run import Completed, OutputSink
 from rexcarcer.runtime.base import JailSpec, JailState, jail_env
 from rexcarcer.state import records
+from rexcarcer.storage.base import space_hint
 
 ENV_FILE = "/etc/rexcarcer/env"
 
@@ -160,6 +162,12 @@ def write_jail_files(eng: Engine, spec: JailSpec) -> None:
         for inside, data, mode in jail_files(eng, spec):
             jailfs.write_file(spec.root, inside, data, mode=mode)
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            parent = eng.host.storage.parent
+            raise OutOfSpace(
+                f"out of space for dataset {parent}/jails/{spec.name}: cannot write its "
+                f"configuration: {exc}", hint=space_hint(parent),
+            ) from exc  # fmt: skip
         raise UnsafePath(f"cannot write configuration into jail {spec.name}: {exc}") from exc
 
 

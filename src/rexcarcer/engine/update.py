@@ -165,8 +165,14 @@ def _switch(eng: Engine, old: JailRecord, new: JailRecord) -> None:
     host, name = eng.host, old.name
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for v in old.volumes:  # the data as the old generation left it, for a way back
-        if host.storage.exists(volumes.dataset(name, v.name)):
-            volumes.snapshot(host, name, v.name, f"gen{old.generation}-{stamp}")
+        ds = volumes.dataset(name, v.name)
+        if host.storage.exists(ds):
+            # a killed update of this generation may have taken one in this very second
+            label, n = f"gen{old.generation}-{stamp}", 1
+            while host.storage.exists(f"{ds}@{label}"):
+                n += 1
+                label = f"gen{old.generation}-{stamp}-{n}"
+            volumes.snapshot(host, name, v.name, label)
     volumes.create_missing(host, new)
     records.put_generation(host.store, old.replace(status=Status.READY, pid=None,
                                                    pid_start=None, replacing=0))  # fmt: skip
