@@ -58,6 +58,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "volume-ls": ("volume ls", "unit"),
     "volume-snapshot": ("volume snapshot", "unit"),
     "base-update": ("base update", "unit"),
+    "state-backup": ("state backup", "unit"),
+    "state-backups": ("state backups", "unit"),
     "secret-set": ("secret set", "integration"),
     "secret-ls": ("secret ls", "integration"),
     "secret-rm": ("secret rm", "integration"),
@@ -69,7 +71,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # Commands that print no data (their -o json prints nothing on stdout), or a
 # stream that is not JSON (exec and console pass the command's output through).
 NO_DATA = {"agent", "completion", "exec", "start", "stop", "restart", "destroy", "base rm",
-           "trust rm", "volume rm", "cp", "console"}  # fmt: skip
+           "trust rm", "volume rm", "cp", "console",
+           "state restore"}  # fmt: skip
 
 
 def path(name: str) -> Path:

@@ -102,7 +102,25 @@ def _state(config: Config) -> Check:
     except OSError as exc:
         return Check("state", False, f"{config.root}: {exc}")
     ok = os.access(config.root, os.W_OK)
-    return Check("state", ok, f"{config.root} {'writable' if ok else 'not writable'}")
+    if not ok:
+        return Check("state", False, f"{config.root} not writable")
+    if config.etcd or not config.db_path.exists():
+        return Check("state", True, f"{config.root} writable")
+    return _state_db(config)
+
+
+def _state_db(config: Config) -> Check:
+    """The embedded store opens and passes its check; else how to recover."""
+    from rexcarcer.state.backup import backups
+    from rexcarcer.state.sqlite import SqliteStore
+
+    try:
+        SqliteStore(config.db_path, timeout=5.0, backup=False).close()
+    except RexError as exc:
+        return Check("state", False, f"{exc.message}; {exc.hint or ''}")
+    have = backups(config.db_path)
+    newest = f"newest backup {have[0].path.name}" if have else "no backup yet"
+    return Check("state", True, f"{config.db_path} passes its check; {newest}")
 
 
 def _time(host: Host) -> Check:

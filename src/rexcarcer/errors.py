@@ -13,10 +13,13 @@ process) are translated where they happen, at the driver boundary, with
     ├── RexfileError (10)           .rex syntax or validation, with file:line:col
     ├── NotFound (11)               a jail, base or image that does not exist
     ├── Conflict (12)               a name or address already taken, a changed definition
+    │   └── Busy (80)               another rex run changed the jail while this one waited
     ├── CommandFailed (20)          an OS command exited non-zero (argv, status, stderr)
     ├── StorageError (21)           ZFS
+    │   └── OutOfSpace (81)         a dataset or its pool is full (names the dataset)
     ├── RuntimeBackendError (22)    jail(8) / namespaces
     ├── StateError (23)             the state store
+    │   └── StateDamaged (82)       the state database is unreadable (truncated, corrupt)
     ├── AddressError (24)           IPAM: subnet exhausted, address outside subnet
     ├── BuildError (25)             a PROVISION step failed
     ├── UnsafePath (26)             a path that would escape its root
@@ -90,6 +93,13 @@ class Conflict(RexError):
     exit_code = 12
 
 
+class Busy(Conflict):
+    """Another rex run held the jail and changed it while this one waited (exit 80):
+    its result stands; this run did nothing."""
+
+    exit_code = 80
+
+
 class CommandFailed(RexError):
     """An OS command exited with a non-zero status."""
 
@@ -122,12 +132,24 @@ class StorageError(RexError):
     exit_code = 21
 
 
+class OutOfSpace(StorageError):
+    """A write ran out of space in a dataset (its quota) or its pool (exit 81)."""
+
+    exit_code = 81
+
+
 class RuntimeBackendError(RexError):
     exit_code = 22
 
 
 class StateError(RexError):
     exit_code = 23
+
+
+class StateDamaged(StateError):
+    """The state database cannot be read: truncated or corrupt (exit 82)."""
+
+    exit_code = 82
 
 
 class AddressError(RexError):

@@ -8,6 +8,7 @@ host-local locks every part of rex shares.
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,6 +61,33 @@ class Host:
                 yield False
                 return
             yield True
+
+    @contextmanager
+    def claim(self, name: str, note: str) -> Iterator[str | None]:
+        """Like ``lock``, and says whether it had to wait: yields None when the
+        lock was free, else the ``note`` its holder left (after waiting for it).
+        The note is read before waiting: a holder that had not written its own
+        yet shows as the one before it, or as empty."""
+        path = self.config.root / "locks" / f"{name}.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # O_CLOEXEC: a jail started under this lock must never inherit it
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot take lock {path}: {exc}") from exc
+        try:
+            waited: str | None = None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held = os.pread(fd, 512, 0).decode(errors="replace").strip()
+                waited = held or "another rex run"
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, note.encode(), 0)
+            yield waited
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         self.store.close()

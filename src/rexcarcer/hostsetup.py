@@ -21,7 +21,7 @@ from rexcarcer.dns.records import render_data_file
 from rexcarcer.dns.services import serve_argv, setup_files
 from rexcarcer.dns.unbound import HEADER as DATA_HEADER
 from rexcarcer.dns.unbound import DnsBackend, wait_ready
-from rexcarcer.errors import RexError
+from rexcarcer.errors import NotSupported, RexError
 from rexcarcer.fsutil import atomic_write
 from rexcarcer.logs import LogsError
 from rexcarcer.logs import collector as coll
@@ -125,7 +125,14 @@ def setup(
     """``rex host setup``: apply the plan; with ``start``, wait until DNS answers
     (``backend``: unbound's control socket unless a test gives its own) and the
     collector listens."""
-    steps = plan(host, global_args)
+    try:
+        steps = plan(host, global_args)
+    except NotSupported:
+        if start:
+            raise
+        # --no-start on a host without a service manager: rex's own files only
+        given = inputs(host, global_args)
+        steps = [*given.unbound, *given.collector]
     apply(host, steps, commands=start)
     if not start:
         return f"configuration written ({host.platform.unbound_layout().server_conf}); not started"

@@ -160,8 +160,17 @@ def test_enter_if_local_returns_when_the_jail_is_not_ours(tmp_path: Path) -> Non
 
 def test_in_jail_cgroup_reads_the_names_rex_gives(tmp_path: Path) -> None:
     me = os.getpid()
-    assert not direct.in_jail_cgroup(me, "surely-not-a-jail-of-this-test")
-    assert not direct.in_jail_cgroup(2**22 + 1, "web")
+    prefix = direct.cgroup_prefix(str(tmp_path / "run"))
+    assert direct.in_jail_cgroup(me, "surely-not-a-jail-of-this-test", prefix) is False
+    assert direct.in_jail_cgroup(2**22 + 1, "web", prefix) is False
+
+
+def test_the_direct_path_finds_the_groups_the_runtime_makes(tmp_path: Path) -> None:
+    from rexcarcer.platform.linux import cgroup_prefix, instance_token
+
+    for root in (tmp_path, tmp_path / "a b", Path("/var/lib/rexcarcer")):
+        assert direct.cgroup_prefix(str(root / "run")) == cgroup_prefix(instance_token(root))
+        assert direct.cgroup_prefix(str(root / "run") + "/") == cgroup_prefix(instance_token(root))
 
 
 def test_verbs_names_the_module_that_registers_each_verb() -> None:

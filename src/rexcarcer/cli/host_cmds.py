@@ -89,7 +89,8 @@ def setup(ctx: Ctx, no_start: bool, dry_run: bool, platform: str | None) -> None
     h = ctx.host()
     try:
         message = hostsetup.setup(h, start=not no_start, global_args=_global_args(ctx))
-        message += "\n" + firewall_setup(h)
+        if not no_start:  # --no-start writes files only
+            message += "\n" + firewall_setup(h)
     finally:
         h.close()
     ctx.emit({"status": message}, lambda: click.echo(message))

@@ -90,7 +90,7 @@ VERBS: dict[str, str] = {
     "restart": "jail_cmds", "rollback": "gen_cmds", "start": "jail_cmds", "stop": "jail_cmds",
     "trust": "trust_cmds", "up": "jail_cmds", "volume": "gen_cmds",
     "export": "transfer_cmds", "import": "transfer_cmds", "move": "transfer_cmds",
-    "secret": "secret_cmds",
+    "secret": "secret_cmds", "state": "state_cmds",
 }  # fmt: skip
 _loaded: set[str] = set()
 

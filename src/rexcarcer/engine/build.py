@@ -26,12 +26,13 @@ from rexcarcer import ipam, jailfs
 from rexcarcer.buildctx import content_digest, copy_sources
 from rexcarcer.config import Config
 from rexcarcer.engine.base import Engine
-from rexcarcer.errors import BuildError, RexError, UnsafePath
+from rexcarcer.errors import BuildError, OutOfSpace, RexError, UnsafePath
 from rexcarcer.host import Host
 from rexcarcer.model.base import BaseInfo
 from rexcarcer.platform.base import jail_routes
 from rexcarcer.rexfile.ast import IPInterface, Rexfile, Run, Step
 from rexcarcer.runtime.base import BuildNet, build_env
+from rexcarcer.storage.base import LOW_SPACE, is_space_error, space_hint
 
 IMG = "img"
 RESOLV_CONF = "/etc/resolv.conf"
@@ -209,9 +210,32 @@ def _run_step(
                 ) from exc
         storage.snapshot(plan.snapshot)
         storage.set_props(plan.dataset, {"complete": "1"})
-    except BaseException:
-        storage.destroy(plan.dataset, recursive=True)
+    except BaseException as exc:
+        full = _out_of_space(host, plan, exc)
+        storage.destroy(plan.dataset, recursive=True)  # never left half-written
+        if full is not None:
+            raise full from exc
         raise
+
+
+def _out_of_space(host: Host, plan: StepPlan, exc: BaseException) -> OutOfSpace | None:
+    """A failed step that ran out of room in its image dataset (its quota, or
+    the pool's), as an error naming that dataset and how to free space."""
+    if isinstance(exc, OutOfSpace) or not isinstance(exc, RexError | OSError):
+        return None
+    text = f"{exc} {exc.hint or ''}" if isinstance(exc, RexError) else str(exc)
+    try:
+        low = host.storage.available(plan.dataset) < LOW_SPACE
+    except RexError:
+        low = False
+    if not (low or is_space_error(text)):
+        return None
+    parent = host.storage.parent
+    return OutOfSpace(
+        f"step {plan.index} ({plan.step.describe()}) ran out of space in dataset "
+        f"{parent}/{plan.dataset}: {exc}; the half-built image was removed",
+        hint=space_hint(parent),
+    )
 
 
 def _run(eng: Engine, rexfile: Rexfile, root: Path, plan: StepPlan) -> None:

@@ -10,6 +10,10 @@ for an update, goes back to the previous generation).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from rexcarcer import ipam
 from rexcarcer.buildctx import copy_sources
 from rexcarcer.engine import build as builder
@@ -82,21 +86,64 @@ from rexcarcer.engine.lifecycle import (
 from rexcarcer.engine.lifecycle import (
     write_jail_files as write_jail_files,
 )
-from rexcarcer.errors import Conflict, DependencyError, NotFound, RexError
+from rexcarcer.errors import Busy, Conflict, DependencyError, NotFound, RexError
 from rexcarcer.model.base import BaseInfo
 from rexcarcer.model.depends import dependents, find_cycle
 from rexcarcer.model.jail import JailInfo, JailRecord, Status
+from rexcarcer.model.keys import jail_key
 from rexcarcer.rexfile.ast import Rexfile
 from rexcarcer.state import records
 
 # -- rex up ---------------------------------------------------------------------
 
 
+def operation_lock(name: str) -> str:
+    """The lock one ``rex up`` or ``rex destroy`` of jail ``name`` holds from
+    start to end (``lock_name`` is the shorter one of a start or stop)."""
+    return f"op-{name}"
+
+
+@contextmanager
+def exclusive(eng: Engine, name: str, verb: str) -> Iterator[str | None]:
+    """Hold jail ``name`` for one ``rex up`` or ``rex destroy``, waiting for a
+    run that holds it. Yields None when this run may go on as if alone (the
+    lock was free, or the run it waited for left the record as it was, as an
+    unchanged ``rex up`` does); else who changed the jail meanwhile: that run
+    won the race, and its result stands."""
+    before = _revision(eng, name)
+    note = f"`rex {verb} {name}` (pid {os.getpid()})"
+    with eng.host.claim(operation_lock(name), note) as holder:
+        yield holder if holder is not None and _revision(eng, name) != before else None
+
+
+def _revision(eng: Engine, name: str) -> int | None:
+    entry = eng.host.store.get(jail_key(name))
+    return entry.revision if entry is not None else None
+
+
 def up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
-    """Build (cached), create, start; idempotent for an unchanged definition."""
-    host = eng.host
+    """Build (cached), create, start; idempotent for an unchanged definition.
+    Of two runs for one name, the second waits for the first; if the first
+    changed the jail, the second is a no-op when the jail is now what it
+    asks for, and fails with ``Busy`` otherwise."""
     copy_sources(rexfile)  # bad COPY sources fail before anything changes
     admit(eng, rexfile, name)
+    with exclusive(eng, name, "up") as winner:
+        if winner is None:
+            return _up(eng, rexfile, name)
+        rec = record(eng, name)
+        if (rec is not None and rec.status is Status.READY and rec.wants_running
+                and same_definition(eng, rexfile, rec) and is_running(eng, name)):  # fmt: skip
+            eng.host.progress.step(f"{name} was brought up by {winner}: nothing to do")
+            return info(eng, name)
+        raise Busy(
+            f"jail {name!r} is busy: {winner} changed it while this `rex up` waited",
+            hint=f"that run's result stands; run `rex up` again to apply this file to {name}",
+        )
+
+
+def _up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
+    host = eng.host
     existing = _reclaim(eng, name)
     if existing is not None:
         if not same_definition(eng, rexfile, existing):
@@ -227,6 +274,9 @@ def _reclaim(eng: Engine, name: str) -> JailRecord | None:
             f"jail {name!r} is being {rec.status} by another rex run (pid {rec.pid})",
             hint="wait for it to finish",
         )
+    # a killed run may have left a half-built image and a build address: the
+    # next build would sweep them, but a `rex destroy` builds nothing
+    builder.sweep_incomplete(eng.host)
     if rec.status is Status.UPDATING:  # killed during an update: back to the old generation
         return update.recover(eng, rec)
     eng.host.progress.step(f"Cleaning up what an interrupted `rex up {name}` left")
@@ -235,7 +285,22 @@ def _reclaim(eng: Engine, name: str) -> JailRecord | None:
 
 
 def destroy(eng: Engine, name: str, *, with_volumes: bool = False) -> list[str]:
-    """Destroy the jail; the names of its volumes kept (none with ``with_volumes``)."""
+    """Destroy the jail; the names of its volumes kept (none with ``with_volumes``).
+    Waits for a ``rex up`` or ``rex destroy`` that holds the jail: a no-op when
+    that one destroyed it, ``Busy`` when it changed it."""
+    with exclusive(eng, name, "destroy") as winner:
+        if winner is None:
+            return _destroy(eng, name, with_volumes=with_volumes)
+        if record(eng, name) is None and not eng.host.storage.exists(f"jails/{name}"):
+            eng.host.progress.step(f"{name} was destroyed by {winner}: nothing to do")
+            return []
+        raise Busy(
+            f"jail {name!r} is busy: {winner} changed it while this `rex destroy` waited",
+            hint=f"that run's result stands; run `rex destroy {name}` again if it should go",
+        )
+
+
+def _destroy(eng: Engine, name: str, *, with_volumes: bool) -> list[str]:
     rec = record(eng, name)
     if rec is None and not eng.host.storage.exists(f"jails/{name}"):
         raise NotFound(f"no jail named {name!r}", hint="`rex ls` lists the jails")

@@ -10,6 +10,7 @@ host's agent; service/routed.py).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import ipaddress
 import os
 import time
@@ -19,7 +20,14 @@ from rexcarcer import ipam, jailfs
 from rexcarcer.engine import build as builder
 from rexcarcer.engine import volumes
 from rexcarcer.engine.base import Engine
-from rexcarcer.errors import Conflict, NotFound, NotSupported, StorageError, UnsafePath
+from rexcarcer.errors import (
+    Conflict,
+    NotFound,
+    NotSupported,
+    OutOfSpace,
+    StorageError,
+    UnsafePath,
+)
 from rexcarcer.model.health import Health
 from rexcarcer.model.jail import (
     Desired,
@@ -34,6 +42,7 @@ from rexcarcer.run import Completed, OutputSink
 from rexcarcer.runtime.base import JailSpec, JailState, Secret, jail_env
 from rexcarcer.state import records
 from rexcarcer.state.health import all_health
+from rexcarcer.storage.base import space_hint
 
 ENV_FILE = "/etc/rexcarcer/env"
 RC_CONF_D = "/etc/rc.conf.d"
@@ -230,6 +239,12 @@ def write_jail_files(eng: Engine, spec: JailSpec, rec: JailRecord) -> None:
         for inside, data, mode in jail_files(eng, spec, rec.enable):
             jailfs.write_file(spec.root, inside, data, mode=mode)
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            parent = eng.host.storage.parent
+            raise OutOfSpace(
+                f"out of space for dataset {parent}/jails/{spec.name}: cannot write its "
+                f"configuration: {exc}", hint=space_hint(parent),
+            ) from exc  # fmt: skip
         raise UnsafePath(f"cannot write configuration into jail {spec.name}: {exc}") from exc
 
 

@@ -86,15 +86,29 @@ def read_run(run_dir: str, name: str) -> tuple[int, dict[str, str]] | None:
     return pid, env
 
 
-def in_jail_cgroup(pid: int, name: str) -> bool:
-    """Whether the init is in a group of rex's for this jail."""
+def cgroup_prefix(run_dir: str) -> str:
+    """The jail groups' parent for the state directory whose run directory is
+    ``run_dir``: ``rexcarcer/rex-<token>`` (platform/linux.py ``cgroup_prefix``
+    and ``instance_token``; a unit test holds the two equal)."""
+    import hashlib
+
+    root = os.path.dirname(os.path.normpath(run_dir))
+    return f"{CGROUP_PREFIX}/rex-{hashlib.sha256(root.encode()).hexdigest()[:6]}"
+
+
+def in_jail_cgroup(pid: int, name: str, prefix: str) -> bool | None:
+    """Whether the init is in a group of rex's for this jail (True), in none of
+    rex's (False), or in one of rex's that is not where this path would put the
+    command (None: the caller takes the engine's path rather than guess)."""
     try:
         with open(f"/proc/{pid}/cgroup", "rb") as f:
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         return False
-    mine = f"/{CGROUP_PREFIX}/{name}"
-    return any(line.endswith(mine) for line in lines)
+    mine = f"/{prefix}/{name}"
+    if any(line.endswith(mine) for line in lines):
+        return True
+    return None if any(f"/{CGROUP_PREFIX}/" in line for line in lines) else False
 
 
 def as_jailenter_passes(env: dict[str, str]) -> dict[str, str]:
@@ -111,11 +125,11 @@ def as_jailenter_passes(env: dict[str, str]) -> dict[str, str]:
     return {**env, "LC_CTYPE": "C.UTF-8"}
 
 
-def join_cgroups(name: str) -> None:
+def join_cgroups(name: str, prefix: str) -> None:
     from rexcarcer.limits.cgroup import CgroupDriver
 
     me = str(os.getpid()).encode()
-    for path in CgroupDriver().procs_files(name):
+    for path in CgroupDriver(prefix=prefix).procs_files(name):
         fd = os.open(path, os.O_WRONLY)
         try:
             os.write(fd, me)
@@ -133,8 +147,12 @@ def enter_if_local(run_dir: str, name: str, argv: list[str]) -> None:
     if found is None:
         return
     pid, env = found
-    if in_jail_cgroup(pid, name):
-        join_cgroups(name)
+    prefix = cgroup_prefix(run_dir)
+    grouped = in_jail_cgroup(pid, name, prefix)
+    if grouped is None:
+        return
+    if grouped:
+        join_cgroups(name, prefix)
     from rexcarcer.runtime import jailenter
 
     sys.stdout.flush()

@@ -8,7 +8,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from rexcarcer.errors import StateError
+from rexcarcer.errors import StateDamaged, StateError
+from rexcarcer.state import backup as backups
 from rexcarcer.state.base import Compare, Delete, Entry, Op, Put
 
 _SCHEMA = """
@@ -19,18 +20,31 @@ INSERT OR IGNORE INTO meta (id, rev) VALUES (0, 0);
 
 
 class SqliteStore:
-    def __init__(self, path: Path, *, timeout: float = 120.0) -> None:
+    def __init__(self, path: Path, *, timeout: float = 120.0, backup: bool = True) -> None:
         self.path = path
+        if backups.emptied(path):
+            raise StateDamaged(f"state database {path} is damaged: empty, but backups of it exist",
+                               hint=backups.damaged_hint(path))  # fmt: skip
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            # damage shows here first ("file is not a database"), or in the check
+            backups.check(self.db, path)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             with self._tx():
                 for stmt in _SCHEMA.strip().split(";\n"):
                     self.db.execute(stmt)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, no permission, no disk
+                raise StateError(f"cannot open state store {path}: {exc}") from exc
+            raise StateDamaged(f"state database {path} is damaged: {exc}",
+                               hint=backups.damaged_hint(path)) from exc  # fmt: skip
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"cannot open state store {path}: {exc}") from exc
+        # an empty store is not worth a backup (and must not push a good one out)
+        if backup and backups.due(path) and self.db.execute("SELECT 1 FROM kv LIMIT 1").fetchone():
+            backups.take(self.db, path, wait=False)
 
     @contextmanager
     def _tx(self) -> Iterator[None]:

@@ -22,6 +22,31 @@ KNOWN_PROPS = (
 )  # fmt: skip
 
 
+# zfs(8) says "out of space" for ENOSPC and EDQUOT alike; a process in a
+# jail or a build step sees strerror(3)'s texts
+SPACE_ERRORS = (
+    "out of space",
+    "quota exceeded",
+    "No space left on device",
+)  # EDQUOT: "Disk quota exceeded"
+# below this much room a failed write is taken to be one that ran out of space
+LOW_SPACE = 1 << 20
+
+
+def is_space_error(text: str) -> bool:
+    return any(e.lower() in text.lower() for e in SPACE_ERRORS)
+
+
+def space_hint(parent: str) -> str:
+    """How an administrator frees space under rex's parent dataset (docs/faults.md)."""
+    return (
+        f"`zfs list -o space -r {parent}` shows what uses it; free space with `rex destroy` "
+        "of jails and `rex volume rm` of volumes no longer needed, `zfs destroy` of "
+        "kept generations (generations/) and of images no jail uses, or raise the "
+        "quota (`zfs set quota=`) or add a disk to the pool"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Dataset:
     name: str  # relative to the parent dataset
@@ -99,6 +124,10 @@ class Storage(Protocol):
 
     def used(self, name: str) -> int:
         """Bytes a filesystem and its snapshots use (zfs ``used``)."""
+        ...
+
+    def available(self, name: str) -> int:
+        """Bytes still free to a filesystem: its quotas and its pool (zfs ``available``)."""
         ...
 
     def datasets(self, kind: str) -> list[Dataset]:

@@ -186,6 +186,10 @@ class FakeStorage:
             raise NotFound(f"dataset {name} does not exist")
         return sum(p.stat().st_size for p in self._dir(name).rglob("*") if p.is_file())
 
+    def available(self, name: str) -> int:
+        quota = self.quotas.get(name)
+        return 1 << 40 if quota is None else max(0, quota - self.used(name))
+
     def datasets(self, kind: str) -> list[Dataset]:
         prefix = kind + "/"
         return [

@@ -18,16 +18,25 @@ from __future__ import annotations
 
 import fcntl
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import IO
 
-from rexcarcer.errors import CommandFailed, NotFound, StorageError
+from rexcarcer.errors import CommandFailed, NotFound, OutOfSpace, StorageError
 from rexcarcer.run import Completed, Runner
-from rexcarcer.storage.base import KNOWN_PROPS, LAYOUT, PROP_PREFIX, Dataset, Snapshot
+from rexcarcer.storage.base import (
+    KNOWN_PROPS,
+    LAYOUT,
+    LOW_SPACE,
+    PROP_PREFIX,
+    Dataset,
+    Snapshot,
+    is_space_error,
+    space_hint,
+)
 
 BUSY_RETRY_SECONDS = 3.0
 # subcommands that mount, unmount or remove mountpoints (serialised on zfs-fuse)
@@ -215,7 +224,29 @@ class ZfsStorage:
         try:
             return self._run(["zfs", *args], check=check)
         except CommandFailed as exc:
+            # the dataset is the last argument; zfs-fuse reports a full parent
+            # filesystem on create/clone as "failed to create mountpoint" only
+            if is_space_error(exc.stderr) or (
+                "failed to create mountpoint" in exc.stderr and self._full(args[-1])
+            ):
+                raise OutOfSpace(f"out of space for dataset {args[-1]}: {exc.message}",
+                                 hint=space_hint(self.parent)) from exc  # fmt: skip
             raise StorageError(exc.message, hint=exc.hint) from exc
+
+    def _full(self, full: str) -> bool:
+        parent = full.rsplit("/", 1)[0]
+        done = self._run(["zfs", "get", "-Hp", "-o", "value", "available", parent], check=False)
+        value = done.stdout.strip()
+        return done.ok and value.isdigit() and int(value) < LOW_SPACE
+
+    def _made(self, name: str, action: Callable[[], object]) -> None:
+        """Run a create or clone; a dataset it made but could not mount goes again."""
+        try:
+            action()
+        except StorageError:
+            if self.exists(name):
+                self._zfs("destroy", "-r", self.full(name), check=False)
+            raise
 
     def ensure_layout(self) -> None:
         have = self._zfs("list", "-H", "-o", "name", "-r", "-d", "1", self.parent, check=False)
@@ -247,7 +278,7 @@ class ZfsStorage:
         return done.stdout.strip() == "yes"
 
     def create(self, name: str, *, props: Mapping[str, str] | None = None) -> Path:
-        self._zfs("create", *_opts(user_props(props)), self.full(name))
+        self._made(name, lambda: self._zfs("create", *_opts(user_props(props)), self.full(name)))
         return self.mountpoint(name)
 
     def clone_argv(
@@ -262,7 +293,7 @@ class ZfsStorage:
         return set_argvs(self.full(name), props)
 
     def clone(self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None) -> Path:
-        self._zfs(*self.clone_argv(snapshot, name, props)[1:])
+        self._made(name, lambda: self._zfs(*self.clone_argv(snapshot, name, props)[1:]))
         return self.mountpoint(name)
 
     def snapshot(self, snapshot: str) -> None:
@@ -335,6 +366,14 @@ class ZfsStorage:
             return int(done.stdout.strip())
         except ValueError as exc:
             raise StorageError(f"cannot read the space {self.full(name)} uses: "
+                               f"{done.stdout.strip()!r}") from exc  # fmt: skip
+
+    def available(self, name: str) -> int:
+        done = self._zfs("get", "-Hp", "-o", "value", "available", self.full(name))
+        try:
+            return int(done.stdout.strip())
+        except ValueError as exc:
+            raise StorageError(f"cannot read the space left to {self.full(name)}: "
                                f"{done.stdout.strip()!r}") from exc  # fmt: skip
 
     def datasets(self, kind: str) -> list[Dataset]:
