@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from rexcarcer.errors import RuntimeBackendError
-from rexcarcer.run import Arg, Completed, SubprocessRunner
+from rexcarcer.run import NO_RLIMITS, Arg, Completed, RLimits, SubprocessRunner
 from rexcarcer.runtime.base import JailSpec, JailState, Runtime, jail_env
 from rexcarcer.runtime.fake import FakeRuntime
 from rexcarcer.runtime.linux import LinuxRuntime
@@ -38,8 +38,11 @@ class NetnsRunner(SubprocessRunner):
         return super().run(self._in(argv), **kw)
 
     def spawn(self, argv: Sequence[Arg], *, env: Mapping[str, str] | None = None,
-              log_path: str | None = None) -> int:  # fmt: skip
-        return super().spawn(self._in(argv), env=env, log_path=log_path)
+              log_path: str | None = None, cgroups: Sequence[Arg] = (),
+              rlimits: RLimits = NO_RLIMITS) -> int:  # fmt: skip
+        return super().spawn(
+            self._in(argv), env=env, log_path=log_path, cgroups=cgroups, rlimits=rlimits
+        )
 
 
 @dataclass

@@ -86,37 +86,43 @@ def test_a_stopped_or_unknown_jail_gets_the_engines_errors(rex: Rex, tmp_path: P
 
 
 def test_exec_joins_the_jails_cgroups_first(rex: Rex, tmp_path: Path) -> None:
-    from rexcarcer.limits.spec import Limits
-
-    from rexcarcer.limits.cgroup import CgroupDriver
-
-    name = f"cg{uuid.uuid4().hex[:8]}"  # cgroup names are machine-wide
+    name = f"cg{uuid.uuid4().hex[:8]}"
     _up(rex, tmp_path, name)
-    driver = CgroupDriver()
-    if not driver.placements:
-        missing("cgroup controllers")
-    parents = {d.parent for d in driver.group_dirs(name)}
-    made = {p for p in parents if not p.exists()}
+    group = f"/rexcarcer/rex-{rex.token}/{name}"
     info = json.loads((rex.root / "run" / f"{name}.json").read_text())
+    init = Path(f"/proc/{info['init_pid']}/cgroup").read_text().splitlines()
+    if not any(line.endswith(group) for line in init):
+        missing("cgroup controllers")
+    tag = f"sleep {700 + uuid.uuid4().int % 99}"
+    proc = subprocess.Popen(rex.argv("exec", name, "--", *tag.split()), env=rex.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        procs = driver.create(name, Limits())
-        for path in procs:  # the jail's init into its groups, as a LIMIT jail starts
-            path.write_text(str(info["init_pid"]))
-        out = rex.run("exec", name, "--", "cat", "/proc/self/cgroup").stdout
-        lines = [line for line in out.splitlines() if line.endswith(f"/rexcarcer/{name}")]
-        assert len(lines) == len(procs), out
-    finally:
-        rex.run("destroy", name, check=False)
+
+        def running() -> list[int]:
+            found = []
+            for d in Path("/proc").iterdir():
+                with contextlib.suppress(OSError):
+                    if d.name.isdigit() and (d / "cmdline").read_bytes() == \
+                            tag.replace(" ", "\0").encode() + b"\0":  # fmt: skip
+                        found.append(int(d.name))
+            return found
+
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                driver.remove(name, kill=True)
-                break
-            except Exception:  # still draining
-                time.sleep(0.2)
-        for parent in made:
-            with contextlib.suppress(OSError):
-                parent.rmdir()
+        while not running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [pid] = running()
+        # the command is rex's own child: the direct door, no engine between
+        assert Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[1] == str(proc.pid)
+        mine = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        # in every hierarchy the init is grouped in, the command is in the same group
+        for line in init:
+            if line.endswith(group):
+                hierarchy = line.split(":")[0]
+                assert any(m.split(":")[0] == hierarchy and m.endswith(group) for m in mine), mine
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        rex.run("destroy", name, check=False)
 
 
 def test_the_console_script_takes_the_same_door(rex: Rex, tmp_path: Path) -> None:

@@ -225,6 +225,9 @@ def test_the_agent_starts_jails_at_boot_in_dependency_order(rex: Rex, tmp_path: 
             try:
                 wait_until(lambda: all(j["state"] == "running" for j in rex.jails().values()),
                            "every jail started by the agent")  # fmt: skip
+                # a jail runs a moment before the agent logs that it started it
+                wait_until(lambda: all(f"jails: started {n} " in log.read_text() for n in names),
+                           "the agent's log of every start")  # fmt: skip
             except AssertionError as exc:
                 raise AssertionError(dump(log)) from exc
             text = log.read_text()
