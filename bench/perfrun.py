@@ -53,6 +53,18 @@ def _flock(path: Path) -> Iterator[object]:
         yield f
 
 
+def floor_start_argv(token: str, mnt: Path, run_dir: Path, name: str) -> list[str]:
+    """The runtime's own start argv for jail ``name`` under ``mnt``, with
+    /bin/true as the work instead of /etc/rc and the wait; the waiter writes
+    how it ended where the runtime keeps it (runtime/linux.py)."""
+    from rexcarcer.runtime.linux import INIT, netns_name, start_argv
+
+    argv = start_argv(netns_name(token, name), mnt / name, name,
+                      status_file=run_dir / f"{name}.exit")  # fmt: skip
+    argv[argv.index(INIT)] = "/bin/true"
+    return argv
+
+
 class Floor:
     """What starting a jail costs below rex: `zfs clone` of the image, the
     network namespace, veth, address (the runtime's own ``plumb_argvs``) and the
@@ -80,11 +92,8 @@ class Floor:
         self.peer_root = self.mnt / "peer"
 
     def start_argv(self, name: str) -> list[str]:
-        from rexcarcer.runtime.linux import INIT, netns_name, start_argv
-
-        argv = start_argv(netns_name(self.token, name), self.mnt / name, name)
-        argv[argv.index(INIT)] = "/bin/true"  # the work, instead of /etc/rc and the wait
-        return argv
+        self.runtime.run_dir.mkdir(parents=True, exist_ok=True)
+        return floor_start_argv(self.token, self.mnt, self.runtime.run_dir, name)
 
     def once(self) -> dict[str, float]:
         return self.netns.call(self._once)

@@ -187,3 +187,16 @@ b is running
         (0.09, "Starting b"),
         (12.2, "Issuing a certificate for b: it has no certificate yet"),
     ]
+
+
+def test_the_floor_runs_the_runtimes_own_start_argv_with_true_as_the_work() -> None:
+    # the floor is built from runtime/linux.py's start_argv: a change of its
+    # signature must break here, not in the middle of a bench run
+    from perfrun import floor_start_argv
+
+    from rexcarcer.runtime.linux import INIT
+
+    argv = floor_start_argv("tok", Path("/m"), Path("/r"), "f")
+    assert argv[:2] == ["nsenter", "--net=/run/netns/rex-tok-f"]
+    assert "/r/f.exit" in argv and "/bin/true" in argv and INIT not in argv
+    assert "--mount-proc=/m/f/proc" in argv
