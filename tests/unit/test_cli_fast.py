@@ -227,3 +227,46 @@ def test_the_environment_is_the_one_jailenters_interpreter_passes() -> None:
     done = subprocess.run([sys.executable, "-I", "-S", "-c", code], env=env, capture_output=True,
                           text=True, check=True)  # fmt: skip
     assert dict(ast.literal_eval(done.stdout)) == direct.as_jailenter_passes(env)
+
+
+MOUNTINFO = """\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpuacct,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory,release_agent=/x
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate
+42 31 0:32 /sub /mnt/memory\\040elsewhere rw - cgroup cgroup rw,memory
+43 31 0:39 / /sys/fs/cgroup/a\\040b rw - cgroup cgroup rw,pids
+"""
+
+
+def test_hierarchy_mounts_reads_where_each_cgroup_hierarchy_lives() -> None:
+    assert direct.hierarchy_mounts(MOUNTINFO) == {
+        "cpu,cpuacct": "/sys/fs/cgroup/cpu,cpuacct",
+        "memory": "/sys/fs/cgroup/memory",  # not the bind mount of a subtree
+        "name=systemd": "/sys/fs/cgroup/systemd",
+        "": "/sys/fs/cgroup/unified",
+        "pids": "/sys/fs/cgroup/a b",  # octal escapes (proc(5))
+    }
+
+
+def test_procs_files_are_the_groups_the_init_is_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = {"cpu,cpuacct": "/rexcarcer/rex-abc/web", "memory": "/rexcarcer/rex-abc/web",
+             "name=systemd": "/system.slice/x", "": "/rexcarcer/rex-abc/web"}  # fmt: skip
+    info = "".join(
+        f"1 1 0:1 / {tmp_path / str(i)} rw - {'cgroup2' if not c else 'cgroup'} x rw,{c}\n"
+        for i, c in enumerate(lines)
+    )
+    monkeypatch.setattr(direct, "init_cgroups", lambda pid: list(lines.items()))
+    assert direct.procs_files(1, "web", "rexcarcer/rex-abc", info) is None  # no groups made
+    for i, c in enumerate(lines):
+        if c != "name=systemd":
+            (tmp_path / str(i) / "rexcarcer/rex-abc/web").mkdir(parents=True)
+            (tmp_path / str(i) / "rexcarcer/rex-abc/web/cgroup.procs").touch()
+    assert direct.procs_files(1, "web", "rexcarcer/rex-abc", info) == [
+        str(tmp_path / str(i) / "rexcarcer/rex-abc/web/cgroup.procs") for i in (0, 1, 3)
+    ]
+    # a hierarchy with no mount here: the engine's path says what is wrong
+    assert direct.procs_files(1, "web", "rexcarcer/rex-abc", info.splitlines()[0]) is None

@@ -12,9 +12,10 @@ file has them:
 1. the init is checked alive by PID and start time (/proc/PID/stat field 22,
    proc(5)), as ``LinuxRuntime._running_pid`` does;
 2. when the init is in rex's cgroups for this jail (/proc/PID/cgroup, cgroups(7),
-   names ending in ``/rexcarcer/NAME``), this process joins the same groups
-   (limits/cgroup.py ``procs_files``), so the command runs inside the jail's
-   limits from its first instruction;
+   names ending in ``/rexcarcer/NAME``), this process joins the same groups,
+   found where /proc/self/mountinfo says each hierarchy is mounted (not through
+   limits/cgroup.py, whose import alone costs more than the rest of this path),
+   so the command runs inside the jail's limits from its first instruction;
 3. jailenter.py's ``enter`` runs in this process: setns(2) into the init's
    namespaces, its root, fork, and in the child the capability drop and the
    exec of the command; this process waits and exits with its status.
@@ -96,19 +97,107 @@ def cgroup_prefix(run_dir: str) -> str:
     return f"{CGROUP_PREFIX}/rex-{hashlib.sha256(root.encode()).hexdigest()[:6]}"
 
 
-def in_jail_cgroup(pid: int, name: str, prefix: str) -> bool | None:
-    """Whether the init is in a group of rex's for this jail (True), in none of
-    rex's (False), or in one of rex's that is not where this path would put the
-    command (None: the caller takes the engine's path rather than guess)."""
+def init_cgroups(pid: int) -> list[tuple[str, str]]:
+    """(controllers, path) per hierarchy the init is in, from /proc/PID/cgroup
+    (cgroups(7): ``ID:CONTROLLERS:PATH``; "" controllers on cgroup2)."""
     try:
         with open(f"/proc/{pid}/cgroup", "rb") as f:
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
-        return False
+        return []
+    out = []
+    for line in lines:
+        _, sep, rest = line.partition(":")
+        controllers, sep2, path = rest.partition(":")
+        if sep and sep2:
+            out.append((controllers, path))
+    return out
+
+
+def in_jail_cgroup(pid: int, name: str, prefix: str) -> bool | None:
+    """Whether the init is in a group of rex's for this jail (True), in none of
+    rex's (False), or in one of rex's that is not where this path would put the
+    command (None: the caller takes the engine's path rather than guess)."""
+    paths = [path for _, path in init_cgroups(pid)]
     mine = f"/{prefix}/{name}"
-    if any(line.endswith(mine) for line in lines):
+    if any(path.endswith(mine) for path in paths):
         return True
-    return None if any(f"/{CGROUP_PREFIX}/" in line for line in lines) else False
+    return None if any(f"/{CGROUP_PREFIX}/" in path for path in paths) else False
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path field: space, tab, newline and backslash are written as
+    octal escapes (proc(5), /proc/pid/mountinfo; fs/proc_namespace.c)."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def hierarchy_mounts(mountinfo: str) -> dict[str, str]:
+    """Where each cgroup hierarchy is mounted, from /proc/self/mountinfo (proc(5)):
+    "" for cgroup2, else the controllers as /proc/PID/cgroup names them, taken
+    from the super options of a ``cgroup`` mount (``rw,cpu,cpuacct`` ->
+    ``cpu,cpuacct``; ``name=systemd`` kept; sorted, as both lists follow the
+    kernel's controller order but need not). Only mounts of the hierarchy's root
+    count; the first mount point wins."""
+    out: dict[str, str] = {}
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        try:
+            dash = fields.index("-")
+        except ValueError:
+            continue
+        if dash < 5 or len(fields) < dash + 4 or fields[3] != "/":
+            continue
+        fstype, options = fields[dash + 1], fields[dash + 3].split(",")
+        if fstype == "cgroup2":
+            key = ""
+        elif fstype == "cgroup":
+            key = _key([o for o in options if o not in _MOUNT_OPTIONS
+                        and not o.startswith("release_agent=")])  # fmt: skip
+        else:
+            continue
+        out.setdefault(key, _unescape(fields[4]))
+    return out
+
+
+def _key(controllers: list[str]) -> str:
+    return ",".join(sorted(controllers))
+
+
+# super options of a v1 cgroup mount that are not controllers (kernel/cgroup/cgroup-v1.c
+# cgroup1_show_options)
+_MOUNT_OPTIONS = frozenset(
+    ("rw", "ro", "noprefix", "xattr", "clone_children", "cpuset_v2_mode", "favordynmods")
+)
+
+
+def procs_files(pid: int, name: str, prefix: str, mountinfo: str) -> list[str] | None:
+    """The ``cgroup.procs`` files of the groups of rex's the init is in, one per
+    hierarchy, or None when one of them cannot be found (the engine's path
+    then reports it: limits/cgroup.py ``procs_files``)."""
+    mounts = hierarchy_mounts(mountinfo)
+    mine = f"/{prefix}/{name}"
+    out = []
+    for controllers, path in init_cgroups(pid):
+        if not path.endswith(mine):
+            continue
+        mount = mounts.get(_key(controllers.split(",")) if controllers else "")
+        if mount is None:
+            return None
+        procs = os.path.join(mount, path.lstrip("/"), "cgroup.procs")
+        if not os.path.isfile(procs):
+            return None
+        out.append(procs)
+    return out
 
 
 def as_jailenter_passes(env: dict[str, str]) -> dict[str, str]:
@@ -125,11 +214,9 @@ def as_jailenter_passes(env: dict[str, str]) -> dict[str, str]:
     return {**env, "LC_CTYPE": "C.UTF-8"}
 
 
-def join_cgroups(name: str, prefix: str) -> None:
-    from rexcarcer.limits.cgroup import CgroupDriver
-
+def join_cgroups(files: list[str]) -> None:
     me = str(os.getpid()).encode()
-    for path in CgroupDriver(prefix=prefix).procs_files(name):
+    for path in files:
         fd = os.open(path, os.O_WRONLY)
         try:
             os.write(fd, me)
@@ -152,7 +239,15 @@ def enter_if_local(run_dir: str, name: str, argv: list[str]) -> None:
     if grouped is None:
         return
     if grouped:
-        join_cgroups(name, prefix)
+        try:
+            with open("/proc/self/mountinfo", "rb") as f:
+                mountinfo = f.read().decode(errors="replace")
+        except OSError:
+            return
+        files = procs_files(pid, name, prefix, mountinfo)
+        if not files:
+            return
+        join_cgroups(files)
     from rexcarcer.runtime import jailenter
 
     sys.stdout.flush()
