@@ -4,6 +4,7 @@ unbound, busybox syslogd forwarding, ``ip route`` with rex's protocol mark.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import logging
@@ -38,7 +39,7 @@ from rexcarcer.platform.base import (
 from rexcarcer.platform.kinds import PlatformKind
 from rexcarcer.platform.timesync import LinuxTime
 from rexcarcer.run import Runner
-from rexcarcer.runtime import direct, process
+from rexcarcer.runtime import process
 from rexcarcer.runtime.linux import RC_PRE, LinuxRuntime
 from rexcarcer.runtime.process import process_alive
 
@@ -50,13 +51,12 @@ ROUTE_PROTO = "213"
 
 
 def instance_token(root: Path) -> str:
-    """Distinguishes this state root's host objects (netns names, cgroups) from
-    another's; `rex exec`'s direct path computes the same (runtime/direct.py)."""
-    return direct.instance_token(str(root))
+    """Distinguishes this state root's host objects (netns names) from another's."""
+    return hashlib.sha256(str(root).encode()).hexdigest()[:6]
 
 
 def cgroup_prefix(token: str) -> str:
-    return direct.token_cgroup_prefix(token)
+    return f"rexcarcer/rex-{token}"
 
 
 # -- syslog forwarding (the busybox test base) -----------------------------------------

@@ -87,23 +87,14 @@ def read_run(run_dir: str, name: str) -> tuple[int, dict[str, str]] | None:
     return pid, env
 
 
-def instance_token(root: str) -> str:
-    """Distinguishes one state root's host objects (network namespaces, cgroups)
-    from another's: the platform names them with it (platform/linux.py)."""
-    import hashlib
-
-    return hashlib.sha256(root.encode()).hexdigest()[:6]
-
-
-def token_cgroup_prefix(token: str) -> str:
-    """The parent of the jail groups of the state root with ``token``."""
-    return f"{CGROUP_PREFIX}/rex-{token}"
-
-
 def cgroup_prefix(run_dir: str) -> str:
     """The jail groups' parent for the state directory whose run directory is
-    ``run_dir``."""
-    return token_cgroup_prefix(instance_token(os.path.dirname(os.path.normpath(run_dir))))
+    ``run_dir``: ``rexcarcer/rex-<token>`` (platform/linux.py ``cgroup_prefix``
+    and ``instance_token``; a unit test holds the two equal)."""
+    import hashlib
+
+    root = os.path.dirname(os.path.normpath(run_dir))
+    return f"{CGROUP_PREFIX}/rex-{hashlib.sha256(root.encode()).hexdigest()[:6]}"
 
 
 def init_cgroups(pid: int) -> list[tuple[str, str]]:
