@@ -5,9 +5,10 @@ every command; a failure raises ``CommandFailed`` with the command line, exit
 status and stderr. Drivers take a ``Runner`` in their constructor; tests pass a
 ``ScriptedRunner`` that records every argv and replays saved output.
 
-Between fork and exec the child can join cgroups (it writes its own PID into
-each ``cgroup.procs``, so a jail's first process and everything it forks start
-inside its limits, with no window where they run unlimited), set rlimits, and
+Between fork and exec the child can join cgroups (cgroupjoin.py: it moves
+itself into each group named by a ``cgroup.procs`` file, so a jail's first
+process and everything it forks start inside its limits, with no window where
+they run unlimited), set rlimits, and
 ask to die with its parent. If any of that fails the command never runs, and the
 caller gets a ``CommandFailed`` (status 126, "could not be executed") saying which
 step failed and why.
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import IO, NoReturn, Protocol
 
+from rexcarcer import cgroupjoin
 from rexcarcer.errors import CommandFailed, NotSupported
 
 log = logging.getLogger("rexcarcer.run")
@@ -154,8 +156,8 @@ class _ChildSetup:
     """What the child does between fork and exec (subprocess's ``preexec_fn``).
 
     Only system calls, in a fixed order: prctl(PR_SET_PDEATHSIG, SIGKILL), so a
-    `rex` killed with SIGKILL takes its build step down with it; a write of the
-    child's own PID into each cgroup.procs; setrlimit(2). subprocess reports a
+    `rex` killed with SIGKILL takes its build step down with it; the move into
+    each group (cgroupjoin.py); setrlimit(2). subprocess reports a
     failing preexec_fn only as "Exception occurred in preexec_fn", so the child
     first writes the step and the error into a close-on-exec pipe, which the
     parent reads when the start failed.
@@ -184,14 +186,9 @@ class _ChildSetup:
             if self.prctl is not None:
                 step = "prctl(PR_SET_PDEATHSIG)"
                 self.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-            pid = str(os.getpid()).encode()
             for path in self.cgroups:
                 step = f"join cgroup {path}"
-                fd = os.open(path, os.O_WRONLY)
-                try:
-                    os.write(fd, pid)
-                finally:
-                    os.close(fd)
+                cgroupjoin.join(path)
             for res, soft, hard, label in self.rlimits:
                 step = label
                 resource.setrlimit(res, (soft, hard))

@@ -130,22 +130,28 @@ def test_read_run_wants_a_live_init_its_start_time_and_the_env(tmp_path: Path) -
     start = direct.start_time(me)
     assert isinstance(start, int)
     env = {"PATH": "/bin", "GREETING": "hi"}
-    d = _run_file(tmp_path, "web", init_pid=me, init_start=start, exec_env=env)
-    assert direct.read_run(str(d), "web") == (me, env)
+    procs = ["/sys/fs/cgroup/pids/rexcarcer/rex-abc/web/cgroup.procs"]
+    d = _run_file(tmp_path, "web", init_pid=me, init_start=start, exec_env=env, cgroup_procs=procs)
+    assert direct.read_run(str(d), "web") == (me, env, procs)
     # another process under a reused PID: not the jail's init
-    _run_file(tmp_path, "old", init_pid=me, init_start=start + 1, exec_env=env)
+    _run_file(tmp_path, "old", init_pid=me, init_start=start + 1, exec_env=env, cgroup_procs=[])
     assert direct.read_run(str(d), "old") is None
-    # a run file of an older rex, without the environment: the engine's path
-    _run_file(tmp_path, "older", init_pid=me, init_start=start)
+    # run files of an older rex, without the environment or the groups: the engine's path
+    _run_file(tmp_path, "older", init_pid=me, init_start=start, cgroup_procs=[])
     assert direct.read_run(str(d), "older") is None
-    _run_file(tmp_path, "bad", init_pid=me, init_start=start, exec_env={"A": 1})
+    _run_file(tmp_path, "nogroups", init_pid=me, init_start=start, exec_env=env)
+    assert direct.read_run(str(d), "nogroups") is None
+    _run_file(tmp_path, "bad", init_pid=me, init_start=start, exec_env={"A": 1}, cgroup_procs=[])
     assert direct.read_run(str(d), "bad") is None
+    _run_file(tmp_path, "badg", init_pid=me, init_start=start, exec_env=env, cgroup_procs=[1])
+    assert direct.read_run(str(d), "badg") is None
     # LIMIT openfiles is an rlimit only the engine's runner sets: its path
     _run_file(tmp_path, "capped", init_pid=me, init_start=start, exec_env=env,
-              limits={"openfiles": 100})  # fmt: skip
+              limits={"openfiles": 100}, cgroup_procs=[])  # fmt: skip
     assert direct.read_run(str(d), "capped") is None
-    _run_file(tmp_path, "pids", init_pid=me, init_start=start, exec_env=env, limits={"pids": 9})
-    assert direct.read_run(str(d), "pids") == (me, env)  # a cgroup limit: joined directly
+    _run_file(tmp_path, "pids", init_pid=me, init_start=start, exec_env=env, limits={"pids": 9},
+              cgroup_procs=procs)  # fmt: skip
+    assert direct.read_run(str(d), "pids") == (me, env, procs)  # a cgroup limit: joined directly
     (tmp_path / "junk.json").write_text("{not json")
     assert direct.read_run(str(d), "junk") is None
     assert direct.read_run(str(d), "none") is None
@@ -154,23 +160,13 @@ def test_read_run_wants_a_live_init_its_start_time_and_the_env(tmp_path: Path) -
 def test_enter_if_local_returns_when_the_jail_is_not_ours(tmp_path: Path) -> None:
     direct.enter_if_local(str(tmp_path), "web", ["true"])  # no run file
     direct.enter_if_local(str(tmp_path), "../x", ["true"])
-    _run_file(tmp_path, "dead", init_pid=2**22 + 1, init_start=1, exec_env={})
+    _run_file(tmp_path, "dead", init_pid=2**22 + 1, init_start=1, exec_env={}, cgroup_procs=[])
     direct.enter_if_local(str(tmp_path), "dead", ["true"])
-
-
-def test_in_jail_cgroup_reads_the_names_rex_gives(tmp_path: Path) -> None:
     me = os.getpid()
-    prefix = direct.cgroup_prefix(str(tmp_path / "run"))
-    assert direct.in_jail_cgroup(me, "surely-not-a-jail-of-this-test", prefix) is False
-    assert direct.in_jail_cgroup(2**22 + 1, "web", prefix) is False
-
-
-def test_the_direct_path_finds_the_groups_the_runtime_makes(tmp_path: Path) -> None:
-    from rexcarcer.platform.linux import cgroup_prefix, instance_token
-
-    for root in (tmp_path, tmp_path / "a b", Path("/var/lib/rexcarcer")):
-        assert direct.cgroup_prefix(str(root / "run")) == cgroup_prefix(instance_token(root))
-        assert direct.cgroup_prefix(str(root / "run") + "/") == cgroup_prefix(instance_token(root))
+    gone = str(tmp_path / "gone" / "cgroup.procs")
+    _run_file(tmp_path, "ungrouped", init_pid=me, init_start=direct.start_time(me), exec_env={},
+              cgroup_procs=[gone])  # fmt: skip
+    direct.enter_if_local(str(tmp_path), "ungrouped", ["true"])  # a group is gone: returns
 
 
 def test_verbs_names_the_module_that_registers_each_verb() -> None:
@@ -229,44 +225,32 @@ def test_the_environment_is_the_one_jailenters_interpreter_passes() -> None:
     assert dict(ast.literal_eval(done.stdout)) == direct.as_jailenter_passes(env)
 
 
-MOUNTINFO = """\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpuacct,cpu
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory,release_agent=/x
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate
-42 31 0:32 /sub /mnt/memory\\040elsewhere rw - cgroup cgroup rw,memory
-43 31 0:39 / /sys/fs/cgroup/a\\040b rw - cgroup cgroup rw,pids
-"""
+def test_join_cgroups_joins_all_or_nothing(tmp_path: Path) -> None:
+    files = [tmp_path / "a" / "cgroup.procs", tmp_path / "b" / "cgroup.procs"]
+    files[0].parent.mkdir()
+    files[0].write_text("")
+    # one group gone: nothing joined, the engine's path reports it
+    assert direct.join_cgroups([str(f) for f in files]) is False
+    assert files[0].read_text() == ""
+    files[1].parent.mkdir()
+    files[1].write_text("")
+    assert direct.join_cgroups([str(f) for f in files]) is True
+    assert [f.read_text() for f in files] == [str(os.getpid())] * 2
+    assert direct.join_cgroups([]) is True  # a runtime without cgroups
 
 
-def test_hierarchy_mounts_reads_where_each_cgroup_hierarchy_lives() -> None:
-    assert direct.hierarchy_mounts(MOUNTINFO) == {
-        "cpu,cpuacct": "/sys/fs/cgroup/cpu,cpuacct",
-        "memory": "/sys/fs/cgroup/memory",  # not the bind mount of a subtree
-        "name=systemd": "/sys/fs/cgroup/systemd",
-        "": "/sys/fs/cgroup/unified",
-        "pids": "/sys/fs/cgroup/a b",  # octal escapes (proc(5))
-    }
+def test_cgroupjoin_writes_0_to_a_v1_groups_tasks_and_the_pid_to_v2s_procs(tmp_path: Path) -> None:
+    from rexcarcer import cgroupjoin
 
-
-def test_procs_files_are_the_groups_the_init_is_in(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    lines = {"cpu,cpuacct": "/rexcarcer/rex-abc/web", "memory": "/rexcarcer/rex-abc/web",
-             "name=systemd": "/system.slice/x", "": "/rexcarcer/rex-abc/web"}  # fmt: skip
-    info = "".join(
-        f"1 1 0:1 / {tmp_path / str(i)} rw - {'cgroup2' if not c else 'cgroup'} x rw,{c}\n"
-        for i, c in enumerate(lines)
-    )
-    monkeypatch.setattr(direct, "init_cgroups", lambda pid: list(lines.items()))
-    assert direct.procs_files(1, "web", "rexcarcer/rex-abc", info) is None  # no groups made
-    for i, c in enumerate(lines):
-        if c != "name=systemd":
-            (tmp_path / str(i) / "rexcarcer/rex-abc/web").mkdir(parents=True)
-            (tmp_path / str(i) / "rexcarcer/rex-abc/web/cgroup.procs").touch()
-    assert direct.procs_files(1, "web", "rexcarcer/rex-abc", info) == [
-        str(tmp_path / str(i) / "rexcarcer/rex-abc/web/cgroup.procs") for i in (0, 1, 3)
-    ]
-    # a hierarchy with no mount here: the engine's path says what is wrong
-    assert direct.procs_files(1, "web", "rexcarcer/rex-abc", info.splitlines()[0]) is None
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    for d in (v1, v2):
+        d.mkdir()
+        (d / "cgroup.procs").write_text("")
+    (v1 / "tasks").write_text("")
+    cgroupjoin.join(str(v1 / "cgroup.procs"))
+    cgroupjoin.join(str(v2 / "cgroup.procs"))
+    # v1: the calling thread, without the global lock; v2: the process
+    assert (v1 / "tasks").read_text() == "0" and (v1 / "cgroup.procs").read_text() == ""
+    assert (v2 / "cgroup.procs").read_text() == str(os.getpid())
+    with pytest.raises(OSError):
+        cgroupjoin.join(str(tmp_path / "gone" / "cgroup.procs"))

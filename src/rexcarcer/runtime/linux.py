@@ -589,7 +589,7 @@ class LinuxRuntime:
                 "address": str(spec.address) if spec.address else None,
                 "limits": spec.limits.as_json(),
                 # what `rex exec` needs to enter without the engine (runtime/direct.py)
-                "exec_env": env,
+                "exec_env": env, "cgroup_procs": [str(p) for p in procs],
             }  # fmt: skip
             atomic_write(self._run_file(spec.name), json.dumps(info))  # read concurrently
             if spec.secrets:
