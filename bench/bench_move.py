@@ -159,6 +159,7 @@ def main() -> int:
         raise SystemExit(f"{tmp} has {free >> 20} MiB free; the pool file may grow to "
                          f"{need >> 20} MiB: use smaller --sizes")  # fmt: skip
     load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     with tempfile.NamedTemporaryFile("r", suffix=".md") as out:
         env = {**os.environ, SIZES_ENV: ",".join(size_text(s) for s in sizes),
                OUT_ENV: out.name, "REX_TEST_POOL_SIZE": str(need)}  # fmt: skip
@@ -169,7 +170,7 @@ def main() -> int:
                                 cwd=Path(__file__).resolve().parents[1]).returncode  # fmt: skip
         result = out.read()
     print(f"# bench/bench_move.py {' '.join(sys.argv[1:])}".rstrip())
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.cpu_count()} CPUs; Linux "
+    print(f"# started {started}; {os.cpu_count()} CPUs; Linux "
           f"{platform.release()}; load average at start {load0}; pool file "
           f"{need >> 20} MiB (sparse) in {tmp}, {free >> 20} MiB free there")  # fmt: skip
     print(result.rstrip() if result else "# no figures: the run failed (pytest's report above)")

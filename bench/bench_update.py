@@ -315,6 +315,7 @@ def main() -> int:
     if os.geteuid() != 0:
         raise SystemExit("run as root (zfs, network namespaces)")
     load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     tok = "rexu" + uuid.uuid4().hex[:6]
     work = Path(tempfile.mkdtemp(prefix=f"{tok}-"))
     os.chmod(work, 0o755)  # unbound, when it drops to its user, must reach its files
@@ -341,7 +342,7 @@ def main() -> int:
         progress("cleaning up")
         problems = cleanup.run()
     print(f"# bench/bench_update.py {' '.join(sys.argv[1:])}".rstrip())
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.cpu_count()} CPUs; Linux "
+    print(f"# started {started}; {os.cpu_count()} CPUs; Linux "
           f"{platform.release()}; load average at start {load0}")  # fmt: skip
     print(f"# probe every {args.every * 1000:g} ms from the jails' host side; no agent; "
           "times: median and worst")  # fmt: skip
