@@ -172,6 +172,14 @@ def test_rollback_and_the_generations_kept(eng: Engine, tmp_path: Path) -> None:
     assert (jails.record(eng, "app") or rec).generation == 2
     up(eng, tmp_path, "PROVISION RUN echo 5\n")
     assert (jails.record(eng, "app") or rec).generation == 5  # never reuses a number
+    # the update kept what it replaced (2, though the oldest by number) and the
+    # one current before it (3); 4 stopped being current longest ago
+    assert [g.generation for g in records.generations(eng.host.store, "app")] == [2, 3]
+    assert eng.host.storage.exists("generations/app.2")
+    assert not eng.host.storage.exists("generations/app.4")
+    update.rollback(eng, "app")  # back to what the update replaced
+    assert (jails.record(eng, "app") or rec).generation == 2
+    assert [h.generation for h in update.history(eng, "app")] == [2, 3, 5]
 
 
 def test_an_interrupted_update_goes_back(eng: Engine, tmp_path: Path) -> None:

@@ -176,8 +176,7 @@ def _switch(eng: Engine, old: JailRecord, new: JailRecord) -> None:
                 label = f"gen{old.generation}-{stamp}-{n}"
             volumes.snapshot(host, name, v.name, label)
     volumes.create_missing(host, new)
-    records.put_generation(host.store, old.replace(status=Status.READY, pid=None,
-                                                   pid_start=None, replacing=0))  # fmt: skip
+    records.put_generation(host.store, _retired(old))
     host.progress.step(f"Stopping generation {old.generation} of {name}")
     lifecycle.stop_runtime(eng, old)
     host.storage.rename(f"jails/{name}", kept(name, old.generation))
@@ -230,6 +229,17 @@ def _settled(rec: JailRecord) -> JailRecord:
     return rec.replace(status=Status.READY, pid=None, pid_start=None, replacing=0)
 
 
+def _retired(rec: JailRecord) -> JailRecord:
+    """The current generation as it is kept when another takes its place."""
+    return _settled(rec).replace(retired=time.time_ns())
+
+
+def by_retirement(gens: list[JailRecord]) -> list[JailRecord]:
+    """Kept generations, the one that stopped being current longest ago first
+    (by number among those kept before rex recorded when)."""
+    return sorted(gens, key=lambda g: (g.retired, g.generation))
+
+
 def recover(eng: Engine, rec: JailRecord) -> JailRecord:
     """An update whose run was killed: back to the generation it replaced."""
     host, name = eng.host, rec.name
@@ -254,7 +264,10 @@ def recover(eng: Engine, rec: JailRecord) -> JailRecord:
 def prune(eng: Engine, name: str) -> None:
     """Keep the configured number of earlier generations; drop older ones."""
     host = eng.host
-    old = records.generations(host.store, name)
+    # by when each stopped being current, not by number: after a rollback the
+    # generation made current again is older by number than the ones it replaced,
+    # and it is the one an update of it must keep
+    old = by_retirement(records.generations(host.store, name))
     for gen in old[: max(0, len(old) - host.config.generations)]:
         host.storage.destroy(kept(name, gen.generation), recursive=True)
         records.delete_generation(host.store, name, gen.generation)
@@ -264,7 +277,8 @@ def prune(eng: Engine, name: str) -> None:
 
 
 def rollback(eng: Engine, name: str, to: int | None = None) -> JailInfo:
-    """Make an earlier generation current again (the newest kept one by default);
+    """Make an earlier generation current again (by default the one that was
+    current last before this one);
     the current one is kept in its place."""
     host = eng.host
     current = lifecycle.require(eng, name)
@@ -275,7 +289,9 @@ def rollback(eng: Engine, name: str, to: int | None = None) -> JailInfo:
     if not gens:
         raise NotFound(f"jail {name} has no earlier generation to roll back to",
                        hint="an update in place (rex up of a changed file) keeps one")  # fmt: skip
-    target = gens[-1] if to is None else next((g for g in gens if g.generation == to), None)
+    # by default the generation that was current last before this one
+    target = by_retirement(gens)[-1] if to is None else \
+        next((g for g in gens if g.generation == to), None)  # fmt: skip
     if target is None:
         kept_list = ", ".join(str(g.generation) for g in gens)
         raise NotFound(f"jail {name} has no generation {to}", hint=f"kept: {kept_list}")
@@ -287,7 +303,7 @@ def rollback(eng: Engine, name: str, to: int | None = None) -> JailInfo:
     host.progress.step(f"Rolling {name} back from generation {current.generation} to "
                        f"{target.generation}")  # fmt: skip
     with host.lock(lifecycle.lock_name(name)):
-        records.put_generation(host.store, _settled(current))
+        records.put_generation(host.store, _retired(current))
         lifecycle.stop_runtime(eng, current)
         host.storage.rename(f"jails/{name}", kept(name, current.generation))
         host.storage.rename(kept(name, target.generation), f"jails/{name}")

@@ -16,12 +16,15 @@ JSON form (schema 3)::
      "openfiles"}, "secrets": [name], "canonical": {...},
      "healthcheck": {"probe", "command"|"port", "path", "interval", "timeout",
                      "retries"} | null, "restart": "no"|"on-failure"|"always",
-     "depends": [jail, ...]}
+     "depends": [jail, ...], "retired"}
 
 ``limits`` holds the LIMIT values that are set; ``secrets`` only the names of
 the SECRET lines: a secret's value is never in the record (secret/).
 The fields after ``canonical`` were added without a schema change: a record
 without them reads as no health check, ``on-failure`` and no dependencies.
+``retired`` (nanoseconds since the epoch) is set on a kept earlier generation
+only: when it stopped being the current one, which orders ``rex rollback``'s
+default target and what is pruned (engine/update.py); absent reads as 0.
 
 ``pid_start`` is the owning run's start time as psutil gives it (seconds since
 the epoch, runtime/process.py). Schema 1 (rex 0.1) had the fields of schema 2
@@ -148,6 +151,7 @@ class JailRecord:
     healthcheck: HealthCheck | None = None
     restart: RestartPolicy = RestartPolicy.ON_FAILURE
     depends: tuple[str, ...] = ()
+    retired: int = 0  # a kept generation: when it stopped being current (ns)
 
     @property
     def key(self) -> str:
@@ -181,6 +185,7 @@ class JailRecord:
             "healthcheck": self.healthcheck.canonical() if self.healthcheck else None,
             "restart": str(self.restart), "depends": list(self.depends),
             "publish": [p.as_json() for p in self.publish],
+            **({"retired": self.retired} if self.retired else {}),
         }  # fmt: skip
 
     @classmethod
@@ -231,6 +236,7 @@ class JailRecord:
             restart=RestartPolicy(d.get("restart") or "on-failure"),
             depends=tuple(str(n) for n in d.get("depends") or ()),
             publish=tuple(_publish(p) for p in d.get("publish") or ()),
+            retired=int(d.get("retired") or 0),
         )  # fmt: skip
 
 
