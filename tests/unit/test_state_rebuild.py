@@ -320,3 +320,14 @@ def test_a_kept_generation_comes_back_for_rollback(ctx: FakeCtx) -> None:
     update.rollback(ctx.eng, "api")
     rec = records.get_jail(ctx.eng.host.store, "api")
     assert rec is not None and rec.generation == 1 and dict(rec.env) == {"V": "1"}
+
+
+def test_a_damaged_state_db_is_set_aside_first(ctx: FakeCtx) -> None:
+    db = ctx.config.db_path
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.write_bytes(b"this is not a database" * 100)
+    _wipe(ctx.eng.host.store)  # the fake's store stands for the new, empty state.db
+    out = rex(ctx, "state", "rebuild")
+    assert out["damaged"] is not None and ".damaged-" in out["damaged"]
+    assert Path(out["damaged"]).read_bytes().startswith(b"this is not")
+    assert not db.exists() and out["jails"] == ["api", "db", "web"]

@@ -102,6 +102,7 @@ def rebuild(ctx: Ctx, force: bool) -> None:
     from rexcarcer.state.sqlite import SqliteStore
 
     db = _embedded(ctx)
+    _warn_if_agent(ctx)
     moved = None
     if db.exists():
         try:
@@ -124,6 +125,17 @@ def rebuild(ctx: Ctx, force: bool) -> None:
             hint="`rex destroy NAME` removes a jail's dataset whose record is gone (its volumes "
             "are kept), then `rex up` its .rex file; see docs/faults.md",
         )
+
+
+def _warn_if_agent(ctx: Ctx) -> None:
+    """The agent writes health and DNS records while it runs: say so (docs/faults.md)."""
+    from rexcarcer.service.socket import connect
+
+    sock = connect(ctx.config.agent_socket)
+    if sock is not None:
+        sock.close()
+        click.echo(f"warning: the agent answers on {ctx.config.agent_socket}; stop it first "
+                   "(service rex-agent stop / systemctl stop rex-agent)", err=True)  # fmt: skip
 
 
 def _print_rebuild(data: dict[str, Any]) -> None:
