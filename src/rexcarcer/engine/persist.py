@@ -6,9 +6,13 @@ record goes through ``put`` once the jail's dataset exists, so the copy is the
 record as the store last had it; a kept generation keeps the copy its dataset
 had when it was renamed to ``generations/<name>.<N>``, which is the record
 ``history/<name>/<N>`` keeps. Records written before the clone (the claim of
-a new jail, the address it got) and the ``updating`` mark of an update stay in
-the store only: a run killed there leaves the previous copy, or none (the
-rebuild reports that dataset, and ``rex destroy NAME`` removes it).
+a new jail, the address it got, an import's claim) and the mark an update sets
+on the old record before it builds (update.py ``_swap_record``) stay in the
+store only: a run killed there leaves the previous copy, or none (the rebuild
+reports that dataset, and ``rex destroy NAME`` removes it). An update's new
+record (``updating``, with the generation it replaces) is copied at the
+switch, so a rebuild after a run killed mid-update gives ``rex up`` what it
+needs to go back (update.py ``recover``).
 """
 
 from __future__ import annotations
