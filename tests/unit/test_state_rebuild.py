@@ -111,6 +111,9 @@ def test_a_record_must_be_its_datasets_jail_and_generation() -> None:
     assert kept.status is Status.READY and kept.pid is None and kept.replacing == 0
     with pytest.raises(ValueError, match="generation 2 of jail 'web'"):
         recordprop.for_dataset("generations/web.1", props)
+    bad = recordprop.encode(_rec(name="../etc"))
+    with pytest.raises(ValueError, match=r"its record names no valid jail: '\.\./etc' contains"):
+        recordprop.for_dataset("jails/../etc", bad)
 
 
 def test_read_skips_bad_datasets_and_keeps_the_others() -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from rexcarcer.errors import StateError
 from rexcarcer.model.jail import JailRecord, Status
+from rexcarcer.names import jail_name_problem
 
 PROP = "record"
 CHUNK = 8000
@@ -106,6 +107,9 @@ def for_dataset(dataset: str, props: Mapping[str, str]) -> JailRecord:
     checked to be that jail's (and that generation's). A kept generation reads as
     ``rex history`` keeps it: settled (ready, no owning run)."""
     rec = decode(props)
+    problem = jail_name_problem(rec.name)
+    if problem is not None:
+        raise ValueError(f"its record names no valid jail: {problem[:200]}")
     kind, _, rest = dataset.partition("/")
     if kind == "jails":
         if rec.name != rest:
