@@ -60,6 +60,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "base-update": ("base update", "unit"),
     "state-backup": ("state backup", "unit"),
     "state-backups": ("state backups", "unit"),
+    "state-rebuild": ("state rebuild", "unit"),
     "secret-set": ("secret set", "integration"),
     "secret-ls": ("secret ls", "integration"),
     "secret-rm": ("secret rm", "integration"),

@@ -19,7 +19,9 @@ process) are translated where they happen, at the driver boundary, with
     │   └── OutOfSpace (81)         a dataset or its pool is full (names the dataset)
     ├── RuntimeBackendError (22)    jail(8) / namespaces
     ├── StateError (23)             the state store
-    │   └── StateDamaged (82)       the state database is unreadable (truncated, corrupt)
+    │   ├── StateDamaged (82)       the state database is unreadable (truncated, corrupt)
+    │   ├── RebuildRefused (83)     rex state rebuild: the store already holds jail records
+    │   └── RebuildIncomplete (84)  rex state rebuild: some datasets were skipped (named)
     ├── AddressError (24)           IPAM: subnet exhausted, address outside subnet
     ├── BuildError (25)             a PROVISION step failed
     ├── UnsafePath (26)             a path that would escape its root
@@ -150,6 +152,20 @@ class StateDamaged(StateError):
     """The state database cannot be read: truncated or corrupt (exit 82)."""
 
     exit_code = 82
+
+
+class RebuildRefused(StateError):
+    """``rex state rebuild`` without ``--force`` on a store that holds jail
+    records (exit 83): nothing was changed."""
+
+    exit_code = 83
+
+
+class RebuildIncomplete(StateError):
+    """``rex state rebuild`` put back what it could, but skipped datasets whose
+    properties are missing or malformed (exit 84); the message names them."""
+
+    exit_code = 84
 
 
 class AddressError(RexError):

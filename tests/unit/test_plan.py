@@ -48,11 +48,21 @@ def test_the_plan_of_an_up_is_what_the_up_runs(tmp_path: Path) -> None:
     storage.calls.clear()
     jails.up(eng, rexfile, "web")
     ran = [list(c) for c in runner.calls if not _reads(c)]
-    assert [list(c) for a in plan for c in a.commands] == storage.calls + ran
+    assert [list(c) for a in plan for c in a.commands] == _changes(storage.calls) + ran
     assert ran == [
         ["pfctl", "-a", "rexcarcer/guard", "-f", "-"],  # the guard, before the jail starts
         ["jail", "-f", str(tmp_path / "jail.conf.d" / "web.conf"), "-c", "web"],
     ]
+
+
+def _changes(calls: list[list[str]]) -> list[list[str]]:
+    """zfs calls less the copy of the jail's record onto its dataset: bookkeeping,
+    like the store's record, which the plan names but does not list (engine/plan.py)."""
+    return [c for c in calls if not is_record_copy(c)]
+
+
+def is_record_copy(argv: list[str] | tuple[str, ...]) -> bool:
+    return argv[:2] in (["zfs", "set"], ("zfs", "set")) and argv[2].startswith("rexcarcer:record")
 
 
 def _reads(argv: tuple[str, ...]) -> bool:

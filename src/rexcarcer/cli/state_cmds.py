@@ -1,9 +1,11 @@
 """State verbs: rex state backup / backups / restore (the embedded store's
-backups; docs/faults.md says when to use them)."""
+backups) and rex state rebuild (the records from the datasets' properties);
+docs/faults.md says when to use them."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,7 +15,7 @@ from rexcarcer.errors import UsageError
 
 @click.group()
 def state() -> None:
-    """Back up and restore this host's state database (state.db)."""
+    """Back up, restore or rebuild this host's state database (state.db)."""
 
 
 def _embedded(ctx: Ctx) -> Path:
@@ -71,6 +73,79 @@ def restore(ctx: Ctx, source: Path | None) -> None:
     used, moved = restore_db(_embedded(ctx), source)
     kept = f"; the replaced file is {moved}" if moved else ""
     click.echo(f"restored {ctx.config.db_path} from {used.path}{kept}", err=True)
+
+
+@state.command()
+@click.option("--force", is_flag=True,
+              help="Rebuild even though the store holds jail records: they, the kept "
+              "generations, address claims, DNS records and certificate records are "
+              "replaced; the rest of the store is kept.")  # fmt: skip
+@pass_ctx
+def rebuild(ctx: Ctx, force: bool) -> None:
+    """Rebuild the jail records from the properties of the jails' datasets.
+
+    Every `rex up`, update, start, stop and rollback copies the jail's record
+    onto its dataset (the rexcarcer:record property; kept generations keep
+    theirs). This reads them all with one zfs command and puts back the jail
+    records, kept generations and address claims, then the DNS records and
+    names of the running jails and the certificate records (from the
+    certificates in the jails, checked against this host's jail CA). No jail
+    is started, stopped or changed.
+
+    A damaged state.db is set aside as state.db.damaged-TIME first. A store
+    that holds jail records is left alone (exit 83) unless --force. A dataset
+    whose record is missing or malformed is skipped and named, the others are
+    rebuilt (exit 84). Stop the agent first (docs/faults.md)."""
+    from rexcarcer.engine.rebuild import rebuild as rebuild_state
+    from rexcarcer.errors import RebuildIncomplete, StateDamaged
+    from rexcarcer.state.backup import set_aside
+    from rexcarcer.state.sqlite import SqliteStore
+
+    db = _embedded(ctx)
+    _warn_if_agent(ctx)
+    moved = None
+    if db.exists():
+        try:
+            SqliteStore(db, backup=False).close()  # opening checks it
+        except StateDamaged as exc:
+            moved = set_aside(db)
+            click.echo(f"state database {db} is damaged ({exc.message}); set aside as {moved}",
+                       err=True)  # fmt: skip
+    eng = ctx.engine()
+    try:
+        report = rebuild_state(eng, force=force)
+    finally:
+        eng.close()
+    data = {**report.as_json(), "damaged": str(moved) if moved else None}
+    ctx.emit(data, lambda: _print_rebuild(data))
+    if report.skipped:
+        shown = "; ".join(f"{s.dataset}: {s.reason}" for s in report.skipped[:5])
+        raise RebuildIncomplete(
+            f"{len(report.skipped)} dataset(s) skipped, the others rebuilt: {shown}",
+            hint="`rex destroy NAME` removes a jail's dataset whose record is gone (its volumes "
+            "are kept), then `rex up` its .rex file; see docs/faults.md",
+        )
+
+
+def _warn_if_agent(ctx: Ctx) -> None:
+    """The agent writes health and DNS records while it runs: say so (docs/faults.md)."""
+    from rexcarcer.service.socket import connect
+
+    sock = connect(ctx.config.agent_socket)
+    if sock is not None:
+        sock.close()
+        click.echo(f"warning: the agent answers on {ctx.config.agent_socket}; stop it first "
+                   "(service rex-agent stop / systemctl stop rex-agent)", err=True)  # fmt: skip
+
+
+def _print_rebuild(data: dict[str, Any]) -> None:
+    for s in data["skipped"]:
+        click.echo(f"skipped {s['dataset']}: {s['reason']}", err=True)
+    for n in data["notes"]:
+        click.echo(f"note: {n['jail']}: {n['note']}", err=True)
+    click.echo(f"rebuilt {len(data['jails'])} jail(s) ({len(data['running'])} running), "
+               f"{len(data['generations'])} kept generation(s), {len(data['addresses'])} "
+               "address claim(s)")  # fmt: skip
 
 
 def register(group: click.Group) -> None:

@@ -18,11 +18,15 @@ from rexcarcer.dns import DNS_PORT
 from rexcarcer.dns.publish import Publisher
 from rexcarcer.dns.records import check_zone, jail_records, reverse_zones
 from rexcarcer.dns.unbound import DnsBackend, Unbound
+from rexcarcer.errors import Conflict
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rexcarcer.config import Config
     from rexcarcer.host import Host
     from rexcarcer.model.jail import JailRecord
+    from rexcarcer.model.recordprop import RebuiltJail
     from rexcarcer.runtime.base import JailSpec
 
 
@@ -82,6 +86,19 @@ class DnsHook:
 
     def destroyed(self, host: Host, rec: JailRecord) -> None:
         self._publisher(host).release(rec.name)
+
+    def rebuilt(self, host: Host, jails: Sequence[RebuiltJail]) -> list[tuple[str, str]]:
+        """Claim every jail's HOSTNAME again and publish the running ones, as
+        ``rex dns check`` does: unbound ends up serving exactly those."""
+        publisher = self._publisher(host)
+        notes: list[tuple[str, str]] = []
+        for j in jails:
+            try:
+                publisher.claim(j.rec)
+            except Conflict as exc:
+                notes.append((j.rec.name, exc.message))
+        publisher.check({j.rec.name: j.rec for j in jails if j.running}, repair=True)
+        return notes
 
 
 def dns_hook(config: Config) -> DnsHook | None:

@@ -16,6 +16,7 @@ from typing import Protocol
 from rexcarcer.host import Host
 from rexcarcer.model.base import BaseInfo
 from rexcarcer.model.jail import JailRecord
+from rexcarcer.model.recordprop import RebuiltJail
 from rexcarcer.rexfile.ast import Base, IPInterface, Rexfile
 from rexcarcer.runtime.base import JailSpec, Secret
 
@@ -37,6 +38,13 @@ class JailHook(Protocol):
 
     def destroyed(self, host: Host, rec: JailRecord) -> None:
         """The jail is gone for good (revoke, forget). Idempotent."""
+        ...
+
+    def rebuilt(self, host: Host, jails: Sequence[RebuiltJail]) -> list[tuple[str, str]]:
+        """``rex state rebuild`` put these jails' records back into an empty store:
+        put back what this hook keeps in the store for them, from what exists (the
+        jail's files, the running jail), without changing a jail. Returns (jail,
+        note) for what could not be put back."""
         ...
 
 

@@ -29,6 +29,7 @@ from rexcarcer.engine import lifecycle, volumes
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import AddressError, Conflict, RexError
 from rexcarcer.host import Host
+from rexcarcer.model import recordprop
 from rexcarcer.model.jail import JailRecord
 from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.storage.base import Dataset
@@ -196,7 +197,9 @@ def install(host: Host, rec: JailRecord, label: str, osrelease: str | None) -> l
 
 def _props(rec: JailRecord, p: Piece, osrelease: str | None) -> dict[str, str]:
     if p.part == ROOT:
-        return {**lifecycle.clone_props(rec), "osrelease": osrelease or ""}
+        # the record as `rex move` commits it here (an import writes it again when ready)
+        return {**lifecycle.clone_props(rec), **recordprop.encode(rec),
+                "osrelease": osrelease or ""}  # fmt: skip
     v = next(v for v in rec.volumes if v.name == p.part)
     return {"jail": rec.name, "volume": v.name, "path": v.path, "created": str(int(time.time()))}
 

@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from rexcarcer import ipam
-from rexcarcer.engine import carry, lifecycle, volumes
+from rexcarcer.engine import carry, lifecycle, persist, volumes
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import Conflict
 from rexcarcer.model.jail import JailInfo, JailRecord, Status
@@ -79,8 +79,8 @@ def import_jail(
             if claimed.wants_running:
                 lifecycle.start_locked(eng, name)
             current = lifecycle.record(eng, name) or claimed
-            records.put_jail(host.store, current.replace(status=Status.READY, pid=None,
-                                                         pid_start=None))  # fmt: skip
+            persist.put(host, current.replace(status=Status.READY, pid=None,
+                                              pid_start=None))  # fmt: skip
     except BaseException as exc:
         host.progress.step(f"Rolling back the import of {name}")
         lifecycle._cleanup(eng, name)

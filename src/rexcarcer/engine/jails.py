@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from rexcarcer import ipam
 from rexcarcer.buildctx import copy_sources
 from rexcarcer.engine import build as builder
-from rexcarcer.engine import lifecycle, update, volumes
+from rexcarcer.engine import lifecycle, persist, update, volumes
 from rexcarcer.engine.base import Engine
 from rexcarcer.engine.lifecycle import (
     ENV_FILE as ENV_FILE,
@@ -256,8 +256,8 @@ def _create(
     host.storage.clone(image, f"jails/{rec.name}", props=clone_props(rec))
     start(eng, rec.name)
     current = record(eng, rec.name) or rec
-    records.put_jail(host.store, current.replace(status=Status.READY, pid=None, pid_start=None,
-                                                 pid_ticks=None))  # fmt: skip
+    persist.put(host, current.replace(status=Status.READY, pid=None, pid_start=None,
+                                      pid_ticks=None))  # fmt: skip
 
 
 def _reclaim(eng: Engine, name: str) -> JailRecord | None:

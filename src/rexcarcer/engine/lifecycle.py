@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from rexcarcer import ipam, jailfs
 from rexcarcer.engine import build as builder
-from rexcarcer.engine import volumes
+from rexcarcer.engine import persist, volumes
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import (
     Conflict,
@@ -267,7 +267,7 @@ def start_locked(eng: Engine, name: str) -> None:
     rec = require(eng, name)
     start_record(eng, rec)
     if not rec.wants_running:
-        records.put_jail(eng.host.store, rec.replace(desired=Desired.RUNNING))
+        persist.put(eng.host, rec.replace(desired=Desired.RUNNING))
 
 
 def start_record(eng: Engine, rec: JailRecord) -> None:
@@ -301,7 +301,7 @@ def stop_locked(eng: Engine, name: str) -> None:
     rec = require(eng, name)
     eng.host.progress.step(f"Stopping {name}")
     stop_runtime(eng, rec)
-    records.put_jail(eng.host.store, rec.replace(desired=Desired.STOPPED))
+    persist.put(eng.host, rec.replace(desired=Desired.STOPPED))
 
 
 def stop_runtime(eng: Engine, rec: JailRecord) -> None:

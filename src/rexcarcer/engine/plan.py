@@ -54,7 +54,16 @@ def plan_up(eng: Engine, rexfile: Rexfile, name: str) -> list[Action]:
     address = _address(eng, rexfile, name, actions)
     new = jails.new_record(eng, rexfile, name).replace(address=address, image=image)
     clone = host.storage.clone_argv(image, f"jails/{name}", jails.clone_props(new))
-    actions.append(Action("clone", f"clone the image to jails/{name}", argvs([clone])))
+    # the record's copy on the dataset (engine/persist.py) is bookkeeping, like the
+    # store's: named here, its `zfs set` not listed (its created time is the run's)
+    actions.append(
+        Action(
+            "clone",
+            f"clone the image to jails/{name} (rex keeps a copy of the "
+            "jail's record on it: rexcarcer:record)",
+            argvs([clone]),
+        )
+    )
     root = host.storage.mountpoint("jails") / name
     spec = _spec(eng, new, root, base)
     if guard is not None:

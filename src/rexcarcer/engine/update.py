@@ -30,7 +30,7 @@ from typing import Any
 
 from rexcarcer import ipam, jailfs
 from rexcarcer.engine import build as builder
-from rexcarcer.engine import lifecycle, volumes
+from rexcarcer.engine import lifecycle, persist, volumes
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import Conflict, NotFound, RexError, UpdateFailed
 from rexcarcer.host import Host
@@ -94,7 +94,7 @@ def replace(eng: Engine, rexfile: Rexfile, existing: JailRecord) -> JailInfo:
         image = builder.build(eng, rexfile, base)  # the old generation still runs
     except BaseException:
         _release(host, claimed, name)
-        records.put_jail(host.store, existing)
+        persist.put(host, existing)
         raise
     gen = next_generation(host, existing)
     new = lifecycle.new_record(eng, rexfile, name).replace(
@@ -118,7 +118,7 @@ def replace(eng: Engine, rexfile: Rexfile, existing: JailRecord) -> JailInfo:
             raise
         if existing.address is not None and existing.address != address:
             ipam.release(host.store, existing.address.ip, name)
-        records.put_jail(host.store, _settled(lifecycle.require(eng, name)))
+        persist.put(host, _settled(lifecycle.require(eng, name)))
         prune(eng, name)
     return lifecycle.info(eng, name)
 
@@ -186,7 +186,7 @@ def _switch(eng: Engine, old: JailRecord, new: JailRecord) -> None:
         host.storage.mountpoint(kept(name, old.generation)),
         host.storage.mountpoint(f"jails/{name}"),
     )
-    records.put_jail(host.store, new)
+    persist.put(host, new)
 
 
 def carry_identity(old_root: os.PathLike[str], new_root: os.PathLike[str]) -> None:
@@ -220,7 +220,7 @@ def back_to(eng: Engine, name: str, previous: JailRecord, *, failed: JailRecord 
         host.storage.rename(kept(name, previous.generation), f"jails/{name}")
     records.delete_generation(host.store, name, previous.generation)
     restored = _settled(previous)
-    records.put_jail(host.store, restored)
+    persist.put(host, restored)
     if restored.wants_running:
         lifecycle.start_locked(eng, name)
 
@@ -253,7 +253,7 @@ def recover(eng: Engine, rec: JailRecord) -> JailRecord:
         else:  # killed before the old generation was put aside: it is still current
             old = previous if previous is not None else rec
             records.delete_generation(host.store, name, rec.replacing)
-            records.put_jail(host.store, _settled(old))
+            persist.put(host, _settled(old))
             if old.wants_running and not lifecycle.is_running(eng, name):
                 lifecycle.start_locked(eng, name)
     found = lifecycle.record(eng, name)
@@ -309,7 +309,7 @@ def rollback(eng: Engine, name: str, to: int | None = None) -> JailInfo:
         host.storage.rename(kept(name, target.generation), f"jails/{name}")
         records.delete_generation(host.store, name, target.generation)
         restored = _settled(target).replace(desired=Desired.RUNNING)
-        records.put_jail(host.store, restored)
+        persist.put(host, restored)
         try:
             lifecycle.start_locked(eng, name)
         except BaseException:

@@ -18,8 +18,11 @@ from rexcarcer.model.health import Health, HealthRecord
 from rexcarcer.state.health import delete_health, get_health, put_health
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rexcarcer.host import Host
     from rexcarcer.model.jail import JailRecord
+    from rexcarcer.model.recordprop import RebuiltJail
     from rexcarcer.runtime.base import JailSpec
 
 
@@ -43,3 +46,14 @@ class HealthHook:
 
     def destroyed(self, host: Host, rec: JailRecord) -> None:
         delete_health(host.store, rec.name)
+
+    def rebuilt(self, host: Host, jails: Sequence[RebuiltJail]) -> list[tuple[str, str]]:
+        """A running jail gets the record a start writes (its check ``starting``
+        until the agent's next probe), so that DNS, published next, sees it."""
+        boot, now = host.platform.boot_id(), time.time()
+        for j in jails:
+            if j.running and get_health(host.store, j.rec.name) is None:
+                state = Health.STARTING if j.rec.healthcheck is not None else Health.NONE
+                put_health(host.store, HealthRecord(j.rec.name, state, boot, now, now,
+                                                    "state rebuilt", 0))  # fmt: skip
+        return []

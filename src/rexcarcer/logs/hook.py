@@ -12,10 +12,13 @@ collector's lookup table.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rexcarcer.errors import UnsafePath
 from rexcarcer.host import Host
 from rexcarcer.logs.collector import LOG_PORT
 from rexcarcer.model.jail import JailRecord
+from rexcarcer.model.recordprop import RebuiltJail
 from rexcarcer.runtime.base import JailSpec
 from rexcarcer.state.records import list_jails
 
@@ -35,6 +38,10 @@ class LogHook:
 
     def destroyed(self, host: Host, rec: JailRecord) -> None:
         sync_table(host, without=rec.name)
+
+    def rebuilt(self, host: Host, jails: Sequence[RebuiltJail]) -> list[tuple[str, str]]:
+        sync_table(host)  # the table follows the records (unchanged when they are)
+        return []
 
 
 def write_forwarding(host: Host, spec: JailSpec) -> None:

@@ -13,10 +13,11 @@ restarts puts its running jails' ports back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from rexcarcer.host import Host
 from rexcarcer.model.jail import JailRecord
+from rexcarcer.model.recordprop import RebuiltJail
 from rexcarcer.netpolicy.policy import NetworkPolicy
 from rexcarcer.netpolicy.publish import PublishSource, local_records
 from rexcarcer.runtime.base import JailSpec
@@ -79,3 +80,9 @@ class PublishHook:
 
     def destroyed(self, host: Host, rec: JailRecord) -> None:
         return None
+
+    def rebuilt(self, host: Host, jails: Sequence[RebuiltJail]) -> list[tuple[str, str]]:
+        # the loaded ruleset lives in the kernel, not in the store: the running
+        # jails' ports stay forwarded; `rex agent` (every tick) and `rex host
+        # setup` load it again from the rebuilt records (reapply)
+        return []

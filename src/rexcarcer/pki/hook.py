@@ -33,17 +33,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from rexcarcer.pki.certrecord import CERT, KEY, SSL_DIR, TRUST
+
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rexcarcer.host import Host
     from rexcarcer.model.jail import JailRecord
+    from rexcarcer.model.recordprop import RebuiltJail
     from rexcarcer.pki.ca import Ca
     from rexcarcer.pki.identity import Identity, OnDisk
     from rexcarcer.pki.issue import Issued
     from rexcarcer.pki.layout import CaPaths, JailCaPaths
     from rexcarcer.runtime.base import JailSpec
-
-SSL_DIR = "/etc/ssl/rc"
-KEY, CERT, TRUST = "host.key", "host.crt", "cluster.crt"
 
 
 class IdentityHook:
@@ -60,6 +62,11 @@ class IdentityHook:
 
     def destroyed(self, host: Host, rec: JailRecord) -> None:
         revoke(host, rec.name, "cessationOfOperation")
+
+    def rebuilt(self, host: Host, jails: Sequence[RebuiltJail]) -> list[tuple[str, str]]:
+        from rexcarcer.pki.rebuild import rebuild_registry
+
+        return rebuild_registry(host, jails)
 
 
 def ca_paths(host: Host) -> CaPaths:
@@ -169,11 +176,9 @@ def _cert_in_jail(spec: JailSpec, stored: dict[str, Any]) -> bool:
 
 
 def _key_file(spec: JailSpec) -> list[int] | None:
-    """What identifies the key file rex wrote (no key material): inode, size, mtime."""
-    from rexcarcer.jailfs import stat_small
+    from rexcarcer.pki.certrecord import key_file
 
-    st = stat_small(spec.root, f"{SSL_DIR}/{KEY}")
-    return None if st is None else [st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode]
+    return key_file(spec.root)
 
 
 def _note_key_file(host: Host, spec: JailSpec, stored: dict[str, Any] | None) -> None:
@@ -185,17 +190,9 @@ def _note_key_file(host: Host, spec: JailSpec, stored: dict[str, Any] | None) ->
 
 
 def _record(issued: Issued, ident: Identity, authority: Ca) -> dict[str, Any]:
-    from rexcarcer.pki.keys import cert_pem, fingerprint, spki_sha256
+    from rexcarcer.pki.certrecord import cert_record
 
-    cert = issued.cert
-    return {
-        "jail": ident.jail, "serial": format(cert.serial_number, "x"),
-        "fingerprint": fingerprint(cert), "issuer": issuer_id(authority),
-        "identity": ident.as_json(), "spki": spki_sha256(cert.public_key()),
-        "not_before": int(cert.not_valid_before_utc.timestamp()),
-        "not_after": int(cert.not_valid_after_utc.timestamp()),
-        "pem": cert_pem(cert).decode(),
-    }  # fmt: skip
+    return cert_record(issued.cert, ident, issuer_id(authority))
 
 
 def on_disk(spec: JailSpec, stored: dict[str, Any] | None) -> OnDisk:

@@ -38,8 +38,9 @@ def backup_dir(db: Path) -> Path:
 def damaged_hint(db: Path) -> str:
     return (
         f"`rex state restore` puts back the newest good backup from {backup_dir(db)} "
-        "(the damaged file is kept beside it); records changed after that backup "
-        "must be checked by hand: see docs/faults.md"
+        "(the damaged file is kept beside it), then `rex state rebuild --force` brings its "
+        "jail records up to date from the datasets; with no good backup, `rex state "
+        "rebuild` rebuilds them from the datasets alone: see docs/faults.md"
     )
 
 
@@ -143,23 +144,19 @@ def restore(path: Path, source: Path | None = None) -> tuple[Backup, Path | None
     Returns the backup used and where the old file went (None: there was none)."""
     candidates = [Backup(source, source.stat().st_mtime)] if source else backups(path)
     if not candidates:
-        raise NotFound(f"no backup of {path} in {backup_dir(path)}",
-                       hint="rex takes one every 10 minutes of use; see docs/faults.md "
-                            "for rebuilding the records by hand")  # fmt: skip
+        raise NotFound(
+            f"no backup of {path} in {backup_dir(path)}",
+            hint="rex takes one every 10 minutes of use; `rex state rebuild` rebuilds the "
+            "jail records from the datasets (docs/faults.md)",
+        )
     for candidate in candidates:
         if _good(candidate.path):
             break
     else:
         raise StateDamaged(f"no good backup of {path}: every one fails its check",
-                           hint="see docs/faults.md")  # fmt: skip
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    moved: Path | None = None
-    for suffix in ("", "-wal", "-shm"):
-        old = Path(f"{path}{suffix}")
-        if old.exists():
-            target = old.with_name(f"{old.name}.damaged-{stamp}")
-            os.replace(old, target)
-            moved = moved or target
+                           hint="`rex state rebuild` rebuilds the jail records from the "
+                                "datasets (docs/faults.md)")  # fmt: skip
+    moved = set_aside(path)
     src = sqlite3.connect(f"file:{candidate.path}?mode=ro", uri=True)
     try:
         dest = sqlite3.connect(path)
@@ -172,6 +169,20 @@ def restore(path: Path, source: Path | None = None) -> tuple[Backup, Path | None
     finally:
         src.close()
     return candidate, moved
+
+
+def set_aside(path: Path) -> Path | None:
+    """Rename ``path`` (with its -wal and -shm) to ``<name>.damaged-<time>``;
+    where it went, or None when there was none."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    moved: Path | None = None
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(f"{path}{suffix}")
+        if old.exists():
+            target = old.with_name(f"{old.name}.damaged-{stamp}")
+            os.replace(old, target)
+            moved = moved or target
+    return moved
 
 
 def _good(path: Path) -> bool:

@@ -7,7 +7,7 @@ never leave the parent (iocage became slow scanning whole pools).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -132,6 +132,12 @@ class Storage(Protocol):
 
     def datasets(self, kind: str) -> list[Dataset]:
         """Datasets directly under ``kind`` (one of LAYOUT), with props and origin."""
+        ...
+
+    def props_below(self, kinds: Sequence[str], props: Sequence[str]) -> list[Dataset]:
+        """The filesystems directly under each of ``kinds`` (of LAYOUT), with their
+        mountpoint and those of the ``rexcarcer:*`` ``props`` set on them (not
+        inherited), read with one zfs command (``rex state rebuild``)."""
         ...
 
     def snapshots(self, name: str) -> list[str]:

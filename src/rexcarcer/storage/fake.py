@@ -15,7 +15,7 @@ import json
 import random
 import shutil
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -196,6 +196,13 @@ class FakeStorage:
             Dataset(n, self._dir(n), e.origin, dict(e.props))
             for n, e in sorted(self._ds.items())
             if n.startswith(prefix) and "/" not in n[len(prefix) :]
+        ]
+
+    def props_below(self, kinds: Sequence[str], props: Sequence[str]) -> list[Dataset]:
+        return [
+            Dataset(d.name, d.mountpoint, None, {k: v for k, v in d.props.items() if k in props})
+            for kind in kinds
+            for d in self.datasets(kind)
         ]
 
     def send(self, snapshot: str, out: IO[bytes], *, since: str | None = None) -> None:

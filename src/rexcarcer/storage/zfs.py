@@ -112,6 +112,15 @@ def snapshot_details_argv(full: str, props: Sequence[str]) -> list[str]:
     return ["zfs", "get", "-Hp", "-r", "-d", "2", "-o", "name,property,value,source", names, full]
 
 
+def props_below_argv(fulls: Sequence[str], props: Sequence[str]) -> list[str]:
+    """The mountpoint and rex's ``props`` of every filesystem one level below each of
+    ``fulls``, in one ``zfs get`` (it takes several datasets; zfs-fuse's has no
+    ``-t``, so snapshots are left out by the parser)."""
+    names = ",".join(["mountpoint", *(PROP_PREFIX + p for p in props)])
+    return ["zfs", "get", "-Hp", "-r", "-d", "1", "-o", "name,property,value,source", names,
+            *fulls]  # fmt: skip
+
+
 # -- parsers of machine output (pure) ---------------------------------------
 
 
@@ -148,6 +157,28 @@ def parse_children(text: str, parent: str, props: Sequence[str]) -> list[Dataset
             )
         )
     return out
+
+
+def parse_props_below(text: str, parent: str) -> list[Dataset]:
+    """Rows of :func:`props_below_argv` → the filesystems two levels below ``parent``
+    (``jails/web``), names made relative; a user property counts only when set on
+    the dataset itself (source ``local`` or ``received``), never an inherited one."""
+    prefix = parent + "/"
+    mounts: dict[str, Path | None] = {}
+    props: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        cols = line.split("\t")
+        if len(cols) != 4 or "@" in cols[0] or not cols[0].startswith(prefix):
+            continue
+        name, prop, value, source = cols
+        rel = name[len(prefix) :]
+        if rel.count("/") != 1:
+            continue
+        if prop == "mountpoint":
+            mounts[rel] = Path(value) if value.startswith("/") else None
+        elif prop.startswith(PROP_PREFIX) and source in ("local", "received") and value != "-":
+            props.setdefault(rel, {})[prop[len(PROP_PREFIX) :]] = value
+    return [Dataset(rel, mnt, None, props.get(rel, {})) for rel, mnt in sorted(mounts.items())]
 
 
 def parse_snapshot_details(text: str, parent: str) -> list[Snapshot]:
@@ -383,6 +414,20 @@ class ZfsStorage:
         if not done.ok:
             return []
         return parse_children(done.stdout, self.parent, KNOWN_PROPS)
+
+    def props_below(self, kinds: Sequence[str], props: Sequence[str]) -> list[Dataset]:
+        fulls = [self.full(k) for k in kinds if k in LAYOUT]
+        done = self._zfs(*props_below_argv(fulls, props)[1:], check=False)
+        if not done.ok and "does not exist" in done.stderr and len(fulls) > 1:
+            # one of the kinds is missing (an older layout): the others one by one
+            outs = [self._zfs(*props_below_argv([f], props)[1:], check=False) for f in fulls]
+            return [d for o in outs if o.ok for d in parse_props_below(o.stdout, self.parent)]
+        if not done.ok:
+            if "does not exist" in done.stderr:
+                return []
+            raise StorageError(f"cannot read the properties below {', '.join(fulls)}: "
+                               f"{done.stderr.strip()}")  # fmt: skip
+        return parse_props_below(done.stdout, self.parent)
 
     def snapshot_details(self, name: str) -> list[Snapshot]:
         done = self._zfs(*snapshot_details_argv(self.full(name), KNOWN_PROPS)[1:], check=False)
