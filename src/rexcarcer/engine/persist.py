@@ -33,3 +33,12 @@ def mirror(host: Host, rec: JailRecord) -> None:
     """Copy ``rec`` onto its dataset (one ``zfs set`` per property: one, unless
     the record needs more than 8000 bytes)."""
     host.storage.set_props(f"jails/{rec.name}", recordprop.encode(rec))
+
+
+def retire(host: Host, rec: JailRecord) -> None:
+    """Keep ``rec`` (with when it stopped being current) as a generation: in the
+    store, and onto ``jails/<name>`` just before that dataset is renamed to
+    ``generations/<name>.<N>``, so a rebuild orders kept generations as the
+    store did (update.py ``by_retirement``)."""
+    records.put_generation(host.store, rec)
+    mirror(host, rec)

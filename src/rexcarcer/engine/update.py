@@ -176,7 +176,7 @@ def _switch(eng: Engine, old: JailRecord, new: JailRecord) -> None:
                 label = f"gen{old.generation}-{stamp}-{n}"
             volumes.snapshot(host, name, v.name, label)
     volumes.create_missing(host, new)
-    records.put_generation(host.store, _retired(old))
+    persist.retire(host, _retired(old))
     host.progress.step(f"Stopping generation {old.generation} of {name}")
     lifecycle.stop_runtime(eng, old)
     host.storage.rename(f"jails/{name}", kept(name, old.generation))
@@ -303,7 +303,7 @@ def rollback(eng: Engine, name: str, to: int | None = None) -> JailInfo:
     host.progress.step(f"Rolling {name} back from generation {current.generation} to "
                        f"{target.generation}")  # fmt: skip
     with host.lock(lifecycle.lock_name(name)):
-        records.put_generation(host.store, _retired(current))
+        persist.retire(host, _retired(current))
         lifecycle.stop_runtime(eng, current)
         host.storage.rename(f"jails/{name}", kept(name, current.generation))
         host.storage.rename(kept(name, target.generation), f"jails/{name}")
