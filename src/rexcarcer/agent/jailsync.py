@@ -226,9 +226,9 @@ class JailSync:
                 return
             lifecycle.stop_runtime(eng, now)
         self.cleared.add(name)
-        log.warning("jails: %s has not run since the host booted and cannot start yet: "
-                    "its DNS records and published ports are withdrawn until it starts",
-                    name)  # fmt: skip
+        log.info("jails: %s has not run since the host booted and cannot start yet: "
+                 "its DNS records and published ports are withdrawn until it starts",
+                 name)  # fmt: skip
 
     def _act(self, name: str, action: str, why: str) -> str | None:
         eng = self.engine
