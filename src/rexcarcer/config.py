@@ -17,7 +17,7 @@ import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from rexcarcer.errors import ConfigError
@@ -26,6 +26,12 @@ from rexcarcer.platform.kinds import DEFAULTS, PlatformKind, detect
 # Not a setting (no TOML key): only the environment of a test run allows runtime=fake.
 TESTING = "REX_TESTING"
 TESTING_ENV = {"REX_RUNTIME": "fake", TESTING: "1"}  # what unit tests give load_config
+# Not a setting either: a file that names the host's boot in place of the OS's
+# (Linux: /proc/sys/kernel/random/boot_id), so that an integration test can make
+# rex see a new boot after a simulated reboot (tests/integration/reboot.py).
+# Only a test run (REX_TESTING=1) may use it: on a real host a changed "boot"
+# would make the agent start every jail a RESTART policy left down.
+BOOT_ID_FILE = "REX_BOOT_ID_FILE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +169,7 @@ class Config:
     log_max_size: int  # bytes; 0: unbounded
     log_rate_limit: tuple[int, int]  # (burst, seconds); (0, 0): none
     chrony_socket: Path | None = None
+    boot_id_file: Path | None = None  # REX_BOOT_ID_FILE (test runs only); None: the OS's
 
     @property
     def host_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -282,7 +289,15 @@ def load_config(
         values["root"] = str(root)
     if platform is not None:
         values["runtime"] = str(platform)
-    return _build(values, testing=env.get(TESTING) == "1")
+    config = _build(values, testing=env.get(TESTING) == "1")
+    if env.get(BOOT_ID_FILE):
+        if env.get(TESTING) != "1":
+            raise ConfigError(
+                f"{BOOT_ID_FILE} is set: only a test run may name the host's boot itself",
+                hint=f"unset {BOOT_ID_FILE} (or set {TESTING}=1 in a test's environment)",
+            )
+        config = replace(config, boot_id_file=Path(env[BOOT_ID_FILE]).absolute())
+    return config
 
 
 def _parse(key: str, text: str, conv: Callable[[str], object]) -> object:

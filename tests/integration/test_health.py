@@ -26,6 +26,7 @@ import dns.rcode
 import pytest
 
 from tests.integration.conftest import Rex, copy_example, sh, wait_until
+from tests.integration.reboot import new_boot
 from tests.integration.test_dns import ZONE, Dns, _require_unbound, _serve
 from tests.integration.test_service_doors import running_agent
 
@@ -192,35 +193,26 @@ def test_a_jail_whose_init_dies_is_restarted_as_its_policy_says(rex: Rex, tmp_pa
             destroy(rex, *names)
 
 
-def _rewrite_boot(rex: Rex, names: list[str]) -> None:
-    """Make the jails' health records name an earlier boot of the host."""
-    db = sqlite3.connect(rex.root / "state.db")
-    with db:
-        for name in names:
-            row = db.execute("SELECT value FROM kv WHERE key = ?", (f"health/{name}",)).fetchone()
-            rec = json.loads(row[0])
-            rec["boot"] = "an-earlier-boot"
-            db.execute("UPDATE kv SET value = ? WHERE key = ?", (json.dumps(rec), f"health/{name}"))
-    db.close()
-
-
 def test_the_agent_starts_jails_at_boot_in_dependency_order(rex: Rex, tmp_path: Path) -> None:
     db = web_jail(tmp_path, "db", "HEALTHCHECK INTERVAL 1s TIMEOUT 1s RETRIES 1 TCP 80",
                   "RESTART no")  # fmt: skip
     api = plain_jail(tmp_path, "api", "DEPENDS db")
     front = plain_jail(tmp_path, "front", "DEPENDS api", "DEPENDS db")
     names = ["db", "api", "front"]
+    boot = tmp_path / "boot_id"  # the host's boot id, as rex reads it (config.BOOT_ID_FILE)
+    new_boot(boot)
+    rex.env.update({"REX_TESTING": "1", "REX_BOOT_ID_FILE": str(boot)})
     try:
         with running_agent(rex, tmp_path):
             for path in (db, api, front):
                 rex.run("up", path)
-        # the host "reboots": the agent is gone, the jails' inits die, and their
-        # health records name the boot before
+        # the host "reboots": the agent is gone, the jails' inits die, and the
+        # boot id is new (tests/integration/test_faults_reboot.py has the whole reboot)
         for name in names:
             os.kill(init_pid(rex, name), signal.SIGKILL)
         wait_until(lambda: all(j["state"] == "stopped" for j in rex.jails().values()),
                    "the jails down")  # fmt: skip
-        _rewrite_boot(rex, names)
+        new_boot(boot)
         with running_agent(rex, tmp_path) as log:
             try:
                 wait_until(lambda: all(j["state"] == "running" for j in rex.jails().values()),

@@ -260,3 +260,39 @@ def test_a_restart_that_waits_for_a_dependency_does_not_spin(eng: Engine, tmp_pa
     assert h is not None
     put_health(eng.host.store, h.replace(state=Health.HEALTHY))
     assert sync.sync(list_jails(eng.host.store)) == [("web", "restart")]
+
+
+def test_after_a_reboot_a_jail_that_cannot_start_leaves_dns_until_it_starts(
+    eng: Engine, tmp_path: Path, fake: FakeUnbound, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "rexcarcer.agent")
+    svc = (Service("db", 5432, "tcp", Pos(2, 1)),)
+    jails.up(eng, rexfile(tmp_path, services=svc), "db")
+    jails.up(eng, rexfile(tmp_path, "db"), "api")
+    jails.up(eng, rexfile(tmp_path), "ok")
+
+    def names() -> set[str]:
+        return {r.name.split(".")[0] for r in fake.list() if ".jail." in r.name}
+
+    assert names() == {"db", "api", "ok"}
+    rt = fake_runtime(eng.host)
+    rt.running.clear()  # the host went down; unbound serves what was published
+    platform(eng).boot = "boot-2"
+    rt.fail_start.add("db")
+    clock = Clock()
+    sync = sync_of(eng, clock)
+    assert sync.sync(list_jails(eng.host.store)) == [("ok", "start")]
+    # db failed to start, api waits for it: neither answers, ok does
+    assert names() == {"ok"}
+    assert not [r for r in fake.list() if r.name.startswith("db.svc.")]
+    assert get_health(eng.host.store, "db") is None
+    assert "jails: db has not run since the host booted and cannot start yet" in caplog.text
+    assert "jails: api has not run since the host booted and cannot start yet" in caplog.text
+    clock.now += 5
+    assert sync.sync(list_jails(eng.host.store)) == []  # still failing: taken down once
+    assert caplog.text.count("db has not run since") == 1
+    rt.fail_start.clear()
+    clock.now += 10
+    assert sync.sync(list_jails(eng.host.store)) == [("db", "start"), ("api", "start")]
+    assert names() == {"db", "api", "ok"}
+    assert [r for r in fake.list() if r.name.startswith("db.svc.")]

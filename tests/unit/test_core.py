@@ -157,6 +157,27 @@ def test_the_fake_runtime_is_only_for_test_runs(tmp_path: Path) -> None:
     assert load_config(root=tmp_path, environ=TESTING_ENV).runtime is PlatformKind.FAKE
 
 
+def test_only_a_test_run_may_name_the_boot(tmp_path: Path) -> None:
+    """REX_BOOT_ID_FILE stands in for the OS's boot id (a simulated reboot,
+    tests/integration/reboot.py); a host that set it by mistake would see a
+    new boot whenever the file changes, so only a test run may."""
+    boot = tmp_path / "boot_id"
+    boot.write_text("boot-a\n")
+    with pytest.raises(ConfigError, match="REX_BOOT_ID_FILE is set") as err:
+        load_config(root=tmp_path, environ={"REX_BOOT_ID_FILE": str(boot)})
+    assert "REX_TESTING=1" in (err.value.hint or "")
+    config = load_config(root=tmp_path, environ={"REX_RUNTIME": "linux", "REX_TESTING": "1",
+                                                 "REX_BOOT_ID_FILE": str(boot)})  # fmt: skip
+    assert config.boot_id_file == boot
+    assert load_config(root=tmp_path, environ={}).boot_id_file is None
+    from rexcarcer.platform.linux import LinuxPlatform
+
+    linux = LinuxPlatform(ScriptedRunner([]), config)
+    assert linux.boot_id() == "boot-a"
+    boot.write_text("boot-b\n")  # the host "rebooted"
+    assert linux.boot_id() == "boot-b"
+
+
 def test_the_cli_refuses_the_fake_runtime(tmp_path: Path) -> None:
     import os
     import subprocess

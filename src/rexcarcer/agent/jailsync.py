@@ -14,6 +14,11 @@ order (health/policy.py has the rules):
 
 A jail starts only once the jails it DEPENDS on are ready (healthy, or running
 when they have no HEALTHCHECK); until then it waits, and says once what for.
+At boot, a jail that cannot start (it waits for DEPENDS, or its start fails)
+has its DNS records, published ports and health record of the earlier boot
+taken down, once, as for a jail left down: nothing answers for a jail that does
+not run (``rex host serve`` serves the published names again as soon as
+unbound starts). Its start puts them back.
 A jail still being created (``status: creating``) is left to its ``rex up``.
 Each action takes the jail's lifecycle lock without waiting (a ``rex`` command
 working on the jail holds it: the agent looks again at the next tick) and
@@ -63,6 +68,8 @@ class JailSync:
     quick: dict[str, int] = field(default_factory=dict)
     # name -> what it waits for (logged when it changes)
     waiting: dict[str, str] = field(default_factory=dict)
+    # jails not yet started in this boot whose earlier boot's records were taken down
+    cleared: set[str] = field(default_factory=set)
     # choose the engine's hooks again at every pass: at boot the agent may come up
     # before unbound answers, and the jails it starts then must still be published
     rewire: bool = False
@@ -81,6 +88,7 @@ class JailSync:
         for memory in (self.backoff, self.due, self.quick, self.waiting):
             for gone in set(memory) - set(recs):
                 del memory[gone]
+        self.cleared &= set(recs)
         if not recs:
             return []
         eng = self.engine
@@ -118,6 +126,8 @@ class JailSync:
             self.backoff.pop(name, None)
             self.due.pop(name, None)
             self.waiting.pop(name, None)
+            if is_running:
+                self.cleared.discard(name)
             return None
         if not rec.wants_running:
             return self._act(name, "stop", "the store wants it stopped")
@@ -165,14 +175,20 @@ class JailSync:
         why: str,
     ) -> str | None:
         name = rec.name
+        earlier = not policy.ran_this_boot(health.get(name), boot)
         blocked = policy.waiting_for(rec, everyone, health, running, boot)
         if blocked is not None:
             if self.waiting.get(name) != blocked:
                 log.info("jails: %s waits for %s before it starts", name, blocked)
                 self.waiting[name] = blocked
+            if earlier:
+                self._clear(name)
             return None
         self.waiting.pop(name, None)
-        return self._act(name, action, why)
+        done = self._act(name, action, why)
+        if done is None and earlier and name in self.backoff:  # its start failed
+            self._clear(name)
+        return done
 
     def _settle(self, rec: JailRecord, end: JailEnd) -> str | None:
         """A jail its policy leaves down: take down what its start set up."""
@@ -192,6 +208,27 @@ class JailSync:
             put_health(eng.host.store, h)
         log.warning("jails: %s stopped on its own: %s", name, reason)
         return "exited"
+
+    def _clear(self, name: str) -> None:
+        """Take down what the jail's start in an earlier boot set up (its DNS
+        records, published ports, health record): it has not run since the
+        host booted and cannot start now. Once; its start puts them back."""
+        eng = self.engine
+        if name in self.cleared:
+            return
+        with eng.host.try_lock(jails.lock_name(name)) as taken:
+            if not taken:
+                return
+            now = jails.record(eng, name)
+            if now is None or not mine([now], self.me) or not now.wants_running:
+                return
+            if jails.is_running(eng, name):
+                return
+            lifecycle.stop_runtime(eng, now)
+        self.cleared.add(name)
+        log.info("jails: %s has not run since the host booted and cannot start yet: "
+                 "its DNS records and published ports are withdrawn until it starts",
+                 name)  # fmt: skip
 
     def _act(self, name: str, action: str, why: str) -> str | None:
         eng = self.engine
@@ -226,6 +263,7 @@ class JailSync:
                     put_health(eng.host.store, h.replace(restarts=h.restarts + 1))
         self.backoff.pop(name, None)
         self.due.pop(name, None)
+        self.cleared.discard(name)
         if verb == "stop":
             log.info("jails: stopped %s (the store wants it stopped)", name)
         else:

@@ -319,7 +319,10 @@ class FreeBSDPlatform:
     def boot_id(self) -> str:
         # kern.boottime moves when the clock is stepped (kern_tc.c: "it changes
         # when the system time is set by the user, stepped by ntpd"), so a token
-        # in /var/run, which rc.d/cleanvar empties at every boot, names the boot.
+        # in /var/run, which rc.d/cleanvar empties at every boot, names the boot
+        # (a test run may name another file: config.BOOT_ID_FILE).
+        if self.config.boot_id_file is not None:
+            return self.config.boot_id_file.read_text().strip()
         return boot_marker(BOOT_MARKER)
 
 

@@ -132,6 +132,7 @@ class IpRoutes:
 
 # -- rex host setup: systemd -----------------------------------------------------------
 
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 UNIT = "rexcarcer-jailer.service"
 AGENT_UNIT = "rexcarcer-agent.service"
 UNIT_DIR = Path("/etc/systemd/system")
@@ -387,8 +388,9 @@ class LinuxPlatform:
         self.runtime.cgroups.require(limits)
 
     def boot_id(self) -> str:
-        # random(4): "boot_id ... a random UUID generated once per boot"
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        # random(4): "boot_id ... a random UUID generated once per boot"; a test
+        # run may name another file (config.BOOT_ID_FILE) to simulate a reboot
+        return (self.config.boot_id_file or BOOT_ID).read_text().strip()
 
 
 def peer_ids(sock: socket.socket) -> PeerIds:
