@@ -15,6 +15,9 @@ order (health/policy.py has the rules):
 A jail starts only once the jails it DEPENDS on are ready (healthy, or running
 when they have no HEALTHCHECK); until then it waits, and says once what for.
 A jail still being created (``status: creating``) is left to its ``rex up``.
+A jail that moved away while this host still claims an address for it is what
+a killed `rex move` left here: the agent removes it (engine/moving.py,
+``finish_release``).
 Each action takes the jail's lifecycle lock without waiting (a ``rex`` command
 working on the jail holds it: the agent looks again at the next tick) and
 re-reads the record under it. A start that fails is retried with a growing
@@ -28,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from rexcarcer.engine import jails, lifecycle
+from rexcarcer.engine import jails, lifecycle, moving
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import RexError
 from rexcarcer.health import policy
@@ -77,12 +80,13 @@ class JailSync:
     def sync(self, current: Iterable[JailRecord]) -> list[tuple[str, str]]:
         """Act on every jail out of its desired state; the (jail, action) done."""
         everyone = {r.name: r for r in current}
+        done = self._moved_away(everyone)
         recs = mine(everyone.values(), self.me)
         for memory in (self.backoff, self.due, self.quick, self.waiting):
             for gone in set(memory) - set(recs):
                 del memory[gone]
         if not recs:
-            return []
+            return done
         eng = self.engine
         if self.rewire:
             from rexcarcer.wiring import default_hooks
@@ -92,7 +96,6 @@ class JailSync:
         running = {n: s.state is JailState.RUNNING for n, s in states.items()}
         health = all_health(eng.host.store)
         boot = eng.host.platform.boot_id()
-        done = []
         for name in start_order({n: r.depends for n, r in recs.items()}):
             action = self._one(recs[name], states[name], everyone, health, running, boot)
             if action is not None:
@@ -173,6 +176,22 @@ class JailSync:
             return None
         self.waiting.pop(name, None)
         return self._act(name, action, why)
+
+    def _moved_away(self, everyone: dict[str, JailRecord]) -> list[tuple[str, str]]:
+        """Finish the moves away from here whose run was killed after the jail
+        changed hosts (moving.unfinished: this host still claims an address for a
+        jail that runs elsewhere now)."""
+        if not any(r.host not in (self.me, "") for r in everyone.values()):
+            return []  # no jail of another host: nothing can have moved away
+        done = []
+        for name in moving.unfinished(self.engine.host.store, self.me):
+            try:
+                if moving.finish_release(self.engine, name):
+                    log.info("jails: removed what a move of %s left here", name)
+                    done.append((name, "released"))
+            except RexError as exc:
+                log.warning("jails: cannot remove what a move of %s left here: %s", name, exc)
+        return done
 
     def _settle(self, rec: JailRecord, end: JailEnd) -> str | None:
         """A jail its policy leaves down: take down what its start set up."""
