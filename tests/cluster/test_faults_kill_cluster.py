@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.cluster.conftest import ClusterHost, stop
 from tests.cluster.test_move import AGENTS, _agent, _dig, _fill, _ls, bed  # noqa: F401
 from tests.cluster.test_security import PREFIX, etcd
@@ -187,7 +189,11 @@ def _client_kill(proc: subprocess.Popen[str], k: int) -> tuple[bool, list[str]]:
     return run_and_kill(proc, k)
 
 
-def test_kill_rex_move(bed: list[ClusterHost], tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.parametrize("door", ["in process", "agent"])
+def test_kill_rex_move(bed: list[ClusterHost], tmp_path: Path, door: str) -> None:  # noqa: F811
+    """``door``: the move runs in the killed `rex` process, or in h1's agent
+    (the client streams its steps; killed, it closes the connection the agent
+    reports progress on)."""
     h1, h2, _h3 = bed
     rexfile = tmp_path / f"{NAME}.rex"
     state: dict[str, object] = {}
@@ -198,7 +204,8 @@ def test_kill_rex_move(bed: list[ClusterHost], tmp_path: Path) -> None:  # noqa:
         h1.rex("up", rexfile, "--name", NAME, "--host", "h1")
         state["digest"] = _fill(h1, NAME, 2)
         state["old"] = _address(h1)
-        return _popen(h1, "move", NAME, "--to", "h2", env=in_process(h1))
+        env = in_process(h1) if door == "in process" else h1.env
+        return _popen(h1, "move", NAME, "--to", "h2", env=env)
 
     def converge(round_: str) -> str:
         again = h1.rex("move", NAME, "--to", "h2", check=False)
@@ -219,7 +226,7 @@ def test_kill_rex_move(bed: list[ClusterHost], tmp_path: Path) -> None:  # noqa:
     def digest() -> str:
         return str(state["digest"])
 
-    _matrix("move", start, _client_kill, converge)
+    _matrix(f"move ({door})", start, _client_kill, converge)
 
 
 def restart(h: ClusterHost) -> None:
