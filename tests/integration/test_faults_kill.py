@@ -7,16 +7,14 @@ The steps are the ones an uninterrupted run of the same command prints; each
 kill starts from the same state, with a definition that is built afresh (an
 ``ENV`` of the round changes the step's key), so a kill at the build step
 falls inside a real build. ``REX_KILL_REPORT``: a file the matrix (command x
-step) is appended to, as JSON lines.
+step) is appended to, as JSON lines (tests/killsteps.py).
 
-(`rex move` and a remote `rex up` through an agent are not covered here.)
+`rex move` and the agent serving a remote `rex up`, killed the same way, are
+tests/cluster/test_faults_kill_cluster.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +23,7 @@ import pytest
 
 from tests.integration.conftest import Rex
 from tests.integration.faults import assert_absent, assert_present
+from tests.killsteps import report, run_and_kill, steps, verbs
 
 NAME = "victim"
 NOT_FOUND = 11
@@ -33,42 +32,6 @@ NOT_FOUND = 11
 def definition(marker: str, round_: str) -> str:
     return (f"BASE busybox\nENV ROUND={round_}\n"
             f"PROVISION RUN echo {marker} > /marker; sleep 0.3\nSERVICE s PORT 7\n")  # fmt: skip
-
-
-def _steps(stderr: str) -> list[str]:
-    return [line.split("==> ", 1)[1] for line in stderr.splitlines() if "==> " in line]
-
-
-def run_and_kill(rex: Rex, args: tuple[str | Path, ...], k: int) -> tuple[bool, list[str]]:
-    """Run ``rex *args``; SIGKILL it as soon as it printed its k-th step.
-    Whether it was killed (not finished first), and the steps it printed."""
-    proc = rex.popen(*args)
-    assert proc.stderr is not None
-    seen: list[str] = []
-    killed = False
-    try:
-        for line in proc.stderr:
-            if "==> " in line:
-                seen.append(line.split("==> ", 1)[1].rstrip())
-                if len(seen) == k:
-                    proc.send_signal(signal.SIGKILL)
-                    killed = True
-                    break
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=60)
-    return killed and proc.returncode == -signal.SIGKILL, seen
-
-
-def _report(command: str, k: int, step: str, killed: bool, converge: str, secs: float) -> None:
-    path = os.environ.get("REX_KILL_REPORT")
-    if path:
-        with open(path, "a") as f:
-            row = {"command": command, "k": k, "step": step, "killed": killed,
-                   "converged_by": converge, "seconds": round(secs, 2)}  # fmt: skip
-            f.write(json.dumps(row) + "\n")
 
 
 def _matrix(
@@ -85,18 +48,18 @@ def _matrix(
     rex.run(*setup("prime"))
     converge("prime")
     reference = rex.run(*setup("ref"))
-    steps = _steps(reference.stderr)
-    assert steps, reference.stderr
+    want = steps(reference.stderr)
+    assert want, reference.stderr
     converge("ref")
-    for k in range(1, len(steps) + 1):
+    for k in range(1, len(want) + 1):
         round_ = f"k{k}"
         args = setup(round_)
-        killed, seen = run_and_kill(rex, args, k)
+        killed, seen = run_and_kill(rex.popen(*args), k)
         # the same steps as the reference (image keys differ: compare the verbs)
-        assert [x.split()[0] for x in seen[:k]] == [x.split()[0] for x in steps[:k]], (seen, steps)
+        assert verbs(seen[:k]) == verbs(want[:k]), (seen, want)
         t0 = time.monotonic()
         how = converge(round_)
-        _report(command, k, steps[k - 1], killed, how, time.monotonic() - t0)
+        report(command, k, want[k - 1], killed, how, time.monotonic() - t0)
 
 
 @pytest.fixture

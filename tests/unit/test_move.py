@@ -22,7 +22,6 @@ from rexcarcer.errors import (
     NotFound,
     RexError,
     StorageError,
-    UsageError,
 )
 from rexcarcer.model.jail import JailInfo
 from rexcarcer.netpolicy.policy import NetworkPolicy
@@ -116,6 +115,41 @@ def test_a_jail_moves_with_its_data(cl: Cluster) -> None:
                                   ).read_text() == "precious"  # fmt: skip
 
 
+def test_a_move_killed_after_the_commit_is_finished_by_the_agent(
+    cl: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source killed once the jail runs on h2, before it removed its own
+    copy: h1 still claims the old address; h1's agent (jailsync) removes the
+    rest, and the same `rex move` again has nothing to do."""
+    from rexcarcer import ipam
+    from rexcarcer.agent.jailsync import JailSync
+
+    release = moving.release
+
+    def killed(*args: object) -> None:
+        raise SystemExit(-9)
+
+    monkeypatch.setattr(moving, "release", killed)
+    with pytest.raises(SystemExit):
+        cl.svc1.move("web", "h2")
+    monkeypatch.setattr(moving, "release", release)
+    assert records.get_jail(cl.store, "web").host == "h2"  # type: ignore[union-attr]
+    assert ipam.taken(cl.store) == {"203.0.113.2": "web", "203.0.113.66": "web"}
+    assert moving.unfinished(cl.store, "h2") == {}
+    assert list(moving.unfinished(cl.store, "h1")) == ["web"]
+    # a move in progress holds the jail's lock: the agent leaves it alone
+    with cl.h1.host.lock(jails.lock_name("web")):
+        assert JailSync(cl.h1, "h1").sync(records.list_jails(cl.store)) == []
+    assert JailSync(cl.h1, "h1").sync(records.list_jails(cl.store)) == [("web", "released")]
+    _nothing_on(cl.h1)
+    assert ipam.taken(cl.store) == {"203.0.113.66": "web"}
+    assert moving.unfinished(cl.store, "h1") == {}
+    again = moving.move(cl.h2, "web", DirectTarget(cl.svc2, "h1", "h2"))
+    assert (again.host, again.state) == ("h2", "running")
+    h2 = cl.h2.host.storage
+    assert (h2.mountpoint("volumes/web.data") / "rows").read_text() == "precious"
+
+
 def test_a_failed_start_there_leaves_it_running_here(cl: Cluster) -> None:
     fake_runtime(cl.h2.host).fail_next = 1
     with pytest.raises(MoveFailed) as err:
@@ -172,8 +206,10 @@ def test_a_commit_that_never_arrived_is_fenced_off(cl: Cluster) -> None:
 
 
 def test_bad_targets_change_nothing(cl: Cluster, tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="jail web is on h1 already"):
-        moving.move(cl.h1, "web", DirectTarget(cl.svc2, "h1", "h1"))
+    # to the host it is on: nothing to do (a move run again after it happened)
+    here = moving.move(cl.h1, "web", DirectTarget(cl.svc2, "h1", "h1"))
+    assert (here.host, here.state, here.address) == ("h1", "running", "203.0.113.2/26")
+    assert not cl.h2.host.storage.datasets("jails")
     with pytest.raises(NotFound, match="no jail named 'nope'"):
         cl.svc1.move("nope", "h2")
     cl.svc1.targets = None  # the real door: checks the host before any connection

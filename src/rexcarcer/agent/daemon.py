@@ -50,10 +50,12 @@ class Options:
 
 
 class LogProgress:
-    """The agent's own work, in its log."""
+    """The agent's own work, in its log; a step is marked ``==>`` as the CLI
+    marks it, so that the steps of a request (a remote `rex up`, a move) stand
+    out from the agent's other lines."""
 
     def step(self, message: str) -> None:
-        log.info("%s", message)
+        log.info("==> %s", message)
 
     def output(self, line: str) -> None:
         log.debug("| %s", line.rstrip("\n"))

@@ -20,6 +20,9 @@ taken down, once, as for a jail left down: nothing answers for a jail that does
 not run (``rex host serve`` serves the published names again as soon as
 unbound starts). Its start puts them back.
 A jail still being created (``status: creating``) is left to its ``rex up``.
+A jail that moved away while this host still claims an address for it is what
+a killed `rex move` left here: the agent removes it (engine/moving.py,
+``finish_release``).
 Each action takes the jail's lifecycle lock without waiting (a ``rex`` command
 working on the jail holds it: the agent looks again at the next tick) and
 re-reads the record under it. A start that fails is retried with a growing
@@ -33,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from rexcarcer.engine import jails, lifecycle
+from rexcarcer.engine import jails, lifecycle, moving
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import RexError
 from rexcarcer.health import policy
@@ -84,13 +87,14 @@ class JailSync:
     def sync(self, current: Iterable[JailRecord]) -> list[tuple[str, str]]:
         """Act on every jail out of its desired state; the (jail, action) done."""
         everyone = {r.name: r for r in current}
+        done = self._moved_away(everyone)
         recs = mine(everyone.values(), self.me)
         for memory in (self.backoff, self.due, self.quick, self.waiting):
             for gone in set(memory) - set(recs):
                 del memory[gone]
         self.cleared &= set(recs)
         if not recs:
-            return []
+            return done
         eng = self.engine
         if self.rewire:
             from rexcarcer.wiring import default_hooks
@@ -100,7 +104,6 @@ class JailSync:
         running = {n: s.state is JailState.RUNNING for n, s in states.items()}
         health = all_health(eng.host.store)
         boot = eng.host.platform.boot_id()
-        done = []
         for name in start_order({n: r.depends for n, r in recs.items()}):
             action = self._one(recs[name], states[name], everyone, health, running, boot)
             if action is not None:
@@ -188,6 +191,22 @@ class JailSync:
         done = self._act(name, action, why)
         if done is None and earlier and name in self.backoff:  # its start failed
             self._clear(name)
+        return done
+
+    def _moved_away(self, everyone: dict[str, JailRecord]) -> list[tuple[str, str]]:
+        """Finish the moves away from here whose run was killed after the jail
+        changed hosts (moving.unfinished: this host still claims an address for a
+        jail that runs elsewhere now)."""
+        if not any(r.host not in (self.me, "") for r in everyone.values()):
+            return []  # no jail of another host: nothing can have moved away
+        done = []
+        for name in moving.unfinished(self.engine.host.store, self.me):
+            try:
+                if moving.finish_release(self.engine, name):
+                    log.info("jails: removed what a move of %s left here", name)
+                    done.append((name, "released"))
+            except RexError as exc:
+                log.warning("jails: cannot remove what a move of %s left here: %s", name, exc)
         return done
 
     def _settle(self, rec: JailRecord, end: JailEnd) -> str | None:

@@ -96,7 +96,8 @@ def move(ctx: Ctx, name: str, to: str) -> None:
     host whose jail subnet or declared public ranges hold that address. If
     anything fails before it runs on HOST, it runs where it was again and HOST
     keeps nothing. Kept generations and the volumes' snapshots stay behind
-    and are removed with it."""
+    and are removed with it. Interrupted, the same command run again finishes
+    the move; for a jail on HOST already it does nothing (docs/faults.md)."""
     svc = ctx.service()
     try:
         info = svc.move(name, to)

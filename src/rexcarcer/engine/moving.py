@@ -37,17 +37,19 @@ updates it meanwhile.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from typing import IO, Protocol
 
 from rexcarcer import ipam
 from rexcarcer.engine import carry, lifecycle
 from rexcarcer.engine.base import Engine
-from rexcarcer.errors import Conflict, MoveFailed, NotFound, RexError, UsageError
+from rexcarcer.errors import Conflict, MoveFailed, NotFound, RexError
 from rexcarcer.model import keys
 from rexcarcer.model.jail import JailInfo, JailRecord, Status
+from rexcarcer.rexfile.ast import IPInterface
 from rexcarcer.state import records
-from rexcarcer.state.base import Compare, Entry, Put, dumps
+from rexcarcer.state.base import Compare, Entry, Put, Store, dumps
 from rexcarcer.storage.pipe import sending
 
 LIVE, FINAL = "rex-move-1", "rex-move-2"
@@ -79,7 +81,7 @@ def move(eng: Engine, name: str, target: Target) -> JailInfo:
     host = eng.host
     me = host.config.host
     if target.host == me:
-        raise UsageError(f"jail {name} is on {me} already", hint="name another host with --to")
+        return _here_already(eng, name)
     with host.lock(lifecycle.lock_name(name)):
         found = records.jail_entry(host.store, name)
         if found is None:
@@ -106,6 +108,19 @@ def move(eng: Engine, name: str, target: Target) -> JailInfo:
         except RexError as exc:  # it runs there now: what stays here is reported, not fatal
             host.progress.step(f"{name} moved, but cleaning up here failed: {exc.message}")
     return info
+
+
+def _here_already(eng: Engine, name: str) -> JailInfo:
+    """`rex move NAME --to HOST` of a jail on HOST: nothing to do, as for a second
+    `rex up` of the same file. Run again after a move whose client was killed
+    once the jail had changed hosts, it finishes (what the source had still to
+    remove, its agent removes: ``finish_release``)."""
+    rec = records.get_jail(eng.host.store, name)
+    if rec is None:
+        raise NotFound(f"no jail named {name!r}", hint="`rex ls` lists the jails")
+    lifecycle.ensure_local(eng, rec)
+    eng.host.progress.step(f"{name} is on {eng.host.config.host} already: nothing to do")
+    return lifecycle.info(eng, name)
 
 
 def _copy(eng: Engine, rec: JailRecord, target: Target, running: bool) -> bool:
@@ -185,8 +200,8 @@ def release(eng: Engine, rec: JailRecord, target: str) -> None:
     records, names and certificate are the new host's now: no hook runs. A
     dataset that cannot be destroyed is marked for the next transfer of the jail
     here to sweep (carry.discard)."""
-    host, name = eng.host, rec.name
-    host.progress.step(f"Removing {name} from {host.config.host}")
+    host, name, me = eng.host, rec.name, eng.host.config.host
+    host.progress.step(f"Removing {name} from {me}")
     host.runtime.remove(name)
     left = [p.dataset for p in carry.pieces(rec)
             if not carry.discard(host, p.dataset, target)]  # fmt: skip
@@ -194,14 +209,52 @@ def release(eng: Engine, rec: JailRecord, target: str) -> None:
         if ds.props.get("jail") == name:
             host.storage.destroy(ds.name, recursive=True)
     for old in records.generations(host.store, name):
-        records.delete_generation(host.store, name, old.generation)
+        if old.host in (me, ""):  # this host's: kept generations stay on their host
+            records.delete_generation(host.store, name, old.generation)
     now = records.get_jail(host.store, name)
     new_ip = now.address.ip if now is not None and now.address is not None else None
+    # last: while this host still claims the old address, finish_release knows
+    # that a killed run left the rest to do
     if rec.address is not None and rec.address.ip != new_ip:
         ipam.release(host.store, rec.address.ip, name)
     if left:
         host.progress.step(f"{', '.join(left)} stay here, marked: the next move or import "
                            f"of {name} to {host.config.host} removes them")  # fmt: skip
+
+
+def unfinished(store: Store, me: str) -> dict[str, IPInterface]:
+    """Jails that moved away from host ``me`` (or never arrived: a commit here
+    killed before it took the record) while this host still claims an address
+    for them that their record does not name: what ``release`` had left to do
+    when its run was killed. Jail -> the address this host claims."""
+    jails = {r.name: r for r in records.list_jails(store)}
+    out: dict[str, IPInterface] = {}
+    for e in store.list(keys.IPAM):
+        claim = e.json()
+        rec = jails.get(str(claim.get("jail")))
+        if claim.get("host") != me or claim.get("build") or rec is None:
+            continue
+        ip = ipaddress.ip_address(e.key.removeprefix(keys.IPAM))
+        if rec.host not in (me, "") and rec.status is Status.READY and (
+                rec.address is None or rec.address.ip != ip):  # fmt: skip
+            out[rec.name] = ipaddress.ip_interface(ip)
+    return out
+
+
+def finish_release(eng: Engine, name: str) -> bool:
+    """Remove what a killed move left here of jail ``name`` (``unfinished``): its
+    runtime, datasets, kept generations, the address this host claims. Under the
+    jail's lock, taken without waiting (a move in progress holds it); whether it
+    ran."""
+    host = eng.host
+    with host.try_lock(lifecycle.lock_name(name)) as taken:
+        address = unfinished(host.store, host.config.host).get(name) if taken else None
+        rec = records.get_jail(host.store, name)
+        if address is None or rec is None:
+            return False
+        host.progress.step(f"{name} runs on {rec.host}: removing what a move left here")
+        release(eng, rec.replace(address=address), rec.host)
+        return True
 
 
 # -- the target ---------------------------------------------------------------------
