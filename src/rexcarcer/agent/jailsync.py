@@ -14,7 +14,9 @@ order (health/policy.py has the rules):
 
 A jail starts only once the jails it DEPENDS on are ready (healthy, or running
 when they have no HEALTHCHECK); until then it waits, and says once what for.
-A jail still being created (``status: creating``) is left to its ``rex up``.
+A jail still being created (``status: creating``) is left to its ``rex up``;
+one whose run is gone (killed, or it failed and ZFS could not roll it back) is
+cleaned up as the next ``rex up`` would (engine/jails.py ``recover``).
 Each action takes the jail's lifecycle lock without waiting (a ``rex`` command
 working on the jail holds it: the agent looks again at the next tick) and
 re-reads the record under it. A start that fails is retried with a growing
@@ -77,12 +79,13 @@ class JailSync:
     def sync(self, current: Iterable[JailRecord]) -> list[tuple[str, str]]:
         """Act on every jail out of its desired state; the (jail, action) done."""
         everyone = {r.name: r for r in current}
+        done = self._recover(everyone.values())
         recs = mine(everyone.values(), self.me)
         for memory in (self.backoff, self.due, self.quick, self.waiting):
             for gone in set(memory) - set(recs):
                 del memory[gone]
         if not recs:
-            return []
+            return done
         eng = self.engine
         if self.rewire:
             from rexcarcer.wiring import default_hooks
@@ -92,7 +95,6 @@ class JailSync:
         running = {n: s.state is JailState.RUNNING for n, s in states.items()}
         health = all_health(eng.host.store)
         boot = eng.host.platform.boot_id()
-        done = []
         for name in start_order({n: r.depends for n, r in recs.items()}):
             action = self._one(recs[name], states[name], everyone, health, running, boot)
             if action is not None:
@@ -102,6 +104,23 @@ class JailSync:
                     fresh = get_health(eng.host.store, name)
                     if fresh is not None:
                         health[name] = fresh
+        return done
+
+    def _recover(self, recs: Iterable[JailRecord]) -> list[tuple[str, str]]:
+        """Remove what a failed or killed ``rex up``/``rex destroy`` of this host left
+        (engine/jails.py ``recover``): a record still ``creating`` or ``updating``
+        that no live run owns."""
+        done = []
+        for rec in recs:
+            if rec.host != self.me or not jails.abandoned(self.engine, rec):
+                continue
+            try:
+                if jails.recover(self.engine, rec.name):
+                    log.info("jails: removed what an interrupted run left of %s", rec.name)
+                    done.append((rec.name, "recovered"))
+            except RexError as exc:
+                log.warning("jails: cannot yet repair %s: %s%s", rec.name, exc,
+                            f"\n{exc.hint}" if exc.hint else "")  # fmt: skip
         return done
 
     def _one(
