@@ -340,6 +340,38 @@ def _reclaim(eng: Engine, name: str) -> JailRecord | None:
     return None
 
 
+def exists_here(eng: Engine, name: str) -> bool | None:
+    """Whether jail ``name`` exists on this host (its dataset, or it runs); None
+    when ZFS cannot say (its jails dataset cannot be listed): never a reason to
+    drop a record."""
+    storage = eng.host.storage
+    if is_running(eng, name) or storage.exists(f"jails/{name}"):
+        return True
+    return False if storage.exists("jails") else None
+
+
+def prune(eng: Engine, name: str) -> bool:
+    """Remove the record of a settled jail of this host that no longer exists
+    here (no dataset, not running), with its address, DNS names and kept
+    generations: what a store restored from an older snapshot brings back of a
+    jail destroyed since. Never waits: a rex run or a move holding the jail
+    leaves it for later. Whether it removed anything."""
+    with (
+        eng.host.try_lock(operation_lock(name)) as op,
+        eng.host.try_lock(lock_name(name)) as life,
+    ):
+        if not (op and life):
+            return False
+        rec = record(eng, name)
+        if rec is None or rec.status is not Status.READY or foreign_host(eng, rec) is not None:
+            return False
+        if exists_here(eng, name) is not False:
+            return False
+        eng.host.progress.step(f"Removing the record of {name}: the jail is not on this host")
+        _cleanup(eng, name)
+        return True
+
+
 def destroy(eng: Engine, name: str, *, with_volumes: bool = False) -> list[str]:
     """Destroy the jail; the names of its volumes kept (none with ``with_volumes``).
     Waits for a ``rex up`` or ``rex destroy`` that holds the jail: a no-op when
