@@ -37,14 +37,24 @@ ZONE = "jail.rex.internal"
 
 
 @pytest.fixture(scope="module")
-def served(zfs_hosts: list[ClusterHost]) -> Iterator[list[ClusterHost]]:
+def served(
+    zfs_hosts: list[ClusterHost], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ClusterHost]]:
+    """Every host with its unbound, its agent and a jail: run1 (a web server) on
+    h1, run2 and run3 on the others (their bridges carry the resolvers' address)."""
     require_tools("unbound", "dig")
     for h in zfs_hosts:
         _serve_dns(h)
     agents = [h.popen("agent", "--lease-ttl", "2", "--idle", "1") for h in zfs_hosts]
+    src = copy_example(tmp_path_factory.mktemp("served"))
     try:
+        for h in zfs_hosts:
+            rexfile = "hello.rex" if h.name == "h1" else "client.rex"
+            h.rex("up", src / rexfile, "--name", f"run{h.name[1:]}", "--host", h.name)
         yield zfs_hosts
     finally:
+        for h in zfs_hosts:
+            h.rex("destroy", f"run{h.name[1:]}", check=False)
         for a in agents:
             stop(a)
         for h in zfs_hosts:
@@ -98,9 +108,6 @@ def test_lost_quorum_fails_writes_cleanly_and_jails_and_dns_go_on(
 ) -> None:
     h1 = served[0]
     src = copy_example(tmp_path)
-    h1.rex("up", src / "hello.rex", "--name", "run1", "--host", "h1")
-    for h in served[1:]:  # a jail on every host: its bridge carries the resolver's address
-        h.rex("up", src / "client.rex", "--name", f"run{h.name[1:]}", "--host", h.name)
     ip = ip_of(h1, "run1")
     await_dns(served, {"run1": ip}, "run1 resolving on every host")
     lost = testbed.etcd.members[1:]
@@ -187,5 +194,3 @@ def test_a_restore_from_a_snapshot_is_reconciled_by_the_agents(
     page = h2.ns("/bin/busybox", "wget", "-qO-", f"http://{x_ip}/").stdout
     assert "hello from a RexCarcer jail" in page, page
     h2.rex("destroy", "xnew")
-    for h in served:
-        h.rex("destroy", f"run{h.name[1:]}", check=False)
