@@ -123,6 +123,12 @@ SETTINGS = (
         "REX_LOG_RATE_LIMIT",
         "messages the log collector accepts from all jails, as BURST/SECONDS; 0: no limit",
     ),
+    Setting(
+        "zfs_timeout",
+        "REX_ZFS_TIMEOUT",
+        "seconds a zfs command may take before rex kills it and fails with exit 85 "
+        "(the ZFS daemon is not answering; docs/faults.md)",
+    ),
 )
 
 MIN_LOG_SIZE = 64 << 10  # below this, rsyslog would run the rotation very often
@@ -170,6 +176,7 @@ class Config:
     log_rate_limit: tuple[int, int]  # (burst, seconds); (0, 0): none
     chrony_socket: Path | None = None
     boot_id_file: Path | None = None  # REX_BOOT_ID_FILE (test runs only); None: the OS's
+    zfs_timeout: float = 30.0  # storage/zfs.py DEFAULT_TIMEOUT says why 30 s
 
     @property
     def host_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -228,6 +235,7 @@ def _defaults(kind: PlatformKind) -> dict[str, str]:
         # 10000 messages a second on average from all jails, bursts of 50000
         "log_rate_limit": "50000/5",
         "chrony_socket": "",
+        "zfs_timeout": "30",
     }
 
 
@@ -356,6 +364,7 @@ def _build(v: dict[str, str], *, testing: bool = False) -> Config:
         dns=_dns_mode(v["dns"]),
         dns_forward=_forwarders(v["dns_forward"]),
         generations=_count("generations", v["generations"]),
+        zfs_timeout=_seconds("zfs_timeout", v["zfs_timeout"]),
         agent_socket=Path(v["agent_socket"] or root / "run" / "agent.sock").absolute(),
         agent_group=v["agent_group"].strip(),
         log_max_size=_log_size(v["log_max_size"]),
@@ -485,6 +494,14 @@ def _count(key: str, text: str) -> int:
     assert isinstance(value, int)
     if value < 0:
         raise ConfigError(f"bad value for {key}: {text!r}: it cannot be negative")
+    return value
+
+
+def _seconds(key: str, text: str) -> float:
+    value = _parse(key, text.strip(), float)
+    assert isinstance(value, float)
+    if not 0 < value < 86400:
+        raise ConfigError(f"bad value for {key}: {text!r}: seconds, above 0 and below a day")
     return value
 
 

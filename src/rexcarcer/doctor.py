@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rexcarcer.config import Config
-from rexcarcer.errors import RexError
+from rexcarcer.errors import CommandFailed, RexError
 from rexcarcer.host import Host
 from rexcarcer.run import Runner
 
@@ -82,14 +82,19 @@ def _dns(config: Config) -> Check:
 def _zfs(config: Config, runner: Runner) -> Check:
     if shutil.which("zfs") is None:
         return Check("zfs", False, "zfs(8) not found")
+    limit = config.zfs_timeout  # a stuck daemon fails the check instead of hanging it
     try:
-        done = runner.run(["zfs", "list", "-H", "-o", "name", config.dataset], check=False)
+        done = runner.run(["zfs", "list", "-H", "-o", "name", config.dataset], check=False,
+                          timeout=limit)  # fmt: skip
+        if done.ok:
+            return Check("zfs", True, f"dataset {config.dataset} present")
+        pool = config.dataset.split("/")[0]
+        has_pool = runner.run(["zpool", "list", "-H", "-o", "name", pool], check=False,
+                              timeout=limit).ok  # fmt: skip
     except RexError as exc:
-        return Check("zfs", False, exc.message)
-    if done.ok:
-        return Check("zfs", True, f"dataset {config.dataset} present")
-    pool = config.dataset.split("/")[0]
-    has_pool = runner.run(["zpool", "list", "-H", "-o", "name", pool], check=False).ok
+        why = f"not answering within {limit:g} s (zfs_timeout)" if isinstance(
+            exc, CommandFailed) and exc.timed_out else exc.message  # fmt: skip
+        return Check("zfs", False, why)
     if has_pool:
         return Check("zfs", True, f"pool {pool} present; {config.dataset} is created on first use")
     return Check("zfs", False, f"pool {pool} not found (REX_DATASET={config.dataset}): "

@@ -16,7 +16,8 @@ process) are translated where they happen, at the driver boundary, with
     │   └── Busy (80)               another rex run changed the jail while this one waited
     ├── CommandFailed (20)          an OS command exited non-zero (argv, status, stderr)
     ├── StorageError (21)           ZFS
-    │   └── OutOfSpace (81)         a dataset or its pool is full (names the dataset)
+    │   ├── OutOfSpace (81)         a dataset or its pool is full (names the dataset)
+    │   └── ZfsUnresponsive (85)    a zfs command did not finish in time (the daemon is stuck)
     ├── RuntimeBackendError (22)    jail(8) / namespaces
     ├── StateError (23)             the state store
     │   ├── StateDamaged (82)       the state database is unreadable (truncated, corrupt)
@@ -114,11 +115,13 @@ class CommandFailed(RexError):
         stderr: str = "",
         *,
         hint: str | None = None,
+        timed_out: bool = False,
     ) -> None:
         import shlex
 
         self.argv = list(argv)
         self.returncode = returncode
+        self.timed_out = timed_out  # killed by the runner after its timeout
         self.stderr = stderr.strip()
         lines = self.stderr.splitlines()
         # zfs(8) follows some errors with its whole usage text: keep the start
@@ -138,6 +141,14 @@ class OutOfSpace(StorageError):
     """A write ran out of space in a dataset (its quota) or its pool (exit 81)."""
 
     exit_code = 81
+
+
+class ZfsUnresponsive(StorageError):
+    """A zfs(8) or zpool(8) command did not finish within the ZFS timeout
+    (``zfs_timeout``): the daemon or module does not answer (exit 85). The
+    command was killed; the step that ran it changed nothing."""
+
+    exit_code = 85
 
 
 class RuntimeBackendError(RexError):

@@ -54,13 +54,17 @@ class Host:
         """Like ``lock`` but never waits: yields whether the lock was taken."""
         path = self.config.root / "locks" / f"{name}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as fd:
+        # not truncated: the holder's note (``claim``) stays readable
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 yield False
                 return
             yield True
+        finally:
+            os.close(fd)
 
     @contextmanager
     def claim(self, name: str, note: str) -> Iterator[str | None]:

@@ -248,6 +248,60 @@ def _rlimit_name(res: int) -> str:
     return names.get(res, str(res))
 
 
+# After a timeout the child is sent SIGKILL and given this long to go. A process
+# blocked in a FUSE request (zfs-fuse stopped) can stay in uninterruptible sleep
+# until the daemon answers (fuse(4): only requests not yet sent are aborted by a
+# fatal signal), so rex does not wait for it: a thread reaps it whenever it dies.
+KILL_GRACE = 2.0
+
+
+def _run_captured(
+    args: tuple[str, ...],
+    env: dict[str, str],
+    data: bytes | None,
+    timeout: float | None,
+    setup: _ChildSetup | None,
+) -> Completed:
+    """``subprocess.run(capture_output=True)`` whose timeout returns control even
+    when the killed child cannot die yet: ``subprocess.run`` waits for the child
+    without a limit after killing it (Lib/subprocess.py, ``run``: ``process.kill();
+    process.wait()``), which hangs for as long as the child sleeps uninterruptibly."""
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=setup,
+    )
+    try:
+        out, err = proc.communicate(data, timeout=timeout)
+    except BaseException:  # the timeout, or an interrupt: never leave it running
+        abandon(proc, args)
+        raise
+    return Completed(args, proc.returncode, out.decode(errors="replace"),
+                     err.decode(errors="replace"))  # fmt: skip
+
+
+def abandon(
+    proc: subprocess.Popen[bytes], args: tuple[str, ...], grace: float = KILL_GRACE
+) -> None:
+    """Kill ``proc`` and wait at most ``grace`` seconds for it; if it has not gone
+    by then, a daemon thread reaps it when it does (no zombie, no wait here)."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        log.warning("pid %d (%s) did not die after SIGKILL within %g s; reaping it later",
+                    proc.pid, shlex.join(args), grace)  # fmt: skip
+        threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+
+
 def _argv(argv: Sequence[Arg]) -> tuple[str, ...]:
     return tuple(os.fspath(a) for a in argv)
 
@@ -295,29 +349,14 @@ class SubprocessRunner:
                 result = self._run_piped(args, child_env, stdin, stdout, timeout, setup)
             else:
                 data = input.encode() if isinstance(input, str) else input
-                proc = subprocess.run(
-                    args,
-                    input=data,
-                    stdin=None if data is not None else subprocess.DEVNULL,
-                    capture_output=True,
-                    env=child_env,
-                    timeout=timeout,
-                    check=False,
-                    preexec_fn=setup,
-                )
-                result = Completed(
-                    args,
-                    proc.returncode,
-                    proc.stdout.decode(errors="replace"),
-                    proc.stderr.decode(errors="replace"),
-                )
+                result = _run_captured(args, child_env, data, timeout, setup)
         except FileNotFoundError as exc:
             raise NotSupported(
                 f"command not found: {args[0]}",
                 hint="install the package that provides it (see `rex doctor`)",
             ) from exc
         except subprocess.TimeoutExpired as exc:
-            raise CommandFailed(args, -1, f"timed out after {timeout} s") from exc
+            raise CommandFailed(args, -1, f"timed out after {timeout:g} s", timed_out=True) from exc
         except subprocess.SubprocessError as exc:
             if setup is None:
                 raise

@@ -53,7 +53,9 @@ def open_host(config: Config, progress: Progress | None = None) -> Host:
     return Host(
         config=config,
         runner=runner,
-        storage=ZfsStorage(runner, config.dataset, serial_lock=serial_lock_for()),
+        storage=ZfsStorage(
+            runner, config.dataset, serial_lock=serial_lock_for(), timeout=config.zfs_timeout
+        ),
         platform=platform_for(config, runner),
         store=open_store(config),
         progress=progress or QuietProgress(),
@@ -75,7 +77,9 @@ def open_dry_host(config: Config, *, foreign: bool, progress: Progress | None = 
     return Host(
         config=config,
         runner=none if foreign else runner,
-        storage=ZfsStorage(runner, config.dataset, serial_lock=serial_lock_for()),
+        storage=ZfsStorage(
+            runner, config.dataset, serial_lock=serial_lock_for(), timeout=config.zfs_timeout
+        ),
         platform=platform_for(config, none if foreign else runner),
         store=store,
         progress=progress or QuietProgress(),

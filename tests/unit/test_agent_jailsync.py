@@ -4,15 +4,18 @@ left alone, a busy jail skipped, a failing start retried with a growing delay.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from rexcarcer import ipam
 from rexcarcer.agent.jailsync import JailSync
 from rexcarcer.engine import jails
 from rexcarcer.engine.base import Engine
-from rexcarcer.model.jail import JailRecord
+from rexcarcer.model.jail import JailRecord, Status
 from rexcarcer.runtime.fake import FakeRuntime
+from rexcarcer.state import records
 from rexcarcer.state.base import put_json
 from rexcarcer.state.records import list_jails
 from tests.unit.test_engine import eng, rexfile  # noqa: F401  (fixture)
@@ -64,10 +67,38 @@ def test_other_hosts_and_half_made_jails_are_left_alone(
     tmp_path: Path,
 ) -> None:
     put_json(eng.host.store, "jails/far", {"name": "far", "host": "h2", "desired": "running"})
+    me = os.getpid()  # a live run is creating it
     put_json(eng.host.store, "jails/new", {"name": "new", "host": "h1", "status": "creating",
-                                       "desired": "running"})  # fmt: skip
+             "desired": "running", "pid": me,
+             "pid_start": eng.host.platform.process_start(me)})  # fmt: skip
     assert JailSync(eng, "h1").sync(view(eng)) == []
     assert runtime(eng).running == {}
+    assert jails.record(eng, "new") is not None
+
+
+def test_what_an_abandoned_rex_up_left_is_removed(eng: Engine, tmp_path: Path) -> None:  # noqa: F811
+    """A `rex up` whose rollback ZFS could not finish (no PID), or one killed (a
+    dead PID): the agent's tick removes the record, dataset and address; a jail a
+    rex command holds is left for the next tick."""
+    for name in ("lost", "killed"):
+        jails.up(eng, rexfile(tmp_path), name)
+    eng.host.runtime.remove("lost")
+    dead = jails.record(eng, "killed")
+    assert dead is not None
+    records.put_jail(eng.host.store, dead.replace(status=Status.CREATING, pid=2**22 + 1))
+    lost = jails.record(eng, "lost")
+    assert lost is not None
+    records.put_jail(eng.host.store, lost.replace(status=Status.CREATING, pid=None,
+                                                  pid_start=None, pid_ticks=None))  # fmt: skip
+    sync = JailSync(eng, "h1")
+    with eng.host.claim(jails.operation_lock("killed"), "a test"):
+        assert sync.sync(view(eng)) == [("lost", "recovered")]
+    assert sync.sync(view(eng)) == [("killed", "recovered")]
+    for name in ("lost", "killed"):
+        assert jails.record(eng, name) is None
+        assert not eng.host.storage.exists(f"jails/{name}")
+        assert name not in ipam.taken(eng.host.store).values()
+    assert sync.sync(view(eng)) == []
 
 
 def test_a_jail_a_command_works_on_is_skipped(eng: Engine, tmp_path: Path) -> None:  # noqa: F811

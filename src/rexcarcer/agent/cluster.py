@@ -95,11 +95,30 @@ class Agent:
             self.keeper.stop()
 
     def handle(self, update: Update) -> None:
+        before = dict(self.view) if update.restored else None
         changed = apply(self.view, update)
         if update.kind is Kind.RESET:
             log.info("agent: read %d keys at revision %d", len(self.view), update.revision)
+        if before is not None:
+            self.restored(before)
         if changed or update.kind is not Kind.CHANGES:  # idle: periodic repair
             self.reconcile()
+
+    def restored(self, before: dict[str, Entry]) -> None:
+        """etcd was restored from a snapshot: this host's jails put back or pruned
+        (agent/restore.py); the watch brings what that changed into the view."""
+        if self.jails is None:
+            return
+        from rexcarcer.agent import restore
+        from rexcarcer.wiring import default_hooks
+
+        eng = self.jails.engine
+        eng.hooks = default_hooks(eng.host.config)  # DNS names go with a pruned record
+        try:
+            restore.republish(eng, self.store, before, self.view, self.name)
+            restore.prune_all(eng, self.view, self.name)
+        except RexError as exc:
+            log.warning("restore: %s", exc)
 
     def reconcile(self) -> None:
         """Each part on its own: one failing (unbound down, a route refused) never

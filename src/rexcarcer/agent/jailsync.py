@@ -19,7 +19,9 @@ has its DNS records, published ports and health record of the earlier boot
 taken down, once, as for a jail left down: nothing answers for a jail that does
 not run (``rex host serve`` serves the published names again as soon as
 unbound starts). Its start puts them back.
-A jail still being created (``status: creating``) is left to its ``rex up``.
+A jail still being created (``status: creating``) is left to its ``rex up``;
+one whose run is gone (killed, or it failed and ZFS could not roll it back) is
+cleaned up as the next ``rex up`` would (engine/jails.py ``recover``).
 A jail that moved away while this host still claims an address for it is what
 a killed `rex move` left here: the agent removes it (engine/moving.py,
 ``finish_release``).
@@ -87,7 +89,7 @@ class JailSync:
     def sync(self, current: Iterable[JailRecord]) -> list[tuple[str, str]]:
         """Act on every jail out of its desired state; the (jail, action) done."""
         everyone = {r.name: r for r in current}
-        done = self._moved_away(everyone)
+        done = self._moved_away(everyone) + self._recover(everyone.values())
         recs = mine(everyone.values(), self.me)
         for memory in (self.backoff, self.due, self.quick, self.waiting):
             for gone in set(memory) - set(recs):
@@ -113,6 +115,23 @@ class JailSync:
                     fresh = get_health(eng.host.store, name)
                     if fresh is not None:
                         health[name] = fresh
+        return done
+
+    def _recover(self, recs: Iterable[JailRecord]) -> list[tuple[str, str]]:
+        """Remove what a failed or killed ``rex up``/``rex destroy`` of this host left
+        (engine/jails.py ``recover``): a record still ``creating`` or ``updating``
+        that no live run owns."""
+        done = []
+        for rec in recs:
+            if rec.host != self.me or not jails.abandoned(self.engine, rec):
+                continue
+            try:
+                if jails.recover(self.engine, rec.name):
+                    log.info("jails: removed what an interrupted run left of %s", rec.name)
+                    done.append((rec.name, "recovered"))
+            except RexError as exc:
+                log.warning("jails: cannot yet repair %s: %s%s", rec.name, exc,
+                            f"\n{exc.hint}" if exc.hint else "")  # fmt: skip
         return done
 
     def _one(

@@ -86,7 +86,7 @@ from rexcarcer.engine.lifecycle import (
 from rexcarcer.engine.lifecycle import (
     write_jail_files as write_jail_files,
 )
-from rexcarcer.errors import Busy, Conflict, DependencyError, NotFound, RexError
+from rexcarcer.errors import Busy, Conflict, DependencyError, NotFound, RexError, ZfsUnresponsive
 from rexcarcer.model.base import BaseInfo
 from rexcarcer.model.depends import dependents, find_cycle
 from rexcarcer.model.jail import JailInfo, JailRecord, Status
@@ -165,13 +165,69 @@ def _up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
         _create(eng, rexfile, base, rec, made)
     except BaseException as exc:
         host.progress.step(f"Rolling back {name}")
-        _cleanup(eng, name)
-        for ds in made:  # the volumes this run made are empty: they go too
-            host.storage.destroy(ds, recursive=True)
+        try:
+            if isinstance(exc, ZfsUnresponsive):
+                raise exc  # asking zfs to undo would wait as long again
+            _cleanup(eng, name)
+            for ds in made:  # the volumes this run made are empty: they go too
+                host.storage.destroy(ds, recursive=True)
+        except ZfsUnresponsive as stuck:
+            _leave_for_repair(eng, name)
+            raise ZfsUnresponsive(
+                f"rex up {name} failed: {stuck.message}; {name} was rolled back except in "
+                f"ZFS: its record stays as `creating`, owned by no run, until the agent's next "
+                f"tick (or the next `rex up {name}` or `rex destroy {name}`) removes what is "
+                f"left once ZFS answers",
+                hint=stuck.hint,
+            ) from exc
         if isinstance(exc, RexError) and not exc.message.startswith("rex up"):
             raise _prefixed(exc, f"rex up {name} failed: ") from exc
         raise
     return info(eng, name)
+
+
+def _leave_for_repair(eng: Engine, name: str) -> None:
+    """A rollback that ZFS cannot finish now: undo everything outside ZFS (hooks,
+    runtime, address) and leave the record, status ``creating`` with no PID, as
+    the note of what is left: a zfs command killed on its timeout may still be
+    carried out by the daemon when it wakes up (the request was sent), so a
+    dataset can appear after this run ended. ``recover`` (the agent's tick),
+    the next ``rex up`` or ``rex destroy`` remove it then."""
+    host = eng.host
+    rec = record(eng, name)
+    if rec is None:
+        return
+    for hook in reversed(eng.hooks):
+        hook.stopped(host, rec)
+        hook.destroyed(host, rec)
+    host.runtime.remove(name)
+    ipam.release_all(host.store, name)
+    records.put_jail(host.store, rec.replace(pid=None, pid_start=None, pid_ticks=None))
+
+
+def abandoned(eng: Engine, rec: JailRecord) -> bool:
+    """A record no run is working on that is not settled: its run failed to roll
+    back (no PID) or was killed (its PID is dead)."""
+    if rec.status is Status.READY:
+        return False
+    return rec.pid is None or not eng.host.platform.process_alive(
+        rec.pid, rec.pid_start, ticks=rec.pid_ticks
+    )
+
+
+def recover(eng: Engine, name: str) -> bool:
+    """Finish what an abandoned run left (``abandoned``) when no rex run holds the
+    jail now, without waiting for one; whether anything was done. The agent calls
+    this at every tick, so a failed or killed ``rex up`` is repaired without
+    anyone running it again."""
+    with eng.host.try_lock(operation_lock(name)) as taken:
+        if not taken:
+            return False
+        rec = record(eng, name)
+        if rec is None or foreign_host(eng, rec) is not None or not abandoned(eng, rec):
+            return False
+        _reclaim(eng, name)
+        return True
 
 
 def _prefixed(exc: RexError, prefix: str) -> RexError:
@@ -284,6 +340,38 @@ def _reclaim(eng: Engine, name: str) -> JailRecord | None:
     return None
 
 
+def exists_here(eng: Engine, name: str) -> bool | None:
+    """Whether jail ``name`` exists on this host (its dataset, or it runs); None
+    when ZFS cannot say (its jails dataset cannot be listed): never a reason to
+    drop a record."""
+    storage = eng.host.storage
+    if is_running(eng, name) or storage.exists(f"jails/{name}"):
+        return True
+    return False if storage.exists("jails") else None
+
+
+def prune(eng: Engine, name: str) -> bool:
+    """Remove the record of a settled jail of this host that no longer exists
+    here (no dataset, not running), with its address, DNS names and kept
+    generations: what a store restored from an older snapshot brings back of a
+    jail destroyed since. Never waits: a rex run or a move holding the jail
+    leaves it for later. Whether it removed anything."""
+    with (
+        eng.host.try_lock(operation_lock(name)) as op,
+        eng.host.try_lock(lock_name(name)) as life,
+    ):
+        if not (op and life):
+            return False
+        rec = record(eng, name)
+        if rec is None or rec.status is not Status.READY or foreign_host(eng, rec) is not None:
+            return False
+        if exists_here(eng, name) is not False:
+            return False
+        eng.host.progress.step(f"Removing the record of {name}: the jail is not on this host")
+        _cleanup(eng, name)
+        return True
+
+
 def destroy(eng: Engine, name: str, *, with_volumes: bool = False) -> list[str]:
     """Destroy the jail; the names of its volumes kept (none with ``with_volumes``).
     Waits for a ``rex up`` or ``rex destroy`` that holds the jail: a no-op when
@@ -302,7 +390,9 @@ def destroy(eng: Engine, name: str, *, with_volumes: bool = False) -> list[str]:
 
 def _destroy(eng: Engine, name: str, *, with_volumes: bool) -> list[str]:
     rec = record(eng, name)
-    if rec is None and not eng.host.storage.exists(f"jails/{name}"):
+    # asked first, even with a record: ZFS that does not answer fails the destroy
+    # here (ZfsUnresponsive), before a hook or the runtime took anything down
+    if not eng.host.storage.exists(f"jails/{name}") and rec is None:
         raise NotFound(f"no jail named {name!r}", hint="`rex ls` lists the jails")
     if rec is not None:
         ensure_local(eng, rec)

@@ -8,6 +8,15 @@ repeated. When that revision was compacted meanwhile, etcd cancels the watch
 with ``compact_revision`` (etcd3gw hangs there, etcd#8668): the watch reads the
 whole prefix again and hands out a new ``reset``. While etcd is unreachable it
 hands out ``idle`` updates, so the consumer keeps serving what it has.
+
+A store restored from a snapshot (``etcdctl snapshot restore``) starts again at
+the snapshot's revision, below the last one this watch saw: a watch opened
+from there would wait, silently, for revisions the restored store has not
+reached, while the view keeps keys the restore took back. Every watch
+response's header carries the store's revision; one below ours makes the watch
+read the prefix again, and when that read is below ours too the ``reset`` says
+``restored`` (a member that is merely behind answers the read at the current
+revision, so it gives an ordinary ``reset``).
 """
 
 from __future__ import annotations
@@ -65,6 +74,8 @@ class Update:
     revision: int
     entries: tuple[Entry, ...] = ()
     events: tuple[Event, ...] = ()
+    # a RESET whose revision is below the last one seen: the store was restored
+    restored: bool = False
 
 
 def apply(view: dict[str, Entry], update: Update) -> bool:
@@ -89,6 +100,11 @@ class Compacted(Exception):
         self.revision = revision
 
 
+class WentBack(Exception):
+    def __init__(self, revision: int, seen: int) -> None:
+        super().__init__(f"the store is at revision {revision}, below {seen} seen before")
+
+
 class Watch:
     def __init__(self, store: Watched, prefix: str, *, idle: float = 5.0) -> None:
         self.store = store
@@ -108,7 +124,7 @@ class Watch:
                     reset_needed = False
                 yield from self._stream(stop)
                 backoff = 0.2
-            except Compacted as exc:
+            except (Compacted, WentBack) as exc:
                 log.warning("etcd watch on %s: %s; reading it again", self.prefix, exc)
                 self.resets += 1
                 reset_needed = True
@@ -122,8 +138,12 @@ class Watch:
 
     def _reset(self) -> Update:
         entries, revision = self.store.snapshot(self.prefix)
+        restored = 0 < revision < self.revision
+        if restored:
+            log.warning("etcd on %s went back from revision %d to %d: restored from a "
+                        "snapshot", self.prefix, self.revision, revision)  # fmt: skip
         self.revision = revision
-        return Update(Kind.RESET, revision, entries=tuple(entries))
+        return Update(Kind.RESET, revision, entries=tuple(entries), restored=restored)
 
     def _body(self) -> dict[str, Any]:
         full = self.store.prefix + self.prefix
@@ -138,6 +158,9 @@ class Watch:
     def _stream(self, stop: threading.Event) -> Iterator[Update]:
         with self.store.gateway.stream("watch", self._body(), idle=self.idle) as messages:
             for msg in messages:
+                head = as_int(msg.get("header", {}).get("revision"))
+                if 0 < head < self.revision:
+                    raise WentBack(head, self.revision)
                 if msg.get("canceled"):
                     compact = as_int(msg.get("compact_revision"))
                     if compact:

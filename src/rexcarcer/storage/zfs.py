@@ -12,6 +12,17 @@ zfs-fuse quirks handled here (notes/linux-testbed.md §1):
   for minutes). With ``serial_lock`` (zfs-fuse: no ``/dev/zfs``, see
   ``serial_lock_for``) those commands run one at a time on the machine, under
   an flock; OpenZFS needs none.
+
+Every zfs(8) command runs with a time limit (``timeout``, the ``zfs_timeout``
+setting, REX_ZFS_TIMEOUT, 30 s by default): a daemon that stops answering
+(zfs-fuse stopped or stuck, a hung pool) would otherwise hang rex for as long
+as it lasts. A command past its limit is killed and the step fails with
+``ZfsUnresponsive`` (exit 85). 30 s is far above what a command takes here
+(zfs-fuse: under a second, a busy destroy retried for about 3 s; OpenZFS
+destroys large datasets asynchronously) and short enough to wait for at a
+terminal. The wait for the zfs-fuse lock is bounded too (``LOCK_WAITS`` limits:
+a holder stuck on the daemon is itself killed after one). ``send`` and
+``receive`` stream data for as long as the data takes and have no limit.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO
 
-from rexcarcer.errors import CommandFailed, NotFound, OutOfSpace, StorageError
+from rexcarcer.errors import CommandFailed, NotFound, OutOfSpace, StorageError, ZfsUnresponsive
 from rexcarcer.run import Completed, Runner
 from rexcarcer.storage.base import (
     KNOWN_PROPS,
@@ -39,6 +50,8 @@ from rexcarcer.storage.base import (
 )
 
 BUSY_RETRY_SECONDS = 3.0
+DEFAULT_TIMEOUT = 30.0  # seconds; the zfs_timeout setting (config.py)
+LOCK_WAITS = 10  # the zfs-fuse lock is waited for at most this many timeouts
 # subcommands that mount, unmount or remove mountpoints (serialised on zfs-fuse)
 MOUNTING = frozenset({"create", "clone", "destroy", "umount", "unmount", "mount", "rename"})
 SERIAL_LOCK = Path("/run/rexcarcer/zfs-fuse.lock")  # one zfs-fuse daemon per machine
@@ -60,8 +73,31 @@ class Capabilities:
         return "lz4" if self.openzfs else "on"
 
 
-def detect_capabilities(runner: Runner) -> Capabilities:
-    return Capabilities(openzfs=runner.run(["zfs", "version"], check=False).ok)
+def detect_capabilities(runner: Runner, timeout: float | None = DEFAULT_TIMEOUT) -> Capabilities:
+    argv = ["zfs", "version"]
+    try:
+        return Capabilities(openzfs=runner.run(argv, check=False, timeout=timeout).ok)
+    except CommandFailed as exc:
+        if exc.timed_out:
+            raise unresponsive(argv, timeout) from exc
+        raise
+
+
+UNRESPONSIVE_HINT = (
+    "check `zpool status` and that ZFS runs (Linux: the zfs-fuse daemon or the zfs "
+    "module; FreeBSD: `kldstat -n zfs`), then run the command again (docs/faults.md); "
+    "the limit is zfs_timeout (REX_ZFS_TIMEOUT), in seconds"
+)
+
+
+def unresponsive(argv: Sequence[str], timeout: float | None) -> ZfsUnresponsive:
+    import shlex
+
+    return ZfsUnresponsive(
+        f"the ZFS daemon is not answering: `{shlex.join(argv)}` did not finish in "
+        f"{timeout:g} s and was killed",
+        hint=UNRESPONSIVE_HINT,
+    )
 
 
 # -- argv builders (pure) ---------------------------------------------------
@@ -217,11 +253,13 @@ class ZfsStorage:
         *,
         caps: Capabilities | None = None,
         serial_lock: Path | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.runner = runner
         self.parent = parent
         self._caps = caps
         self.serial_lock = serial_lock
+        self.timeout = timeout
 
     @contextmanager
     def _serial(self, argv: Sequence[str]) -> Iterator[None]:
@@ -235,16 +273,40 @@ class ZfsStorage:
         except OSError as exc:
             raise StorageError(f"cannot take the zfs-fuse lock {self.serial_lock}: {exc}") from exc
         with fd:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._wait_lock(fd, argv)
             yield
+
+    def _wait_lock(self, fd: IO[str], argv: Sequence[str]) -> None:
+        """flock(2) with a deadline: polled, since flock has no timeout of its own."""
+        deadline = time.monotonic() + LOCK_WAITS * self.timeout
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ZfsUnresponsive(
+                        f"the ZFS daemon is not answering: waited {LOCK_WAITS * self.timeout:g}"
+                        f" s for {self.serial_lock} (held by another zfs command) to run "
+                        f"`{' '.join(argv)}`",
+                        hint=UNRESPONSIVE_HINT,
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
 
     def _run(self, argv: list[str], *, check: bool) -> Completed:
         with self._serial(argv):
-            return self.runner.run(argv, check=check)
+            try:
+                return self.runner.run(argv, check=check, timeout=self.timeout)
+            except CommandFailed as exc:
+                if exc.timed_out:
+                    raise unresponsive(argv, self.timeout) from exc
+                raise
 
     @cached_property
     def caps(self) -> Capabilities:
-        return self._caps or detect_capabilities(self.runner)
+        return self._caps or detect_capabilities(self.runner, self.timeout)
 
     def full(self, name: str) -> str:
         if not name or name.startswith(("/", "@")) or ".." in name.split("/"):
@@ -274,6 +336,8 @@ class ZfsStorage:
         """Run a create or clone; a dataset it made but could not mount goes again."""
         try:
             action()
+        except ZfsUnresponsive:
+            raise  # asking whether it exists would wait as long again
         except StorageError:
             if self.exists(name):
                 self._zfs("destroy", "-r", self.full(name), check=False)
