@@ -203,7 +203,7 @@ class Rex:
         mounts = [m for m in Path("/proc/mounts").read_text().splitlines()
                   if f"{self.dataset}/jails/" in m.split(" ")[0]]  # fmt: skip
         procs = [p.name for p in Path("/proc").iterdir() if p.name.isdigit()
-                 and _root_of(p).startswith(f"{self.mnt}/jails/")]  # fmt: skip
+                 and root_source(p).startswith(f"{self.dataset}/jails/")]  # fmt: skip
         return {"netns": netns, "datasets": datasets, "mounts": mounts, "processes": procs}
 
     @property
@@ -302,11 +302,20 @@ def wait_until(cond: Callable[[], T], what: str, timeout: float = 60.0) -> T:
         time.sleep(0.05)
 
 
-def _root_of(proc: Path) -> str:
+def root_source(proc: Path) -> str:
+    """What is mounted on the process's "/" (proc_pid_mountinfo(5): the source
+    after the `` - FSTYPE`` separator; zfs-fuse names the dataset). Its
+    /proc/PID/root cannot tell: after pivot_root in a mount namespace of its
+    own, a jail's init has "/" there."""
     try:
-        return os.readlink(proc / "root")
+        lines = (proc / "mountinfo").read_text().splitlines()
     except OSError:
         return ""
+    roots = [ln for ln in lines if ln.split(" ")[4] == "/"]
+    if not roots:
+        return ""
+    after = roots[-1].split(" - ", 1)[1].split(" ")
+    return after[1] if len(after) > 1 else ""
 
 
 def _unmount_below(dataset: str) -> None:

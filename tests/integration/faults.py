@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.conftest import Rex, sh
+from tests.integration.conftest import Rex, root_source, sh
 
 Reader = Callable[[str], dict[str, object]]  # key prefix -> {key: JSON value}
 
@@ -63,7 +63,7 @@ def traces(rex: Rex, name: str) -> dict[str, list[str]]:
                   (f"{mnt}/volumes/{name}.", f"{mnt}/volumes/_in-{name}."))]  # fmt: skip
     own = {f"{rex.dataset}/jails/{name}", f"{rex.dataset}/jails/_in-{name}"}
     procs = [p.name for p in Path("/proc").iterdir() if p.name.isdigit()
-             and _root_source(p) in own]  # fmt: skip
+             and root_source(p) in own]  # fmt: skip
     return {"datasets": datasets, "netns": netns, "mounts": mounts, "processes": procs}
 
 
@@ -78,22 +78,6 @@ def _names_jail(rest: str, name: str) -> bool:
     return kind in ("volumes", "generations") and leaf.rpartition(".")[0] == name
 
 
-def _root_source(proc: Path) -> str:
-    """What is mounted on the process's "/" (proc_pid_mountinfo(5): the source
-    after the `` - FSTYPE`` separator; zfs-fuse names the dataset). Its
-    /proc/PID/root cannot tell: after pivot_root in a mount namespace of its
-    own, a jail's init has "/" there."""
-    try:
-        lines = (proc / "mountinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    roots = [ln for ln in lines if ln.split(" ")[4] == "/"]
-    if not roots:
-        return ""
-    after = roots[-1].split(" - ", 1)[1].split(" ")
-    return after[1] if len(after) > 1 else ""
-
-
 def assert_present(rex: Rex, name: str, marker: str) -> None:
     jails = rex.jails()
     assert list(jails) == [name] and jails[name]["state"] == "running", jails
@@ -102,6 +86,7 @@ def assert_present(rex: Rex, name: str, marker: str) -> None:
     assert left["netns"] == [f"rex-{rex.token}-{name}"], left
     assert left["datasets"] == [f"{rex.dataset}/jails/{name}"], left
     assert len(left["mounts"]) == 1, left
+    assert left["processes"], left  # the jail's, found by what is mounted on their "/"
     assert len(claims(rex, name)) == 1, claims(rex, name)
     assert list(store(rex, "jails/")) == [f"jails/{name}"]
     status = store(rex, "jails/")[f"jails/{name}"]
