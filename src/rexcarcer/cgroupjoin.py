@@ -9,10 +9,11 @@ On a v1 hierarchy a write of a PID to ``cgroup.procs`` moves a whole thread
 group and takes the global ``cgroup_threadgroup_rwsem`` for writing, which
 waits for an RCU grace period (kernel/cgroup/cgroup.c ``cgroup_attach_lock``;
 10-20 ms on the 2-core test machines). A write of ``0`` (the caller itself)
-to the group's ``tasks`` file moves one thread, and since Linux 6.0 ("cgroup:
-Optimize single thread migration", ``cgroup_procs_write_start``: "If we
-migrate a single thread [that] is `current` ... we can skip the global lock")
-that takes 0.1 ms. cgroup v2 has no ``tasks`` file (only threaded groups take
+to the group's ``tasks`` file moves one thread, which skips that lock
+(``cgroup_procs_write_start``: "If we migrate a single thread, we don't care
+about threadgroup stability. If the thread is `current`, it won't exit(2)
+under our hands ... Therefore, we can skip the global lock"): 0.1 ms on the
+6.18 kernels of the test machines. cgroup v2 has no ``tasks`` file (only threaded groups take
 threads, in ``cgroup.threads``): there the PID goes to ``cgroup.procs``.
 """
 
