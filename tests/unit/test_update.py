@@ -13,7 +13,7 @@ from rexcarcer.engine import volumes as vol
 from rexcarcer.engine.base import Engine
 from rexcarcer.engine.plan import plan_up
 from rexcarcer.errors import Conflict, NotFound, RexfileError, UpdateFailed
-from rexcarcer.model.jail import Status
+from rexcarcer.model.jail import JailRecord, Status, VolumeEntry
 from rexcarcer.rexfile.parser import parse
 from rexcarcer.state import records
 from tests.unit.fakes import fake_engine, fake_runtime
@@ -198,3 +198,22 @@ def test_an_interrupted_update_goes_back(eng: Engine, tmp_path: Path) -> None:
     rec = jails.record(eng, "app")
     assert rec is not None and rec.generation == 1 and info.state == "running"  # type: ignore[attr-defined]
     assert not host.storage.exists("generations/app.1")
+
+
+def test_a_killed_creation_takes_the_volumes_it_made_and_keeps_older_ones(
+    eng: Engine, tmp_path: Path
+) -> None:
+    up(eng, tmp_path, "VOLUME data /data\n")
+    jails.destroy(eng, "app")  # the volume is kept
+    assert vol.of_jail(eng.host, "app") == ["data"]
+    # a `rex up` of a new life, killed after it made its second volume
+    claim = JailRecord(name="app", host=eng.host.config.host, status=Status.CREATING,
+                       pid=999999999, pid_start=1.0, created=1,
+                       volumes=(VolumeEntry("data", "/data", None),
+                                VolumeEntry("logs", "/logs", None)))  # fmt: skip
+    records.put_jail(eng.host.store, claim)
+    assert vol.create_missing(eng.host, claim) == ["volumes/app.logs"]
+    assert vol.made_by(eng.host, claim) == ["logs"]
+    assert jails.recover(eng, "app")  # what the agent's tick does
+    assert jails.record(eng, "app") is None
+    assert vol.of_jail(eng.host, "app") == ["data"]  # the earlier life's stays

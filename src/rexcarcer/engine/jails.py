@@ -336,7 +336,12 @@ def _reclaim(eng: Engine, name: str) -> JailRecord | None:
     if rec.status is Status.UPDATING:  # killed during an update: back to the old generation
         return update.recover(eng, rec)
     eng.host.progress.step(f"Cleaning up what an interrupted `rex up {name}` left")
+    # the volumes that run made go too, as when a `rex up` fails (``up``); a
+    # volume an earlier life of the jail kept is not the run's and stays
+    made = volumes.made_by(eng.host, rec)
     _cleanup(eng, name)
+    for volume in made:
+        volumes.destroy(eng.host, name, volume)
     return None
 
 

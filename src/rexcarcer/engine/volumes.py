@@ -61,8 +61,16 @@ def check(host: Host, jail: str, wanted: tuple[VolumeEntry, ...]) -> None:
             )
 
 
+def run_tag(rec: JailRecord) -> str | None:
+    """The run that owns ``rec`` while it is being created (PID and start time
+    name one process), or None for a settled record."""
+    return f"{rec.pid}:{rec.pid_start}" if rec.pid is not None else None
+
+
 def create_missing(host: Host, rec: JailRecord) -> list[str]:
-    """Make the jail's volumes that do not exist yet; the datasets made."""
+    """Make the jail's volumes that do not exist yet; the datasets made. Each is
+    marked with the run that made it (``run``), so that what a killed run made
+    can be told from a volume an earlier life of the jail kept (``made_by``)."""
     made = []
     for v in rec.volumes:
         ds = dataset(rec.name, v.name)
@@ -71,6 +79,9 @@ def create_missing(host: Host, rec: JailRecord) -> list[str]:
         host.progress.step(f"Creating volume {v.name} for {rec.name} ({v.path})")
         props = {"jail": rec.name, "volume": v.name, "path": v.path,
                  "created": str(int(time.time()))}  # fmt: skip
+        tag = run_tag(rec)
+        if tag is not None:
+            props["run"] = tag
         host.storage.create(ds, props=props)
         made.append(ds)
     return made
@@ -145,6 +156,20 @@ def snapshot(host: Host, jail: str, volume: str, label: str | None = None) -> st
 
 def destroy(host: Host, jail: str, volume: str) -> None:
     host.storage.destroy(require(host, jail, volume), recursive=True)
+
+
+def made_by(host: Host, rec: JailRecord) -> list[str]:
+    """The names of the volumes of ``rec``'s jail that the run owning ``rec``
+    made (empty: that run never started the jail)."""
+    tag = run_tag(rec)
+    if tag is None:
+        return []
+    return sorted(
+        str(ds.props.get("volume"))
+        for ds in host.storage.datasets(KIND)
+        if ds.props.get("jail") == rec.name and ds.props.get("run") == tag
+        and not ds.props.get("moved")
+    )  # fmt: skip
 
 
 def of_jail(host: Host, jail: str) -> list[str]:

@@ -18,7 +18,7 @@ LAYOUT = ("bases", "images", "jails", "generations", "volumes")
 KNOWN_PROPS = (
     "jail", "version", "id", "origin", "osrelease", "base", "depth", "step", "parent",
     "created", "url", "digest", "signer", "complete", "size", "lineage", "generation", "volume",
-    "path", "moved",
+    "path", "moved", "run",
 )  # fmt: skip
 
 
