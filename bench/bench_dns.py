@@ -237,6 +237,11 @@ def ups(rex: Callable[..., Any], tok: str, work: Path, args: argparse.Namespace)
 
 def cleanup(rex: Callable[..., Any], tok: str, work: Path) -> None:
     rex("destroy", "hello", check=False)
+    drop_pool_and_netns(tok, work)
+
+
+def drop_pool_and_netns(tok: str, work: Path) -> None:
+    """Destroy the bench's pool ``tok``, its namespace ``tok`` and ``work``."""
     for _ in range(30):  # zfs-fuse answers "busy" for a while after the last unmount
         if sh("zpool", "list", tok, check=False).returncode != 0:
             break

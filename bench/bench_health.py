@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_dns import HOST, REPO, enter_netns, sh
+from bench.bench_dns import HOST, REPO, drop_pool_and_netns, enter_netns, sh
 
 
 def wait(cond: Callable[[], bool], what: str, timeout: float = 120, step: float = 0.01) -> float:
@@ -203,14 +203,7 @@ def main() -> None:
             bed.rex("destroy", jail["name"], check=False)
         Path(bed.env["REX_AGENT_SOCKET"]).unlink(missing_ok=True)
         bed.rex("host", "serve", "--stop", check=False)
-        for _ in range(30):
-            if sh("zpool", "list", tok, check=False).returncode != 0:
-                break
-            if sh("zpool", "destroy", "-f", tok, check=False).returncode == 0:
-                break
-            time.sleep(0.2)
-        sh("ip", "netns", "del", tok, check=False)
-        shutil.rmtree(work, ignore_errors=True)
+        drop_pool_and_netns(tok, work)
     for line in out:
         print(line)
 

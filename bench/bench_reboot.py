@@ -31,7 +31,6 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -44,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_dns import HOST, REPO, enter_netns, sh
+from bench.bench_dns import HOST, REPO, drop_pool_and_netns, enter_netns, sh
 from tests.integration.reboot import (
     JAILER_ARGV,
     drop_cgroups,
@@ -209,14 +208,7 @@ def main() -> None:
             bed.rex("destroy", jail["name"], "--volumes", check=False)
         bed.rex("host", "serve", "--stop", check=False)
         drop_cgroups(token(bed.root))  # empty once the jails are destroyed
-        for _ in range(30):
-            if sh("zpool", "list", tok, check=False).returncode != 0:
-                break
-            if sh("zpool", "destroy", "-f", tok, check=False).returncode == 0:
-                break
-            time.sleep(0.2)
-        sh("ip", "netns", "del", tok, check=False)
-        shutil.rmtree(work, ignore_errors=True)
+        drop_pool_and_netns(tok, work)
     print("| jails | agent start -> all running | -> all published (DNS + ping) "
           "| median per jail | first jail running |")  # fmt: skip
     print("|---|---|---|---|---|")
