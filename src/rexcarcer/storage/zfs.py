@@ -456,20 +456,18 @@ class ZfsStorage:
         self._zfs("set", f"quota={size if size is not None else 'none'}", self.full(name))
 
     def used(self, name: str) -> int:
-        done = self._zfs("get", "-Hp", "-o", "value", "used", self.full(name))
-        try:
-            return int(done.stdout.strip())
-        except ValueError as exc:
-            raise StorageError(f"cannot read the space {self.full(name)} uses: "
-                               f"{done.stdout.strip()!r}") from exc  # fmt: skip
+        return self._bytes(name, "used", f"the space {self.full(name)} uses")
 
     def available(self, name: str) -> int:
-        done = self._zfs("get", "-Hp", "-o", "value", "available", self.full(name))
+        return self._bytes(name, "available", f"the space left to {self.full(name)}")
+
+    def _bytes(self, name: str, prop: str, what: str) -> int:
+        """A numeric property in bytes (``zfs get -Hp``: exact, unscaled)."""
+        done = self._zfs("get", "-Hp", "-o", "value", prop, self.full(name))
         try:
             return int(done.stdout.strip())
         except ValueError as exc:
-            raise StorageError(f"cannot read the space left to {self.full(name)}: "
-                               f"{done.stdout.strip()!r}") from exc  # fmt: skip
+            raise StorageError(f"cannot read {what}: {done.stdout.strip()!r}") from exc
 
     def datasets(self, kind: str) -> list[Dataset]:
         if kind not in LAYOUT:
