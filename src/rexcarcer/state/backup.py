@@ -111,17 +111,22 @@ def take(
         os.close(lock)
 
 
+def _copy(src: sqlite3.Connection, path: Path) -> None:
+    """SQLite's online backup of ``src`` into the database file ``path``."""
+    dest = sqlite3.connect(path)
+    try:
+        src.backup(dest)
+    finally:
+        dest.close()
+
+
 def _take(db: sqlite3.Connection, path: Path, where: Path, keep: int) -> Backup:
     now = time.time()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now * 1e6) % 1000000:06d}"
     final = where / f"{PREFIX}{stamp}-{os.getpid()}.db"
     tmp = where / f".{final.name}.tmp"
     try:
-        dest = sqlite3.connect(tmp)
-        try:
-            db.backup(dest)
-        finally:
-            dest.close()
+        _copy(db, tmp)
         os.replace(tmp, final)
     except (sqlite3.Error, OSError) as exc:
         with contextlib.suppress(OSError):
@@ -159,11 +164,7 @@ def restore(path: Path, source: Path | None = None) -> tuple[Backup, Path | None
     moved = set_aside(path)
     src = sqlite3.connect(f"file:{candidate.path}?mode=ro", uri=True)
     try:
-        dest = sqlite3.connect(path)
-        try:
-            src.backup(dest)
-        finally:
-            dest.close()
+        _copy(src, path)
     except sqlite3.Error as exc:
         raise StateError(f"cannot restore {path} from {candidate.path}: {exc}") from exc
     finally:
