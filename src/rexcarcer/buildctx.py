@@ -319,13 +319,12 @@ def _keep_mode(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     return checked.replace(mode=member.mode & 0o7777, deep=False)
 
 
-def unpack(data: bytes, dest: Path, rexfile_name: str) -> Path:
+def unpack(data: bytes, dest: Path, file: str) -> Path:
     """Extract into ``dest`` (an empty directory, made 0700); the path of the .rex
     file. Nothing is written unless every member passes ``check_members``."""
     import tarfile
 
-    if "/" in rexfile_name or rexfile_name in ("", ".", ".."):
-        raise UsageError(f"bad .rex file name {rexfile_name!r} in the request")
+    file = rexfile_name(file)
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             check_members(tar.getmembers())
@@ -333,10 +332,28 @@ def unpack(data: bytes, dest: Path, rexfile_name: str) -> Path:
             tar.extractall(dest, filter=_keep_mode)
     except (tarfile.TarError, OSError) as exc:
         raise UsageError(f"cannot unpack the build context: {exc}") from exc
-    path = dest / rexfile_name
+    path = dest / file
     if path.is_symlink() or not path.is_file():
-        raise UsageError(f"the build context has no {rexfile_name}")
+        raise UsageError(f"the build context has no {file}")
     return path
+
+
+def unpack_text(data: bytes, path: Path) -> None:
+    """Write a .rex file a client sent alone (no COPY sources) as ``path``, in an
+    empty directory (made 0700)."""
+    os.chmod(path.parent, 0o700)
+    try:
+        with path.open("xb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise UsageError(f"cannot write the .rex file of the request: {exc}") from exc
+
+
+def rexfile_name(name: str) -> str:
+    """The .rex file's name in a request: one path component."""
+    if "/" in name or "\0" in name or name in ("", ".", ".."):
+        raise UsageError(f"bad .rex file name {name!r} in the request")
+    return name
 
 
 def unpack_files(data: bytes, dest: Path) -> list[Path]:

@@ -42,7 +42,9 @@ test imports every module and checks that no two classes share a code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+TYPE_CHECKING = False  # no typing at run time: the front door's thin client imports this
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class RexError(Exception):

@@ -8,6 +8,13 @@ that group. Members of the group are root-equivalent (docs/security.md).
 
 Each connection is one request, served in a thread of its own with a fresh
 engine; at most ``MAX_CLIENTS`` run at once, further ones wait for a slot.
+
+``up``, ``plan`` and ``build`` take the build context as a tar (service/socket.py
+packs it), or, from the front door's thin client (cli/thin.py), the bytes of
+the ``.rex`` file alone (``"text": true``). The agent parses those under the
+client's name for the file, so an error reads as the client's own parse would;
+a file with COPY steps needs its sources, and the answer is then a ``need``
+frame: the client sends the request again with the tar.
 """
 
 from __future__ import annotations
@@ -26,13 +33,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rexcarcer.buildctx import unpack
+from rexcarcer.buildctx import rexfile_name, unpack, unpack_text
 from rexcarcer.errors import RexError, UsageError
 from rexcarcer.model.jail import JailInfo
+from rexcarcer.names import check_jail_name
 from rexcarcer.platform.base import PeerIds, Platform
 from rexcarcer.progress import Progress
-from rexcarcer.rexfile.ast import Rexfile
-from rexcarcer.rexfile.parser import load
+from rexcarcer.rexfile.ast import Copy, Rexfile
+from rexcarcer.rexfile.parser import load, parse_bytes
 from rexcarcer.service import wire
 from rexcarcer.service.api import JailService
 
@@ -156,9 +164,16 @@ class LocalServer:
                     return
                 op, args, body = request
                 conn.settimeout(None)
-                log.info("agent: %s %s for uid %d", op, args.get("name") or "", peer.uid)
+                log.info(
+                    "agent: %s %s for uid %d",
+                    op,
+                    args.get("name") or args.get("file") or "",
+                    peer.uid,
+                )
                 try:
                     send({"result": self.handle(op, args, body, send)})
+                except wire.ContextNeeded:
+                    send({"need": "context"})
                 except RexError as exc:
                     send(wire.error_frame(exc))
         except (OSError, ValueError, RexError) as exc:  # the client went away or spoke nonsense
@@ -186,9 +201,14 @@ class LocalServer:
         def out(line: str) -> None:
             send({"out": line})
 
-        name = _str(args, "name") if op not in ("build", "ls", "volumes") else ""
+        text = op in ("up", "plan") and args.get("text") is True  # name: the file's stem by default
+        name = _str(args, "name") if op not in ("build", "ls", "volumes") and not text else ""
         if op in ("up", "plan", "build"):
             with self._context(args, body) as rexfile:
+                if text:
+                    given = args.get("name")
+                    name = check_jail_name(given if isinstance(given, str) and given
+                                           else rexfile.default_name)  # fmt: skip
                 on_host = args.get("on_host")
                 on_host = on_host if isinstance(on_host, str) else None
                 if op == "up":
@@ -249,10 +269,19 @@ class LocalServer:
     def _context(self, args: dict[str, Any], body: bytes) -> Any:
         self.work.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="ctx-", dir=self.work))
+        origin = args.get("origin")
+        origin = origin if isinstance(origin, str) and origin else None
         try:
-            rexfile: Rexfile = load(unpack(body, work, _str(args, "file")))
-            origin = args.get("origin")
-            yield replace(rexfile, origin=origin if isinstance(origin, str) else None)
+            if args.get("text") is True:
+                path = work / rexfile_name(_str(args, "file"))
+                # parsed (and its size checked) before anything is written
+                rexfile: Rexfile = parse_bytes(body, file=origin or str(path), path=path)
+                if any(isinstance(step, Copy) for step in rexfile.steps):
+                    raise wire.ContextNeeded
+                unpack_text(body, path)  # another host's agent is sent the file (routed.py)
+            else:
+                rexfile = load(unpack(body, work, _str(args, "file")))
+            yield replace(rexfile, origin=origin)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -15,6 +15,8 @@ knows which path it takes:
   store, agent or second interpreter between the user and the jail. Anything else (another host's
   jail, a stopped one, no run file, not root) goes to cli/main.py, which
   reports it as before.
+- ``rex ls``, ``rex up FILE`` and ``rex plan FILE`` in their plain forms go to
+  this host's agent from cli/thin.py when one answers on its socket.
 
 Each fast path prints and exits exactly as the click path does; the unit tests
 run both and compare.
@@ -28,6 +30,7 @@ import sys
 HELP = ("-h", "--help")
 PROG = "rex"
 HELP_WIDTH_MAX = 100  # main.py: context_settings max_content_width
+THIN_VERBS = ("ls", "up", "plan")  # cli/thin.py VERBS
 
 
 def terminal_columns() -> int:
@@ -87,6 +90,10 @@ def main() -> None:
     request = exec_request(argv)
     if request is not None and os.geteuid() == 0:
         _exec_here(*request)
+    if any(a in THIN_VERBS for a in argv[:3]):
+        from rexcarcer.cli.thin import main as thin
+
+        thin(argv)  # exits when this host's agent answered
     from rexcarcer.cli.main import main as full
 
     full()

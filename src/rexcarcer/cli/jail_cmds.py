@@ -6,7 +6,6 @@ work for another host's jail to that host's agent."""
 
 from __future__ import annotations
 
-import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,6 @@ from rexcarcer.cli import complete
 from rexcarcer.cli.context import Ctx, pass_ctx
 
 if TYPE_CHECKING:
-    from rexcarcer.model.jail import JailInfo
     from rexcarcer.model.plan import Action
     from rexcarcer.rexfile.ast import Rexfile
     from rexcarcer.service.api import JailService
@@ -59,11 +57,10 @@ def up(ctx: Ctx, file: Path, name: str | None, on_host: str | None) -> None:
         info = svc.up(rexfile, jail, on_host=on_host)
     finally:
         svc.close()
-    where = f" on {info.host}" if ctx.config.etcd else ""
-    summary = (
-        f"{info.name} is {info.state}: {info.address or 'no address'} ({info.hostname}){where}"
-    )
-    ctx.emit(info.as_json(), lambda: click.echo(summary))
+    from rexcarcer.cli.render import up_summary
+
+    data = info.as_json()
+    ctx.emit(data, lambda: click.echo(up_summary(data, cluster=bool(ctx.config.etcd))))
 
 
 @click.command()
@@ -132,14 +129,12 @@ def _plan_for(ctx: Ctx, platform: str, rexfile: Rexfile, jail: str) -> list[Acti
 
 
 def print_actions(actions: list[Action]) -> None:
-    """An action a line, then its files (with their content) and command lines."""
-    for a in actions:
-        click.echo(f"{a.kind:8} {a.description}")
-        for f in a.files:
-            for line in f.lines():
-                click.echo(f"           {line}")
-        for line in [shlex.join(argv) for argv in a.commands] + list(a.notes):
-            click.echo(f"           $ {line}")
+    """An action a line, then its files (with their content) and command lines
+    (cli/render.py, which the thin client prints the agent's plan with)."""
+    from rexcarcer.cli.render import plan_lines
+
+    for line in plan_lines([a.as_json() for a in actions]):
+        click.echo(line)
 
 
 @click.command(name="ls")
@@ -152,36 +147,14 @@ def ls_(ctx: Ctx) -> None:
     exited for one that stopped on its own and stays down (RESTART); `-` otherwise.
     -o wide adds the services' protocols, the image and when the jail was
     created; -o json is docs/schemas/ls.v1.json."""
-    from rexcarcer.cli.output import table
+    from rexcarcer.cli.render import ls_table
 
     svc = ctx.service()
     try:
-        infos = svc.ls()
+        jails = [i.as_json() for i in svc.ls()]
     finally:
         svc.close()
-    wide = ctx.output == "wide"
-    headers = ["name", "state", "health", "ip", "hostname", "services", "published", "base"]
-    headers += ["image", "created", "host"] if wide else ["host"]
-    rows = [_ls_row(i, wide=wide) for i in infos]
-    ctx.emit([i.as_json() for i in infos], lambda: click.echo(table(headers, rows)))
-
-
-def _ls_row(i: JailInfo, *, wide: bool) -> list[str]:
-    services = ",".join(f"{s.name}:{s.port}" + (f"/{s.proto}" if wide else "") for s in i.services)
-    published = ",".join(map(str, i.publish))
-    row = [i.name, i.state, i.health or "-", i.address or "-", i.hostname or "-", services or "-",
-           published or "-", i.base]  # fmt: skip
-    if wide:
-        row += [i.image or "-", _when(i.created)]
-    return [*row, i.host or "-"]
-
-
-def _when(created: int) -> str:
-    import datetime as dt
-
-    if not created:
-        return "-"
-    return dt.datetime.fromtimestamp(created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ctx.emit(jails, lambda: click.echo(ls_table(jails, wide=ctx.output == "wide")))
 
 
 @click.command(name="exec", context_settings={"ignore_unknown_options": True})

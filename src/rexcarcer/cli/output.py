@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from typing import TextIO
 
-import click
+TYPE_CHECKING = False  # typing itself costs milliseconds (it imports re); mypy knows this name
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import TextIO
+
+# Without click: the front door's thin client (cli/thin.py) draws an agent's
+# progress with this class, and click alone costs more than Python's start.
+BOLD, RESET = "\x1b[1m", "\x1b[0m"  # what click.style(bold=True) writes
 
 
 def ansi_ok(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
@@ -44,13 +49,37 @@ class ConsoleProgress:
             return
         elapsed = f"[{time.monotonic() - self.t0:6.2f}s]"
         line = f"==> {message}"
-        # color=False: click would keep a style on a terminal even under NO_COLOR
-        styled = click.style(line, bold=True) if self.tty else line
-        click.echo(f"{elapsed} {styled}", err=True, color=self.tty)
+        # only on a terminal without NO_COLOR (click.echo's color=self.tty before)
+        styled = f"{BOLD}{line}{RESET}" if self.tty else line
+        _echo_err(f"{elapsed} {styled}", keep_ansi=self.tty)
 
     def output(self, line: str) -> None:
         if not self.quiet:
-            click.echo("    | " + line.rstrip("\n"), err=True)
+            _echo_err("    | " + line.rstrip("\n"), keep_ansi=_isatty(sys.stderr))
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal control sequences (click's strip_ansi, whose
+    pattern this is: click/_compat.py ``_ansi_re``)."""
+    import re
+
+    return re.sub(r"\033\[[;?0-9]*[a-zA-Z]", "", text)
+
+
+def _echo_err(text: str, *, keep_ansi: bool) -> None:
+    """A line on stderr as click.echo(err=True) wrote it: control sequences
+    kept only for a terminal (a build step's output is the jail's words)."""
+    if not keep_ansi and "\x1b" in text:
+        text = strip_ansi(text)
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

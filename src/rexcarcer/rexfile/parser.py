@@ -649,6 +649,12 @@ def load(path: Path) -> Rexfile:
             file=file,
             hint="check the path and its permissions; rex takes the path of a .rex file",
         ) from exc
+    return parse_bytes(data, file=file, path=path)
+
+
+def parse_bytes(data: bytes, *, file: str, path: Path) -> Rexfile:
+    """Parse the bytes of a .rex file read from ``path`` (at most ``MAX_FILE``
+    of them); ``file`` names it in errors (an agent names the client's path)."""
     if len(data) > MAX_FILE:
         raise RexfileError(
             f"the file is larger than {MAX_FILE // 1024} KiB, the limit for a .rex file",

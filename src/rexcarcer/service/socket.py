@@ -12,7 +12,6 @@ and streams its output (no terminal, no standard input).
 
 from __future__ import annotations
 
-import base64
 import errno
 import os
 import socket
@@ -83,27 +82,8 @@ class SocketService:
             raise wire.AgentError(f"the agent at {self.path} went away", hint="try again",
                                   exit_code=UsageError.exit_code)  # fmt: skip
         with sock:
-            sock.sendall(wire.encode({"v": wire.VERSION, "op": op, "args": args,
-                                      "body": len(body)}) + body)  # fmt: skip
-            for frame in wire.Reader(sock).frames():
-                if "step" in frame:
-                    self.progress.step(str(frame["step"]))
-                elif "output" in frame:
-                    self.progress.output(str(frame["output"]))
-                elif "out" in frame:
-                    if sink is not None:
-                        sink(str(frame["out"]))
-                elif "data" in frame and data is not None:
-                    data.write(base64.b64decode(str(frame["data"])))
-                elif "result" in frame:
-                    return frame["result"]
-                elif "error" in frame:
-                    wire.raise_error(frame)
-        raise wire.AgentError(
-            f"the agent at {self.path} ended the request without an answer",
-            hint="see the agent's log",
-            exit_code=UsageError.exit_code,
-        )
+            return wire.exchange(sock, {"op": op, "args": args}, body, self.progress, sink=sink,
+                                 data=data, where=f"the agent at {self.path}")  # fmt: skip
 
     def _context(self, rexfile: Rexfile) -> tuple[dict[str, Any], bytes]:
         if rexfile.path is None:

@@ -14,6 +14,8 @@ The agent answers with JSON lines until the last one, ``result`` or ``error``::
     {"data": "BASE64"}                  bytes of a stream (rex cp out of a jail)
     {"result": ...}                     done
     {"error": {"message", "hint", "exit_code"}}
+    {"need": "context"}                 a ``"text": true`` request (the .rex file
+                                        alone) names COPY sources: send the tar
 
 JSON lines and a length-prefixed body keep the client to the standard library
 (``socket`` and ``json``): the CLI's start-up stays small, and the agent reads
@@ -24,10 +26,15 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
-from typing import Any
 
 from rexcarcer.errors import RexError, UsageError
+
+TYPE_CHECKING = False  # typing imports re: the front door's thin client (cli/thin.py) imports this
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import IO, Any
+
+    from rexcarcer.progress import Progress
 
 VERSION = 1
 MAX_LINE = 1 << 20  # a request or frame line; bodies are counted separately
@@ -94,3 +101,44 @@ class Reader:
             if not isinstance(obj, dict):
                 raise UsageError("a frame on the agent socket is not a JSON object")
             yield obj
+
+
+class ContextNeeded(Exception):
+    """The agent's answer to a ``.rex`` file sent alone that has COPY steps: the
+    request must be sent again with the build context (agent/local.py)."""
+
+
+def exchange(
+    sock: socket.socket,
+    request: dict[str, Any],
+    body: bytes,
+    progress: Progress,
+    *,
+    sink: Callable[[str], None] | None = None,
+    data: IO[bytes] | None = None,
+    where: str = "the agent",
+) -> Any:
+    """Send one request on ``sock`` and read its frames to the end: progress to
+    ``progress``, exec and logs output to ``sink``, stream bytes to ``data``;
+    the result, or the agent's error raised as AgentError."""
+    sock.sendall(encode({**request, "v": VERSION, "body": len(body)}) + body)
+    for frame in Reader(sock).frames():
+        if "step" in frame:
+            progress.step(str(frame["step"]))
+        elif "output" in frame:
+            progress.output(str(frame["output"]))
+        elif "out" in frame:
+            if sink is not None:
+                sink(str(frame["out"]))
+        elif "data" in frame and data is not None:
+            import base64
+
+            data.write(base64.b64decode(str(frame["data"])))
+        elif "result" in frame:
+            return frame["result"]
+        elif "error" in frame:
+            raise_error(frame)
+        elif frame.get("need") == "context":
+            raise ContextNeeded
+    raise AgentError(f"{where} ended the request without an answer", hint="see the agent's log",
+                     exit_code=UsageError.exit_code)  # fmt: skip
