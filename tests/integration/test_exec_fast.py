@@ -12,7 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
-from rexcarcer.runtime import procfs
+from rexcarcer.runtime import direct, procfs
 from tests.capability import missing
 from tests.integration.conftest import Rex, copy_example, wait_until
 
@@ -67,21 +67,27 @@ def test_the_fast_and_the_engine_path_give_the_same_command(rex: Rex, tmp_path: 
 
 def test_a_stopped_or_unknown_jail_gets_the_engines_errors(rex: Rex, tmp_path: Path) -> None:
     _up(rex, tmp_path)
+    assert (rex.root / "run" / "hello.exec").stat().st_mode & 0o777 == 0o600
     rex.run("stop", "hello")
+    assert not (rex.root / "run" / "hello.exec").exists()
     stopped = rex.run("exec", "hello", "--", "true", check=False)
     assert stopped.returncode != 0 and "not running" in stopped.stderr
     unknown = rex.run("exec", "nosuch", "--", "true", check=False)
     assert unknown.returncode == 11 and "no jail" in unknown.stderr, unknown
-    # a run file that names a process which is not the init (a reused PID) is not entered
+    # run files that name a process which is not the init (a reused PID) are not entered
     rex.run("start", "hello")
-    run = rex.root / "run" / "hello.json"
-    saved = run.read_text()
+    run, fast = rex.root / "run" / "hello.json", rex.root / "run" / "hello.exec"
+    saved, saved_fast = run.read_text(), fast.read_bytes()
     info = json.loads(saved)
     run.write_text(json.dumps({**info, "init_start": info["init_start"] + 1}))
+    found = direct.parse_exec(saved_fast)
+    assert found is not None and found[:2] == (info["init_pid"], info["init_start"])
+    fast.write_bytes(direct.exec_record(found[0], found[1] + 1, found[2], found[3]))
     try:
         gone = rex.run("exec", "hello", "--", "true", check=False)
     finally:  # else rex destroy, which trusts the run file as exec does, leaves the init
         run.write_text(saved)
+        fast.write_bytes(saved_fast)
     assert gone.returncode != 0 and "not running" in gone.stderr
 
 

@@ -4,7 +4,6 @@ click's, the exec fast path's shape checks, and that neither imports click."""
 from __future__ import annotations
 
 import ast
-import json
 import os
 import subprocess
 import sys
@@ -120,40 +119,37 @@ def test_plausible_names_are_jail_names() -> None:
     assert direct.plausible_name("web") and not direct.plausible_name("../etc")
 
 
-def _run_file(tmp_path: Path, name: str, **info: object) -> Path:
-    (tmp_path / f"{name}.json").write_text(json.dumps(info))
+def _run_file(tmp_path: Path, name: str, *, init_pid: int, init_start: int,
+              exec_env: dict[str, str], cgroup_procs: list[str]) -> Path:  # fmt: skip
+    """The jail's exec file as runtime/linux.py writes it."""
+    data = direct.exec_record(init_pid, init_start, exec_env, cgroup_procs)
+    (tmp_path / f"{name}.exec").write_bytes(data)
     return tmp_path
 
 
-def test_read_run_wants_a_live_init_its_start_time_and_the_env(tmp_path: Path) -> None:
+def test_read_run_wants_a_live_init_and_its_start_time(tmp_path: Path) -> None:
     me = os.getpid()
     start = direct.start_time(me)
     assert isinstance(start, int)
-    env = {"PATH": "/bin", "GREETING": "hi"}
-    procs = ["/sys/fs/cgroup/pids/rexcarcer/rex-abc/web/cgroup.procs"]
+    env = {"PATH": "/bin", "GREETING": "hi there", "EQ": "a=b", "EMPTY": ""}
+    procs = ["/sys/fs/cgroup/pids/rexcarcer/rex-abc/web/cgroup.procs", "/sys/fs/cgroup/x y"]
     d = _run_file(tmp_path, "web", init_pid=me, init_start=start, exec_env=env, cgroup_procs=procs)
     assert direct.read_run(str(d), "web") == (me, env, procs)
+    _run_file(tmp_path, "bare", init_pid=me, init_start=start, exec_env={}, cgroup_procs=[])
+    assert direct.read_run(str(d), "bare") == (me, {}, [])
     # another process under a reused PID: not the jail's init
     _run_file(tmp_path, "old", init_pid=me, init_start=start + 1, exec_env=env, cgroup_procs=[])
     assert direct.read_run(str(d), "old") is None
-    # run files of an older rex, without the environment or the groups: the engine's path
-    _run_file(tmp_path, "older", init_pid=me, init_start=start, cgroup_procs=[])
-    assert direct.read_run(str(d), "older") is None
-    _run_file(tmp_path, "nogroups", init_pid=me, init_start=start, exec_env=env)
-    assert direct.read_run(str(d), "nogroups") is None
-    _run_file(tmp_path, "bad", init_pid=me, init_start=start, exec_env={"A": 1}, cgroup_procs=[])
-    assert direct.read_run(str(d), "bad") is None
-    _run_file(tmp_path, "badg", init_pid=me, init_start=start, exec_env=env, cgroup_procs=[1])
-    assert direct.read_run(str(d), "badg") is None
-    # LIMIT openfiles is an rlimit only the engine's runner sets: its path
-    _run_file(tmp_path, "capped", init_pid=me, init_start=start, exec_env=env,
-              limits={"openfiles": 100}, cgroup_procs=[])  # fmt: skip
-    assert direct.read_run(str(d), "capped") is None
-    _run_file(tmp_path, "pids", init_pid=me, init_start=start, exec_env=env, limits={"pids": 9},
-              cgroup_procs=procs)  # fmt: skip
-    assert direct.read_run(str(d), "pids") == (me, env, procs)  # a cgroup limit: joined directly
-    (tmp_path / "junk.json").write_text("{not json")
-    assert direct.read_run(str(d), "junk") is None
+    good = direct.exec_record(me, start, env, procs)
+    for bad in [b"", b"{}", good.replace(b"rex-exec 1", b"rex-exec 2"), good[: good.index(b"PATH")],
+                good.replace(b"GREETING=", b"GREETING"), b"rex-exec 1\0x\01\00",
+                b"rex-exec 1\0%d\0%d\0-1" % (me, start), b"rex-exec 1\0%d\0%d\09" % (me, start),
+                good + b"\xff"]:  # fmt: skip
+        (tmp_path / "junk.exec").write_bytes(bad)
+        assert direct.read_run(str(d), "junk") is None, bad
+    assert direct.parse_exec(good[: good.index(b"PATH")] + b"PATH=/bin") is None  # count says 4
+    (tmp_path / "run.json").write_text("{}")  # the run file alone: the engine's path
+    assert direct.read_run(str(d), "run") is None
     assert direct.read_run(str(d), "none") is None
 
 

@@ -106,9 +106,9 @@ def state_root() -> str | None:
     env = os.environ.get("REX_ROOT")
     if env is not None:
         return os.path.abspath(env) if env else None
-    from rexcarcer.platform.kinds import DEFAULTS, detect
+    from rexcarcer.platform.defaults import DEFAULTS, this_os
 
-    defaults = DEFAULTS[detect()]
+    defaults = DEFAULTS[this_os()]
     for candidate in (os.path.join(defaults["root"], "rexcarcer.toml"), defaults["config_file"]):
         try:
             found = os.path.isfile(candidate)
@@ -131,11 +131,14 @@ def _exec_here(name: str, command: list[str]) -> None:
     root = state_root()
     if root is None:
         return
-    from rexcarcer.errors import RexError
     from rexcarcer.runtime.direct import enter_if_local
 
     try:
         enter_if_local(os.path.join(root, "run"), name, command)
-    except RexError as exc:
+    except Exception as exc:
+        from rexcarcer.errors import RexError  # only now: the path that enters never needs it
+
+        if not isinstance(exc, RexError):
+            raise
         sys.stderr.write(f"error: {exc.message}\n" + (f"hint: {exc.hint}\n" if exc.hint else ""))
         sys.exit(exc.exit_code)

@@ -90,9 +90,9 @@ def settings(environ: dict[str, str] | None = None) -> tuple[str, str, bool] | N
     file exists config.py reads it; None when it cannot (cli/main.py then says
     what is wrong)."""
     env = os.environ if environ is None else environ
-    from rexcarcer.platform.kinds import DEFAULTS, detect
+    from rexcarcer.platform.defaults import DEFAULTS, this_os
 
-    defaults = DEFAULTS[detect()]
+    defaults = DEFAULTS[this_os()]
     given = env.get("REX_ROOT")
     if given == "":
         return None

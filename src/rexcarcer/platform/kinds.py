@@ -3,8 +3,10 @@ settings that depend on it (config.py adds the portable ones)."""
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
+
+from rexcarcer.platform.defaults import DEFAULTS as PLAIN
+from rexcarcer.platform.defaults import this_os
 
 
 class PlatformKind(StrEnum):
@@ -15,25 +17,10 @@ class PlatformKind(StrEnum):
 
 def detect() -> PlatformKind:
     """The platform this process runs on."""
-    return PlatformKind.FREEBSD if sys.platform.startswith("freebsd") else PlatformKind.LINUX
+    return PlatformKind(this_os())
 
 
-# FreeBSD: hier(7) puts variable state under /var/db and local configuration
-# under /usr/local/etc; local_unbound's control socket is fixed by
-# local-unbound-setup(8). Linux: the FHS /var/lib and /etc; rex's own unbound
-# keeps its socket under the state directory (filled in by config.py).
-DEFAULTS: dict[PlatformKind, dict[str, str]] = {
-    PlatformKind.FREEBSD: {
-        "root": "/var/db/rexcarcer",
-        "dataset": "zroot/rex",
-        "unbound_control": "/var/run/local_unbound.ctl",
-        "config_file": "/usr/local/etc/rexcarcer.toml",
-    },
-    PlatformKind.LINUX: {
-        "root": "/var/lib/rexcarcer",
-        "dataset": "rexpool/rex",
-        "unbound_control": "",
-        "config_file": "/etc/rexcarcer.toml",
-    },
-}
+# The plain-string table is platform/defaults.py, which the front door reads
+# without importing enum; here it is keyed by the kinds.
+DEFAULTS: dict[PlatformKind, dict[str, str]] = {PlatformKind(k): v for k, v in PLAIN.items()}
 DEFAULTS[PlatformKind.FAKE] = DEFAULTS[PlatformKind.LINUX]

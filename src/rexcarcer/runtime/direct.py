@@ -4,27 +4,26 @@ The engine's path (service/local.py, engine/lifecycle.py ``exec_in``,
 runtime/linux.py ``exec``) opens the store, finds the record and starts
 ``python3 -I -S jailenter.py exec PID ARGV`` under the runner: two
 interpreters and a store before the user's command runs. Everything ``exec``
-needs is in the jail's run file, which ``LinuxRuntime.start`` writes under the
-state directory (root's, never the jail's): the init's PID and start time and
-the jail's environment (``exec_env``) and the ``cgroup.procs`` files of the
-groups its first process joined (``cgroup_procs``). So, as root and for a jail
-whose run file has them:
+needs is in the jail's exec file, which ``LinuxRuntime.start`` writes beside
+its run file under the state directory (root's, never the jail's): the init's
+PID and start time, the jail's environment and the ``cgroup.procs`` files of
+the groups its first process joined. So, as root and for a jail
+whose exec file has them:
 
 1. the init is checked alive by PID and start time (/proc/PID/stat field 22,
    proc(5)), as ``LinuxRuntime._running_pid`` does;
 2. this process joins the same groups (cgroupjoin.py: on v1 hierarchies only
    its one thread, which is what forks the command, without the global lock
    a whole-process move waits on), so the command runs inside the jail's
-   limits from its first instruction; the files come from the run file rather
+   limits from its first instruction; the files come from the exec file rather
    than from limits/cgroup.py, whose import alone cost more than the rest of
    this path;
 3. jailenter.py's ``enter`` runs in this process: setns(2) into the init's
    namespaces, its root, fork, and in the child the capability drop and the
    exec of the command; this process waits and exits with its status.
 
-Anything else (no run file, a dead init, an older run file without
-``exec_env`` or ``cgroup_procs``, a group that is gone) returns to the
-caller, which takes the engine's path and its errors. Only the standard
+Anything else (no exec file, a dead init, a group that is gone) returns to
+the caller, which takes the engine's path and its errors. Only the standard
 library is imported before step 3, and nothing at all after the setns: the
 host's Python path is then resolved inside the jail's root, which the jail
 writes, so the parent ends with ``os._exit`` and never imports or finalizes
@@ -33,7 +32,6 @@ there.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -65,31 +63,56 @@ def start_time(pid: int) -> int | None:
         return None
 
 
+EXEC_MAGIC = b"rex-exec 1"
+
+
+def exec_record(pid: int, start: int, env: dict[str, str], procs: list[str]) -> bytes:
+    """The jail's ``NAME.exec`` file: what this path needs, NUL-separated (no
+    environment name or value, no path, can hold a NUL), so that reading it
+    needs neither ``json`` nor the ``re`` that json imports: the magic, the
+    init's PID and start time, the count of environment entries, each
+    ``NAME=VALUE``, then each ``cgroup.procs`` file."""
+    fields = [EXEC_MAGIC, b"%d" % pid, b"%d" % start, b"%d" % len(env)]
+    fields += [f"{k}={v}".encode() for k, v in env.items()]
+    fields += [p.encode() for p in procs]
+    return b"\0".join(fields)
+
+
+def parse_exec(data: bytes) -> tuple[int, int, dict[str, str], list[str]] | None:
+    """``exec_record``'s fields back, or None for anything else."""
+    fields = data.split(b"\0")
+    if len(fields) < 4 or fields[0] != EXEC_MAGIC:
+        return None
+    try:
+        pid, start, count = int(fields[1]), int(fields[2]), int(fields[3])
+        text = [f.decode() for f in fields[4:]]
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if count < 0 or count > len(text):
+        return None
+    env: dict[str, str] = {}
+    for entry in text[:count]:
+        key, eq, value = entry.partition("=")
+        if not eq or not key:
+            return None
+        env[key] = value
+    return pid, start, env, text[count:]
+
+
 def read_run(run_dir: str, name: str) -> tuple[int, dict[str, str], list[str]] | None:
     """(init PID, environment, the cgroup.procs files the init joined) from the
-    jail's run file when its init lives."""
+    jail's exec file (runtime/linux.py writes it beside the run file, and not
+    for a jail with ``LIMIT openfiles``: an rlimit the engine's runner sets in
+    the child, limits/cgroup.py rlimits_for) when its init lives."""
     try:
-        with open(os.path.join(run_dir, f"{name}.json"), "rb") as f:
-            info = json.loads(f.read())
-    except (OSError, ValueError):
+        with open(os.path.join(run_dir, f"{name}.exec"), "rb") as f:
+            found = parse_exec(f.read(1 << 20))
+    except OSError:
         return None
-    if not isinstance(info, dict):
+    if found is None:
         return None
-    pid, start, env = info.get("init_pid"), info.get("init_start"), info.get("exec_env")
-    procs = info.get("cgroup_procs")
-    if not (isinstance(pid, int) and isinstance(start, int) and isinstance(env, dict)):
-        return None
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        return None
-    # a run file from before rex wrote the groups down: the engine's path joins them
-    if not (isinstance(procs, list) and all(isinstance(p, str) for p in procs)):
-        return None
+    pid, start, env, procs = found
     if start_time(pid) != start:  # PID plus start time name one process for good
-        return None
-    limits = info.get("limits")
-    if isinstance(limits, dict) and limits.get("openfiles") is not None:
-        # LIMIT openfiles is an rlimit the engine's runner sets in the child
-        # (limits/cgroup.py rlimits_for): that jail takes the engine's path
         return None
     return pid, env, procs
 
@@ -124,7 +147,7 @@ def join_cgroups(files: list[str]) -> bool:
 def enter_if_local(run_dir: str, name: str, argv: list[str]) -> None:
     """Run ``argv`` in the jail and ``os._exit`` with its status (128+N for a
     signal); return without doing anything when the jail is not a running
-    Linux jail of this host with a run file that says how to enter it."""
+    Linux jail of this host with an exec file that says how to enter it."""
     if not argv or not plausible_name(name):
         return
     found = read_run(run_dir, name)

@@ -45,9 +45,12 @@ a path to the host's files), bpf, perfmon.
 
 from __future__ import annotations
 
+# CPython's C half of the signal module: signal.py wraps it in enums, and
+# importing enum (with functools and collections) costs this short-lived
+# process more than its other imports together (`rex exec`, cli/fast.py).
+import _signal  # type: ignore[import-not-found]
 import ctypes
 import os
-import signal
 import sys
 
 # linux/capability.h
@@ -161,8 +164,8 @@ def _wait(child: int) -> int:
         except ChildProcessError:
             return 1
         if os.WIFSTOPPED(status):  # the child stopped (^Z): stop too, as nsenter does
-            os.kill(os.getpid(), signal.SIGSTOP)
-            os.kill(child, signal.SIGCONT)
+            os.kill(os.getpid(), _signal.SIGSTOP)
+            os.kill(child, _signal.SIGCONT)
             continue
         if os.WIFSIGNALED(status):
             return 128 + os.WTERMSIG(status)
@@ -186,9 +189,9 @@ def enter(pid: int, argv: list[str]) -> int:
         drop_capabilities()
         _exec(argv)
     # the caller stops us with SIGTERM (or the terminal with SIGHUP): pass it on
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda s, _f: os.kill(child, s))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches the child through the tty
+    for sig in (_signal.SIGTERM, _signal.SIGHUP):
+        _signal.signal(sig, lambda s, _f: os.kill(child, s))
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # ^C reaches the child through the tty
     return _wait(child)
 
 

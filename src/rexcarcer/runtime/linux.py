@@ -99,6 +99,7 @@ from rexcarcer.runtime.base import (
     JailStatus,
     jail_env,
 )
+from rexcarcer.runtime.direct import exec_record
 from rexcarcer.runtime.linux_secrets import GO_FIFO, deliver_secrets
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -384,6 +385,10 @@ class LinuxRuntime:
     def _run_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.json"
 
+    def _exec_file(self, name: str) -> Path:
+        """How `rex exec` enters the jail without the engine (runtime/direct.py)."""
+        return self.run_dir / f"{name}.exec"
+
     def _status_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.exit"
 
@@ -583,15 +588,19 @@ class LinuxRuntime:
             upid, ipid = self._wait_init(wpid)
             st = procfs.stat(ipid)
             start = st.starttime if st else 0
+            procs_s = [str(p) for p in procs]
             info = {
                 "waiter_pid": wpid, "unshare_pid": upid, "init_pid": ipid,
                 "init_start": start, "root": str(spec.root), "netns": netns,
                 "address": str(spec.address) if spec.address else None,
                 "limits": spec.limits.as_json(),
                 # what `rex exec` needs to enter without the engine (runtime/direct.py)
-                "exec_env": env, "cgroup_procs": [str(p) for p in procs],
+                "exec_env": env, "cgroup_procs": procs_s,
             }  # fmt: skip
             atomic_write(self._run_file(spec.name), json.dumps(info))  # read concurrently
+            if spec.limits.openfiles is None:  # an rlimit only the engine's runner sets
+                atomic_write(self._exec_file(spec.name), exec_record(ipid, start, env, procs_s),
+                             mode=0o600)  # fmt: skip
             if spec.secrets:
                 deliver_secrets(spec, ipid, start, secrets, timeout=START_TIMEOUT)
             self._wait_rc(spec.name, ipid, console)
@@ -599,6 +608,7 @@ class LinuxRuntime:
             self._kill(spec.name)
             self._drop_cgroups(spec.name)
             self._unplumb(spec.name, str(spec.address) if spec.address else None)
+            self._exec_file(spec.name).unlink(missing_ok=True)
             self._run_file(spec.name).unlink(missing_ok=True)
             raise
 
@@ -655,12 +665,14 @@ class LinuxRuntime:
         if info is None:
             self._drop_cgroups(name)
             self._unplumb(name, None)
+            self._exec_file(name).unlink(missing_ok=True)
             self._status_file(name).unlink(missing_ok=True)
             return
         self._kill(name)
         self._drop_cgroups(name)
         address = info.get("address")
         self._unplumb(name, address if isinstance(address, str) else None)
+        self._exec_file(name).unlink(missing_ok=True)
         self._run_file(name).unlink(missing_ok=True)
         self._status_file(name).unlink(missing_ok=True)
 
