@@ -270,3 +270,19 @@ def _verify_with_crl(crl: Path, ca: Path, cert: Path) -> subprocess.CompletedPro
     """``openssl verify`` of ``cert`` against ``ca``, checking the CRL."""
     return sh("openssl", "verify", "-crl_check", "-CRLfile", crl, "-CAfile", ca, "-untrusted",
               cert, cert, check=False)  # fmt: skip
+
+
+def test_the_certificate_is_in_the_jail_before_its_rc_runs(rex: Rex, tmp_path: Path) -> None:
+    """Issued before the start (docs/performance.md: a service /etc/rc starts
+    reads its certificate then), not after: what /etc/rc saw is the file."""
+    rc = tmp_path / "rc"
+    rc.write_text("#!/bin/sh\ncat /etc/ssl/rc/host.crt /etc/ssl/rc/host.key > /var/rc-saw 2>&1\n")
+    rc.chmod(0o755)
+    path = tmp_path / "early.rex"
+    path.write_text("BASE busybox\nPROVISION COPY rc /etc/rc\n")
+    rex.run("up", path)
+    saw = rex.run("exec", "early", "--", "cat", "/var/rc-saw").stdout
+    crt = rex.run("exec", "early", "--", "cat", "/etc/ssl/rc/host.crt").stdout
+    key = rex.run("exec", "early", "--", "cat", "/etc/ssl/rc/host.key").stdout
+    assert "BEGIN CERTIFICATE" in crt and "PRIVATE KEY" in key
+    assert saw == crt + key
