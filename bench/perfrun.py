@@ -387,11 +387,11 @@ class Bench:
             for side in self.sides:
                 new = [f"s{i}" for i in range(have[side.key], n)]
                 if new:
+                    c = self.args.grow_clients
                     self.progress(f"growing {side.key} to {n} jails ({len(new)} rex up, "
-                                  f"{self.args.clients} clients)")  # fmt: skip
-                    total, _ = self.batch(side, new, self.args.clients)
+                                  f"{c} clients)")  # fmt: skip
+                    total, _ = self.batch(side, new, c)
                     have[side.key] = n
-                    c = self.args.clients
                     self.notes.append(f"grew {side.key} to {n} jails: {len(new)} rex up from "
                                       f"{c} clients in {duration(total)}")  # fmt: skip
             for on in self.modes():
