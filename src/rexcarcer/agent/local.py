@@ -314,7 +314,7 @@ def _request(reader: wire.Reader) -> tuple[str, dict[str, Any], bytes] | None:
     import json
 
     req = json.loads(line)
-    if not isinstance(req, dict) or req.get("v") != wire.VERSION:
+    if not isinstance(req, dict) or req.get("v") not in wire.VERSIONS:
         raise UsageError("a request of another protocol version",
                          hint="run the rex that matches this agent")  # fmt: skip
     op, args, size = req.get("op"), req.get("args"), req.get("body", 0)

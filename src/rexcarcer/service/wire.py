@@ -37,6 +37,11 @@ if TYPE_CHECKING:
     from rexcarcer.progress import Progress
 
 VERSION = 1
+# A request whose body is the .rex file alone ("text": true, cli/thin.py): an
+# agent from before it refuses the version with its hint to match rex and the
+# agent, rather than failing to unpack a tar. Agents take both.
+TEXT_VERSION = 2
+VERSIONS = (VERSION, TEXT_VERSION)
 MAX_LINE = 1 << 20  # a request or frame line; bodies are counted separately
 MAX_BODY = 1 << 30
 
@@ -121,7 +126,8 @@ def exchange(
     """Send one request on ``sock`` and read its frames to the end: progress to
     ``progress``, exec and logs output to ``sink``, stream bytes to ``data``;
     the result, or the agent's error raised as AgentError."""
-    sock.sendall(encode({**request, "v": VERSION, "body": len(body)}) + body)
+    version = TEXT_VERSION if request.get("args", {}).get("text") is True else VERSION
+    sock.sendall(encode({**request, "v": version, "body": len(body)}) + body)
     for frame in Reader(sock).frames():
         if "step" in frame:
             progress.step(str(frame["step"]))
