@@ -1,4 +1,4 @@
-"""The one atomic write of a host-side file.
+"""The one atomic write of a host-side file (and the read of a small one).
 
 Every file rex writes on the host (configuration, keys, the DNS include file,
 run files) goes through ``atomic_write``:
@@ -103,3 +103,18 @@ def _same(path: Path, raw: bytes, mode: int) -> bool:
         return path.read_bytes() == raw
     except OSError:
         return False
+
+
+def read_small(path: str) -> bytes:
+    """The whole of a small file (a run file, a /proc or cgroup file) with one
+    open and a read until its end, without ``Path`` or a buffered file object:
+    ``rex ls`` reads several of these for every jail. ``OSError`` as raised
+    (its ``filename`` is ``path``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)

@@ -291,6 +291,21 @@ def test_usage_v1(tmp_path: Path) -> None:
     assert driver.exists("web")
 
 
+def test_usage_skips_a_removed_group_and_refuses_a_missing_file(tmp_path: Path) -> None:
+    driver, root = _hybrid(tmp_path)
+    for c, files in V1_FILES.items():
+        _kernel_group(root / c / "rexcarcer" / "web", files)
+    (root / "pids/rexcarcer/web/pids.current").unlink()
+    (root / "pids/rexcarcer/web/pids.max").unlink()
+    (root / "pids/rexcarcer/web/cgroup.procs").unlink()
+    (root / "pids/rexcarcer/web").rmdir()  # the jail stopped while it was read
+    assert driver.usage("web") == {"memory": 0, "memory_failcnt": 0, "oom_kills": 0, "cpu_ns": 0}
+    # a group that is there without its file is the kernel's surprise, not a stop
+    (root / "cpuacct/rexcarcer/web/cpuacct.usage").unlink()
+    with pytest.raises(LimitError, match=r"cannot read .*cpuacct\.usage: No such file"):
+        driver.usage("web")
+
+
 def test_usage_v2(tmp_path: Path) -> None:
     root = _v2(tmp_path)
     web = root / "rexcarcer" / "web"

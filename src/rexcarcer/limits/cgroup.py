@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
+from rexcarcer.fsutil import read_small
 from rexcarcer.limits.mounts import WANTED, Mount, parse_mountinfo, v1_mounts, v2_mount
 from rexcarcer.names import jail_name_problem
 from rexcarcer.rexfile.limits import LimitError, Limits
@@ -308,29 +309,22 @@ class CgroupDriver:
 
     def usage(self, jail: str) -> dict[str, int]:
         """What the jail uses now: ``memory`` (bytes), ``oom_kills``, ``pids``,
-        ``cpu_ns``, and on v1 ``memory_failcnt``; only what this host accounts."""
+        ``cpu_ns``, and on v1 ``memory_failcnt``; only what this host accounts.
+
+        ``rex ls`` reads this for every running jail, so each file is one
+        open and read of a string path (no ``Path`` objects, no ``stat`` before
+        it); a group that is gone (the jail stopped meanwhile) is skipped."""
         out: dict[str, int] = {}
+        tail = f"/{self.prefix}/{_checked(jail)}/"
         for p in self.placements:
-            d = self._dir(p, jail)
-            if not d.is_dir():
-                continue
-            if p.controller == "memory" and p.version is Version.V2:
-                out["memory"] = int(_read(d / "memory.current"))
-                out["oom_kills"] = parse_keyed(_read(d / "memory.events")).get("oom_kill", 0)
-            elif p.controller == "memory":
-                out["memory"] = int(_read(d / "memory.usage_in_bytes"))
-                out["memory_failcnt"] = int(_read(d / "memory.failcnt"))
-                oom = parse_keyed(_read(d / "memory.oom_control"))
-                out["oom_kills"] = oom.get("oom_kill", 0)
-            elif p.controller == "pids":
-                out["pids"] = int(_read(d / "pids.current"))
-            elif p.controller == "cpuacct":
-                out["cpu_ns"] = int(_read(d / "cpuacct.usage"))
-            if p.version is Version.V2 and "cpu_ns" not in out:
-                # every v2 group has cpu.stat, with or without the cpu controller
-                stat = parse_keyed(_read(d / "cpu.stat"))
-                if "usage_usec" in stat:
-                    out["cpu_ns"] = stat["usage_usec"] * 1000
+            d = f"{p.mount}{tail}"
+            try:
+                _usage_into(out, p, d)
+            except FileNotFoundError as exc:
+                if os.path.isdir(d):
+                    raise LimitError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+            except OSError as exc:
+                raise LimitError(f"cannot read {exc.filename}: {exc.strerror}") from exc
         return out
 
     def remove(self, jail: str, *, kill: bool = False) -> None:
@@ -363,6 +357,31 @@ class CgroupDriver:
                     hint="they are busy; retry, or look for processes with `cat DIR/cgroup.procs`",
                 )
             time.sleep(0.01)
+
+
+def _usage_into(out: dict[str, int], p: Placement, d: str) -> None:
+    """Add what group directory ``d`` of placement ``p`` accounts to ``out``."""
+    if p.controller == "memory" and p.version is Version.V2:
+        out["memory"] = int(_read_fast(d + "memory.current"))
+        out["oom_kills"] = parse_keyed(_read_fast(d + "memory.events")).get("oom_kill", 0)
+    elif p.controller == "memory":
+        out["memory"] = int(_read_fast(d + "memory.usage_in_bytes"))
+        out["memory_failcnt"] = int(_read_fast(d + "memory.failcnt"))
+        out["oom_kills"] = parse_keyed(_read_fast(d + "memory.oom_control")).get("oom_kill", 0)
+    elif p.controller == "pids":
+        out["pids"] = int(_read_fast(d + "pids.current"))
+    elif p.controller == "cpuacct":
+        out["cpu_ns"] = int(_read_fast(d + "cpuacct.usage"))
+    if p.version is Version.V2 and "cpu_ns" not in out:
+        # every v2 group has cpu.stat, with or without the cpu controller
+        stat = parse_keyed(_read_fast(d + "cpu.stat"))
+        if "usage_usec" in stat:
+            out["cpu_ns"] = stat["usage_usec"] * 1000
+
+
+def _read_fast(path: str) -> str:
+    """OSError as it comes: the caller tells a missing group from a failing read."""
+    return read_small(path).decode()
 
 
 def _checked(jail: str) -> str:
