@@ -108,13 +108,22 @@ def _same(path: Path, raw: bytes, mode: int) -> bool:
 def read_small(path: str) -> bytes:
     """The whole of a small file (a run file, a /proc or cgroup file) with one
     open and a read until its end, without ``Path`` or a buffered file object:
-    ``rex ls`` reads several of these for every jail. ``OSError`` as raised
-    (its ``filename`` is ``path``)."""
+    ``rex ls`` reads several of these for every jail. A read shorter than
+    asked is the end: of a regular file (rex replaces these by rename, nothing
+    appends to them) and of the kernel's small seq files, which hand out all
+    they show in the first read. ``OSError`` as raised (its ``filename`` is
+    ``path``)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
+        data = os.read(fd, _SMALL)
+        if len(data) < _SMALL:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, _SMALL):
             chunks.append(chunk)
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+_SMALL = 65536
