@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from rexcarcer.fsutil import read_small
 from rexcarcer.limits import LimitError, Limits
 from rexcarcer.limits.cgroup import (
     V1_UNLIMITED,
@@ -67,7 +68,7 @@ def _hybrid(tmp_path: Path) -> tuple[CgroupDriver, Path]:
         (root / name).mkdir(parents=True)
     (root / "unified" / "cgroup.controllers").write_text("hugetlb\n")
     mountinfo = HYBRID.replace(str(SYS), str(root))
-    return CgroupDriver(root, mountinfo=mountinfo), root
+    return CgroupDriver(root, mountinfo=mountinfo, read=read_small), root
 
 
 def _v2(tmp_path: Path, controllers: str = "cpuset cpu io memory hugetlb pids rdma misc") -> Path:
@@ -155,7 +156,7 @@ def test_hybrid_layout_uses_the_v1_controllers(tmp_path: Path) -> None:
 
 def test_v2_layout_takes_controllers_from_cgroup_controllers(tmp_path: Path) -> None:
     root = _v2(tmp_path)
-    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root))
+    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root), read=read_small)
     assert driver.layout() == "v2"
     assert {p.controller: p.version for p in driver.placements} == {
         "memory": Version.V2,
@@ -167,7 +168,7 @@ def test_v2_layout_takes_controllers_from_cgroup_controllers(tmp_path: Path) -> 
 
 def test_a_limit_without_its_controller_is_refused(tmp_path: Path) -> None:
     root = _v2(tmp_path, controllers="memory pids")
-    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root))
+    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root), read=read_small)
     with pytest.raises(LimitError, match="LIMIT cpu needs the cpu cgroup controller") as err:
         driver.create("web", Limits(cpu=1.0))
     assert err.value.hint is not None and "memory" in err.value.hint
@@ -237,7 +238,7 @@ def test_v2_create_enables_controllers_top_down_and_writes_limits(tmp_path: Path
     (root / "cgroup.subtree_control").write_text("cpu\n")  # already delegated: kept
     _kernel_group(root / "rexcarcer", {"cgroup.subtree_control": ""})
     _kernel_group(root / "rexcarcer" / "web", V2_FILES)
-    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root))
+    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root), read=read_small)
     procs = driver.create("web", Limits(memory=64 << 20, cpu=1.5, pids=20))
     assert procs == [root / "rexcarcer" / "web" / "cgroup.procs"]
     assert (root / "cgroup.subtree_control").read_text() == "+memory +pids"
@@ -314,7 +315,7 @@ def test_usage_v2(tmp_path: Path) -> None:
     (web / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n")
     (web / "pids.current").write_text("2\n")
     (web / "cpu.stat").write_text("usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n")
-    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root))
+    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root), read=read_small)
     assert driver.usage("web") == {"memory": 8388608, "oom_kills": 1, "pids": 2, "cpu_ns": 1500000}
 
 

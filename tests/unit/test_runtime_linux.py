@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rexcarcer.errors import RuntimeBackendError
+from rexcarcer.fsutil import read_small
 from rexcarcer.limits.cgroup import CgroupDriver
 from rexcarcer.run import ScriptedRunner
 from rexcarcer.runtime import linux, procfs
@@ -246,7 +247,7 @@ def _v2_groups(tmp_path: Path, jail: str) -> CgroupDriver:
     for name, text in {"memory.current": "8192\n", "memory.events": "oom_kill 1\n",
                        "pids.current": "2\n", "cpu.stat": "usage_usec 7\n"}.items():  # fmt: skip
         (group / name).write_text(text)
-    return CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root))
+    return CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root), read=read_small)
 
 
 def test_status_names_a_live_init_by_pid_and_start_time(tmp_path: Path) -> None:

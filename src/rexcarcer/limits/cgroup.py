@@ -38,11 +38,12 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from rexcarcer.fsutil import read_small
+from rexcarcer.fsutil import held_files
 from rexcarcer.limits.mounts import WANTED, Mount, parse_mountinfo, v1_mounts, v2_mount
 from rexcarcer.names import jail_name_problem
 from rexcarcer.rexfile.limits import LimitError, Limits
@@ -165,7 +166,11 @@ class CgroupDriver:
         mountinfo: str | None = None,
         prefix: str = PREFIX,
         remove_timeout: float = REMOVE_TIMEOUT,
+        read: Callable[[str], bytes] = held_files.read,
     ) -> None:
+        """``read``: how the counters are read; the kernel's files are held open
+        between listings (fsutil.HeldFiles), a tree of regular files (the unit
+        tests') must be read afresh (``fsutil.read_small``)."""
         if mountinfo is None:
             mountinfo = _read(Path("/proc/self/mountinfo"))
         for part in prefix.split("/"):  # "rexcarcer", or "rexcarcer/<instance>"
@@ -174,6 +179,7 @@ class CgroupDriver:
         self.root = root
         self.prefix = prefix
         self.remove_timeout = remove_timeout
+        self.read = read
         self.mounts = parse_mountinfo(mountinfo)
         self.placements = detect(root, self.mounts)
 
@@ -319,7 +325,7 @@ class CgroupDriver:
         for p in self.placements:
             d = f"{p.mount}{tail}"
             try:
-                _usage_into(out, p, d)
+                _usage_into(out, p, d, self.read)
             except FileNotFoundError as exc:
                 if os.path.isdir(d):
                     raise LimitError(f"cannot read {exc.filename}: {exc.strerror}") from exc
@@ -359,29 +365,29 @@ class CgroupDriver:
             time.sleep(0.01)
 
 
-def _usage_into(out: dict[str, int], p: Placement, d: str) -> None:
-    """Add what group directory ``d`` of placement ``p`` accounts to ``out``."""
+def _usage_into(out: dict[str, int], p: Placement, d: str, read: Callable[[str], bytes]) -> None:
+    """Add what group directory ``d`` of placement ``p`` accounts to ``out``
+    (OSError as it comes: the caller tells a missing group from a failing read)."""
+
+    def text(path: str) -> str:
+        return read(path).decode()
+
     if p.controller == "memory" and p.version is Version.V2:
-        out["memory"] = int(_read_fast(d + "memory.current"))
-        out["oom_kills"] = parse_keyed(_read_fast(d + "memory.events")).get("oom_kill", 0)
+        out["memory"] = int(text(d + "memory.current"))
+        out["oom_kills"] = parse_keyed(text(d + "memory.events")).get("oom_kill", 0)
     elif p.controller == "memory":
-        out["memory"] = int(_read_fast(d + "memory.usage_in_bytes"))
-        out["memory_failcnt"] = int(_read_fast(d + "memory.failcnt"))
-        out["oom_kills"] = parse_keyed(_read_fast(d + "memory.oom_control")).get("oom_kill", 0)
+        out["memory"] = int(text(d + "memory.usage_in_bytes"))
+        out["memory_failcnt"] = int(text(d + "memory.failcnt"))
+        out["oom_kills"] = parse_keyed(text(d + "memory.oom_control")).get("oom_kill", 0)
     elif p.controller == "pids":
-        out["pids"] = int(_read_fast(d + "pids.current"))
+        out["pids"] = int(text(d + "pids.current"))
     elif p.controller == "cpuacct":
-        out["cpu_ns"] = int(_read_fast(d + "cpuacct.usage"))
+        out["cpu_ns"] = int(text(d + "cpuacct.usage"))
     if p.version is Version.V2 and "cpu_ns" not in out:
         # every v2 group has cpu.stat, with or without the cpu controller
-        stat = parse_keyed(_read_fast(d + "cpu.stat"))
+        stat = parse_keyed(text(d + "cpu.stat"))
         if "usage_usec" in stat:
             out["cpu_ns"] = stat["usage_usec"] * 1000
-
-
-def _read_fast(path: str) -> str:
-    """OSError as it comes: the caller tells a missing group from a failing read."""
-    return read_small(path).decode()
 
 
 def _checked(jail: str) -> str:

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rexcarcer.fsutil import read_small
+from rexcarcer.fsutil import held_files
 
 PROC = Path("/proc")
 
@@ -33,9 +33,10 @@ def stat(pid: int) -> ProcStat | None:
     """The process's stat line, or None when it is gone. Its command name is
     whatever the process set (prctl(2) PR_SET_NAME; in a jail, hostile): bytes
     that are not UTF-8 are kept as surrogates, never an error that would make a
-    live process look dead."""
+    live process look dead. Held open for the next read (fsutil.HeldFiles:
+    the file of a reaped process fails, even when its PID was reused)."""
     try:
-        text = read_small(f"/proc/{pid}/stat").decode("utf-8", "surrogateescape")
+        text = held_files.read(f"/proc/{pid}/stat").decode("utf-8", "surrogateescape")
         return parse_stat(text)
     except (OSError, ValueError, IndexError):
         return None
