@@ -8,6 +8,8 @@ OOM kills and rmdir are in tests/integration/test_limits.py.
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -17,12 +19,14 @@ from rexcarcer.limits import LimitError, Limits
 from rexcarcer.limits.cgroup import (
     V1_UNLIMITED,
     CgroupDriver,
+    MountInfo,
     Version,
     parse_keyed,
     rlimits_for,
     v1_memory_writes,
 )
 from rexcarcer.limits.mounts import parse_mountinfo, v1_mounts, v2_mount
+from tests.capability import missing, require_tools
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "limits"
 # /proc/self/mountinfo of a test machine (Debian 12, kernel 6.18), as saved:
@@ -347,3 +351,30 @@ def test_parse_keyed_and_rlimits() -> None:
 
     assert rlimits_for(Limits(openfiles=16)) == {resource.RLIMIT_NOFILE: (16, 16)}
     assert rlimits_for(Limits(memory=64 << 20)) == {}
+
+
+def test_mountinfo_is_read_again_after_a_mount_only() -> None:
+    """cgroup.MountInfo on a real process's mountinfo: a process in mount and
+    user namespaces of its own (no root needed) mounts a tmpfs when told."""
+    require_tools("unshare")
+    script = "read x; mount -t tmpfs rexheldtest /tmp && echo mounted; exec sleep 60"
+    child = subprocess.Popen(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                              script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        info = MountInfo(f"/proc/{child.pid}/mountinfo")
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{child.pid}/ns/mnt").readlink() == Path("/proc/self/ns/mnt").readlink():
+            assert time.monotonic() < deadline, "unshare did not enter its namespaces"
+            time.sleep(0.01)
+        before = info.text()
+        assert "rexheldtest" not in before and info.text() is before  # nothing changed
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+        if child.stdout.readline() != b"mounted\n":
+            missing("unprivileged user and mount namespaces (unshare -Urm)")
+        after = info.text()
+        assert "rexheldtest" in after and info.text() is after
+    finally:
+        child.kill()
+        child.wait()

@@ -36,7 +36,9 @@ import contextlib
 import errno
 import os
 import resource
+import select
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -172,7 +174,7 @@ class CgroupDriver:
         between listings (fsutil.HeldFiles), a tree of regular files (the unit
         tests') must be read afresh (``fsutil.read_small``)."""
         if mountinfo is None:
-            mountinfo = _read(Path("/proc/self/mountinfo"))
+            mountinfo = own_mountinfo.text()
         for part in prefix.split("/"):  # "rexcarcer", or "rexcarcer/<instance>"
             if jail_name_problem(part) is not None:
                 raise LimitError(f"bad cgroup prefix {prefix!r}: {jail_name_problem(part)}")
@@ -388,6 +390,55 @@ def _usage_into(out: dict[str, int], p: Placement, d: str, read: Callable[[str],
         stat = parse_keyed(text(d + "cpu.stat"))
         if "usage_usec" in stat:
             out["cpu_ns"] = stat["usage_usec"] * 1000
+
+
+class MountInfo:
+    """This process's /proc/self/mountinfo, read again only after a mount or an
+    unmount. Every jail is a mount (its dataset), so the file grows with the
+    jails, and the agent makes a cgroup driver for every request. proc(5):
+    after a change of the mounts, poll(2) marks a descriptor that read the
+    file with POLLPRI (fs/proc_namespace.c mounts_poll, which also clears the
+    mark): the text is read again from the start after any such mark."""
+
+    def __init__(self, path: str = "/proc/self/mountinfo") -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+        self._text = ""
+
+    def text(self) -> str:
+        with self._lock:
+            try:
+                return self._current()
+            except OSError as exc:
+                self._drop()
+                raise LimitError(f"cannot read {self.path}: {exc.strerror}") from exc
+
+    def _current(self) -> str:
+        if self._fd is None or self._pid != os.getpid():  # a forked child: its own
+            self._drop()
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            self._pid = os.getpid()
+        else:
+            poller = select.poll()
+            poller.register(self._fd, select.POLLPRI | select.POLLERR)
+            if not poller.poll(0):
+                return self._text
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(self._fd, 1 << 16):
+            chunks.append(chunk)
+        self._text = b"".join(chunks).decode("utf-8", "surrogateescape")
+        return self._text
+
+    def _drop(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd, self._text = None, ""
+
+
+own_mountinfo = MountInfo()
 
 
 def _checked(jail: str) -> str:
