@@ -319,9 +319,10 @@ class CgroupDriver:
         """What the jail uses now: ``memory`` (bytes), ``oom_kills``, ``pids``,
         ``cpu_ns``, and on v1 ``memory_failcnt``; only what this host accounts.
 
-        ``rex ls`` reads this for every running jail, so each file is one
-        open and read of a string path (no ``Path`` objects, no ``stat`` before
-        it); a group that is gone (the jail stopped meanwhile) is skipped."""
+        ``rex ls`` reads this for every running jail: each file is one
+        ``read`` of a string path (held open between listings, no ``stat``
+        before it); a group that is gone (the jail stopped meanwhile) is
+        skipped."""
         out: dict[str, int] = {}
         tail = f"/{self.prefix}/{_checked(jail)}/"
         for p in self.placements:
