@@ -1,4 +1,4 @@
-"""The one atomic write of a host-side file.
+"""The one atomic write of a host-side file (and the reads of small ones).
 
 Every file rex writes on the host (configuration, keys, the DNS include file,
 run files) goes through ``atomic_write``:
@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -103,3 +105,107 @@ def _same(path: Path, raw: bytes, mode: int) -> bool:
         return path.read_bytes() == raw
     except OSError:
         return False
+
+
+def read_small(path: str) -> bytes:
+    """The whole of a small file (a run file, a /proc or cgroup file) with one
+    open and a read until its end, without ``Path`` or a buffered file object:
+    ``rex ls`` reads several of these for every jail. A read shorter than
+    asked is the end: of a regular file (rex replaces these by rename, nothing
+    appends to them) and of the kernel's small seq files, which hand out all
+    they show in the first read. ``OSError`` as raised (its ``filename`` is
+    ``path``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, _SMALL)
+        if len(data) < _SMALL:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, _SMALL):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+_SMALL = 65536
+
+
+class HeldFiles:
+    """Small kernel files (/proc/PID/stat, cgroup counters) kept open between
+    reads; each read is one pread(2) at offset 0 instead of open, read, close.
+
+    The kernel renders a seq file afresh for a read from offset 0
+    (fs/seq_file.c seq_read_iter: "if request is to read from zero offset,
+    reset iterator"), and an open file stays bound to the object it was opened
+    on: once a process is reaped its /proc/PID/stat answers ESRCH, a removed
+    cgroup's files ENODEV (kernfs), even when a new process took the PID or a
+    new group the name. Any error drops the descriptor and the path is opened
+    again, so a read answers as a fresh open would. Never for regular files: a
+    file replaced by rename keeps its old content behind an open descriptor.
+
+    At most a quarter of the soft RLIMIT_NOFILE is held (beyond it a read
+    opens and closes as ``read_small``); descriptors not read between two
+    sweeps are closed. Every use of a descriptor, and every close, happens
+    under one lock, so no thread reads a number closed and reused meanwhile."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        if limit is None:
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._fds: dict[str, int] = {}
+        self._read: set[str] = set()
+        self._reads = 0
+
+    def read(self, path: str) -> bytes:
+        with self._lock:
+            fd = self._fds.get(path)
+            if fd is not None:
+                try:
+                    data = os.pread(fd, _SMALL, 0)
+                    if len(data) < _SMALL:
+                        self._note(path)
+                        return data
+                except OSError:
+                    pass
+                del self._fds[path]
+                os.close(fd)
+            if len(self._fds) >= self.limit:
+                return read_small(path)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                data = os.pread(fd, _SMALL, 0)
+            except BaseException:
+                os.close(fd)
+                raise
+            if len(data) < _SMALL:
+                self._fds[path] = fd
+                self._note(path)
+                return data
+            os.close(fd)
+        return read_small(path)  # larger than one read: not a file for holding
+
+    def _note(self, path: str) -> None:
+        self._read.add(path)
+        self._reads += 1
+        if self._reads >= max(256, 2 * len(self._fds)):
+            for stale in self._fds.keys() - self._read:
+                os.close(self._fds.pop(stale))
+            self._read.clear()
+            self._reads = 0
+
+    def held(self) -> int:
+        with self._lock:
+            return len(self._fds)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+            self._read.clear()
+
+
+# the process's one set: a long-lived agent lists the jails again and again
+held_files = HeldFiles()

@@ -102,6 +102,11 @@ def test_start_exec_stop(case: Case) -> None:
     rt.start(spec)
     rt.start(spec)  # already running: a no-op
     assert rt.status(["c1"])["c1"].state is JailState.RUNNING
+    # `rex ls`: state and usage in one call, the same keys as usage() has
+    both = rt.status(["c1", "other"], usage=True)
+    assert both["c1"].state is JailState.RUNNING and both["c1"].usage is not None
+    assert set(both["c1"].usage) == set(rt.usage("c1"))
+    assert both["other"].state is JailState.STOPPED and both["other"].usage is None
     env = jail_env(spec.env)
     assert rt.exec("c1", ["sh", "-c", 'test "$GREETING" = hi && exit 7'], env=env).returncode == 7
     assert rt.exec("c1", ["true"], env=env).ok

@@ -240,3 +240,21 @@ def test_a_missing_group_fails_the_start(cgroups: CgroupDriver, jail: str, tmp_p
         RUNNER.run(in_pidns("touch", str(tmp_path / "ran")), cgroups=procs)
     assert not (tmp_path / "ran").exists()
     assert os.path.exists(procs[0].parent.parent)  # the shared parent stays
+
+
+def test_usage_held_open_follows_a_group_removed_and_made_again(
+    cgroups: CgroupDriver, jail: str
+) -> None:
+    """The counters are read through descriptors held between listings
+    (fsutil.HeldFiles): a removed group reads as gone, a new group of the same
+    name as itself, never the old one's figures."""
+    procs = cgroups.create(jail, Limits(pids=50))
+    RUNNER.run(in_pidns(PY, "-c", "print(sum(range(3_000_000)))"), cgroups=procs)
+    first = cgroups.usage(jail)
+    assert first["cpu_ns"] > 0 and first["memory"] > 0 and first["pids"] == 0
+    assert cgroups.usage(jail)["cpu_ns"] == first["cpu_ns"]  # read again, held
+    cgroups.remove(jail)
+    assert cgroups.usage(jail) == {}
+    cgroups.create(jail, Limits(pids=50))
+    again = cgroups.usage(jail)
+    assert again["cpu_ns"] < first["cpu_ns"] and again["pids"] == 0, (first, again)

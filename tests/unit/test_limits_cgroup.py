@@ -8,20 +8,25 @@ OOM kills and rmdir are in tests/integration/test_limits.py.
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path, PurePosixPath
 
 import pytest
 
+from rexcarcer.fsutil import read_small
 from rexcarcer.limits import LimitError, Limits
 from rexcarcer.limits.cgroup import (
     V1_UNLIMITED,
     CgroupDriver,
+    MountInfo,
     Version,
     parse_keyed,
     rlimits_for,
     v1_memory_writes,
 )
 from rexcarcer.limits.mounts import parse_mountinfo, v1_mounts, v2_mount
+from tests.capability import missing, require_tools
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "limits"
 # /proc/self/mountinfo of a test machine (Debian 12, kernel 6.18), as saved:
@@ -67,7 +72,7 @@ def _hybrid(tmp_path: Path) -> tuple[CgroupDriver, Path]:
         (root / name).mkdir(parents=True)
     (root / "unified" / "cgroup.controllers").write_text("hugetlb\n")
     mountinfo = HYBRID.replace(str(SYS), str(root))
-    return CgroupDriver(root, mountinfo=mountinfo), root
+    return CgroupDriver(root, mountinfo=mountinfo, read=read_small), root
 
 
 def _v2(tmp_path: Path, controllers: str = "cpuset cpu io memory hugetlb pids rdma misc") -> Path:
@@ -155,7 +160,7 @@ def test_hybrid_layout_uses_the_v1_controllers(tmp_path: Path) -> None:
 
 def test_v2_layout_takes_controllers_from_cgroup_controllers(tmp_path: Path) -> None:
     root = _v2(tmp_path)
-    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root))
+    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root), read=read_small)
     assert driver.layout() == "v2"
     assert {p.controller: p.version for p in driver.placements} == {
         "memory": Version.V2,
@@ -167,7 +172,7 @@ def test_v2_layout_takes_controllers_from_cgroup_controllers(tmp_path: Path) -> 
 
 def test_a_limit_without_its_controller_is_refused(tmp_path: Path) -> None:
     root = _v2(tmp_path, controllers="memory pids")
-    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root))
+    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root), read=read_small)
     with pytest.raises(LimitError, match="LIMIT cpu needs the cpu cgroup controller") as err:
         driver.create("web", Limits(cpu=1.0))
     assert err.value.hint is not None and "memory" in err.value.hint
@@ -237,7 +242,7 @@ def test_v2_create_enables_controllers_top_down_and_writes_limits(tmp_path: Path
     (root / "cgroup.subtree_control").write_text("cpu\n")  # already delegated: kept
     _kernel_group(root / "rexcarcer", {"cgroup.subtree_control": ""})
     _kernel_group(root / "rexcarcer" / "web", V2_FILES)
-    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root))
+    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root), read=read_small)
     procs = driver.create("web", Limits(memory=64 << 20, cpu=1.5, pids=20))
     assert procs == [root / "rexcarcer" / "web" / "cgroup.procs"]
     assert (root / "cgroup.subtree_control").read_text() == "+memory +pids"
@@ -291,6 +296,21 @@ def test_usage_v1(tmp_path: Path) -> None:
     assert driver.exists("web")
 
 
+def test_usage_skips_a_removed_group_and_refuses_a_missing_file(tmp_path: Path) -> None:
+    driver, root = _hybrid(tmp_path)
+    for c, files in V1_FILES.items():
+        _kernel_group(root / c / "rexcarcer" / "web", files)
+    (root / "pids/rexcarcer/web/pids.current").unlink()
+    (root / "pids/rexcarcer/web/pids.max").unlink()
+    (root / "pids/rexcarcer/web/cgroup.procs").unlink()
+    (root / "pids/rexcarcer/web").rmdir()  # the jail stopped while it was read
+    assert driver.usage("web") == {"memory": 0, "memory_failcnt": 0, "oom_kills": 0, "cpu_ns": 0}
+    # a group that is there without its file is the kernel's surprise, not a stop
+    (root / "cpuacct/rexcarcer/web/cpuacct.usage").unlink()
+    with pytest.raises(LimitError, match=r"cannot read .*cpuacct\.usage: No such file"):
+        driver.usage("web")
+
+
 def test_usage_v2(tmp_path: Path) -> None:
     root = _v2(tmp_path)
     web = root / "rexcarcer" / "web"
@@ -299,7 +319,7 @@ def test_usage_v2(tmp_path: Path) -> None:
     (web / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n")
     (web / "pids.current").write_text("2\n")
     (web / "cpu.stat").write_text("usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n")
-    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root))
+    driver = CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root), read=read_small)
     assert driver.usage("web") == {"memory": 8388608, "oom_kills": 1, "pids": 2, "cpu_ns": 1500000}
 
 
@@ -331,3 +351,30 @@ def test_parse_keyed_and_rlimits() -> None:
 
     assert rlimits_for(Limits(openfiles=16)) == {resource.RLIMIT_NOFILE: (16, 16)}
     assert rlimits_for(Limits(memory=64 << 20)) == {}
+
+
+def test_mountinfo_is_read_again_after_a_mount_only() -> None:
+    """cgroup.MountInfo on a real process's mountinfo: a process in mount and
+    user namespaces of its own (no root needed) mounts a tmpfs when told."""
+    require_tools("unshare")
+    script = "read x; mount -t tmpfs rexheldtest /tmp && echo mounted; exec sleep 60"
+    child = subprocess.Popen(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                              script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        info = MountInfo(f"/proc/{child.pid}/mountinfo")
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{child.pid}/ns/mnt").readlink() == Path("/proc/self/ns/mnt").readlink():
+            assert time.monotonic() < deadline, "unshare did not enter its namespaces"
+            time.sleep(0.01)
+        before = info.text()
+        assert "rexheldtest" not in before and info.text() is before  # nothing changed
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+        if child.stdout.readline() != b"mounted\n":
+            missing("unprivileged user and mount namespaces (unshare -Urm)")
+        after = info.text()
+        assert "rexheldtest" in after and info.text() is after
+    finally:
+        child.kill()
+        child.wait()

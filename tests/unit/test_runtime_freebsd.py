@@ -398,3 +398,13 @@ def test_build_jail_name_is_deterministic_and_has_no_dots() -> None:
     a, b = freebsd.build_jail_name(ROOT), freebsd.build_jail_name(Path("/tank/rex/images/abd"))
     assert a == freebsd.build_jail_name(ROOT) and a != b
     assert a.startswith("rexbuild-") and "." not in a
+
+
+def test_status_with_usage_reads_rctl_for_the_running_jails_only(tmp_path: Path) -> None:
+    r = _running(ScriptedRunner(strict=True))
+    r.on(["rctl", "-u", "jail:web"], "cputime=2\nmemoryuse=4136960\nmaxproc=3\n")
+    got = _runtime(tmp_path, r).status(["web", "svc"], usage=True)
+    assert r.calls == [JLS, ("rctl", "-u", "jail:web")]
+    assert got["web"] == JailStatus("web", JailState.RUNNING, 1, usage={
+        "memory": 4136960, "pids": 3, "cpu_ns": 2_000_000_000})  # fmt: skip
+    assert got["svc"] == JailStatus("svc", JailState.STOPPED)

@@ -20,6 +20,7 @@ from rexcarcer.engine import jails
 from rexcarcer.engine.base import Engine
 from rexcarcer.engine.plan import plan_up
 from rexcarcer.errors import RuntimeBackendError
+from rexcarcer.fsutil import read_small
 from rexcarcer.limits import LimitError, Limits
 from rexcarcer.limits.cgroup import CgroupDriver
 from rexcarcer.netpolicy.policy import NetworkPolicy
@@ -183,7 +184,7 @@ def test_linux_exec_joins_the_jails_cgroups_and_rlimits(tmp_path: Path) -> None:
         (cg / name).mkdir(parents=True)
     (cg / "unified" / "cgroup.controllers").write_text("hugetlb\n")
     mountinfo = (DATA / "mountinfo-hybrid.txt").read_text().replace("/sys/fs/cgroup", str(cg))
-    driver = CgroupDriver(cg, mountinfo=mountinfo, prefix="rexcarcer/rex-t")
+    driver = CgroupDriver(cg, mountinfo=mountinfo, prefix="rexcarcer/rex-t", read=read_small)
     for d in driver.group_dirs("web"):  # what the kernel would have made at start
         d.mkdir(parents=True)
     r = ScriptedRunner()

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 from rexcarcer.errors import RuntimeBackendError
+from rexcarcer.fsutil import read_small
+from rexcarcer.limits.cgroup import CgroupDriver
 from rexcarcer.run import ScriptedRunner
-from rexcarcer.runtime import linux
-from rexcarcer.runtime.base import BuildNet, JailSpec
+from rexcarcer.runtime import linux, procfs
+from rexcarcer.runtime.base import BuildNet, JailEnd, JailSpec, JailState, JailStatus
 from rexcarcer.runtime.linux import LinuxRuntime, netns_name
+from tests.capability import missing
 
 
 def test_interface_names_are_deterministic_and_short() -> None:
@@ -219,3 +224,65 @@ def test_the_source_guard_admits_only_the_jails_own_address() -> None:
     assert len(rules6[1]) == 2 and rules6[1][-1] == {"drop": None}  # every IPv4 source dropped
     own = rules6[2][1]["match"]["right"]["set"]
     assert own[0] == "2001:db8::5" and "::" in own
+
+
+# -- status: the run file and /proc/PID/stat, read once per jail ------------------------
+
+V2_MOUNTINFO = "35 24 0:30 / {root} rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+
+
+def _proc_stat() -> procfs.ProcStat:
+    if not Path("/proc/self/stat").exists():
+        missing("/proc (Linux procfs)")
+    st = procfs.stat(os.getpid())
+    assert st is not None
+    return st
+
+
+def _v2_groups(tmp_path: Path, jail: str) -> CgroupDriver:
+    root = tmp_path / "cg"
+    group = root / "rexcarcer" / jail
+    group.mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory pids\n")
+    for name, text in {"memory.current": "8192\n", "memory.events": "oom_kill 1\n",
+                       "pids.current": "2\n", "cpu.stat": "usage_usec 7\n"}.items():  # fmt: skip
+        (group / name).write_text(text)
+    return CgroupDriver(root, mountinfo=V2_MOUNTINFO.format(root=root), read=read_small)
+
+
+def test_status_names_a_live_init_by_pid_and_start_time(tmp_path: Path) -> None:
+    st = _proc_stat()  # this test's own process stands in for a jail's init
+    run = {"init_pid": os.getpid(), "init_start": st.starttime, "waiter_pid": None}
+    (tmp_path / "web.json").write_text(json.dumps(run))
+    # the same PID with another start time: a recycled PID, not the jail's init
+    (tmp_path / "old.json").write_text(json.dumps({**run, "init_start": st.starttime + 1}))
+    (tmp_path / "old.exit").write_text("137\n")
+    rt = LinuxRuntime(ScriptedRunner(strict=True), run_dir=tmp_path, bridge="rex0", token="t",
+                      host_address=ipaddress.ip_interface("203.0.113.1/24"),
+                      cgroups=lambda: _v2_groups(tmp_path, "web"))  # fmt: skip
+    got = rt.status(["web", "old", "none"])
+    assert got["web"] == JailStatus("web", JailState.RUNNING, os.getpid())
+    assert got["old"] == JailStatus("old", JailState.STOPPED, None, JailEnd(137))
+    assert got["none"] == JailStatus("none", JailState.STOPPED)
+    used = rt.status(["web", "old"], usage=True)
+    assert used["web"].usage == {"memory": 8192, "oom_kills": 1, "pids": 2, "cpu_ns": 7000}
+    assert used["web"].usage == rt.usage("web")
+    assert used["old"].usage is None and rt.usage("old") == {}
+
+
+def test_a_process_that_names_itself_badly_is_still_alive() -> None:
+    """A jail's init runs the jail's own /bin/sh: its command name (prctl
+    PR_SET_NAME) may hold parentheses and bytes that are not UTF-8."""
+    _proc_stat()
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_name, pr_get_name = 15, 16  # linux/prctl.h
+    old = ctypes.create_string_buffer(16)
+    assert libc.prctl(pr_get_name, old, 0, 0, 0) == 0
+    assert libc.prctl(pr_set_name, b"\xff) 1 (Z \xfe", 0, 0, 0) == 0
+    try:
+        assert Path("/proc/self/comm").read_bytes() == b"\xff) 1 (Z \xfe\n"
+        st = procfs.stat(os.getpid())
+        assert st is not None and st.pid == os.getpid() and st.state not in ("Z", "X")
+        assert procfs.alive(os.getpid(), st.starttime)
+    finally:
+        libc.prctl(pr_set_name, old.value, 0, 0, 0)

@@ -342,17 +342,18 @@ def list_jails(eng: Engine, names: Sequence[str] | None = None) -> list[JailInfo
     recs = records.list_jails(eng.host.store)
     if names is not None:
         recs = [r for r in recs if r.name in names]
-    runtime = eng.host.runtime
-    status = runtime.status([r.name for r in recs if foreign_host(eng, r) is None])
+    # one store read per prefix, one runtime pass (state and usage together)
+    local = [r.name for r in recs if foreign_host(eng, r) is None]
+    status = eng.host.runtime.status(local, usage=True)
     health = all_health(eng.host.store)
     out = []
     for r in recs:
-        state = str(status[r.name].state) if r.name in status else str(r.desired)
+        st = status.get(r.name)
+        state = str(st.state) if st is not None else str(r.desired)
         h = health.get(r.name)
         # a verdict is about a run: none while the jail is down, except why it stays down
         shown = h.shown if h is not None and (state != "stopped" or h.state is Health.EXITED) \
             else None  # fmt: skip
-        running = r.name in status and status[r.name].state is JailState.RUNNING
-        usage = runtime.usage(r.name) if running else None
-        out.append(JailInfo.of(r, state, shown, usage))
+        running = st is not None and st.state is JailState.RUNNING
+        out.append(JailInfo.of(r, state, shown, st.usage if running and st else None))
     return out

@@ -36,12 +36,16 @@ import contextlib
 import errno
 import os
 import resource
+import select
 import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
+from rexcarcer.fsutil import held_files
 from rexcarcer.limits.mounts import WANTED, Mount, parse_mountinfo, v1_mounts, v2_mount
 from rexcarcer.names import jail_name_problem
 from rexcarcer.rexfile.limits import LimitError, Limits
@@ -164,15 +168,20 @@ class CgroupDriver:
         mountinfo: str | None = None,
         prefix: str = PREFIX,
         remove_timeout: float = REMOVE_TIMEOUT,
+        read: Callable[[str], bytes] = held_files.read,
     ) -> None:
+        """``read``: how the counters are read; the kernel's files are held open
+        between listings (fsutil.HeldFiles), a tree of regular files (the unit
+        tests') must be read afresh (``fsutil.read_small``)."""
         if mountinfo is None:
-            mountinfo = _read(Path("/proc/self/mountinfo"))
+            mountinfo = own_mountinfo.text()
         for part in prefix.split("/"):  # "rexcarcer", or "rexcarcer/<instance>"
             if jail_name_problem(part) is not None:
                 raise LimitError(f"bad cgroup prefix {prefix!r}: {jail_name_problem(part)}")
         self.root = root
         self.prefix = prefix
         self.remove_timeout = remove_timeout
+        self.read = read
         self.mounts = parse_mountinfo(mountinfo)
         self.placements = detect(root, self.mounts)
 
@@ -308,29 +317,23 @@ class CgroupDriver:
 
     def usage(self, jail: str) -> dict[str, int]:
         """What the jail uses now: ``memory`` (bytes), ``oom_kills``, ``pids``,
-        ``cpu_ns``, and on v1 ``memory_failcnt``; only what this host accounts."""
+        ``cpu_ns``, and on v1 ``memory_failcnt``; only what this host accounts.
+
+        ``rex ls`` reads this for every running jail: each file is one
+        ``read`` of a string path (held open between listings, no ``stat``
+        before it); a group that is gone (the jail stopped meanwhile) is
+        skipped."""
         out: dict[str, int] = {}
+        tail = f"/{self.prefix}/{_checked(jail)}/"
         for p in self.placements:
-            d = self._dir(p, jail)
-            if not d.is_dir():
-                continue
-            if p.controller == "memory" and p.version is Version.V2:
-                out["memory"] = int(_read(d / "memory.current"))
-                out["oom_kills"] = parse_keyed(_read(d / "memory.events")).get("oom_kill", 0)
-            elif p.controller == "memory":
-                out["memory"] = int(_read(d / "memory.usage_in_bytes"))
-                out["memory_failcnt"] = int(_read(d / "memory.failcnt"))
-                oom = parse_keyed(_read(d / "memory.oom_control"))
-                out["oom_kills"] = oom.get("oom_kill", 0)
-            elif p.controller == "pids":
-                out["pids"] = int(_read(d / "pids.current"))
-            elif p.controller == "cpuacct":
-                out["cpu_ns"] = int(_read(d / "cpuacct.usage"))
-            if p.version is Version.V2 and "cpu_ns" not in out:
-                # every v2 group has cpu.stat, with or without the cpu controller
-                stat = parse_keyed(_read(d / "cpu.stat"))
-                if "usage_usec" in stat:
-                    out["cpu_ns"] = stat["usage_usec"] * 1000
+            d = f"{p.mount}{tail}"
+            try:
+                _usage_into(out, p, d, self.read)
+            except FileNotFoundError as exc:
+                if os.path.isdir(d):
+                    raise LimitError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+            except OSError as exc:
+                raise LimitError(f"cannot read {exc.filename}: {exc.strerror}") from exc
         return out
 
     def remove(self, jail: str, *, kill: bool = False) -> None:
@@ -363,6 +366,80 @@ class CgroupDriver:
                     hint="they are busy; retry, or look for processes with `cat DIR/cgroup.procs`",
                 )
             time.sleep(0.01)
+
+
+def _usage_into(out: dict[str, int], p: Placement, d: str, read: Callable[[str], bytes]) -> None:
+    """Add what group directory ``d`` of placement ``p`` accounts to ``out``
+    (OSError as it comes: the caller tells a missing group from a failing read)."""
+
+    def text(path: str) -> str:
+        return read(path).decode()
+
+    if p.controller == "memory" and p.version is Version.V2:
+        out["memory"] = int(text(d + "memory.current"))
+        out["oom_kills"] = parse_keyed(text(d + "memory.events")).get("oom_kill", 0)
+    elif p.controller == "memory":
+        out["memory"] = int(text(d + "memory.usage_in_bytes"))
+        out["memory_failcnt"] = int(text(d + "memory.failcnt"))
+        out["oom_kills"] = parse_keyed(text(d + "memory.oom_control")).get("oom_kill", 0)
+    elif p.controller == "pids":
+        out["pids"] = int(text(d + "pids.current"))
+    elif p.controller == "cpuacct":
+        out["cpu_ns"] = int(text(d + "cpuacct.usage"))
+    if p.version is Version.V2 and "cpu_ns" not in out:
+        # every v2 group has cpu.stat, with or without the cpu controller
+        stat = parse_keyed(text(d + "cpu.stat"))
+        if "usage_usec" in stat:
+            out["cpu_ns"] = stat["usage_usec"] * 1000
+
+
+class MountInfo:
+    """This process's /proc/self/mountinfo, read again only after a mount or an
+    unmount. Every jail is a mount (its dataset), so the file grows with the
+    jails, and the agent makes a cgroup driver for every request. proc(5):
+    after a change of the mounts, poll(2) marks a descriptor that read the
+    file with POLLPRI (fs/proc_namespace.c mounts_poll, which also clears the
+    mark): the text is read again from the start after any such mark."""
+
+    def __init__(self, path: str = "/proc/self/mountinfo") -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+        self._text = ""
+
+    def text(self) -> str:
+        with self._lock:
+            try:
+                return self._current()
+            except OSError as exc:
+                self._drop()
+                raise LimitError(f"cannot read {self.path}: {exc.strerror}") from exc
+
+    def _current(self) -> str:
+        if self._fd is None or self._pid != os.getpid():  # a forked child: its own
+            self._drop()
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            self._pid = os.getpid()
+        else:
+            poller = select.poll()
+            poller.register(self._fd, select.POLLPRI | select.POLLERR)
+            if not poller.poll(0):
+                return self._text
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(self._fd, 1 << 16):
+            chunks.append(chunk)
+        self._text = b"".join(chunks).decode("utf-8", "surrogateescape")
+        return self._text
+
+    def _drop(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd, self._text = None, ""
+
+
+own_mountinfo = MountInfo()
 
 
 def _checked(jail: str) -> str:

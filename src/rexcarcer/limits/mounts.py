@@ -50,6 +50,11 @@ def parse_mountinfo(text: str) -> list[Mount]:
     """The cgroup and cgroup2 mounts, in mount order; other lines are skipped."""
     out: list[Mount] = []
     for line in text.splitlines():
+        # a quick look first: every jail is a mount (a ZFS dataset), so most lines
+        # are not cgroups; " - " only ever separates the optional fields from the
+        # type (mount points have their spaces escaped)
+        if " - cgroup" not in line:
+            continue
         fields = line.split(" ")
         try:
             sep = fields.index("-", 6)

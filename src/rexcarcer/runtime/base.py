@@ -115,6 +115,8 @@ class JailStatus:
     pid: int | None = None  # FreeBSD: jid; Linux: the jail's init PID on the host
     # not running, and the runtime remembers a run that ended without `stop`
     ended: JailEnd | None = None
+    # status(..., usage=True), a running jail: what it uses now (as usage() answers)
+    usage: Mapping[str, int] | None = None
 
 
 class Runtime(Protocol):
@@ -147,9 +149,11 @@ class Runtime(Protocol):
         Also removes what start created on the host (alias, netns, veth)."""
         ...
 
-    def status(self, names: Sequence[str]) -> dict[str, JailStatus]:
+    def status(self, names: Sequence[str], *, usage: bool = False) -> dict[str, JailStatus]:
         """The state of each named jail (every name gets an entry); for a jail that
-        stopped on its own, how its last run ended when the runtime knows."""
+        stopped on its own, how its last run ended when the runtime knows; with
+        ``usage``, what each running one uses (``rex ls``: one pass over the
+        jails instead of a status and then a ``usage`` call for each)."""
         ...
 
     def exec(

@@ -59,9 +59,10 @@ class FakeRuntime:
         self.running.pop(name, None)
         self.ended.pop(name, None)
 
-    def status(self, names: Sequence[str]) -> dict[str, JailStatus]:
+    def status(self, names: Sequence[str], *, usage: bool = False) -> dict[str, JailStatus]:
         return {
-            n: JailStatus(n, JailState.RUNNING, None) if n in self.running
+            n: JailStatus(n, JailState.RUNNING, None, usage=self.usage(n) if usage else None)
+            if n in self.running
             else JailStatus(n, JailState.STOPPED, None, self.ended.get(n))
             for n in names
         }  # fmt: skip

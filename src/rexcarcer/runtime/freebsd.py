@@ -24,7 +24,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -480,11 +480,16 @@ class FreeBSDRuntime:
             hint=f"`jail -R {name}` removes it without running exec.stop",
         )
 
-    def status(self, names: Sequence[str]) -> dict[str, JailStatus]:
+    def status(self, names: Sequence[str], *, usage: bool = False) -> dict[str, JailStatus]:
         if not names:
             return {}
         running = parse_jls_json(self._run(jls_argv(), "cannot list jails").stdout)
-        return {n: running.get(n) or JailStatus(n, JailState.STOPPED) for n in names}
+        out = {n: running.get(n) or JailStatus(n, JailState.STOPPED) for n in names}
+        if usage:  # rctl -u reads one jail at a time (rctl(8): a single filter)
+            for n, st in out.items():
+                if st.state is JailState.RUNNING:
+                    out[n] = replace(st, usage=self.usage(n))
+        return out
 
     def exec(
         self,

@@ -84,7 +84,7 @@ from pathlib import Path
 from typing import Any
 
 from rexcarcer.errors import CommandFailed, RuntimeBackendError
-from rexcarcer.fsutil import atomic_write
+from rexcarcer.fsutil import atomic_write, read_small
 from rexcarcer.limits import LimitError, Limits
 from rexcarcer.limits.cgroup import CgroupDriver, rlimits_for
 from rexcarcer.rexfile.ast import IPInterface
@@ -394,21 +394,14 @@ class LinuxRuntime:
 
     def _read_run(self, name: str) -> dict[str, object] | None:
         try:
-            data: dict[str, object] = json.loads(self._run_file(name).read_text())
+            data: dict[str, object] = json.loads(read_small(f"{self.run_dir}/{name}.json"))
             return data
         except (OSError, ValueError):
             return None
 
     def _running_pid(self, name: str) -> int | None:
         info = self._read_run(name)
-        if info is None:
-            return None
-        pid = info.get("init_pid")
-        # PID plus start time names one process for the life of the system
-        # (a run file of rex 0.1 holds "init_start", in clock ticks after boot)
-        if isinstance(pid, int) and _init(info).alive():
-            return pid
-        return None
+        return None if info is None else _live_init(info)
 
     # -- network ------------------------------------------------------------
 
@@ -676,19 +669,25 @@ class LinuxRuntime:
         self._run_file(name).unlink(missing_ok=True)
         self._status_file(name).unlink(missing_ok=True)
 
-    def status(self, names: Sequence[str]) -> dict[str, JailStatus]:
+    def status(self, names: Sequence[str], *, usage: bool = False) -> dict[str, JailStatus]:
+        # one read of each run file and of its init's /proc/PID/stat: `rex ls`
+        # pays this for every jail
         out: dict[str, JailStatus] = {}
         for name in names:
-            pid = self._running_pid(name)
-            if pid is not None:
-                out[name] = JailStatus(name, JailState.RUNNING, pid)
-            else:
-                out[name] = JailStatus(name, JailState.STOPPED, None, self._ended(name))
+            info = self._read_run(name)
+            pid = None if info is None else _live_init(info)
+            if pid is None:
+                out[name] = JailStatus(name, JailState.STOPPED, None, self._ended(name, info))
+                continue
+            used = None
+            if usage:
+                used = self.cgroups.usage(name) if self.cgroups is not None else {}
+            out[name] = JailStatus(name, JailState.RUNNING, pid, usage=used)
         return out
 
-    def _ended(self, name: str) -> JailEnd | None:
-        """How the jail's run ended, when it was started and not stopped."""
-        info = self._read_run(name)
+    def _ended(self, name: str, info: Mapping[str, object] | None) -> JailEnd | None:
+        """How the jail's run ended, when it was started and not stopped
+        (``info``: its run file, None when there is none)."""
         if info is None:
             return None
         wpid = info.get("waiter_pid")
@@ -780,6 +779,20 @@ class LinuxRuntime:
     def remove(self, name: str) -> None:
         self.stop(name)
         (self.run_dir / f"{name}.console.log").unlink(missing_ok=True)
+
+
+def _live_init(info: Mapping[str, object]) -> int | None:
+    """The PID of the jail's init as its run file records it, while that
+    process runs. PID plus start time name one process for the life of the
+    system. ``start`` writes the start time as /proc/PID/stat ``starttime``
+    (clock ticks after boot, as rex 0.1 did): one read of that file compares
+    it (procfs.alive; psutil's Process would read it twice, and /proc/stat)."""
+    pid, ticks = info.get("init_pid"), info.get("init_start")
+    if not isinstance(pid, int):
+        return None
+    if info.get("init_created") is None and type(ticks) is int:
+        return pid if procfs.alive(pid, ticks) else None
+    return pid if _init(info).alive() else None
 
 
 def _init(info: Mapping[str, object]) -> process.Proc:

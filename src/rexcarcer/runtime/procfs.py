@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rexcarcer.fsutil import held_files
+
 PROC = Path("/proc")
 
 
@@ -28,8 +30,14 @@ def parse_stat(text: str) -> ProcStat:
 
 
 def stat(pid: int) -> ProcStat | None:
+    """The process's stat line, or None when it is gone. Its command name is
+    whatever the process set (prctl(2) PR_SET_NAME; in a jail, hostile): bytes
+    that are not UTF-8 are kept as surrogates, never an error that would make a
+    live process look dead. Held open for the next read (fsutil.HeldFiles:
+    the file of a reaped process fails, even when its PID was reused)."""
     try:
-        return parse_stat((PROC / str(pid) / "stat").read_text())
+        text = held_files.read(f"/proc/{pid}/stat").decode("utf-8", "surrogateescape")
+        return parse_stat(text)
     except (OSError, ValueError, IndexError):
         return None
 

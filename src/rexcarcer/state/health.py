@@ -5,6 +5,9 @@ from __future__ import annotations
 from rexcarcer.model.health import HealthRecord
 from rexcarcer.model.keys import HEALTH, health_key
 from rexcarcer.state.base import Delete, Put, Store, dumps
+from rexcarcer.state.memo import ParsedListing
+
+_listed = ParsedListing(HealthRecord.from_json)
 
 
 def get_health(store: Store, name: str) -> HealthRecord | None:
@@ -14,8 +17,7 @@ def get_health(store: Store, name: str) -> HealthRecord | None:
 
 def all_health(store: Store) -> dict[str, HealthRecord]:
     """Every jail's health record, by jail name (one prefix read)."""
-    recs = (HealthRecord.from_json(e.json()) for e in store.list(HEALTH))
-    return {r.name: r for r in recs}
+    return {r.name: r for r in _listed.of(store.list(HEALTH))}
 
 
 def put_health(store: Store, rec: HealthRecord) -> None:

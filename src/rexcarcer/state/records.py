@@ -7,6 +7,9 @@ from collections.abc import Iterable
 from rexcarcer.model.jail import JailRecord
 from rexcarcer.model.keys import HISTORY, JAILS, history_key, jail_key
 from rexcarcer.state.base import Compare, Delete, Entry, Put, Store, dumps
+from rexcarcer.state.memo import ParsedListing
+
+_listed = ParsedListing(JailRecord.from_json)
 
 
 def get_jail(store: Store, name: str) -> JailRecord | None:
@@ -21,7 +24,7 @@ def jail_entry(store: Store, name: str) -> tuple[JailRecord, Entry] | None:
 
 
 def list_jails(store: Store) -> list[JailRecord]:
-    return [JailRecord.from_json(e.json()) for e in store.list(JAILS)]
+    return _listed.of(store.list(JAILS))
 
 
 def jails_of(entries: Iterable[Entry]) -> list[JailRecord]:
