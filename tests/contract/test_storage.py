@@ -141,3 +141,31 @@ def test_an_incremental_stream_adds_a_snapshot_with_the_same_identity(
     assert guids["bases/copy@2"] == guids["bases/src@2"]
     with inc.open("rb") as stream, pytest.raises(StorageError):
         storage.receive("bases/copy", stream)  # its source is no longer the newest snapshot
+
+
+@pytest.mark.integration
+def test_zfs_a_remembered_layout_destroyed_behind_rex_is_made_again(
+    pool: str, tmp_path: Path
+) -> None:
+    """`rex agent` remembers the layout between requests (storage/zfs.py
+    LAYOUT_SEEN); another rex or an admin may destroy it meanwhile."""
+    from tests.conftest import revive_zfs
+
+    revive_zfs(pool)
+    parent = f"{pool}/s{uuid.uuid4().hex[:6]}"
+    seen: set[str] = set()
+    try:
+        first = ZfsStorage(SubprocessRunner(), parent, serial_lock=serial_lock_for(),
+                           layout_seen=seen)  # fmt: skip
+        first.ensure_layout()
+        (first.create("bases/bb") / "f").write_text("base")
+        first.snapshot("bases/bb@1")
+        sh("zfs", "destroy", "-r", f"{parent}/jails")  # not through this process
+        again = ZfsStorage(SubprocessRunner(), parent, serial_lock=serial_lock_for(),
+                           layout_seen=seen)  # fmt: skip
+        again.ensure_layout()  # remembered: no look
+        root = again.clone("bases/bb@1", "jails/web")
+        assert (root / "f").read_text() == "base"
+        assert again.exists("jails/web") and parent in seen
+    finally:
+        sh("zfs", "destroy", "-r", parent, check=False)

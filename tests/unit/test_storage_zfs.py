@@ -124,3 +124,66 @@ def test_mounting_commands_are_serialised_on_zfs_fuse(tmp_path: Path) -> None:
     storage.snapshot("images/a@x")
     assert held[0] == ("clone", True)  # then `zfs get mountpoint`: no lock
     assert ("get", False) in held and ("snapshot", False) in held
+
+
+LIST_LAYOUT = ("zfs", "list", "-H", "-o", "name", "-r", "-d", "1", "tank/rex")
+WHOLE = "tank/rex\n" + "".join(f"tank/rex/{kind}\n" for kind in LAYOUT)
+
+
+def _remembering(runner: ScriptedRunner, seen: set[str]) -> ZfsStorage:
+    return ZfsStorage(runner, "tank/rex", caps=Capabilities(openzfs=True), layout_seen=seen)
+
+
+def test_a_layout_seen_whole_is_not_listed_again_in_the_process() -> None:
+    seen: set[str] = set()
+    r = ScriptedRunner(strict=True)
+    r.on(list(LIST_LAYOUT), WHOLE)
+    _remembering(r, seen).ensure_layout()
+    _remembering(r, seen).ensure_layout()  # the agent's next request: a new storage
+    assert r.calls == [LIST_LAYOUT] and seen == {"tank/rex"}
+    # a storage without the memo (tests, tools) always looks
+    _storage(r).ensure_layout()
+    _storage(r).ensure_layout()
+    assert r.calls.count(LIST_LAYOUT) == 3
+
+
+def test_a_clone_that_finds_the_remembered_layout_gone_makes_it_and_runs_again() -> None:
+    seen = {"tank/rex"}  # seen by an earlier request; destroyed since by someone else
+    r = ScriptedRunner()
+    r.on(list(LIST_LAYOUT), "tank/rex\n")  # only the parent is left
+    clones = iter([Completed((), 1, "", "cannot create 'tank/rex/jails/web': parent does not "
+                              "exist"), Completed((), 0)])  # fmt: skip
+    r.on(["zfs", "clone"], lambda argv: next(clones))
+    r.on(["zfs", "list", "-H", "-o", "name", "-t", "all"], Completed((), 1, "", "no such"))
+    r.on(["zfs", "get", "-Hp", "-o", "value", "mountpoint"], "/mnt/rex/jails/web\n")
+    s = _remembering(r, seen)
+    s.ensure_layout()
+    assert r.calls == []
+    assert s.clone("images/k@img", "jails/web") == Path("/mnt/rex/jails/web")
+    made = [c[-1] for c in r.calls if c[:2] == ("zfs", "create")]
+    assert made == [f"tank/rex/{kind}" for kind in LAYOUT]
+    assert [c[:2] for c in r.calls].count(("zfs", "clone")) == 2
+    assert seen == {"tank/rex"}  # seen whole again
+
+
+def test_a_clone_that_fails_without_a_remembered_layout_is_not_retried() -> None:
+    r = ScriptedRunner()
+    r.on(["zfs", "clone"], Completed((), 1, "", "cannot open 'tank/rex/images/k@img': "
+                                     "dataset does not exist"))  # fmt: skip
+    r.on(["zfs", "list", "-H", "-o", "name", "-t", "all"], Completed((), 1, "", "no such"))
+    seen = {"tank/rex"}
+    s = _remembering(r, seen)  # ensure_layout not called: nothing was assumed
+    with pytest.raises(StorageError, match="does not exist"):
+        s.clone("images/k@img", "jails/web")
+    assert [c[:2] for c in r.calls].count(("zfs", "clone")) == 1
+    assert seen == set()  # a dataset found missing: the next request looks again
+
+
+def test_a_failed_command_that_finds_a_dataset_missing_forgets_the_layout() -> None:
+    seen = {"tank/rex", "other/rex"}
+    r = ScriptedRunner()
+    r.on(["zfs", "set"], Completed((), 1, "", "cannot open 'tank/rex/jails/web': dataset "
+                                   "does not exist"))  # fmt: skip
+    with pytest.raises(StorageError):
+        _remembering(r, seen).set_props("jails/web", {"record": "{}"})
+    assert seen == {"other/rex"}

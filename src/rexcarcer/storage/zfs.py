@@ -55,6 +55,12 @@ LOCK_WAITS = 10  # the zfs-fuse lock is waited for at most this many timeouts
 # subcommands that mount, unmount or remove mountpoints (serialised on zfs-fuse)
 MOUNTING = frozenset({"create", "clone", "destroy", "umount", "unmount", "mount", "rename"})
 SERIAL_LOCK = Path("/run/rexcarcer/zfs-fuse.lock")  # one zfs-fuse daemon per machine
+# The parent datasets whose layout (LAYOUT below them) this process has seen
+# whole: `rex agent` opens a storage per request and asks once, not per `rex up`.
+# Another rex (or an admin) may destroy the layout behind the agent's back, so a
+# command that finds a dataset missing forgets the entry, and a create or clone
+# that fails that way after a remembered layout makes the layout and tries again.
+LAYOUT_SEEN: set[str] = set()
 
 
 def serial_lock_for(dev: Path = Path("/dev/zfs")) -> Path | None:
@@ -254,12 +260,17 @@ class ZfsStorage:
         caps: Capabilities | None = None,
         serial_lock: Path | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        layout_seen: set[str] | None = None,
     ) -> None:
+        """``layout_seen``: where the layouts seen whole are remembered
+        (``LAYOUT_SEEN`` for this process); None: ``ensure_layout`` always looks."""
         self.runner = runner
         self.parent = parent
         self._caps = caps
         self.serial_lock = serial_lock
         self.timeout = timeout
+        self.layout_seen = layout_seen
+        self._layout_assumed = False  # ensure_layout trusted layout_seen
 
     @contextmanager
     def _serial(self, argv: Sequence[str]) -> Iterator[None]:
@@ -317,6 +328,8 @@ class ZfsStorage:
         try:
             return self._run(["zfs", *args], check=check)
         except CommandFailed as exc:
+            if "does not exist" in exc.stderr:
+                self._forget_layout()
             # the dataset is the last argument; zfs-fuse reports a full parent
             # filesystem on create/clone as "failed to create mountpoint" only
             if is_space_error(exc.stderr) or (
@@ -333,17 +346,36 @@ class ZfsStorage:
         return done.ok and value.isdigit() and int(value) < LOW_SPACE
 
     def _made(self, name: str, action: Callable[[], object]) -> None:
-        """Run a create or clone; a dataset it made but could not mount goes again."""
+        """Run a create or clone; a dataset it made but could not mount goes again.
+        One that failed for a missing dataset after ``ensure_layout`` trusted what
+        this process remembered: the layout is made and the command runs again."""
         try:
             action()
         except ZfsUnresponsive:
             raise  # asking whether it exists would wait as long again
-        except StorageError:
+        except StorageError as exc:
             if self.exists(name):
                 self._zfs("destroy", "-r", self.full(name), check=False)
-            raise
+            if not (self._layout_assumed and "does not exist" in exc.message):
+                raise
+            self._layout_assumed = False
+            self.ensure_layout()
+            self._made(name, action)
+
+    def _forget_layout(self) -> None:
+        if self.layout_seen is not None:
+            self.layout_seen.discard(self.parent)
 
     def ensure_layout(self) -> None:
+        if self.layout_seen is not None and self.parent in self.layout_seen:
+            self._layout_assumed = True
+            return
+        self._layout_assumed = False
+        self._ensure_layout()
+        if self.layout_seen is not None:
+            self.layout_seen.add(self.parent)
+
+    def _ensure_layout(self) -> None:
         have = self._zfs("list", "-H", "-o", "name", "-r", "-d", "1", self.parent, check=False)
         names = set(have.stdout.split()) if have.ok else set()
         if not have.ok:
@@ -511,6 +543,8 @@ class ZfsStorage:
         argv = ["zfs", "receive", "-u", self.full(name)]
         done = self.runner.run(argv, check=False, stdin=stream)
         if not done.ok:
+            if "does not exist" in done.stderr:
+                self._forget_layout()
             raise StorageError(
                 CommandFailed(argv, done.returncode, done.stderr).message,
                 hint="is it a ZFS send stream?",
