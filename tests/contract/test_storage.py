@@ -160,7 +160,10 @@ def test_zfs_a_remembered_layout_destroyed_behind_rex_is_made_again(
         first.ensure_layout()
         (first.create("bases/bb") / "f").write_text("base")
         first.snapshot("bases/bb@1")
-        sh("zfs", "destroy", "-r", f"{parent}/jails")  # not through this process
+        # by another rex: a storage that shares nothing with these two
+        other = ZfsStorage(SubprocessRunner(), parent, serial_lock=serial_lock_for())
+        other.destroy("jails", recursive=True)  # unmounts, retries zfs-fuse's "busy"
+        assert not other.exists("jails")
         again = ZfsStorage(SubprocessRunner(), parent, serial_lock=serial_lock_for(),
                            layout_seen=seen)  # fmt: skip
         again.ensure_layout()  # remembered: no look
@@ -169,3 +172,19 @@ def test_zfs_a_remembered_layout_destroyed_behind_rex_is_made_again(
         assert again.exists("jails/web") and parent in seen
     finally:
         sh("zfs", "destroy", "-r", parent, check=False)
+
+
+def test_props_of_reads_datasets_and_snapshots_at_once(storage: Storage) -> None:
+    storage.ensure_layout()
+    storage.create("bases/bb", props={"osrelease": "14.1-RELEASE", "id": "x"})
+    storage.snapshot("bases/bb@1")
+    storage.set_props("bases/bb@1", {"osrelease": "14.2-RELEASE"})
+    storage.clone("bases/bb@1", "jails/web", props={"jail": "web"})
+    found = storage.props_of(["jails/web", "bases/bb@1", "bases/bb", "images/gone"],
+                             ["osrelease", "jail"])  # fmt: skip
+    assert sorted(found) == ["bases/bb", "bases/bb@1", "jails/web"]
+    web, snap, base = found["jails/web"], found["bases/bb@1"], found["bases/bb"]
+    assert web.mountpoint == storage.mountpoint("jails/web") and web.props == {"jail": "web"}
+    assert snap.mountpoint is None and snap.props == {"osrelease": "14.2-RELEASE"}
+    assert base.props == {"osrelease": "14.1-RELEASE"}  # only the props asked for
+    assert storage.props_of(["images/gone"], ["osrelease"]) == {}

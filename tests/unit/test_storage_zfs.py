@@ -187,3 +187,25 @@ def test_a_failed_command_that_finds_a_dataset_missing_forgets_the_layout() -> N
     with pytest.raises(StorageError):
         _remembering(r, seen).set_props("jails/web", {"record": "{}"})
     assert seen == {"other/rex"}
+
+
+def test_props_of_is_one_zfs_get_and_skips_what_does_not_exist() -> None:
+    r = ScriptedRunner(strict=True)
+    out = ("tank/rex/images/k\tmountpoint\t/m/images/k\tinherited from tank\n"
+           "tank/rex/images/k\trexcarcer:osrelease\t14.1-RELEASE\tlocal\n"
+           "tank/rex/jails/web\tmountpoint\t/m/jails/web\tinherited from tank\n"
+           "tank/rex/jails/web\trexcarcer:osrelease\t13.0-RELEASE\tinherited from tank/rex\n"
+           )  # fmt: skip
+    r.on(["zfs", "get"], Completed((), 1, out, "cannot open 'tank/rex/jails/x': dataset does "
+                                   "not exist\n"))  # fmt: skip
+    found = _storage(r).props_of(["jails/web", "images/k", "jails/x"], ["osrelease"])
+    assert r.calls == [("zfs", "get", "-Hp", "-o", "name,property,value,source",
+                        "mountpoint,rexcarcer:osrelease", "tank/rex/jails/web",
+                        "tank/rex/images/k", "tank/rex/jails/x")]  # fmt: skip
+    assert found["images/k"].props == {"osrelease": "14.1-RELEASE"}
+    assert found["jails/web"].props == {}  # inherited: not the dataset's own
+    assert found["jails/web"].mountpoint == Path("/m/jails/web") and "jails/x" not in found
+    failing = ScriptedRunner()
+    failing.on(["zfs", "get"], Completed((), 1, "", "internal error: out of memory\n"))
+    with pytest.raises(StorageError, match="out of memory"):
+        _storage(failing).props_of(["jails/web"], ["osrelease"])

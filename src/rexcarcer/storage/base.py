@@ -134,6 +134,13 @@ class Storage(Protocol):
         """Datasets directly under ``kind`` (one of LAYOUT), with props and origin."""
         ...
 
+    def props_of(self, names: Sequence[str], props: Sequence[str]) -> dict[str, Dataset]:
+        """Those of ``names`` (datasets or snapshots) that exist, each with its
+        mountpoint (None for a snapshot) and those of the ``rexcarcer:*``
+        ``props`` set on it (as ``get_props``: not inherited), read with one zfs
+        command (a jail's start: its dataset and its image)."""
+        ...
+
     def props_below(self, kinds: Sequence[str], props: Sequence[str]) -> list[Dataset]:
         """The filesystems directly under each of ``kinds`` (of LAYOUT), with their
         mountpoint and those of the ``rexcarcer:*`` ``props`` set on them (not

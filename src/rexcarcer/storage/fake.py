@@ -198,6 +198,19 @@ class FakeStorage:
             if n.startswith(prefix) and "/" not in n[len(prefix) :]
         ]
 
+    def props_of(self, names: Sequence[str], props: Sequence[str]) -> dict[str, Dataset]:
+        out: dict[str, Dataset] = {}
+        for name in names:
+            if name in self._ds:
+                own, mnt = self._ds[name].props, self._dir(name)
+            elif name in self.snaps:
+                meta = self.snap_meta.get(name)
+                own, mnt = (meta.props if meta else {}), None
+            else:
+                continue
+            out[name] = Dataset(name, mnt, None, {k: v for k, v in own.items() if k in props})
+        return out
+
     def props_below(self, kinds: Sequence[str], props: Sequence[str]) -> list[Dataset]:
         return [
             Dataset(d.name, d.mountpoint, None, {k: v for k, v in d.props.items() if k in props})

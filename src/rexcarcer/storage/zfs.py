@@ -163,6 +163,13 @@ def props_below_argv(fulls: Sequence[str], props: Sequence[str]) -> list[str]:
             *fulls]  # fmt: skip
 
 
+def props_of_argv(fulls: Sequence[str], props: Sequence[str]) -> list[str]:
+    """The mountpoint and rex's ``props`` of each of ``fulls``, in one ``zfs get``
+    (it prints what it finds and names, on stderr, what does not exist)."""
+    names = ",".join(["mountpoint", *(PROP_PREFIX + p for p in props)])
+    return ["zfs", "get", "-Hp", "-o", "name,property,value,source", names, *fulls]
+
+
 # -- parsers of machine output (pure) ---------------------------------------
 
 
@@ -221,6 +228,28 @@ def parse_props_below(text: str, parent: str) -> list[Dataset]:
         elif prop.startswith(PROP_PREFIX) and source in ("local", "received") and value != "-":
             props.setdefault(rel, {})[prop[len(PROP_PREFIX) :]] = value
     return [Dataset(rel, mnt, None, props.get(rel, {})) for rel, mnt in sorted(mounts.items())]
+
+
+def parse_props_of(text: str, parent: str, wanted: Sequence[str]) -> dict[str, Dataset]:
+    """Rows of :func:`props_of_argv` for the ``wanted`` names (relative to
+    ``parent``); a user property counts only when set on the dataset or snapshot
+    itself (source ``local`` or ``received``), as ``get_props``."""
+    prefix = parent + "/"
+    mounts: dict[str, Path | None] = {}
+    props: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        cols = line.split("\t")
+        if len(cols) != 4 or not cols[0].startswith(prefix):
+            continue
+        name, prop, value, source = cols
+        rel = name[len(prefix) :]
+        if rel not in wanted:
+            continue
+        if prop == "mountpoint":
+            mounts[rel] = Path(value) if value.startswith("/") else None
+        elif prop.startswith(PROP_PREFIX) and source in ("local", "received") and value != "-":
+            props.setdefault(rel, {})[prop[len(PROP_PREFIX) :]] = value
+    return {rel: Dataset(rel, mnt, None, props.get(rel, {})) for rel, mnt in mounts.items()}
 
 
 def parse_snapshot_details(text: str, parent: str) -> list[Snapshot]:
@@ -508,6 +537,16 @@ class ZfsStorage:
         if not done.ok:
             return []
         return parse_children(done.stdout, self.parent, KNOWN_PROPS)
+
+    def props_of(self, names: Sequence[str], props: Sequence[str]) -> dict[str, Dataset]:
+        done = self._zfs(*props_of_argv([self.full(n) for n in names], props)[1:], check=False)
+        found = parse_props_of(done.stdout, self.parent, names)
+        # zfs get exits 1 when a name does not exist, and prints the others
+        missing = [n for n in names if n not in found]
+        if not done.ok and not (missing and "does not exist" in done.stderr):
+            raise StorageError(f"cannot read the properties of {', '.join(names)}: "
+                               f"{done.stderr.strip()}")  # fmt: skip
+        return found
 
     def props_below(self, kinds: Sequence[str], props: Sequence[str]) -> list[Dataset]:
         fulls = [self.full(k) for k in kinds if k in LAYOUT]
