@@ -188,3 +188,22 @@ def test_props_of_reads_datasets_and_snapshots_at_once(storage: Storage) -> None
     assert snap.mountpoint is None and snap.props == {"osrelease": "14.2-RELEASE"}
     assert base.props == {"osrelease": "14.1-RELEASE"}  # only the props asked for
     assert storage.props_of(["images/gone"], ["osrelease"]) == {}
+
+
+def test_tree_is_datasets_and_snapshot_details_in_one(storage: Storage) -> None:
+    storage.ensure_layout()
+    assert storage.tree("bases") == ([], [])
+    storage.create("bases/bb", props={"version": "1", "osrelease": "14.1-RELEASE"})
+    storage.snapshot("bases/bb@1")
+    storage.set_props("bases/bb@1", {"complete": "1", "id": "one"})
+    storage.snapshot("bases/bb@2")
+    storage.clone("bases/bb@1", "bases/cc", props={"lineage": "bb"})  # an origin
+    storage.create("bases/bb/deep")  # two levels down: neither listed
+    storage.snapshot("bases/bb/deep@x")
+    storage.create("images/k")  # another kind
+    datasets, snapshots = storage.tree("bases")
+    assert (datasets, snapshots) == (storage.datasets("bases"), storage.snapshot_details("bases"))
+    assert [d.name for d in datasets] == ["bases/bb", "bases/cc"]
+    assert [s.name for s in snapshots] == ["bases/bb@1", "bases/bb@2"]
+    assert datasets[1].origin == "bases/bb@1"
+    assert snapshots[0].props == {"complete": "1", "id": "one"}

@@ -209,3 +209,49 @@ def test_props_of_is_one_zfs_get_and_skips_what_does_not_exist() -> None:
     failing.on(["zfs", "get"], Completed((), 1, "", "internal error: out of memory\n"))
     with pytest.raises(StorageError, match="out of memory"):
         _storage(failing).props_of(["jails/web"], ["osrelease"])
+
+
+def test_tree_parses_one_zfs_get_as_the_two_commands() -> None:
+    rows = [
+        ("tank/rex/bases", "type", "filesystem", "-"),
+        ("tank/rex/bases", "mountpoint", "/m/bases", "inherited from tank"),
+        ("tank/rex/bases/bb", "type", "filesystem", "-"),
+        ("tank/rex/bases/bb", "origin", "-", "-"),
+        ("tank/rex/bases/bb", "mountpoint", "/m/bases/bb", "inherited from tank"),
+        ("tank/rex/bases/bb", "guid", "17", "-"),
+        ("tank/rex/bases/bb", "rexcarcer:version", "1", "local"),
+        ("tank/rex/bases/bb", "rexcarcer:jail", "-", "-"),
+        ("tank/rex/bases/bb@1", "type", "snapshot", "-"),
+        ("tank/rex/bases/bb@1", "guid", "16446307205543589952", "-"),
+        ("tank/rex/bases/bb@1", "createtxg", "35", "-"),
+        ("tank/rex/bases/bb@1", "mountpoint", "-", "-"),
+        ("tank/rex/bases/bb@1", "rexcarcer:version", "1", "inherited from tank/rex/bases/bb"),
+        ("tank/rex/bases/bb@1", "rexcarcer:complete", "1", "local"),
+        ("tank/rex/bases/cc", "type", "filesystem", "-"),
+        ("tank/rex/bases/cc", "origin", "tank/rex/bases/bb@1", "-"),
+        ("tank/rex/bases/cc", "mountpoint", "none", "local"),
+        ("tank/rex/bases/cc", "rexcarcer:version", "2", "inherited from tank/rex/bases"),
+        ("tank/rex/bases/bb/deep", "type", "filesystem", "-"),
+    ]
+    text = "".join("\t".join(r) + "\n" for r in rows)
+    r = ScriptedRunner(strict=True)
+    r.on(["zfs", "get"], text)
+    datasets, snapshots = _storage(r).tree("bases")
+    assert r.calls[0][:8] == ("zfs", "get", "-Hp", "-r", "-d", "2", "-o",
+                              "name,property,value,source")  # fmt: skip
+    assert r.calls[0][8].startswith("type,origin,mountpoint,guid,createtxg,rexcarcer:")
+    assert r.calls[0][9:] == ("tank/rex/bases",)
+    assert datasets == [
+        zfs.Dataset("bases/bb", Path("/m/bases/bb"), None, {"version": "1"}),
+        zfs.Dataset("bases/cc", None, "bases/bb@1", {"version": "2"}),  # inherited counts
+    ]
+    assert [(s.name, s.guid, s.createtxg, s.props) for s in snapshots] == [
+        ("bases/bb@1", 16446307205543589952, 35, {"complete": "1"})]  # fmt: skip
+    gone = ScriptedRunner()
+    gone.on(["zfs", "get"], Completed((), 1, "", "cannot open 'tank/rex/bases': dataset does "
+                                      "not exist\n"))  # fmt: skip
+    assert _storage(gone).tree("bases") == ([], [])
+    broken = ScriptedRunner()
+    broken.on(["zfs", "get"], Completed((), 1, "", "internal error\n"))
+    with pytest.raises(StorageError, match="internal error"):
+        _storage(broken).tree("bases")

@@ -134,6 +134,11 @@ class Storage(Protocol):
         """Datasets directly under ``kind`` (one of LAYOUT), with props and origin."""
         ...
 
+    def tree(self, kind: str) -> tuple[list[Dataset], list[Snapshot]]:
+        """``datasets(kind)`` and ``snapshot_details(kind)``, read with one zfs
+        command (every `rex up` looks up its base)."""
+        ...
+
     def props_of(self, names: Sequence[str], props: Sequence[str]) -> dict[str, Dataset]:
         """Those of ``names`` (datasets or snapshots) that exist, each with its
         mountpoint (None for a snapshot) and those of the ``rexcarcer:*``

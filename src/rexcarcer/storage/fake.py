@@ -198,6 +198,9 @@ class FakeStorage:
             if n.startswith(prefix) and "/" not in n[len(prefix) :]
         ]
 
+    def tree(self, kind: str) -> tuple[list[Dataset], list[Snapshot]]:
+        return self.datasets(kind), self.snapshot_details(kind)
+
     def props_of(self, names: Sequence[str], props: Sequence[str]) -> dict[str, Dataset]:
         out: dict[str, Dataset] = {}
         for name in names:

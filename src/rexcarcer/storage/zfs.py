@@ -163,6 +163,14 @@ def props_below_argv(fulls: Sequence[str], props: Sequence[str]) -> list[str]:
             *fulls]  # fmt: skip
 
 
+def tree_argv(full: str, props: Sequence[str]) -> list[str]:
+    """:func:`list_children_argv` and :func:`snapshot_details_argv` in one ``zfs
+    get``: every filesystem and snapshot two levels down, with what each needs."""
+    names = ",".join(["type", "origin", "mountpoint", "guid", "createtxg",
+                      *(PROP_PREFIX + p for p in props)])  # fmt: skip
+    return ["zfs", "get", "-Hp", "-r", "-d", "2", "-o", "name,property,value,source", names, full]
+
+
 def props_of_argv(fulls: Sequence[str], props: Sequence[str]) -> list[str]:
     """The mountpoint and rex's ``props`` of each of ``fulls``, in one ``zfs get``
     (it prints what it finds and names, on stderr, what does not exist)."""
@@ -228,6 +236,40 @@ def parse_props_below(text: str, parent: str) -> list[Dataset]:
         elif prop.startswith(PROP_PREFIX) and source in ("local", "received") and value != "-":
             props.setdefault(rel, {})[prop[len(PROP_PREFIX) :]] = value
     return [Dataset(rel, mnt, None, props.get(rel, {})) for rel, mnt in sorted(mounts.items())]
+
+
+def parse_tree(text: str, parent: str, kind: str) -> tuple[list[Dataset], list[Snapshot]]:
+    """Rows of :func:`tree_argv` → what :func:`parse_children` and
+    :func:`parse_snapshot_details` make of their commands' output: the
+    filesystems directly under ``kind`` with every rex property they have (set
+    or inherited, as ``zfs list`` shows them), and the snapshots with only those
+    set on each."""
+    prefix, under = parent + "/", f"{kind}/"
+    rows: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        cols = line.split("\t")
+        if len(cols) != 4 or not cols[0].startswith(prefix):
+            continue
+        rel = cols[0][len(prefix) :]
+        if "@" not in rel and not (rel.startswith(under) and "/" not in rel[len(under) :]):
+            continue  # the kind dataset itself, or deeper filesystems
+        rows.setdefault(rel, {})["\0" + cols[1]] = cols[2]
+    datasets = [
+        Dataset(
+            name=rel,
+            mountpoint=Path(v["\0mountpoint"]) if v.get("\0mountpoint", "").startswith("/")
+            else None,
+            origin=v["\0origin"][len(prefix) :] if v.get("\0origin", "").startswith(prefix)
+            else None,
+            props={k[1 + len(PROP_PREFIX) :]: value for k, value in v.items()
+                   if k.startswith("\0" + PROP_PREFIX) and value != "-"},
+        )
+        for rel, v in rows.items() if "@" not in rel and v.get("\0type") == "filesystem"
+    ]  # fmt: skip
+    snap_lines = "".join(
+        line + "\n" for line in text.splitlines() if "@" in line.partition("\t")[0]
+    )
+    return datasets, parse_snapshot_details(snap_lines, parent)
 
 
 def parse_props_of(text: str, parent: str, wanted: Sequence[str]) -> dict[str, Dataset]:
@@ -537,6 +579,17 @@ class ZfsStorage:
         if not done.ok:
             return []
         return parse_children(done.stdout, self.parent, KNOWN_PROPS)
+
+    def tree(self, kind: str) -> tuple[list[Dataset], list[Snapshot]]:
+        if kind not in LAYOUT:
+            raise StorageError(f"unknown dataset kind {kind!r}")
+        done = self._zfs(*tree_argv(self.full(kind), KNOWN_PROPS)[1:], check=False)
+        if not done.ok:
+            if "does not exist" in done.stderr:
+                return [], []
+            raise StorageError(f"cannot list the datasets below {self.full(kind)}: "
+                               f"{done.stderr.strip()}")  # fmt: skip
+        return parse_tree(done.stdout, self.parent, kind)
 
     def props_of(self, names: Sequence[str], props: Sequence[str]) -> dict[str, Dataset]:
         done = self._zfs(*props_of_argv([self.full(n) for n in names], props)[1:], check=False)
