@@ -82,18 +82,32 @@ def jail_dir(root: Path, inside: str, *, create: bool = True) -> Iterator[int]:
     fd = os.open(root, _ROOT_FLAGS)
     try:
         for part in rel.parts:
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, 0o755, dir_fd=fd)
-            try:
-                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                raise UnsafePath(f"{inside} in the jail is not a plain directory: {exc}") from exc
+            nfd = _open_dir(fd, part, inside, create)
             os.close(fd)
             fd = nfd
         yield fd
     finally:
         os.close(fd)
+
+
+def _open_dir(fd: int, part: str, inside: str, create: bool) -> int:
+    """Open directory ``part`` of ``fd`` (never through a symlink: O_NOFOLLOW),
+    made first when missing and ``create``. Opened before any mkdir: the
+    directories rex writes into nearly always exist, and on zfs-fuse every
+    call is a round trip to the daemon."""
+    try:
+        return os.open(part, _DIR_FLAGS, dir_fd=fd)
+    except FileNotFoundError as exc:
+        if not create:
+            raise UnsafePath(f"{inside} in the jail is not a plain directory: {exc}") from exc
+    except OSError as exc:
+        raise UnsafePath(f"{inside} in the jail is not a plain directory: {exc}") from exc
+    with contextlib.suppress(FileExistsError):  # made meanwhile: opened as any other
+        os.mkdir(part, 0o755, dir_fd=fd)
+    try:
+        return os.open(part, _DIR_FLAGS, dir_fd=fd)
+    except OSError as exc:
+        raise UnsafePath(f"{inside} in the jail is not a plain directory: {exc}") from exc
 
 
 def _own(fd: int, mode: int) -> None:

@@ -88,3 +88,27 @@ def test_content_digest_sees_content_mode_and_names(tmp_path: Path) -> None:
     (d / "a").write_text("2")
     third = buildctx.content_digest(d)
     assert len({first, second, third}) == 3
+
+
+def test_a_directory_is_opened_first_and_made_only_when_missing(tmp_path: Path) -> None:
+    (tmp_path / "there").mkdir(mode=0o700)
+    (tmp_path / "file").write_text("")
+    os.symlink(str(tmp_path / "there"), tmp_path / "link")  # root in the jail swapped it
+    os.symlink(str(tmp_path / "nowhere"), tmp_path / "dangling")
+    top = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for create in (False, True):
+            fd = jailfs._open_dir(top, "there", "/there", create)
+            os.close(fd)
+            for bad in ("link", "dangling", "file"):
+                with pytest.raises(UnsafePath, match="not a plain directory"):
+                    jailfs._open_dir(top, bad, f"/{bad}", create)
+        assert not (tmp_path / "nowhere").exists()
+        assert (tmp_path / "there").stat().st_mode & 0o777 == 0o700  # left as it was
+        with pytest.raises(UnsafePath, match="not a plain directory"):
+            jailfs._open_dir(top, "new", "/new", False)
+        assert not (tmp_path / "new").exists()
+        os.close(jailfs._open_dir(top, "new", "/new", True))
+        assert (tmp_path / "new").is_dir()
+    finally:
+        os.close(top)
