@@ -255,3 +255,11 @@ def test_tree_parses_one_zfs_get_as_the_two_commands() -> None:
     broken.on(["zfs", "get"], Completed((), 1, "", "internal error\n"))
     with pytest.raises(StorageError, match="internal error"):
         _storage(broken).tree("bases")
+
+
+def test_clone_only_does_not_ask_where_the_clone_is_mounted() -> None:
+    r = ScriptedRunner(strict=True)
+    r.on(["zfs", "clone"], "")
+    _storage(r).clone_only("images/a@img", "jails/web", props={"jail": "web"})
+    assert r.calls == [("zfs", "clone", "-o", "rexcarcer:jail=web", "tank/rex/images/a@img",
+                        "tank/rex/jails/web")]  # fmt: skip

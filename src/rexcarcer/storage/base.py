@@ -87,6 +87,13 @@ class Storage(Protocol):
         """Clone ``snapshot`` to a mounted filesystem ``name``; returns its mountpoint."""
         ...
 
+    def clone_only(
+        self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None
+    ) -> None:
+        """``clone`` for a caller that reads the mountpoint later (a jail's start
+        does, with its other properties): one zfs command fewer."""
+        ...
+
     def snapshot(self, snapshot: str) -> None: ...
 
     # The command lines of the changes above, for `rex plan` (the same builders

@@ -111,6 +111,11 @@ class FakeStorage:
         shutil.copytree(self.snaps[snapshot], self._dir(name), symlinks=True)
         return self._dir(name)
 
+    def clone_only(
+        self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None
+    ) -> None:
+        self.clone(snapshot, name, props=props)  # one way in: subclasses override clone
+
     def snapshot(self, snapshot: str) -> None:
         ds = snapshot.partition("@")[0]
         if ds not in self._ds or snapshot in self.snaps:

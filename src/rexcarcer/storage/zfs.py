@@ -491,8 +491,13 @@ class ZfsStorage:
         return set_argvs(self.full(name), props)
 
     def clone(self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None) -> Path:
-        self._made(name, lambda: self._zfs(*self.clone_argv(snapshot, name, props)[1:]))
+        self.clone_only(snapshot, name, props=props)
         return self.mountpoint(name)
+
+    def clone_only(
+        self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None
+    ) -> None:
+        self._made(name, lambda: self._zfs(*self.clone_argv(snapshot, name, props)[1:]))
 
     def snapshot(self, snapshot: str) -> None:
         self._zfs(*self.snapshot_argv(snapshot)[1:])
