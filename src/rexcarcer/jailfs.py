@@ -20,6 +20,7 @@ This is the only module that writes into a jail root.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -75,25 +76,84 @@ def resolve_in_root(root: Path, inside: str) -> Path:
 @contextlib.contextmanager
 def jail_dir(root: Path, inside: str, *, create: bool = True) -> Iterator[int]:
     """A descriptor of directory ``inside`` of the jail, made (0755) if needed."""
-    rel = resolve_in_root(root, inside).relative_to(root)
-    # The root itself is rex's to name, never the jail's, and may be a magic
-    # link (/proc/self/fd/N: the root of a running jail, held open by rex), so
-    # it is the one component opened without O_NOFOLLOW.
-    fd = os.open(root, _ROOT_FLAGS)
+    parts = PurePosixPath(inside).parts
+    if not parts or parts[0] != "/":
+        raise UnsafePath(f"{inside!r} is not an absolute path inside the jail")
+    if ".." in parts:
+        # resolve_in_root drops a missing component that a ".." of the path
+        # itself undoes (lexically): resolved first, nothing of it is made
+        fd = _walk(root, inside, list(resolve_in_root(root, inside).relative_to(root).parts),
+                   create, follow=False)  # fmt: skip
+    else:
+        fd = _walk(root, inside, list(parts[1:]), create, follow=True)
     try:
-        for part in rel.parts:
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, 0o755, dir_fd=fd)
-            try:
-                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                raise UnsafePath(f"{inside} in the jail is not a plain directory: {exc}") from exc
-            os.close(fd)
-            fd = nfd
         yield fd
     finally:
         os.close(fd)
+
+
+def _walk(root: Path, inside: str, todo: list[str], create: bool, *, follow: bool) -> int:
+    """Open ``todo`` from the jail root one directory at a time, never through a
+    symlink (O_NOFOLLOW). With ``follow``, a symlink met on the way is resolved
+    as the jail sees it (resolve_in_root's rules: an absolute target starts
+    again at the jail root, a ".." never climbs above it), so the path is
+    walked once: each directory is opened, and read as a link only when it is
+    not one (on zfs-fuse every call is a round trip to the daemon)."""
+    # The root itself is rex's to name, never the jail's, and may be a magic
+    # link (/proc/self/fd/N: the root of a running jail, held open by rex), so
+    # it is the one component opened without O_NOFOLLOW.
+    stack = [os.open(root, _ROOT_FLAGS)]
+    hops = 0
+    try:
+        while todo:
+            part = todo.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if len(stack) == 1:
+                    raise UnsafePath(f"{inside!r} resolves to a path outside the jail root")
+                os.close(stack.pop())
+                continue
+            opened = _open_dir(stack[-1], part, inside, create, follow=follow)
+            if isinstance(opened, int):
+                stack.append(opened)
+                continue
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                raise UnsafePath(f"too many levels of symbolic links resolving {inside!r}")
+            target = PurePosixPath(opened)
+            todo[:0] = target.parts[1:] if target.is_absolute() else target.parts
+            if target.is_absolute():
+                while len(stack) > 1:
+                    os.close(stack.pop())
+        return stack.pop()
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def _open_dir(fd: int, part: str, inside: str, create: bool, *, follow: bool = False) -> int | str:
+    """Open directory ``part`` of ``fd`` (never through a symlink: O_NOFOLLOW),
+    made first when missing and ``create``; with ``follow``, a symlink's target
+    instead. Opened before any mkdir or readlink: the directories rex writes
+    into nearly always exist."""
+    try:
+        return os.open(part, _DIR_FLAGS, dir_fd=fd)
+    except FileNotFoundError as exc:
+        if not create:
+            raise UnsafePath(f"{inside} in the jail is not a plain directory: {exc}") from exc
+    except OSError as exc:
+        # O_NOFOLLOW | O_DIRECTORY on a symlink: ENOTDIR (ELOOP without O_DIRECTORY)
+        if follow and exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            with contextlib.suppress(OSError):
+                return os.readlink(part, dir_fd=fd)
+        raise UnsafePath(f"{inside} in the jail is not a plain directory: {exc}") from exc
+    with contextlib.suppress(FileExistsError):  # made meanwhile: opened as any other
+        os.mkdir(part, 0o755, dir_fd=fd)
+    try:
+        return os.open(part, _DIR_FLAGS, dir_fd=fd)
+    except OSError as exc:
+        raise UnsafePath(f"{inside} in the jail is not a plain directory: {exc}") from exc
 
 
 def _own(fd: int, mode: int) -> None:

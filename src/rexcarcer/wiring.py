@@ -47,14 +47,19 @@ def open_store(config: Config) -> Store:
 
 
 def open_host(config: Config, progress: Progress | None = None) -> Host:
-    from rexcarcer.storage.zfs import ZfsStorage, serial_lock_for
+    from rexcarcer.storage.zfs import LAYOUT_SEEN, ZfsStorage, serial_lock_for
 
     runner = SubprocessRunner()
     return Host(
         config=config,
         runner=runner,
+        # the agent opens a host per request: the layout is looked at once
         storage=ZfsStorage(
-            runner, config.dataset, serial_lock=serial_lock_for(), timeout=config.zfs_timeout
+            runner,
+            config.dataset,
+            serial_lock=serial_lock_for(),
+            timeout=config.zfs_timeout,
+            layout_seen=LAYOUT_SEEN,
         ),
         platform=platform_for(config, runner),
         store=open_store(config),

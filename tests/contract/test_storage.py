@@ -141,3 +141,69 @@ def test_an_incremental_stream_adds_a_snapshot_with_the_same_identity(
     assert guids["bases/copy@2"] == guids["bases/src@2"]
     with inc.open("rb") as stream, pytest.raises(StorageError):
         storage.receive("bases/copy", stream)  # its source is no longer the newest snapshot
+
+
+@pytest.mark.integration
+def test_zfs_a_remembered_layout_destroyed_behind_rex_is_made_again(
+    pool: str, tmp_path: Path
+) -> None:
+    """`rex agent` remembers the layout between requests (storage/zfs.py
+    LAYOUT_SEEN); another rex or an admin may destroy it meanwhile."""
+    from tests.conftest import revive_zfs
+
+    revive_zfs(pool)
+    parent = f"{pool}/s{uuid.uuid4().hex[:6]}"
+    seen: set[str] = set()
+    try:
+        first = ZfsStorage(SubprocessRunner(), parent, serial_lock=serial_lock_for(),
+                           layout_seen=seen)  # fmt: skip
+        first.ensure_layout()
+        (first.create("bases/bb") / "f").write_text("base")
+        first.snapshot("bases/bb@1")
+        # by another rex: a storage that shares nothing with these two
+        other = ZfsStorage(SubprocessRunner(), parent, serial_lock=serial_lock_for())
+        other.destroy("jails", recursive=True)  # unmounts, retries zfs-fuse's "busy"
+        assert not other.exists("jails")
+        again = ZfsStorage(SubprocessRunner(), parent, serial_lock=serial_lock_for(),
+                           layout_seen=seen)  # fmt: skip
+        again.ensure_layout()  # remembered: no look
+        root = again.clone("bases/bb@1", "jails/web")
+        assert (root / "f").read_text() == "base"
+        assert again.exists("jails/web") and parent in seen
+    finally:
+        sh("zfs", "destroy", "-r", parent, check=False)
+
+
+def test_props_of_reads_datasets_and_snapshots_at_once(storage: Storage) -> None:
+    storage.ensure_layout()
+    storage.create("bases/bb", props={"osrelease": "14.1-RELEASE", "id": "x"})
+    storage.snapshot("bases/bb@1")
+    storage.set_props("bases/bb@1", {"osrelease": "14.2-RELEASE"})
+    storage.clone("bases/bb@1", "jails/web", props={"jail": "web"})
+    found = storage.props_of(["jails/web", "bases/bb@1", "bases/bb", "images/gone"],
+                             ["osrelease", "jail"])  # fmt: skip
+    assert sorted(found) == ["bases/bb", "bases/bb@1", "jails/web"]
+    web, snap, base = found["jails/web"], found["bases/bb@1"], found["bases/bb"]
+    assert web.mountpoint == storage.mountpoint("jails/web") and web.props == {"jail": "web"}
+    assert snap.mountpoint is None and snap.props == {"osrelease": "14.2-RELEASE"}
+    assert base.props == {"osrelease": "14.1-RELEASE"}  # only the props asked for
+    assert storage.props_of(["images/gone"], ["osrelease"]) == {}
+
+
+def test_tree_is_datasets_and_snapshot_details_in_one(storage: Storage) -> None:
+    storage.ensure_layout()
+    assert storage.tree("bases") == ([], [])
+    storage.create("bases/bb", props={"version": "1", "osrelease": "14.1-RELEASE"})
+    storage.snapshot("bases/bb@1")
+    storage.set_props("bases/bb@1", {"complete": "1", "id": "one"})
+    storage.snapshot("bases/bb@2")
+    storage.clone("bases/bb@1", "bases/cc", props={"lineage": "bb"})  # an origin
+    storage.create("bases/bb/deep")  # two levels down: neither listed
+    storage.snapshot("bases/bb/deep@x")
+    storage.create("images/k")  # another kind
+    datasets, snapshots = storage.tree("bases")
+    assert (datasets, snapshots) == (storage.datasets("bases"), storage.snapshot_details("bases"))
+    assert [d.name for d in datasets] == ["bases/bb", "bases/cc"]
+    assert [s.name for s in snapshots] == ["bases/bb@1", "bases/bb@2"]
+    assert datasets[1].origin == "bases/bb@1"
+    assert snapshots[0].props == {"complete": "1", "id": "one"}

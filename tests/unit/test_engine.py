@@ -142,3 +142,58 @@ def test_env_change_rebuilds_run_steps_but_not_copies() -> None:
     assert builder.step_key("p", Copy("a /b", "/c"), "d") != builder.step_key(
         "p", Copy("a", "/b /c"), "d"
     )
+
+
+def test_a_cached_step_is_asked_of_zfs_once(
+    eng: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rf = rexfile(tmp_path, Run("echo one"), Run("echo two"))
+    base = eng.bases.ensure(eng.host, rf.base)
+    builder.build(eng, rf, base)
+    asked: list[str] = []
+    exists = eng.host.storage.exists
+    monkeypatch.setattr(eng.host.storage, "exists", lambda n: asked.append(n) or exists(n))
+    image = builder.build(eng, rf, base)
+    # the plan's look, no second one under a lock nobody holds
+    assert [a for a in asked if a.endswith("@img")] == [p.snapshot
+                                                        for p in builder.plan_build(
+                                                            eng.host, rf, base)]  # fmt: skip
+    assert image.endswith("@img") and len(fake_runtime_builds(eng)) == 2
+
+
+def test_a_step_planned_cached_while_its_builder_ran_is_looked_at_again(
+    eng: Engine, tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    rf = rexfile(tmp_path, Run("echo one"))
+    base = eng.bases.ensure(eng.host, rf.base)
+    builder.build(eng, rf, base)
+    [plan] = builder.plan_build(eng.host, rf, base)
+    assert plan.cached
+    held, release = threading.Event(), threading.Event()
+
+    def failing_builder() -> None:
+        # another run's builder: it made the snapshot, then failed and destroys it
+        with eng.host.lock(f"image-{plan.key}"):
+            held.set()
+            release.wait(5)
+            eng.host.storage.destroy(plan.dataset, recursive=True)
+
+    other = threading.Thread(target=failing_builder)
+    other.start()
+    held.wait(5)
+    threading.Timer(0.05, release.set).start()
+    t0 = time.monotonic()
+    builder.build(eng, rf, base)  # waits for the lock, finds no snapshot, builds
+    other.join()
+    assert time.monotonic() - t0 >= 0.04
+    assert eng.host.storage.exists(plan.snapshot)
+    assert len(fake_runtime_builds(eng)) == 2
+
+
+def fake_runtime_builds(eng: Engine) -> list[object]:
+    runtime = eng.host.runtime
+    assert isinstance(runtime, FakeRuntime)
+    return list(runtime.builds)

@@ -88,3 +88,90 @@ def test_content_digest_sees_content_mode_and_names(tmp_path: Path) -> None:
     (d / "a").write_text("2")
     third = buildctx.content_digest(d)
     assert len({first, second, third}) == 3
+
+
+def test_a_directory_is_opened_first_and_made_only_when_missing(tmp_path: Path) -> None:
+    (tmp_path / "there").mkdir(mode=0o700)
+    (tmp_path / "file").write_text("")
+    os.symlink(str(tmp_path / "there"), tmp_path / "link")  # root in the jail swapped it
+    os.symlink(str(tmp_path / "nowhere"), tmp_path / "dangling")
+    top = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for create in (False, True):
+            fd = jailfs._open_dir(top, "there", "/there", create)
+            os.close(fd)
+            for bad in ("link", "dangling", "file"):
+                with pytest.raises(UnsafePath, match="not a plain directory"):
+                    jailfs._open_dir(top, bad, f"/{bad}", create)
+        assert not (tmp_path / "nowhere").exists()
+        assert (tmp_path / "there").stat().st_mode & 0o777 == 0o700  # left as it was
+        with pytest.raises(UnsafePath, match="not a plain directory"):
+            jailfs._open_dir(top, "new", "/new", False)
+        assert not (tmp_path / "new").exists()
+        os.close(jailfs._open_dir(top, "new", "/new", True))
+        assert (tmp_path / "new").is_dir()
+    finally:
+        os.close(top)
+
+
+def _tree(r: Path) -> Path:
+    """Symlinks of every kind an image may hold."""
+    (r / "usr/local/etc/ssl").mkdir(parents=True)
+    (r / "usr/share/certs").mkdir(parents=True)
+    (r / "var").mkdir()
+    (r / "var/file").write_text("")
+    os.symlink("/usr/local/etc", r / "etc")  # absolute: inside the jail
+    os.symlink("../share/certs", r / "usr/certs")  # relative, with ..
+    os.symlink("certs", r / "usr/share/c2")
+    os.symlink("/usr/certs", r / "chain")  # a link to a link
+    os.symlink("../../../../..", r / "up")  # climbs out
+    os.symlink("loop", r / "loop")
+    os.symlink("/nowhere/deep", r / "dangling")  # made, inside the jail, when written
+    os.symlink("/var/file", r / "tofile")
+    return r
+
+
+INSIDES = [
+    "/", "/etc", "/etc/ssl", "/etc/ssl/new/deeper", "/usr/certs", "/usr/certs/x", "/chain",
+    "/chain/../local", "/usr/share/c2", "/up", "/up/etc", "/loop", "/loop/x", "/dangling",
+    "/dangling/x", "/tofile", "/var/file", "/var/file/x", "/new/a/b", "/etc/../var",
+    "/new/../var", "/./etc/./ssl", "/etc/ssl/../../../..",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("create", [False, True])
+@pytest.mark.parametrize("inside", INSIDES)
+def test_one_walk_opens_what_the_resolve_then_open_walk_did(
+    tmp_path: Path, inside: str, create: bool
+) -> None:
+    """jail_dir follows symlinks while it opens (one call per directory that
+    exists); the reference resolves first (resolve_in_root), then opens the
+    result with O_NOFOLLOW: the same directory, the same error, the same
+    directories made."""
+    one, ref = _tree(tmp_path / "one"), _tree(tmp_path / "ref")
+
+    def name(root: Path, fd: int) -> str:
+        return os.readlink(f"/proc/self/fd/{fd}").replace(str(root), "ROOT")
+
+    def error(root: Path, exc: UnsafePath) -> str:
+        return "error: " + str(exc).replace(str(root), "ROOT").split(":")[0]
+
+    try:
+        with jailfs.jail_dir(one, inside, create=create) as fd:
+            got = name(one, fd)
+    except UnsafePath as exc:
+        got = error(one, exc)
+    try:
+        rel = list(jailfs.resolve_in_root(ref, inside).relative_to(ref).parts)
+        fd = jailfs._walk(ref, inside, rel, create, follow=False)
+        want = name(ref, fd)
+        os.close(fd)
+    except UnsafePath as exc:
+        want = error(ref, exc)
+    assert got == want, (got, want)
+
+    def dirs(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir()
+                      and not p.is_symlink())  # fmt: skip
+
+    assert dirs(one) == dirs(ref)

@@ -124,3 +124,142 @@ def test_mounting_commands_are_serialised_on_zfs_fuse(tmp_path: Path) -> None:
     storage.snapshot("images/a@x")
     assert held[0] == ("clone", True)  # then `zfs get mountpoint`: no lock
     assert ("get", False) in held and ("snapshot", False) in held
+
+
+LIST_LAYOUT = ("zfs", "list", "-H", "-o", "name", "-r", "-d", "1", "tank/rex")
+WHOLE = "tank/rex\n" + "".join(f"tank/rex/{kind}\n" for kind in LAYOUT)
+
+
+def _remembering(runner: ScriptedRunner, seen: set[str]) -> ZfsStorage:
+    return ZfsStorage(runner, "tank/rex", caps=Capabilities(openzfs=True), layout_seen=seen)
+
+
+def test_a_layout_seen_whole_is_not_listed_again_in_the_process() -> None:
+    seen: set[str] = set()
+    r = ScriptedRunner(strict=True)
+    r.on(list(LIST_LAYOUT), WHOLE)
+    _remembering(r, seen).ensure_layout()
+    _remembering(r, seen).ensure_layout()  # the agent's next request: a new storage
+    assert r.calls == [LIST_LAYOUT] and seen == {"tank/rex"}
+    # a storage without the memo (tests, tools) always looks
+    _storage(r).ensure_layout()
+    _storage(r).ensure_layout()
+    assert r.calls.count(LIST_LAYOUT) == 3
+
+
+def test_a_clone_that_finds_the_remembered_layout_gone_makes_it_and_runs_again() -> None:
+    seen = {"tank/rex"}  # seen by an earlier request; destroyed since by someone else
+    r = ScriptedRunner()
+    r.on(list(LIST_LAYOUT), "tank/rex\n")  # only the parent is left
+    clones = iter([Completed((), 1, "", "cannot create 'tank/rex/jails/web': parent does not "
+                              "exist"), Completed((), 0)])  # fmt: skip
+    r.on(["zfs", "clone"], lambda argv: next(clones))
+    r.on(["zfs", "list", "-H", "-o", "name", "-t", "all"], Completed((), 1, "", "no such"))
+    r.on(["zfs", "get", "-Hp", "-o", "value", "mountpoint"], "/mnt/rex/jails/web\n")
+    s = _remembering(r, seen)
+    s.ensure_layout()
+    assert r.calls == []
+    assert s.clone("images/k@img", "jails/web") == Path("/mnt/rex/jails/web")
+    made = [c[-1] for c in r.calls if c[:2] == ("zfs", "create")]
+    assert made == [f"tank/rex/{kind}" for kind in LAYOUT]
+    assert [c[:2] for c in r.calls].count(("zfs", "clone")) == 2
+    assert seen == {"tank/rex"}  # seen whole again
+
+
+def test_a_clone_that_fails_without_a_remembered_layout_is_not_retried() -> None:
+    r = ScriptedRunner()
+    r.on(["zfs", "clone"], Completed((), 1, "", "cannot open 'tank/rex/images/k@img': "
+                                     "dataset does not exist"))  # fmt: skip
+    r.on(["zfs", "list", "-H", "-o", "name", "-t", "all"], Completed((), 1, "", "no such"))
+    seen = {"tank/rex"}
+    s = _remembering(r, seen)  # ensure_layout not called: nothing was assumed
+    with pytest.raises(StorageError, match="does not exist"):
+        s.clone("images/k@img", "jails/web")
+    assert [c[:2] for c in r.calls].count(("zfs", "clone")) == 1
+    assert seen == set()  # a dataset found missing: the next request looks again
+
+
+def test_a_failed_command_that_finds_a_dataset_missing_forgets_the_layout() -> None:
+    seen = {"tank/rex", "other/rex"}
+    r = ScriptedRunner()
+    r.on(["zfs", "set"], Completed((), 1, "", "cannot open 'tank/rex/jails/web': dataset "
+                                   "does not exist"))  # fmt: skip
+    with pytest.raises(StorageError):
+        _remembering(r, seen).set_props("jails/web", {"record": "{}"})
+    assert seen == {"other/rex"}
+
+
+def test_props_of_is_one_zfs_get_and_skips_what_does_not_exist() -> None:
+    r = ScriptedRunner(strict=True)
+    out = ("tank/rex/images/k\tmountpoint\t/m/images/k\tinherited from tank\n"
+           "tank/rex/images/k\trexcarcer:osrelease\t14.1-RELEASE\tlocal\n"
+           "tank/rex/jails/web\tmountpoint\t/m/jails/web\tinherited from tank\n"
+           "tank/rex/jails/web\trexcarcer:osrelease\t13.0-RELEASE\tinherited from tank/rex\n"
+           )  # fmt: skip
+    r.on(["zfs", "get"], Completed((), 1, out, "cannot open 'tank/rex/jails/x': dataset does "
+                                   "not exist\n"))  # fmt: skip
+    found = _storage(r).props_of(["jails/web", "images/k", "jails/x"], ["osrelease"])
+    assert r.calls == [("zfs", "get", "-Hp", "-o", "name,property,value,source",
+                        "mountpoint,rexcarcer:osrelease", "tank/rex/jails/web",
+                        "tank/rex/images/k", "tank/rex/jails/x")]  # fmt: skip
+    assert found["images/k"].props == {"osrelease": "14.1-RELEASE"}
+    assert found["jails/web"].props == {}  # inherited: not the dataset's own
+    assert found["jails/web"].mountpoint == Path("/m/jails/web") and "jails/x" not in found
+    failing = ScriptedRunner()
+    failing.on(["zfs", "get"], Completed((), 1, "", "internal error: out of memory\n"))
+    with pytest.raises(StorageError, match="out of memory"):
+        _storage(failing).props_of(["jails/web"], ["osrelease"])
+
+
+def test_tree_parses_one_zfs_get_as_the_two_commands() -> None:
+    rows = [
+        ("tank/rex/bases", "type", "filesystem", "-"),
+        ("tank/rex/bases", "mountpoint", "/m/bases", "inherited from tank"),
+        ("tank/rex/bases/bb", "type", "filesystem", "-"),
+        ("tank/rex/bases/bb", "origin", "-", "-"),
+        ("tank/rex/bases/bb", "mountpoint", "/m/bases/bb", "inherited from tank"),
+        ("tank/rex/bases/bb", "guid", "17", "-"),
+        ("tank/rex/bases/bb", "rexcarcer:version", "1", "local"),
+        ("tank/rex/bases/bb", "rexcarcer:jail", "-", "-"),
+        ("tank/rex/bases/bb@1", "type", "snapshot", "-"),
+        ("tank/rex/bases/bb@1", "guid", "16446307205543589952", "-"),
+        ("tank/rex/bases/bb@1", "createtxg", "35", "-"),
+        ("tank/rex/bases/bb@1", "mountpoint", "-", "-"),
+        ("tank/rex/bases/bb@1", "rexcarcer:version", "1", "inherited from tank/rex/bases/bb"),
+        ("tank/rex/bases/bb@1", "rexcarcer:complete", "1", "local"),
+        ("tank/rex/bases/cc", "type", "filesystem", "-"),
+        ("tank/rex/bases/cc", "origin", "tank/rex/bases/bb@1", "-"),
+        ("tank/rex/bases/cc", "mountpoint", "none", "local"),
+        ("tank/rex/bases/cc", "rexcarcer:version", "2", "inherited from tank/rex/bases"),
+        ("tank/rex/bases/bb/deep", "type", "filesystem", "-"),
+    ]
+    text = "".join("\t".join(r) + "\n" for r in rows)
+    r = ScriptedRunner(strict=True)
+    r.on(["zfs", "get"], text)
+    datasets, snapshots = _storage(r).tree("bases")
+    assert r.calls[0][:8] == ("zfs", "get", "-Hp", "-r", "-d", "2", "-o",
+                              "name,property,value,source")  # fmt: skip
+    assert r.calls[0][8].startswith("type,origin,mountpoint,guid,createtxg,rexcarcer:")
+    assert r.calls[0][9:] == ("tank/rex/bases",)
+    assert datasets == [
+        zfs.Dataset("bases/bb", Path("/m/bases/bb"), None, {"version": "1"}),
+        zfs.Dataset("bases/cc", None, "bases/bb@1", {"version": "2"}),  # inherited counts
+    ]
+    assert [(s.name, s.guid, s.createtxg, s.props) for s in snapshots] == [
+        ("bases/bb@1", 16446307205543589952, 35, {"complete": "1"})]  # fmt: skip
+    gone = ScriptedRunner()
+    gone.on(["zfs", "get"], Completed((), 1, "", "cannot open 'tank/rex/bases': dataset does "
+                                      "not exist\n"))  # fmt: skip
+    assert _storage(gone).tree("bases") == ([], [])
+    broken = ScriptedRunner()
+    broken.on(["zfs", "get"], Completed((), 1, "", "internal error\n"))
+    with pytest.raises(StorageError, match="internal error"):
+        _storage(broken).tree("bases")
+
+
+def test_clone_only_does_not_ask_where_the_clone_is_mounted() -> None:
+    r = ScriptedRunner(strict=True)
+    r.on(["zfs", "clone"], "")
+    _storage(r).clone_only("images/a@img", "jails/web", props={"jail": "web"})
+    assert r.calls == [("zfs", "clone", "-o", "rexcarcer:jail=web", "tank/rex/images/a@img",
+                        "tank/rex/jails/web")]  # fmt: skip

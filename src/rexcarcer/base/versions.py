@@ -106,8 +106,8 @@ def at_version(info: BaseInfo, version: str) -> BaseInfo:
 
 
 def scan(host: Host) -> tuple[list[Dataset], list[Snapshot]]:
-    """Every dataset and snapshot under bases/: two zfs(8) commands."""
-    return host.storage.datasets("bases"), host.storage.snapshot_details("bases")
+    """Every dataset and snapshot under bases/: one zfs(8) command."""
+    return host.storage.tree("bases")
 
 
 def lookup(host: Host, name: str) -> BaseInfo | None:

@@ -108,11 +108,17 @@ def build(eng: Engine, rexfile: Rexfile, base: BaseInfo) -> str:
     sources = copy_sources(rexfile)
     sweep_incomplete(host)
     for plan in plans:
+        cached = f"Step {plan.index}/{len(plans)}: {plan.step.describe()} (cached)"
+        with host.try_lock(f"image-{plan.key}") as free:
+            # the snapshot was there when planned and nobody is building it: a
+            # builder holds this lock from its clone to its `complete` mark (or
+            # to the destroy of what failed), so the snapshot is no half-built one
+            if free and plan.cached:
+                host.progress.step(cached)
+                continue
         with host.lock(f"image-{plan.key}"):
             if host.storage.exists(plan.snapshot):
-                host.progress.step(
-                    f"Step {plan.index}/{len(plans)}: {plan.step.describe()} (cached)"
-                )
+                host.progress.step(cached)
                 continue
             host.progress.step(f"Step {plan.index}/{len(plans)}: {plan.step.describe()}")
             _run_step(eng, rexfile, base, plan, sources.get(plan.index))

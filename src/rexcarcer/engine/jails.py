@@ -309,7 +309,7 @@ def _create(
     records.put_jail(host.store, rec)
     made += volumes.create_missing(host, rec)
     host.progress.step(f"Cloning {image} to jails/{rec.name}")
-    host.storage.clone(image, f"jails/{rec.name}", props=clone_props(rec))
+    host.storage.clone_only(image, f"jails/{rec.name}", props=clone_props(rec))
     start(eng, rec.name)
     current = record(eng, rec.name) or rec
     persist.put(host, current.replace(status=Status.READY, pid=None, pid_start=None,

@@ -15,6 +15,7 @@ import ipaddress
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from rexcarcer import ipam, jailfs
 from rexcarcer.engine import build as builder
@@ -27,6 +28,7 @@ from rexcarcer.errors import (
     OutOfSpace,
     StorageError,
     UnsafePath,
+    ZfsUnresponsive,
 )
 from rexcarcer.model.health import Health
 from rexcarcer.model.jail import (
@@ -157,10 +159,10 @@ def _osrelease(eng: Engine, image: str) -> str | None:
 
 def spec_for(eng: Engine, rec: JailRecord) -> JailSpec:
     host = eng.host
-    osrelease = osrelease_of(eng, rec)
+    root, osrelease = _root_and_osrelease(eng, rec)
     return JailSpec(
         name=rec.name,
-        root=host.storage.mountpoint(f"jails/{rec.name}"),
+        root=root,
         hostname=rec.hostname,
         address=rec.address,
         # a public address lives on its range's interface (jail(8) ip4.addr)
@@ -191,6 +193,33 @@ def open_secrets(eng: Engine, names: Sequence[str]) -> tuple[Secret, ...]:
     if eng.secrets is None:
         raise NotSupported("this rex has no secret store: SECRET cannot be used here")
     return eng.secrets.open(eng.host, names)
+
+
+def _root_and_osrelease(eng: Engine, rec: JailRecord) -> tuple[Path, str | None]:
+    """The jail's mountpoint and ``osrelease_of``, read with one zfs command (every
+    start asks both): the same answers as ``Storage.mountpoint`` and ``osrelease_of``."""
+    storage = eng.host.storage
+    jail, image_ds = f"jails/{rec.name}", rec.image.split("@")[0]
+    own_snapshot = rec.image.startswith("bases/")
+    names = [jail, *([rec.image] if own_snapshot else []), image_ds]
+    try:
+        found = storage.props_of(list(dict.fromkeys(names)), ["osrelease"])
+    except ZfsUnresponsive:
+        raise  # asking again would wait as long again
+    except StorageError:  # a name rex refuses (a record without an image): one by one
+        return storage.mountpoint(jail), osrelease_of(eng, rec)
+    mine = found.get(jail)
+    if mine is None:
+        raise StorageError(f"cannot open '{storage.parent}/{jail}': dataset does not exist")
+    if mine.mountpoint is None:
+        raise StorageError(f"dataset {storage.parent}/{jail} has no mountpoint")
+    # as _osrelease: the image's snapshot (a base's), then its dataset; a jail
+    # whose image is not here (rex import, rex move) carries it on its dataset
+    image = found.get(rec.image) if own_snapshot else found.get(image_ds)
+    if image is None or image_ds not in found:
+        return mine.mountpoint, mine.props.get("osrelease") or None
+    own = image.props.get("osrelease") if own_snapshot else None
+    return mine.mountpoint, own or found[image_ds].props.get("osrelease") or None
 
 
 def osrelease_of(eng: Engine, rec: JailRecord) -> str | None:

@@ -181,7 +181,7 @@ def _switch(eng: Engine, old: JailRecord, new: JailRecord) -> None:
     lifecycle.stop_runtime(eng, old)
     host.storage.rename(f"jails/{name}", kept(name, old.generation))
     host.progress.step(f"Cloning {new.image} to jails/{name}")
-    host.storage.clone(new.image, f"jails/{name}", props=lifecycle.clone_props(new))
+    host.storage.clone_only(new.image, f"jails/{name}", props=lifecycle.clone_props(new))
     carry_identity(
         host.storage.mountpoint(kept(name, old.generation)),
         host.storage.mountpoint(f"jails/{name}"),

@@ -303,7 +303,7 @@ class FreeBSDPlatform:
         trusted now. ``certctl -D ROOT rehash`` on the host is not used: it runs
         host tools (``find -L``, ``realpath``, ``install -lm``) over a tree the
         jail's root controls (certctl.sh cmd_rehash, create_trusted)."""
-        digest = trust.subject_hash(self.runner, ca_pem)
+        digest = trust.subject_hash(self.runner, ca_pem, self.config.root / trust.CACHE_DIR)
         try:
             text = self.runner.run(fh.text_form_argv(), input=ca_pem).stdout.encode()
         except CommandFailed as exc:

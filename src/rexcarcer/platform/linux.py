@@ -376,7 +376,7 @@ class LinuxPlatform:
     def install_trust(self, root: Path, ca_pem: bytes) -> None:
         """OpenSSL's hashed directory, and the source update-ca-certificates(8)
         reads, so that a rebuild of the bundle inside the jail keeps it."""
-        digest = trust.subject_hash(self.runner, ca_pem)
+        digest = trust.subject_hash(self.runner, ca_pem, self.config.root / trust.CACHE_DIR)
         jailfs.write_file(root, TRUST_SOURCE, ca_pem, mode=0o444)
         jailfs.write_file(root, trust.slot(root, digest, ca_pem), ca_pem, mode=0o444)
 

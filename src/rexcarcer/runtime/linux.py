@@ -76,6 +76,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import stat
 import sys
 import time
@@ -456,10 +457,13 @@ class LinuxRuntime:
                 f"{self.host_address.network} and every public range declared for jails",
                 hint="declare its range in public_ips (REX_PUBLIC_IPS, CIDR@interface)",
             )
-        link = ["ip", "link", "set", veth, "up"]
+        # ip-link(8) `add` takes `up` and `master` as `set` does (iproute2
+        # iplink_parse; the kernel's rtnl_newlink sets IFLA_MASTER and the flags
+        # of a new link): one process makes the pair, up, on the bridge
+        master = [] if public else ["master", self.bridge]
+        pair = ["type", "veth", "peer", "name", "eth0", "netns", netns]
         out = [
-            ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns],
-            link if public else [*link[:4], "master", self.bridge, "up"],
+            ["ip", "link", "add", veth, "up", *master, *pair],
             ["ip", "-n", netns, "addr", "add", str(address), "dev", "eth0"],
             source_guard_argv(netns, address),  # before the link is up
             ["ip", "-n", netns, "link", "set", "eth0", "up"],
@@ -525,8 +529,9 @@ class LinuxRuntime:
 
     def _plumb(self, spec: JailSpec) -> None:
         netns = netns_name(self.token, spec.name)
-        if self._ip("link", "show", "dev", veth_name(self.token, spec.name), check=False).ok:
-            self._ip("link", "del", veth_name(self.token, spec.name), check=False)  # a killed run's
+        veth = veth_name(self.token, spec.name)
+        if _link_exists(veth):
+            self._ip("link", "del", veth, check=False)  # a killed run's
         for argv in self.plumb_argvs(spec):
             if argv[1:3] == ["netns", "add"] and not self._ip(*argv[1:], check=False).ok:
                 self._ip("netns", "del", netns, check=False)  # left by a killed run
@@ -770,8 +775,7 @@ class LinuxRuntime:
             self.build_cleanup(network)
 
     def build_cleanup(self, network: BuildNet) -> None:
-        veth = build_veth_name(self.token, network.name)
-        if self._ip("link", "show", "dev", veth, check=False).ok:
+        if _link_exists(build_veth_name(self.token, network.name)):
             self._ip(*self.build_unplumb_argvs(network)[0][1:], check=False)
         if Path("/run/netns", build_netns_name(self.token, network.name)).exists():
             self._ip(*self.build_unplumb_argvs(network)[1][1:], check=False)
@@ -801,6 +805,16 @@ def _init(info: Mapping[str, object]) -> process.Proc:
         "pid": info.get("init_pid"), "created": info.get("init_created"),
         "start": info.get("init_start"),
     })  # fmt: skip
+
+
+def _link_exists(name: str) -> bool:
+    """Whether this network namespace has a link ``name``: if_nametoindex(3), a
+    SIOCGIFINDEX ioctl in this process, instead of an `ip link show` process."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
 
 
 def read_rc_status(pid: int) -> str | None:

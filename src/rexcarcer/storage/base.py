@@ -87,6 +87,13 @@ class Storage(Protocol):
         """Clone ``snapshot`` to a mounted filesystem ``name``; returns its mountpoint."""
         ...
 
+    def clone_only(
+        self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None
+    ) -> None:
+        """``clone`` for a caller that reads the mountpoint later (a jail's start
+        does, with its other properties): one zfs command fewer."""
+        ...
+
     def snapshot(self, snapshot: str) -> None: ...
 
     # The command lines of the changes above, for `rex plan` (the same builders
@@ -132,6 +139,18 @@ class Storage(Protocol):
 
     def datasets(self, kind: str) -> list[Dataset]:
         """Datasets directly under ``kind`` (one of LAYOUT), with props and origin."""
+        ...
+
+    def tree(self, kind: str) -> tuple[list[Dataset], list[Snapshot]]:
+        """``datasets(kind)`` and ``snapshot_details(kind)``, read with one zfs
+        command (every `rex up` looks up its base)."""
+        ...
+
+    def props_of(self, names: Sequence[str], props: Sequence[str]) -> dict[str, Dataset]:
+        """Those of ``names`` (datasets or snapshots) that exist, each with its
+        mountpoint (None for a snapshot) and those of the ``rexcarcer:*``
+        ``props`` set on it (as ``get_props``: not inherited), read with one zfs
+        command (a jail's start: its dataset and its image)."""
         ...
 
     def props_below(self, kinds: Sequence[str], props: Sequence[str]) -> list[Dataset]:

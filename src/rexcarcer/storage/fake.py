@@ -111,6 +111,11 @@ class FakeStorage:
         shutil.copytree(self.snaps[snapshot], self._dir(name), symlinks=True)
         return self._dir(name)
 
+    def clone_only(
+        self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None
+    ) -> None:
+        self.clone(snapshot, name, props=props)  # one way in: subclasses override clone
+
     def snapshot(self, snapshot: str) -> None:
         ds = snapshot.partition("@")[0]
         if ds not in self._ds or snapshot in self.snaps:
@@ -197,6 +202,22 @@ class FakeStorage:
             for n, e in sorted(self._ds.items())
             if n.startswith(prefix) and "/" not in n[len(prefix) :]
         ]
+
+    def tree(self, kind: str) -> tuple[list[Dataset], list[Snapshot]]:
+        return self.datasets(kind), self.snapshot_details(kind)
+
+    def props_of(self, names: Sequence[str], props: Sequence[str]) -> dict[str, Dataset]:
+        out: dict[str, Dataset] = {}
+        for name in names:
+            if name in self._ds:
+                own, mnt = self._ds[name].props, self._dir(name)
+            elif name in self.snaps:
+                meta = self.snap_meta.get(name)
+                own, mnt = (meta.props if meta else {}), None
+            else:
+                continue
+            out[name] = Dataset(name, mnt, None, {k: v for k, v in own.items() if k in props})
+        return out
 
     def props_below(self, kinds: Sequence[str], props: Sequence[str]) -> list[Dataset]:
         return [

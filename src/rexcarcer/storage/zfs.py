@@ -55,6 +55,12 @@ LOCK_WAITS = 10  # the zfs-fuse lock is waited for at most this many timeouts
 # subcommands that mount, unmount or remove mountpoints (serialised on zfs-fuse)
 MOUNTING = frozenset({"create", "clone", "destroy", "umount", "unmount", "mount", "rename"})
 SERIAL_LOCK = Path("/run/rexcarcer/zfs-fuse.lock")  # one zfs-fuse daemon per machine
+# The parent datasets whose layout (LAYOUT below them) this process has seen
+# whole: `rex agent` opens a storage per request and asks once, not per `rex up`.
+# Another rex (or an admin) may destroy the layout behind the agent's back, so a
+# command that finds a dataset missing forgets the entry, and a create or clone
+# that fails that way after a remembered layout makes the layout and tries again.
+LAYOUT_SEEN: set[str] = set()
 
 
 def serial_lock_for(dev: Path = Path("/dev/zfs")) -> Path | None:
@@ -157,6 +163,21 @@ def props_below_argv(fulls: Sequence[str], props: Sequence[str]) -> list[str]:
             *fulls]  # fmt: skip
 
 
+def tree_argv(full: str, props: Sequence[str]) -> list[str]:
+    """:func:`list_children_argv` and :func:`snapshot_details_argv` in one ``zfs
+    get``: every filesystem and snapshot two levels down, with what each needs."""
+    names = ",".join(["type", "origin", "mountpoint", "guid", "createtxg",
+                      *(PROP_PREFIX + p for p in props)])  # fmt: skip
+    return ["zfs", "get", "-Hp", "-r", "-d", "2", "-o", "name,property,value,source", names, full]
+
+
+def props_of_argv(fulls: Sequence[str], props: Sequence[str]) -> list[str]:
+    """The mountpoint and rex's ``props`` of each of ``fulls``, in one ``zfs get``
+    (it prints what it finds and names, on stderr, what does not exist)."""
+    names = ",".join(["mountpoint", *(PROP_PREFIX + p for p in props)])
+    return ["zfs", "get", "-Hp", "-o", "name,property,value,source", names, *fulls]
+
+
 # -- parsers of machine output (pure) ---------------------------------------
 
 
@@ -217,6 +238,62 @@ def parse_props_below(text: str, parent: str) -> list[Dataset]:
     return [Dataset(rel, mnt, None, props.get(rel, {})) for rel, mnt in sorted(mounts.items())]
 
 
+def parse_tree(text: str, parent: str, kind: str) -> tuple[list[Dataset], list[Snapshot]]:
+    """Rows of :func:`tree_argv` → what :func:`parse_children` and
+    :func:`parse_snapshot_details` make of their commands' output: the
+    filesystems directly under ``kind`` with every rex property they have (set
+    or inherited, as ``zfs list`` shows them), and the snapshots with only those
+    set on each."""
+    prefix, under = parent + "/", f"{kind}/"
+    rows: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        cols = line.split("\t")
+        if len(cols) != 4 or not cols[0].startswith(prefix):
+            continue
+        rel = cols[0][len(prefix) :]
+        if "@" not in rel and not (rel.startswith(under) and "/" not in rel[len(under) :]):
+            continue  # the kind dataset itself, or deeper filesystems
+        rows.setdefault(rel, {})["\0" + cols[1]] = cols[2]
+    datasets = [
+        Dataset(
+            name=rel,
+            mountpoint=Path(v["\0mountpoint"]) if v.get("\0mountpoint", "").startswith("/")
+            else None,
+            origin=v["\0origin"][len(prefix) :] if v.get("\0origin", "").startswith(prefix)
+            else None,
+            props={k[1 + len(PROP_PREFIX) :]: value for k, value in v.items()
+                   if k.startswith("\0" + PROP_PREFIX) and value != "-"},
+        )
+        for rel, v in rows.items() if "@" not in rel and v.get("\0type") == "filesystem"
+    ]  # fmt: skip
+    snap_lines = "".join(
+        line + "\n" for line in text.splitlines() if "@" in line.partition("\t")[0]
+    )
+    return datasets, parse_snapshot_details(snap_lines, parent)
+
+
+def parse_props_of(text: str, parent: str, wanted: Sequence[str]) -> dict[str, Dataset]:
+    """Rows of :func:`props_of_argv` for the ``wanted`` names (relative to
+    ``parent``); a user property counts only when set on the dataset or snapshot
+    itself (source ``local`` or ``received``), as ``get_props``."""
+    prefix = parent + "/"
+    mounts: dict[str, Path | None] = {}
+    props: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        cols = line.split("\t")
+        if len(cols) != 4 or not cols[0].startswith(prefix):
+            continue
+        name, prop, value, source = cols
+        rel = name[len(prefix) :]
+        if rel not in wanted:
+            continue
+        if prop == "mountpoint":
+            mounts[rel] = Path(value) if value.startswith("/") else None
+        elif prop.startswith(PROP_PREFIX) and source in ("local", "received") and value != "-":
+            props.setdefault(rel, {})[prop[len(PROP_PREFIX) :]] = value
+    return {rel: Dataset(rel, mnt, None, props.get(rel, {})) for rel, mnt in mounts.items()}
+
+
 def parse_snapshot_details(text: str, parent: str) -> list[Snapshot]:
     """Rows of :func:`snapshot_details_argv` → snapshots below ``parent``, oldest first."""
     prefix = parent + "/"
@@ -254,12 +331,17 @@ class ZfsStorage:
         caps: Capabilities | None = None,
         serial_lock: Path | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        layout_seen: set[str] | None = None,
     ) -> None:
+        """``layout_seen``: where the layouts seen whole are remembered
+        (``LAYOUT_SEEN`` for this process); None: ``ensure_layout`` always looks."""
         self.runner = runner
         self.parent = parent
         self._caps = caps
         self.serial_lock = serial_lock
         self.timeout = timeout
+        self.layout_seen = layout_seen
+        self._layout_assumed = False  # ensure_layout trusted layout_seen
 
     @contextmanager
     def _serial(self, argv: Sequence[str]) -> Iterator[None]:
@@ -317,6 +399,8 @@ class ZfsStorage:
         try:
             return self._run(["zfs", *args], check=check)
         except CommandFailed as exc:
+            if "does not exist" in exc.stderr:
+                self._forget_layout()
             # the dataset is the last argument; zfs-fuse reports a full parent
             # filesystem on create/clone as "failed to create mountpoint" only
             if is_space_error(exc.stderr) or (
@@ -333,17 +417,36 @@ class ZfsStorage:
         return done.ok and value.isdigit() and int(value) < LOW_SPACE
 
     def _made(self, name: str, action: Callable[[], object]) -> None:
-        """Run a create or clone; a dataset it made but could not mount goes again."""
+        """Run a create or clone; a dataset it made but could not mount goes again.
+        One that failed for a missing dataset after ``ensure_layout`` trusted what
+        this process remembered: the layout is made and the command runs again."""
         try:
             action()
         except ZfsUnresponsive:
             raise  # asking whether it exists would wait as long again
-        except StorageError:
+        except StorageError as exc:
             if self.exists(name):
                 self._zfs("destroy", "-r", self.full(name), check=False)
-            raise
+            if not (self._layout_assumed and "does not exist" in exc.message):
+                raise
+            self._layout_assumed = False
+            self.ensure_layout()
+            self._made(name, action)
+
+    def _forget_layout(self) -> None:
+        if self.layout_seen is not None:
+            self.layout_seen.discard(self.parent)
 
     def ensure_layout(self) -> None:
+        if self.layout_seen is not None and self.parent in self.layout_seen:
+            self._layout_assumed = True
+            return
+        self._layout_assumed = False
+        self._ensure_layout()
+        if self.layout_seen is not None:
+            self.layout_seen.add(self.parent)
+
+    def _ensure_layout(self) -> None:
         have = self._zfs("list", "-H", "-o", "name", "-r", "-d", "1", self.parent, check=False)
         names = set(have.stdout.split()) if have.ok else set()
         if not have.ok:
@@ -388,8 +491,13 @@ class ZfsStorage:
         return set_argvs(self.full(name), props)
 
     def clone(self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None) -> Path:
-        self._made(name, lambda: self._zfs(*self.clone_argv(snapshot, name, props)[1:]))
+        self.clone_only(snapshot, name, props=props)
         return self.mountpoint(name)
+
+    def clone_only(
+        self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None
+    ) -> None:
+        self._made(name, lambda: self._zfs(*self.clone_argv(snapshot, name, props)[1:]))
 
     def snapshot(self, snapshot: str) -> None:
         self._zfs(*self.snapshot_argv(snapshot)[1:])
@@ -477,6 +585,27 @@ class ZfsStorage:
             return []
         return parse_children(done.stdout, self.parent, KNOWN_PROPS)
 
+    def tree(self, kind: str) -> tuple[list[Dataset], list[Snapshot]]:
+        if kind not in LAYOUT:
+            raise StorageError(f"unknown dataset kind {kind!r}")
+        done = self._zfs(*tree_argv(self.full(kind), KNOWN_PROPS)[1:], check=False)
+        if not done.ok:
+            if "does not exist" in done.stderr:
+                return [], []
+            raise StorageError(f"cannot list the datasets below {self.full(kind)}: "
+                               f"{done.stderr.strip()}")  # fmt: skip
+        return parse_tree(done.stdout, self.parent, kind)
+
+    def props_of(self, names: Sequence[str], props: Sequence[str]) -> dict[str, Dataset]:
+        done = self._zfs(*props_of_argv([self.full(n) for n in names], props)[1:], check=False)
+        found = parse_props_of(done.stdout, self.parent, names)
+        # zfs get exits 1 when a name does not exist, and prints the others
+        missing = [n for n in names if n not in found]
+        if not done.ok and not (missing and "does not exist" in done.stderr):
+            raise StorageError(f"cannot read the properties of {', '.join(names)}: "
+                               f"{done.stderr.strip()}")  # fmt: skip
+        return found
+
     def props_below(self, kinds: Sequence[str], props: Sequence[str]) -> list[Dataset]:
         fulls = [self.full(k) for k in kinds if k in LAYOUT]
         done = self._zfs(*props_below_argv(fulls, props)[1:], check=False)
@@ -511,6 +640,8 @@ class ZfsStorage:
         argv = ["zfs", "receive", "-u", self.full(name)]
         done = self.runner.run(argv, check=False, stdin=stream)
         if not done.ok:
+            if "does not exist" in done.stderr:
+                self._forget_layout()
             raise StorageError(
                 CommandFailed(argv, done.returncode, done.stderr).message,
                 hint="is it a ZFS send stream?",
