@@ -6,12 +6,11 @@ of both."""
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from pathlib import Path
 
 from tests.integration.conftest import Rex, copy_example
-from tests.unit.test_plan import is_record_copy
+from tests.unit.test_plan import is_record_copy, undated
 
 # commands that only read: `rex plan` shows what changes the host
 QUERIES = (
@@ -73,10 +72,5 @@ def test_the_plan_of_a_run_step_is_what_its_build_runs(rex: Rex, tmp_path: Path)
     assert planned[0] == ["nft", "-j", "-f", "-"]
     done = rex.run("--debug", "build", app)
     # the image's creation time is the only value the plan cannot know
-    assert _timeless(_changes(done.stderr)) == _timeless(planned)
+    assert undated(_changes(done.stderr)) == undated(planned)
     assert any(a[0] == "nsenter" and "--net=/run/netns/rex-" in a[1] for a in planned)
-
-
-def _timeless(argvs: list[list[str]]) -> list[list[str]]:
-    return [[re.sub(r"^rexcarcer:created=\d+$", "rexcarcer:created=T", w) for w in a]
-            for a in argvs]  # fmt: skip
