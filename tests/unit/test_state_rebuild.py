@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from rexcarcer import ipam
 from rexcarcer.cli.main import build_cli
-from rexcarcer.engine import jails, lifecycle, rebuild, update
+from rexcarcer.engine import jails, lifecycle, persist, rebuild, update
 from rexcarcer.engine.base import Engine
 from rexcarcer.errors import RebuildIncomplete, RebuildRefused, StateError
 from rexcarcer.model import keys, recordprop
@@ -28,8 +28,10 @@ from rexcarcer.state import records
 from rexcarcer.state.base import Delete, Put, Store
 from rexcarcer.storage import zfs
 from rexcarcer.storage.base import Dataset
+from rexcarcer.storage.fake import FakeStorage
 from tests.schemas import validate
 from tests.unit.fakes import FakeCtx, fake_ctx, fake_engine, fake_runtime, rex
+from tests.unit.test_plan import is_record_copy
 
 pytestmark = pytest.mark.unit
 
@@ -203,6 +205,39 @@ def test_the_dataset_keeps_the_record_through_up_update_stop_start_rollback(
     update.rollback(eng, "app")
     same()
     assert _on_dataset(eng, "app").generation == 1
+
+
+def test_a_new_jail_gets_its_record_with_its_clone_and_nothing_is_set_after_its_start(
+    tmp_path: Path,
+) -> None:
+    eng = fake_engine(tmp_path)
+    storage = eng.host.storage
+    assert isinstance(storage, FakeStorage)
+    storage.calls.clear()
+    _up(eng, tmp_path, "ENV A=1\n")
+    (clone,) = [c for c in storage.calls if c[:2] == ["zfs", "clone"] and "jails/app" in c[-1]]
+    assert any(a.startswith("rexcarcer:record=") for a in clone), clone
+    assert not any(is_record_copy(c) for c in storage.calls), storage.calls
+    current = records.get_jail(eng.host.store, "app")
+    assert current is not None and current.status is Status.READY and current.pid is None
+    assert _on_dataset(eng, "app") == current
+
+
+def test_a_record_the_start_changed_is_copied_again(tmp_path: Path) -> None:
+    eng = fake_engine(tmp_path)
+    _up(eng, tmp_path, "")
+    storage = eng.host.storage
+    assert isinstance(storage, FakeStorage)
+    rec = records.get_jail(eng.host.store, "app")
+    assert rec is not None
+    storage.calls.clear()
+    persist.put_over(eng.host, rec, rec)  # the copy the clone carries is this record
+    assert storage.calls == []
+    moved = rec.replace(hostname="moved.example.com")
+    persist.put_over(eng.host, moved, rec)
+    assert [c[:3] for c in storage.calls] == [["zfs", "set", storage.calls[0][2]]]
+    assert is_record_copy(storage.calls[0])
+    assert _on_dataset(eng, "app") == moved == records.get_jail(eng.host.store, "app")
 
 
 # -- the whole rebuild ----------------------------------------------------------------------

@@ -263,3 +263,65 @@ def test_clone_only_does_not_ask_where_the_clone_is_mounted() -> None:
     _storage(r).clone_only("images/a@img", "jails/web", props={"jail": "web"})
     assert r.calls == [("zfs", "clone", "-o", "rexcarcer:jail=web", "tank/rex/images/a@img",
                         "tank/rex/jails/web")]  # fmt: skip
+
+
+def _listing_rows() -> str:
+    rows = [
+        ("tank/rex/bases", "type", "filesystem", "-"),
+        ("tank/rex/bases/bb", "type", "filesystem", "-"),
+        ("tank/rex/bases/bb", "mountpoint", "/m/bases/bb", "inherited from tank"),
+        ("tank/rex/bases/bb", "rexcarcer:version", "1", "local"),
+        ("tank/rex/bases/bb@1", "type", "snapshot", "-"),
+        ("tank/rex/bases/bb@1", "guid", "16", "-"),
+        ("tank/rex/bases/bb@1", "createtxg", "35", "-"),
+        ("tank/rex/images", "type", "filesystem", "-"),
+        ("tank/rex/images/k1", "type", "filesystem", "-"),
+        ("tank/rex/images/k1", "mountpoint", "/m/images/k1", "inherited from tank"),
+        ("tank/rex/images/k1", "rexcarcer:complete", "1", "local"),
+        ("tank/rex/images/k1@img", "type", "snapshot", "-"),
+        ("tank/rex/images/k1@img", "guid", "17", "-"),
+        ("tank/rex/images/k1@img", "createtxg", "40", "-"),
+        ("tank/rex/images/k2", "type", "filesystem", "-"),
+        ("tank/rex/images/k2", "mountpoint", "/m/images/k2", "inherited from tank"),
+    ]
+    return "".join("\t".join(r) + "\n" for r in rows)
+
+
+def test_a_listing_answers_a_rex_ups_reads_with_one_zfs_get() -> None:
+    r = ScriptedRunner(strict=True)
+    r.on(["zfs", "get"], _listing_rows())
+    r.on(["zfs", "list", "-H", "-o", "name", "-t", "all"], Completed((), 1, "", "does not exist"))
+    s = _storage(r)
+    with s.listing(("bases", "images")):
+        datasets, snapshots = s.tree("bases")
+        assert [d.name for d in datasets] == ["bases/bb"] and [n.name for n in snapshots] == [
+            "bases/bb@1"
+        ]
+        assert [d.name for d in s.datasets("images")] == ["images/k1", "images/k2"]
+        assert s.datasets("images")[0].props == {"complete": "1"}
+        assert s.exists("images/k1@img") and s.exists("bases/bb")
+        assert len(r.calls) == 1  # all of it from one command, of both kinds
+        assert r.calls[0][9:] == ("tank/rex/bases", "tank/rex/images")
+        # what the listing lacks is looked up, not taken as missing
+        assert not s.exists("images/k2@img")
+        assert r.calls[-1][:2] == ("zfs", "list")
+        # a change: the next read lists again
+        r.on(["zfs", "snapshot"], "")
+        s.snapshot("images/k2@img")
+        s.tree("images")
+        assert [c[1] for c in r.calls] == ["get", "list", "snapshot", "get"]
+    # outside the scope each read is its own command
+    s.tree("bases")
+    assert r.calls[-1][9:] == ("tank/rex/bases",)
+
+
+def test_a_listing_of_a_layout_without_a_kind_reads_each_on_its_own() -> None:
+    failing = ScriptedRunner(strict=True)
+    failing.on(["zfs", "get"], Completed((), 1, "", "cannot open 'tank/rex/images': dataset does "
+                                         "not exist\n"))  # fmt: skip
+    failing.on(["zfs", "list"], "")
+    s = _storage(failing)
+    with s.listing(("bases", "images")):
+        assert s.tree("images") == ([], [])  # its own command, which finds it missing
+        assert s.datasets("images") == []
+    assert [c[1] for c in failing.calls] == ["get", "get", "list"]

@@ -78,3 +78,69 @@ def test_the_agent_refuses_another_version() -> None:
         a.sendall(wire.encode({"v": 3, "op": "ls", "args": {}, "body": 0}))
         with pytest.raises(UsageError, match="another protocol version"):
             _request(wire.Reader(b))
+
+
+# -- service/jsonc.py: json's C half, the same text as json ----------------------
+
+VALUES: list[object] = [
+    {"v": 2, "op": "up", "args": {"name": "web", "text": True, "host": None}, "body": 120},
+    {"result": [{"name": "web", "usage": {"memory": 12345678901234}, "ratio": 0.25}]},
+    {"step": "Starting caf\u00e9 \u2603 \U0001f600", "tab": 'a\tb\n"q" \\'},
+    [],
+    {},
+    "plain",
+    -0.0,
+    1e300,
+    [True, False, None, 0, -1],
+]
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_jsonc_writes_and_reads_what_json_does(value: object) -> None:
+    from rexcarcer.service import jsonc
+
+    text = jsonc.dumps(value)
+    assert text == json.dumps(value, separators=(",", ":"))
+    assert jsonc.loads(text) == value
+    assert jsonc.loads(" \n" + json.dumps(value, indent=2) + "\r\n ") == value
+
+
+@pytest.mark.parametrize("bad", ["", "{", '{"a":1} x', "{'a':1}", "[1,]", "nul", '"\x01"'])
+def test_jsonc_refuses_what_json_refuses(bad: str) -> None:
+    from rexcarcer.service import jsonc
+
+    with pytest.raises(ValueError):
+        json.loads(bad)
+    with pytest.raises(ValueError):
+        jsonc.loads(bad)
+
+
+def test_jsonc_refuses_what_it_cannot_write() -> None:
+    from rexcarcer.service import jsonc
+
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        jsonc.dumps({"a": object()})
+
+
+def test_jsonc_without_json_c_half_uses_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rexcarcer.service import jsonc
+
+    monkeypatch.setattr(jsonc, "_SCAN", None)
+    monkeypatch.setattr(jsonc, "_ENCODE", None)
+    for value in VALUES:
+        assert jsonc.loads(jsonc.dumps(value)) == value
+    with pytest.raises(ValueError):
+        jsonc.loads("{")
+
+
+def test_the_thin_client_path_imports_neither_json_nor_socket_py() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from rexcarcer.service import wire; from rexcarcer.cli import thin, render; "
+        "print(sorted(m for m in ('json', 'socket', 're', 'enum') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

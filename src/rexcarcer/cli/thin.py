@@ -3,7 +3,8 @@ FILE`` sent to this host's agent without loading click, the configuration,
 the model or the ``.rex`` parser in this process.
 
 The agent keeps all of those loaded (agent/local.py); what this process pays
-is Python's start, ``socket`` and ``json``. It takes only the plain forms
+is Python's start and the C halves of ``socket`` and ``json`` (service/jsonc.py).
+It takes only the plain forms
 (``-o``/``--output``, ``--name``, ``--host``); anything else, no agent on the
 socket, a configuration this module cannot resolve without config.py, or a
 ``.rex`` file that is not a regular file goes to cli/main.py, which answers as
@@ -177,11 +178,13 @@ def _read_rexfile(file: str) -> bytes | None:
 
 
 def _connect(path: str) -> Any:
-    import socket
+    # socket.py's C half: socket.py imports enum and selectors, which cost more
+    # than the rest of this client's imports
+    import _socket
 
     if len(os.fsencode(path)) > SUN_PATH_MAX:
         return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError:  # no agent, or not ours to use: cli/main.py says which
@@ -192,18 +195,20 @@ def _connect(path: str) -> Any:
 
 def _answer(req: Request, sock: Any, sock_path: str, request: dict[str, Any], body: bytes,
             cluster: bool) -> None:  # fmt: skip
-    import signal
+    import _signal  # type: ignore[import-not-found]  # signal.py imports enum
 
     from rexcarcer.cli.output import ConsoleProgress
     from rexcarcer.errors import RexError, UsageError
     from rexcarcer.service import wire
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # as cli/main.py
+    _signal.signal(_signal.SIGTERM, lambda *_: sys.exit(143))  # as cli/main.py
     progress = ConsoleProgress(quiet=req.output == "json")
     try:
-        with sock:
+        try:
             result = wire.exchange(sock, request, body, progress,
                                    where=f"the agent at {sock_path}")  # fmt: skip
+        finally:
+            sock.close()
     except wire.ContextNeeded:
         return  # COPY sources to send: cli/main.py packs them
     except KeyboardInterrupt:

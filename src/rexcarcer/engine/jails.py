@@ -151,38 +151,40 @@ def _up(eng: Engine, rexfile: Rexfile, name: str) -> JailInfo:
         if not existing.wants_running or not is_running(eng, name):
             start(eng, name)
         return info(eng, name)
-    base = eng.bases.ensure(host, rexfile.base)
-    host.storage.ensure_layout()
-    volumes.check(host, name, volumes.entries(rexfile))
-    rec = new_record(eng, rexfile, name)
-    if not records.create_jail(host.store, rec):
-        other = record(eng, name)
-        if other is not None:  # in a cluster: claimed on another host just now
-            ensure_local(eng, other)
-        raise Conflict(f"jail {name!r} is being created by another rex run", hint="try again")
     made: list[str] = []
-    try:
-        _create(eng, rexfile, base, rec, made)
-    except BaseException as exc:
-        host.progress.step(f"Rolling back {name}")
+    # its base, its cached steps and the half-built images: one zfs listing
+    with host.storage.listing(("bases", "images")):
+        base = eng.bases.ensure(host, rexfile.base)
+        host.storage.ensure_layout()
+        volumes.check(host, name, volumes.entries(rexfile))
+        rec = new_record(eng, rexfile, name)
+        if not records.create_jail(host.store, rec):
+            other = record(eng, name)
+            if other is not None:  # in a cluster: claimed on another host just now
+                ensure_local(eng, other)
+            raise Conflict(f"jail {name!r} is being created by another rex run", hint="try again")
         try:
-            if isinstance(exc, ZfsUnresponsive):
-                raise exc  # asking zfs to undo would wait as long again
-            _cleanup(eng, name)
-            for ds in made:  # the volumes this run made are empty: they go too
-                host.storage.destroy(ds, recursive=True)
-        except ZfsUnresponsive as stuck:
-            _leave_for_repair(eng, name)
-            raise ZfsUnresponsive(
-                f"rex up {name} failed: {stuck.message}; {name} was rolled back except in "
-                f"ZFS: its record stays as `creating`, owned by no run, until the agent's next "
-                f"tick (or the next `rex up {name}` or `rex destroy {name}`) removes what is "
-                f"left once ZFS answers",
-                hint=stuck.hint,
-            ) from exc
-        if isinstance(exc, RexError) and not exc.message.startswith("rex up"):
-            raise _prefixed(exc, f"rex up {name} failed: ") from exc
-        raise
+            _create(eng, rexfile, base, rec, made)
+        except BaseException as exc:
+            host.progress.step(f"Rolling back {name}")
+            try:
+                if isinstance(exc, ZfsUnresponsive):
+                    raise exc  # asking zfs to undo would wait as long again
+                _cleanup(eng, name)
+                for ds in made:  # the volumes this run made are empty: they go too
+                    host.storage.destroy(ds, recursive=True)
+            except ZfsUnresponsive as stuck:
+                _leave_for_repair(eng, name)
+                raise ZfsUnresponsive(
+                    f"rex up {name} failed: {stuck.message}; {name} was rolled back except in "
+                    f"ZFS: its record stays as `creating`, owned by no run, until the agent's next "
+                    f"tick (or the next `rex up {name}` or `rex destroy {name}`) removes what is "
+                    f"left once ZFS answers",
+                    hint=stuck.hint,
+                ) from exc
+            if isinstance(exc, RexError) and not exc.message.startswith("rex up"):
+                raise _prefixed(exc, f"rex up {name} failed: ") from exc
+            raise
     return info(eng, name)
 
 
@@ -309,11 +311,16 @@ def _create(
     records.put_jail(host.store, rec)
     made += volumes.create_missing(host, rec)
     host.progress.step(f"Cloning {image} to jails/{rec.name}")
-    host.storage.clone_only(image, f"jails/{rec.name}", props=clone_props(rec))
+    ready = _ready(rec)
+    props = {**clone_props(rec), **persist.clone_copy(ready)}
+    host.storage.clone_only(image, f"jails/{rec.name}", props=props)
     start(eng, rec.name)
-    current = record(eng, rec.name) or rec
-    persist.put(host, current.replace(status=Status.READY, pid=None, pid_start=None,
-                                      pid_ticks=None))  # fmt: skip
+    persist.put_over(host, _ready(record(eng, rec.name) or rec), ready)
+
+
+def _ready(rec: JailRecord) -> JailRecord:
+    """``rec`` as a run that created it leaves it: ready, owned by no run."""
+    return rec.replace(status=Status.READY, pid=None, pid_start=None, pid_ticks=None)
 
 
 def _reclaim(eng: Engine, name: str) -> JailRecord | None:

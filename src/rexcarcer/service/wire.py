@@ -18,19 +18,19 @@ The agent answers with JSON lines until the last one, ``result`` or ``error``::
                                         alone) names COPY sources: send the tar
 
 JSON lines and a length-prefixed body keep the client to the standard library
-(``socket`` and ``json``): the CLI's start-up stays small, and the agent reads
-the peer's credentials from the socket itself (agent/local.py).
+(their C halves, ``_socket`` and ``_json``: service/jsonc.py): the CLI's
+start-up stays small, and the agent reads the peer's credentials from the
+socket itself (agent/local.py).
 """
 
 from __future__ import annotations
 
-import json
-import socket
-
 from rexcarcer.errors import RexError, UsageError
+from rexcarcer.service import jsonc
 
 TYPE_CHECKING = False  # typing imports re: the front door's thin client (cli/thin.py) imports this
 if TYPE_CHECKING:
+    from _socket import socket
     from collections.abc import Callable, Iterator
     from typing import IO, Any
 
@@ -56,7 +56,7 @@ class AgentError(RexError):
 
 
 def encode(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+    return jsonc.dumps(obj).encode() + b"\n"
 
 
 def error_frame(exc: RexError) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def raise_error(frame: dict[str, Any]) -> None:
 class Reader:
     """Lines and exact-length bodies from a stream socket."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket) -> None:
         self.sock = sock
         self.buf = b""
 
@@ -102,7 +102,7 @@ class Reader:
 
     def frames(self) -> Iterator[dict[str, Any]]:
         while (line := self.line()) is not None:
-            obj = json.loads(line)
+            obj = jsonc.loads(line.decode())
             if not isinstance(obj, dict):
                 raise UsageError("a frame on the agent socket is not a JSON object")
             yield obj
@@ -114,7 +114,7 @@ class ContextNeeded(Exception):
 
 
 def exchange(
-    sock: socket.socket,
+    sock: socket,
     request: dict[str, Any],
     body: bytes,
     progress: Progress,

@@ -8,6 +8,7 @@ never leave the parent (iocage became slow scanning whole pools).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -144,6 +145,15 @@ class Storage(Protocol):
     def tree(self, kind: str) -> tuple[list[Dataset], list[Snapshot]]:
         """``datasets(kind)`` and ``snapshot_details(kind)``, read with one zfs
         command (every `rex up` looks up its base)."""
+        ...
+
+    def listing(self, kinds: Sequence[str]) -> AbstractContextManager[None]:
+        """A scope in which ``tree``, ``datasets`` and ``exists`` of names under
+        ``kinds`` (of LAYOUT) answer from one listing of all of them, read at the
+        first such call and read again after a command that changes a dataset:
+        the reads a `rex up` makes before it clones (its base, its cached steps,
+        half-built images) in one zfs command instead of one each. ``exists``
+        answers yes from it; a name it lacks is looked up."""
         ...
 
     def props_of(self, names: Sequence[str], props: Sequence[str]) -> dict[str, Dataset]:

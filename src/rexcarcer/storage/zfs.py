@@ -163,12 +163,15 @@ def props_below_argv(fulls: Sequence[str], props: Sequence[str]) -> list[str]:
             *fulls]  # fmt: skip
 
 
-def tree_argv(full: str, props: Sequence[str]) -> list[str]:
+def tree_argv(full: str | Sequence[str], props: Sequence[str]) -> list[str]:
     """:func:`list_children_argv` and :func:`snapshot_details_argv` in one ``zfs
-    get``: every filesystem and snapshot two levels down, with what each needs."""
+    get``: every filesystem and snapshot two levels down, with what each needs
+    (of one dataset, or of several: zfs get takes several)."""
     names = ",".join(["type", "origin", "mountpoint", "guid", "createtxg",
                       *(PROP_PREFIX + p for p in props)])  # fmt: skip
-    return ["zfs", "get", "-Hp", "-r", "-d", "2", "-o", "name,property,value,source", names, full]
+    fulls = [full] if isinstance(full, str) else list(full)
+    return ["zfs", "get", "-Hp", "-r", "-d", "2", "-o", "name,property,value,source", names,
+            *fulls]  # fmt: skip
 
 
 def props_of_argv(fulls: Sequence[str], props: Sequence[str]) -> list[str]:
@@ -272,6 +275,17 @@ def parse_tree(text: str, parent: str, kind: str) -> tuple[list[Dataset], list[S
     return datasets, parse_snapshot_details(snap_lines, parent)
 
 
+def split_tree(text: str, parent: str, kinds: Sequence[str]) -> dict[str, str]:
+    """Rows of :func:`tree_argv` of several kinds → the rows of each kind."""
+    out: dict[str, list[str]] = {k: [] for k in kinds}
+    for line in text.splitlines():
+        rel = line.partition("\t")[0][len(parent) + 1 :]
+        kind = rel.split("/", 1)[0].split("@", 1)[0]
+        if line.startswith(parent + "/") and kind in out:
+            out[kind].append(line + "\n")
+    return {k: "".join(v) for k, v in out.items()}
+
+
 def parse_props_of(text: str, parent: str, wanted: Sequence[str]) -> dict[str, Dataset]:
     """Rows of :func:`props_of_argv` for the ``wanted`` names (relative to
     ``parent``); a user property counts only when set on the dataset or snapshot
@@ -321,6 +335,9 @@ def parse_snapshot_details(text: str, parent: str) -> list[Snapshot]:
 
 # -- the driver ---------------------------------------------------------------
 
+# the zfs subcommands that change nothing (any other ends what listing() read)
+READS = frozenset({"get", "list"})
+
 
 class ZfsStorage:
     def __init__(
@@ -342,6 +359,9 @@ class ZfsStorage:
         self.timeout = timeout
         self.layout_seen = layout_seen
         self._layout_assumed = False  # ensure_layout trusted layout_seen
+        # listing(): the kinds it covers, and their trees once read
+        self._listing: tuple[str, ...] = ()
+        self._listed: dict[str, tuple[list[Dataset], list[Snapshot]]] | None = None
 
     @contextmanager
     def _serial(self, argv: Sequence[str]) -> Iterator[None]:
@@ -396,6 +416,8 @@ class ZfsStorage:
         return f"{self.parent}/{name}"
 
     def _zfs(self, *args: str, check: bool = True) -> Completed:
+        if args and args[0] not in READS:
+            self._listed = None  # a change: what listing() read is read again
         try:
             return self._run(["zfs", *args], check=check)
         except CommandFailed as exc:
@@ -461,7 +483,34 @@ class ZfsStorage:
             if f"{self.parent}/{kind}" not in names:
                 self._zfs("create", f"{self.parent}/{kind}")
 
+    @contextmanager
+    def listing(self, kinds: Sequence[str]) -> Iterator[None]:
+        self._listing, self._listed = tuple(k for k in kinds if k in LAYOUT), None
+        try:
+            yield
+        finally:
+            self._listing, self._listed = (), None
+
+    def _listed_tree(self, kind: str) -> tuple[list[Dataset], list[Snapshot]] | None:
+        """``kind``'s tree from the listing in force (read now if not yet), or None."""
+        if kind not in self._listing:
+            return None
+        if self._listed is None:
+            fulls = [self.full(k) for k in self._listing]
+            done = self._zfs(*tree_argv(fulls, KNOWN_PROPS)[1:], check=False)
+            if not done.ok:  # a kind is missing (an older layout): each on its own
+                self._listing = ()
+                return None
+            rows = split_tree(done.stdout, self.parent, self._listing)
+            self._listed = {k: parse_tree(rows[k], self.parent, k) for k in self._listing}
+        return self._listed[kind]
+
     def exists(self, name: str) -> bool:
+        listed = self._listed_tree(name.split("/", 1)[0].split("@", 1)[0])
+        if listed is not None and (
+            any(s.name == name for s in listed[1]) or any(d.name == name for d in listed[0])
+        ):
+            return True  # seen just now; a name the listing lacks is looked up
         return self._zfs("list", "-H", "-o", "name", "-t", "all", self.full(name), check=False).ok
 
     def mountpoint(self, name: str) -> Path:
@@ -580,6 +629,9 @@ class ZfsStorage:
     def datasets(self, kind: str) -> list[Dataset]:
         if kind not in LAYOUT:
             raise StorageError(f"unknown dataset kind {kind!r}")
+        listed = self._listed_tree(kind)
+        if listed is not None:
+            return listed[0]
         done = self._zfs(*list_children_argv(self.full(kind), KNOWN_PROPS)[1:], check=False)
         if not done.ok:
             return []
@@ -588,6 +640,9 @@ class ZfsStorage:
     def tree(self, kind: str) -> tuple[list[Dataset], list[Snapshot]]:
         if kind not in LAYOUT:
             raise StorageError(f"unknown dataset kind {kind!r}")
+        listed = self._listed_tree(kind)
+        if listed is not None:
+            return listed
         done = self._zfs(*tree_argv(self.full(kind), KNOWN_PROPS)[1:], check=False)
         if not done.ok:
             if "does not exist" in done.stderr:
