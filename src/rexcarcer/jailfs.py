@@ -157,9 +157,14 @@ def _open_dir(fd: int, part: str, inside: str, create: bool, *, follow: bool = F
 
 
 def _own(fd: int, mode: int) -> None:
-    if os.geteuid() == 0:
+    """Owned by root (when rex is root) with exactly ``mode``. A file rex just
+    made usually is already (a directory's set-group-ID bit or the umask can
+    say otherwise), and on zfs-fuse each change is a round trip to the daemon."""
+    st = os.fstat(fd)
+    if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
         os.fchown(fd, 0, 0)
-    os.fchmod(fd, mode)
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.fchmod(fd, mode)
 
 
 def _write_all(fd: int, data: bytes) -> None:

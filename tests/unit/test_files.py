@@ -175,3 +175,27 @@ def test_one_walk_opens_what_the_resolve_then_open_walk_did(
                       and not p.is_symlink())  # fmt: skip
 
     assert dirs(one) == dirs(ref)
+
+
+def test_files_rex_writes_get_their_mode_and_root_whatever_the_umask_and_group(
+    root: Path,
+) -> None:
+    d = root / "usr/local/etc/app"
+    d.mkdir(mode=0o777)
+    os.chmod(d, 0o2777)  # set-group-ID and writable by all: what a jail's root may leave
+    if os.geteuid() == 0:
+        os.chown(d, 0, 4242)  # new files would take this group
+    old = os.umask(0o077)
+    try:
+        jailfs.write_file(root, "/etc/app/conf", b"x", mode=0o644)
+        jailfs.replace_files(root, "/etc/app", [("key", b"k", 0o600), ("crt", b"c", 0o444)])
+    finally:
+        os.umask(old)
+    for name, mode in (("conf", 0o644), ("key", 0o600), ("crt", 0o444)):
+        st = (d / name).stat()
+        assert st.st_mode & 0o7777 == mode, name
+        if os.geteuid() == 0:
+            assert (st.st_uid, st.st_gid) == (0, 0), name
+    assert d.stat().st_mode & 0o7777 == 0o755  # replace_files: root's, not writable by others
+    if os.geteuid() == 0:
+        assert (d.stat().st_uid, d.stat().st_gid) == (0, 0)

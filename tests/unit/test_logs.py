@@ -201,6 +201,28 @@ def test_linux_rc_pre_starts_busybox_syslogd_towards_the_host() -> None:
     assert RC_PRE in INIT  # the runtime runs what rex writes
 
 
+@pytest.mark.parametrize(
+    ("busybox", "said"),
+    [
+        ("echo 'syslogd: applet not found' >&2; exit 127", "syslogd: applet not found"),
+        (None, "busybox: not found"),  # no busybox at all
+    ],
+)
+def test_linux_rc_pre_without_a_busybox_syslogd_starts_the_jail_and_says_so(
+    tmp_path: Path, busybox: str | None, said: str
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if busybox is not None:
+        (bin_dir / "busybox").write_text(f"#!/bin/sh\n{busybox}\n")
+        (bin_dir / "busybox").chmod(0o755)
+    done = subprocess.run(["/bin/sh", "-c", linux.rc_pre(HOST, 514)], capture_output=True,
+                          text=True, env={"PATH": str(bin_dir)}, timeout=10)  # fmt: skip
+    assert done.returncode == 0, done.stderr  # /etc/rc runs next
+    assert said in done.stderr
+    assert "busybox syslogd did not start in this jail: its syslog is not forwarded" in done.stderr
+
+
 def test_freebsd_forwarding_keeps_the_users_syslog_conf() -> None:
     assert bsd.syslog_d(HOST, 514).endswith("*.*\t@203.0.113.1:514\n")
     stock = "*.err;kern.warning\t/dev/console\ninclude\t\t\t/etc/syslog.d\n"

@@ -60,7 +60,7 @@ def test_set_props_one_property_per_call_and_empty_means_inherit() -> None:
 @pytest.mark.parametrize(("openzfs", "compression"), [(True, "lz4"), (False, "on")])
 def test_layout_uses_capabilities(openzfs: bool, compression: str) -> None:
     r = ScriptedRunner()
-    r.on(["zfs", "list", "-H", "-o", "name", "-r", "-d", "1", "tank/rex"],
+    r.on(["zfs", "list", "-H", "-o", "name,mountpoint", "-r", "-d", "1", "tank/rex"],
          Completed((), 1, "", "cannot open 'tank/rex': dataset does not exist"))  # fmt: skip
     _storage(r, openzfs).ensure_layout()
     assert r.calls[1] == (
@@ -126,7 +126,7 @@ def test_mounting_commands_are_serialised_on_zfs_fuse(tmp_path: Path) -> None:
     assert ("get", False) in held and ("snapshot", False) in held
 
 
-LIST_LAYOUT = ("zfs", "list", "-H", "-o", "name", "-r", "-d", "1", "tank/rex")
+LIST_LAYOUT = ("zfs", "list", "-H", "-o", "name,mountpoint", "-r", "-d", "1", "tank/rex")
 WHOLE = "tank/rex\n" + "".join(f"tank/rex/{kind}\n" for kind in LAYOUT)
 
 
@@ -265,8 +265,9 @@ def test_clone_only_does_not_ask_where_the_clone_is_mounted() -> None:
                         "tank/rex/jails/web")]  # fmt: skip
 
 
-def _listing_rows() -> str:
+def _listing_rows(*extra: tuple[str, str, str, str]) -> str:
     rows = [
+        *extra,
         ("tank/rex/bases", "type", "filesystem", "-"),
         ("tank/rex/bases/bb", "type", "filesystem", "-"),
         ("tank/rex/bases/bb", "mountpoint", "/m/bases/bb", "inherited from tank"),
@@ -325,3 +326,37 @@ def test_a_listing_of_a_layout_without_a_kind_reads_each_on_its_own() -> None:
         assert s.tree("images") == ([], [])  # its own command, which finds it missing
         assert s.datasets("images") == []
     assert [c[1] for c in failing.calls] == ["get", "get", "list"]
+
+
+def test_a_clone_in_a_listing_is_answered_where_its_parent_puts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start reads the new clone's mountpoint and its image's osrelease: the
+    clone inherits its parent's mountpoint, the image is in the listing."""
+    mnt = tmp_path / "m"
+    layout = f"tank/rex\t{mnt}\n" + "".join(f"tank/rex/{k}\t{mnt}/{k}\n" for k in LAYOUT)
+    r = ScriptedRunner(strict=True)
+    r.on(list(LIST_LAYOUT), layout)
+    own = ("tank/rex/images/k1", "rexcarcer:osrelease", "14.1", "local")
+    r.on(["zfs", "get", "-Hp", "-r"], _listing_rows(own))
+    r.on(["zfs", "get", "-Hp", "-o"], "")  # props_of's own command
+    r.on(["zfs", "clone"], "")
+    mounted = {mnt / "jails" / "web"}
+    monkeypatch.setattr(zfs, "mounted_at", lambda p: p in mounted)
+    s = _storage(r)
+    s.ensure_layout()
+    with s.listing(("bases", "images")):
+        s.tree("images")
+        s.clone_only("images/k1@img", "jails/web", props={"jail": "web", "generation": "1"})
+        calls = len(r.calls)
+        got = s.props_of(["jails/web", "images/k1"], ["osrelease", "jail"])
+        assert len(r.calls) == calls  # no zfs command: the listing survived the clone
+        assert got == {
+            "jails/web": zfs.Dataset("jails/web", mnt / "jails" / "web", None, {"jail": "web"}),
+            "images/k1": zfs.Dataset("images/k1", Path("/m/images/k1"), None,
+                                     {"osrelease": "14.1"}),
+        }  # fmt: skip
+        # not mounted where its parent puts it (a mountpoint of its own): zfs says
+        mounted.clear()
+        s.props_of(["jails/web", "images/k1"], ["osrelease"])
+        assert r.calls[-1][:3] == ("zfs", "get", "-Hp") and r.calls[-1][3] == "-o"

@@ -175,6 +175,9 @@ echo "$s" > "$f.tmp" && mv -f "$f.tmp" "$f"
 END_WAIT = 1.0  # how long `status` waits for the waiter to write what it saw
 
 START_TIMEOUT = 60.0
+# how often a start looks for the jail's init and for /etc/rc's end: each look
+# is a few system calls, and a start waits half of this on average for each
+POLL = 0.001
 STOP_TIMEOUT = 10.0
 
 
@@ -621,7 +624,7 @@ class LinuxRuntime:
             if not procfs.alive(wpid):
                 procfs.reap(wpid)
                 raise RuntimeBackendError("the jail's init exited during start")
-            time.sleep(0.002)
+            time.sleep(POLL)
         raise RuntimeBackendError(f"the jail did not start within {START_TIMEOUT:.0f} s")
 
     def _wait_rc(self, name: str, ipid: int, console: Path) -> None:
@@ -633,7 +636,7 @@ class LinuxRuntime:
                     raise RuntimeBackendError(
                         "the jail exited while /etc/rc ran", hint=_tail(console)
                     ) from None
-                time.sleep(0.003)
+                time.sleep(POLL)
                 continue
             if text != "0":
                 code, _, script = text.partition(" ")

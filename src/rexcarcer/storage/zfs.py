@@ -28,6 +28,7 @@ a holder stuck on the daemon is itself killed after one). ``send`` and
 from __future__ import annotations
 
 import fcntl
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -61,6 +62,11 @@ SERIAL_LOCK = Path("/run/rexcarcer/zfs-fuse.lock")  # one zfs-fuse daemon per ma
 # command that finds a dataset missing forgets the entry, and a create or clone
 # that fails that way after a remembered layout makes the layout and tries again.
 LAYOUT_SEEN: set[str] = set()
+# Where the layout's datasets were mounted when this process last listed them
+# (full name -> mountpoint): a dataset cloned below one inherits its mountpoint
+# with its own name appended (zfsprops(7) "mountpoint"), so a start asks zfs
+# where a new clone is only when it is not mounted there.
+KIND_MOUNTS: dict[str, Path] = {}
 
 
 def serial_lock_for(dev: Path = Path("/dev/zfs")) -> Path | None:
@@ -333,6 +339,15 @@ def parse_snapshot_details(text: str, parent: str) -> list[Snapshot]:
     return sorted(out, key=lambda s: (s.createtxg, s.name))
 
 
+def mounted_at(path: Path) -> bool:
+    """Whether a file system other than its parent directory's is mounted at
+    ``path`` (each ZFS dataset is one, with a device number of its own)."""
+    try:
+        return os.stat(path).st_dev != os.stat(path.parent).st_dev
+    except OSError:
+        return False
+
+
 # -- the driver ---------------------------------------------------------------
 
 # the zfs subcommands that change nothing (any other ends what listing() read)
@@ -362,6 +377,9 @@ class ZfsStorage:
         # listing(): the kinds it covers, and their trees once read
         self._listing: tuple[str, ...] = ()
         self._listed: dict[str, tuple[list[Dataset], list[Snapshot]]] | None = None
+        self._listed_text = ""  # the listing's rows, for props_of
+        # what this storage cloned, with the rex properties it gave each
+        self._cloned: dict[str, dict[str, str]] = {}
 
     @contextmanager
     def _serial(self, argv: Sequence[str]) -> Iterator[None]:
@@ -416,8 +434,8 @@ class ZfsStorage:
         return f"{self.parent}/{name}"
 
     def _zfs(self, *args: str, check: bool = True) -> Completed:
-        if args and args[0] not in READS:
-            self._listed = None  # a change: what listing() read is read again
+        if args and self._listed is not None and self._changes_listed(args):
+            self._listed = None  # what listing() read is read again
         try:
             return self._run(["zfs", *args], check=check)
         except CommandFailed as exc:
@@ -431,6 +449,17 @@ class ZfsStorage:
                 raise OutOfSpace(f"out of space for dataset {args[-1]}: {exc.message}",
                                  hint=space_hint(self.parent)) from exc  # fmt: skip
             raise StorageError(exc.message, hint=exc.hint) from exc
+
+    def _changes_listed(self, args: Sequence[str]) -> bool:
+        """Whether zfs ``args`` may change what the listing in force holds: any
+        change but a clone, or a property set, of a dataset outside its kinds (a
+        jail's clone of an image leaves the images as they were)."""
+        if args[0] in READS:
+            return False
+        if args[0] not in ("clone", "set", "inherit"):
+            return True
+        under = tuple(f"{self.full(k)}{sep}" for k in self._listing for sep in "/@")
+        return args[-1].startswith(under) or args[-1] in map(self.full, self._listing)
 
     def _full(self, full: str) -> bool:
         parent = full.rsplit("/", 1)[0]
@@ -458,6 +487,8 @@ class ZfsStorage:
     def _forget_layout(self) -> None:
         if self.layout_seen is not None:
             self.layout_seen.discard(self.parent)
+        for kind in LAYOUT:
+            KIND_MOUNTS.pop(self.full(kind), None)
 
     def ensure_layout(self) -> None:
         if self.layout_seen is not None and self.parent in self.layout_seen:
@@ -469,8 +500,13 @@ class ZfsStorage:
             self.layout_seen.add(self.parent)
 
     def _ensure_layout(self) -> None:
-        have = self._zfs("list", "-H", "-o", "name", "-r", "-d", "1", self.parent, check=False)
-        names = set(have.stdout.split()) if have.ok else set()
+        have = self._zfs("list", "-H", "-o", "name,mountpoint", "-r", "-d", "1", self.parent,
+                         check=False)  # fmt: skip
+        rows = [line.split("\t") for line in have.stdout.splitlines()] if have.ok else []
+        names = {row[0] for row in rows}
+        for row in rows:
+            if len(row) == 2 and row[1].startswith("/"):
+                KIND_MOUNTS[row[0]] = Path(row[1])
         if not have.ok:
             if "dataset does not exist" not in have.stderr:
                 raise StorageError(
@@ -503,6 +539,7 @@ class ZfsStorage:
                 return None
             rows = split_tree(done.stdout, self.parent, self._listing)
             self._listed = {k: parse_tree(rows[k], self.parent, k) for k in self._listing}
+            self._listed_text = done.stdout
         return self._listed[kind]
 
     def exists(self, name: str) -> bool:
@@ -547,6 +584,40 @@ class ZfsStorage:
         self, snapshot: str, name: str, *, props: Mapping[str, str] | None = None
     ) -> None:
         self._made(name, lambda: self._zfs(*self.clone_argv(snapshot, name, props)[1:]))
+        self._cloned[name] = {k: v for k, v in (props or {}).items() if v}
+
+    def _clone_mount(self, name: str) -> Path | None:
+        """Where clone ``name`` is mounted, when that is where its parent's
+        mountpoint puts it (it inherits it: rex gives a clone no mountpoint) and a
+        file system other than its parent's is mounted there; else None."""
+        kind, _, rest = name.partition("/")
+        base = KIND_MOUNTS.get(self.full(kind))
+        if base is None or not rest:
+            return None
+        path = base / rest
+        return path if mounted_at(path) else None
+
+    def _known_props(self, names: Sequence[str], props: Sequence[str]) -> dict[str, Dataset] | None:
+        """``props_of`` without zfs: each name a clone this storage made (where
+        ``_clone_mount`` finds it, with the properties it gave it) or one the
+        listing in force holds; None when any name is neither."""
+        out: dict[str, Dataset] = {}
+        for name in names:
+            if name in self._cloned:
+                mnt = self._clone_mount(name)
+                if mnt is None:
+                    return None
+                given = self._cloned[name]
+                out[name] = Dataset(name, mnt, None, {p: given[p] for p in props if p in given})
+                continue
+            if self._listed_tree(name.split("/", 1)[0].split("@", 1)[0]) is None:
+                return None
+            found = parse_props_of(self._listed_text, self.parent, [name]).get(name)
+            if found is None:
+                return None
+            own = {p: v for p, v in found.props.items() if p in props}
+            out[name] = Dataset(name, found.mountpoint, None, own)
+        return out
 
     def snapshot(self, snapshot: str) -> None:
         self._zfs(*self.snapshot_argv(snapshot)[1:])
@@ -652,6 +723,9 @@ class ZfsStorage:
         return parse_tree(done.stdout, self.parent, kind)
 
     def props_of(self, names: Sequence[str], props: Sequence[str]) -> dict[str, Dataset]:
+        known = self._known_props(names, props)
+        if known is not None:
+            return known
         done = self._zfs(*props_of_argv([self.full(n) for n in names], props)[1:], check=False)
         found = parse_props_of(done.stdout, self.parent, names)
         # zfs get exits 1 when a name does not exist, and prints the others
