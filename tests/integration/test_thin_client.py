@@ -1,5 +1,5 @@
-"""`rex ls`, `rex up FILE` and `rex plan FILE` through the front door's thin
-client (cli/thin.py) print and exit exactly as the click commands do, against
+"""`rex ls`, `rex up FILE`, `rex plan FILE` and `rex destroy NAME...` through
+the front door's thin client (cli/thin.py) print and exit exactly as the click commands do, against
 a real agent on the real Linux platform; the thin client loads neither click
 nor the .rex parser (Python's -X importtime lists what a process imported)."""
 
@@ -50,6 +50,8 @@ def test_the_thin_client_and_click_say_the_same(rex: Rex, tmp_path: Path) -> Non
     app.write_text(PLAIN)
     bad = tmp_path / "bad.rex"
     bad.write_text("BASE busybox\nPROVISION FROB x\n")
+    vol = tmp_path / "vol.rex"
+    vol.write_text("BASE busybox\nVOLUME data /srv/data\n")
     rex.run("build", app)
     with running_agent(rex, tmp_path) as log:
         assert not imports_click(rex, "ls")
@@ -66,11 +68,24 @@ def test_the_thin_client_and_click_say_the_same(rex: Rex, tmp_path: Path) -> Non
                 "bad-name": door(rex, thin, "up", app, "--name", "Bad_Name"),
                 "no-host": door(rex, thin, "plan", app, "--host", "elsewhere"),
             }
-            assert rex.run("destroy", "app").returncode == 0
+            rex.run("up", vol)
+            got["destroy"] = door(rex, thin, "destroy", "app", "vol")  # vol's volume kept
+            got["destroy-missing"] = door(rex, thin, "destroy", "nosuch")
+            rex.run("up", vol)  # its kept volume attached again
+            got["destroy-volumes"] = door(rex, thin, "destroy", "--volumes", "vol")
             if thin:
                 first = got
         served = log.read_text()
     assert first == got
+    assert first["destroy"][0] == 0 and "==> Destroying app" in first["destroy"][2]
+    assert "kept the volumes of vol: vol.data" in first["destroy"][2]
+    assert (
+        first["destroy-missing"][0] == 11
+        and "no jail named 'nosuch'" in first["destroy-missing"][2]
+    )
+    assert first["destroy-volumes"][0] == 0 and "kept" not in first["destroy-volumes"][2]
+    assert "vol" not in rex.run("-o", "json", "volume", "ls").stdout
+    assert served.count("agent: destroy vol") == 4
     assert first["up-json"][0] == 0 and '"name": "app"' in first["up-json"][1]
     assert first["up-again"][1].startswith("app is running: 203.0.113.")
     assert first["bad-file"][0] == 10 and "bad.rex:2:" in first["bad-file"][2]

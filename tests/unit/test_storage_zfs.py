@@ -356,6 +356,15 @@ def test_a_clone_in_a_listing_is_answered_where_its_parent_puts_it(
             "images/k1": zfs.Dataset("images/k1", Path("/m/images/k1"), None,
                                      {"osrelease": "14.1"}),
         }  # fmt: skip
+        # its properties changed since: zfs says
+        r.on(["zfs", "set"], "")
+        s.set_props("jails/web", {"osrelease": "13.2"})
+        s.props_of(["jails/web", "images/k1"], ["osrelease"])
+        assert r.calls[-1][:4] == ("zfs", "get", "-Hp", "-o")
+        s.clone_only("images/k1@img", "jails/web", props={"jail": "web"})
+        calls = len(r.calls)
+        s.props_of(["jails/web", "images/k1"], ["osrelease"])
+        assert len(r.calls) == calls
         # not mounted where its parent puts it (a mountpoint of its own): zfs says
         mounted.clear()
         s.props_of(["jails/web", "images/k1"], ["osrelease"])

@@ -63,12 +63,32 @@ def test_plain_forms_are_taken(argv: list[str], want: tuple[object, ...]) -> Non
         ["up", "-", "a.rex"],
         ["up", "a.rex", "--", "x"],
         ["up", "--help"],
-        ["destroy", "x"],
+        ["destroy"],
+        ["destroy", "--volumes"],
+        ["destroy", "x", "--volumes", "--volumes"],
+        ["destroy", "x", "--force"],
+        ["-o", "json", "destroy", "x"],
+        ["destroy", "x", "-h"],
         ["ls", "-o=json"],
     ],
 )
 def test_anything_else_goes_to_click(argv: list[str]) -> None:
     assert thin.parse(argv) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "names", "volumes"),
+    [
+        (["destroy", "x"], ("x",), False),
+        (["destroy", "x", "y"], ("x", "y"), False),
+        (["destroy", "--volumes", "x"], ("x",), True),
+        (["destroy", "x", "--volumes", "y"], ("x", "y"), True),
+    ],
+)
+def test_destroy_forms_are_taken(argv: list[str], names: tuple[str, ...], volumes: bool) -> None:
+    req = thin.parse(argv)
+    assert req is not None and req.verb == "destroy"
+    assert req.names == names and ("volumes" in req.options) == volumes
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,9 @@ knows which path it takes:
   store, agent or second interpreter between the user and the jail. Anything else (another host's
   jail, a stopped one, no run file, not root) goes to cli/main.py, which
   reports it as before.
-- ``rex ls``, ``rex up FILE`` and ``rex plan FILE`` in their plain forms go to
-  this host's agent from cli/thin.py when one answers on its socket.
+- ``rex ls``, ``rex up FILE``, ``rex plan FILE`` and ``rex destroy NAME...`` in
+  their plain forms go to this host's agent from cli/thin.py when one answers
+  on its socket.
 
 Each fast path prints and exits exactly as the click path does; the unit tests
 run both and compare.
@@ -30,7 +31,7 @@ import sys
 HELP = ("-h", "--help")
 PROG = "rex"
 HELP_WIDTH_MAX = 100  # main.py: context_settings max_content_width
-THIN_VERBS = ("ls", "up", "plan")  # cli/thin.py VERBS
+THIN_VERBS = ("ls", "up", "plan", "destroy")  # cli/thin.py VERBS
 
 
 def terminal_columns() -> int:

@@ -1,15 +1,15 @@
-"""The front door's thin client: ``rex ls``, ``rex up FILE`` and ``rex plan
-FILE`` sent to this host's agent without loading click, the configuration,
-the model or the ``.rex`` parser in this process.
+"""The front door's thin client: ``rex ls``, ``rex up FILE``, ``rex plan
+FILE`` and ``rex destroy NAME...`` sent to this host's agent without loading
+click, the configuration, the model or the ``.rex`` parser in this process.
 
 The agent keeps all of those loaded (agent/local.py); what this process pays
-is Python's start and the C halves of ``socket`` and ``json`` (service/jsonc.py).
-It takes only the plain forms
-(``-o``/``--output``, ``--name``, ``--host``); anything else, no agent on the
-socket, a configuration this module cannot resolve without config.py, or a
-``.rex`` file that is not a regular file goes to cli/main.py, which answers as
-it always did. The agent parses the file under the name the user gave it, so
-an error reads as the client's own parse would; a file with COPY steps is
+is Python's start and the C halves of ``socket`` and ``json``
+(service/jsonc.py). It takes only the plain forms (``-o``/``--output``,
+``--name``, ``--host``; destroy's ``--volumes``); anything else, no agent on
+the socket, a configuration this module cannot resolve without config.py, or
+a ``.rex`` file that is not a regular file goes to cli/main.py, which answers
+as it always did. The agent parses the file under the name the user gave it,
+so an error reads as the client's own parse would; a file with COPY steps is
 answered with ``need`` and goes to cli/main.py, which sends its sources.
 
 Both paths print through cli/render.py and cli/output.py; the integration test
@@ -24,19 +24,30 @@ import sys
 
 TYPE_CHECKING = False  # typing imports re; mypy knows this name
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NoReturn
 
-VERBS = ("ls", "up", "plan")
+VERBS = ("ls", "up", "plan", "destroy")
 OUTPUTS = ("text", "json", "wide")  # cli/main.py OUTPUTS
 MAX_REXFILE = 1024 * 1024  # rexfile/parser.py MAX_FILE (a unit test keeps them equal)
 SUN_PATH_MAX = 103  # service/socket.py
 
 
 class Request:
-    """One plain ``rex ls|up|plan`` command line."""
+    """One plain ``rex ls|up|plan|destroy`` command line (``names``: destroy's)."""
 
-    def __init__(self, verb: str, output: str, file: str | None, options: dict[str, str]) -> None:
+    def __init__(self, verb: str, output: str, file: str | None, options: dict[str, str],
+                 names: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.verb, self.output, self.file, self.options = verb, output, file, options
+        self.names = names
+
+
+def _destroy_request(rest: list[str]) -> Request | None:
+    """``rex destroy NAME... [--volumes]``: names that are not options, the flag
+    at most once (click takes a repeated flag; this leaves it to click)."""
+    names = tuple(a for a in rest if a != "--volumes")
+    if not names or len(rest) - len(names) > 1 or any(n.startswith("-") for n in names):
+        return None
+    return Request("destroy", "text", None, {"volumes": "1"} if "--volumes" in rest else {}, names)
 
 
 def parse(argv: list[str]) -> Request | None:
@@ -52,6 +63,8 @@ def parse(argv: list[str]) -> Request | None:
     if not rest or rest[0] not in VERBS:
         return None
     verb, rest = rest[0], rest[1:]
+    if verb == "destroy":  # prints no data: no -o
+        return None if output is not None else _destroy_request(rest)
     names = {"-o": "output", "--output": "output"}
     if verb != "ls":
         names.update({"--name": "name", "--host": "host"})
@@ -144,6 +157,9 @@ def main(argv: list[str]) -> None:
     if found is None:
         return
     _root, sock_path, cluster = found
+    if req.verb == "destroy":
+        _destroy(req, sock_path)
+        return
     request: dict[str, Any] = {"op": req.verb, "args": {}}
     body = b""
     if req.file is not None:
@@ -195,38 +211,82 @@ def _connect(path: str) -> Any:
 
 def _answer(req: Request, sock: Any, sock_path: str, request: dict[str, Any], body: bytes,
             cluster: bool) -> None:  # fmt: skip
-    import _signal  # type: ignore[import-not-found]  # signal.py imports enum
-
     from rexcarcer.cli.output import ConsoleProgress
-    from rexcarcer.errors import RexError, UsageError
     from rexcarcer.service import wire
 
-    _signal.signal(_signal.SIGTERM, lambda *_: sys.exit(143))  # as cli/main.py
-    progress = ConsoleProgress(quiet=req.output == "json")
+    _on_sigterm()
     try:
-        try:
-            result = wire.exchange(sock, request, body, progress,
-                                   where=f"the agent at {sock_path}")  # fmt: skip
-        finally:
-            sock.close()
+        result = _exchange(sock, sock_path, request, body,
+                           ConsoleProgress(quiet=req.output == "json"))  # fmt: skip
     except wire.ContextNeeded:
         return  # COPY sources to send: cli/main.py packs them
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
-    except (OSError, ValueError) as exc:  # the agent went away, or spoke nonsense
-        _fail(wire.AgentError(f"the agent at {sock_path} ended the request without an answer "
-                              f"({exc})", hint="see the agent's log",
-                              exit_code=UsageError.exit_code))  # fmt: skip
-    except RexError as exc:
-        _fail(exc)
     lines = _render(req, result, cluster)
     sys.stdout.write("".join(line + "\n" for line in lines))
     sys.stdout.flush()
     sys.exit(0)
 
 
-def _fail(exc: Any) -> None:
+def _destroy(req: Request, sock_path: str) -> None:
+    """Each jail in turn, one request each, as cli/gen_cmds.py ``destroy`` does
+    through the agent: its progress, what volumes it kept (on standard error),
+    the first error ends it. Returns (cli/main.py answers) only when no agent
+    answers the first request."""
+    from rexcarcer.cli.output import ConsoleProgress
+
+    _on_sigterm()
+    progress = ConsoleProgress(quiet=False)
+    volumes = "volumes" in req.options
+    for i, name in enumerate(req.names):
+        sock = _connect(sock_path)
+        if sock is None:
+            if i == 0:
+                return
+            _gone(sock_path, "no longer answers")
+        request = {"op": "destroy", "args": {"name": name, "volumes": volumes}}
+        kept = _exchange(sock, sock_path, request, b"", progress)
+        if kept:
+            refs = ", ".join(f"{name}.{v}" for v in kept)
+            sys.stderr.write(f"kept the volumes of {name}: {refs} (`rex volume rm` removes them; "
+                             f"`rex destroy --volumes` would have)\n")  # fmt: skip
+    sys.exit(0)
+
+
+def _on_sigterm() -> None:
+    import _signal  # type: ignore[import-not-found]  # signal.py imports enum
+
+    _signal.signal(_signal.SIGTERM, lambda *_: sys.exit(143))  # as cli/main.py
+
+
+def _exchange(sock: Any, sock_path: str, request: dict[str, Any], body: bytes,
+              progress: Any) -> Any:  # fmt: skip
+    """The agent's result; its error, or none, ends this process as cli/main.py
+    would (wire.ContextNeeded goes to the caller)."""
+    from rexcarcer.errors import RexError
+    from rexcarcer.service import wire
+
+    try:
+        try:
+            return wire.exchange(sock, request, body, progress, where=f"the agent at {sock_path}")
+        finally:
+            sock.close()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except (OSError, ValueError) as exc:  # the agent went away, or spoke nonsense
+        _gone(sock_path, f"ended the request without an answer ({exc})")
+    except RexError as exc:
+        _fail(exc)
+
+
+def _gone(sock_path: str, what: str) -> NoReturn:
+    from rexcarcer.errors import UsageError
+    from rexcarcer.service import wire
+
+    _fail(wire.AgentError(f"the agent at {sock_path} {what}", hint="see the agent's log",
+                          exit_code=UsageError.exit_code))  # fmt: skip
+
+
+def _fail(exc: Any) -> NoReturn:
     """Exit as cli/main.py does on a RexError."""
     sys.stderr.write(f"error: {exc.message}\n" + (f"hint: {exc.hint}\n" if exc.hint else ""))
     sys.exit(exc.exit_code)

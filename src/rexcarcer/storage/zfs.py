@@ -436,6 +436,9 @@ class ZfsStorage:
     def _zfs(self, *args: str, check: bool = True) -> Completed:
         if args and self._listed is not None and self._changes_listed(args):
             self._listed = None  # what listing() read is read again
+        if args and args[0] not in READS and self._cloned:
+            for arg in args:  # renamed, destroyed, its properties set: asked again
+                self._cloned.pop(arg.removeprefix(f"{self.parent}/"), None)
         try:
             return self._run(["zfs", *args], check=check)
         except CommandFailed as exc:
