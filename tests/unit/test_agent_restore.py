@@ -19,6 +19,7 @@ from rexcarcer.engine import jails
 from rexcarcer.engine.base import Engine
 from rexcarcer.netpolicy.policy import NetworkPolicy
 from rexcarcer.state.base import Delete, Entry, Put, put_json
+from rexcarcer.state.gateway import Transient, b64
 from rexcarcer.state.memory import MemoryStore
 from rexcarcer.state.watch import Kind, Update, Watch
 from tests.unit.fakes import fake_host
@@ -68,6 +69,73 @@ def test_a_member_behind_gives_an_ordinary_reset() -> None:
     first, again = _resets([100, 105], [90])
     assert (again.revision, again.restored) == (105, False)
     assert not first.restored
+
+
+class _Outage:
+    """A store whose watch stream carries ``events`` (key, value or None,
+    revision), then breaks (etcd stopped); reads answer ``reads`` in turn."""
+
+    prefix = ""
+
+    def __init__(
+        self,
+        reads: list[tuple[list[Entry], int]],
+        events: list[tuple[str, str | None, int]],
+        stop: threading.Event,
+    ) -> None:
+        self.reads, self.events, self.stop, self.streams = reads, events, stop, 0
+        self.gateway = self
+
+    def snapshot(self, prefix: str) -> tuple[list[Entry], int]:
+        if not self.reads:
+            self.stop.set()
+            return [], 0
+        return self.reads.pop(0)
+
+    @contextmanager
+    def stream(self, path: str, body: dict[str, Any], *, idle: float) -> Iterator[Any]:
+        self.streams += 1
+        if self.streams > 3:  # a watch that never reads again: the test ends
+            self.stop.set()
+        if self.streams > 1:
+            raise Transient("connection refused", safe=True)
+        kvs = [{"type": "DELETE" if v is None else "PUT",
+                "kv": {"key": b64(k), "value": b64(v or ""), "mod_revision": str(r)}}
+               for k, v, r in self.events]  # fmt: skip
+        yield iter([{"header": {"revision": str(self.events[-1][2])}, "events": kvs}])
+
+
+def _after_outage(reads: list[tuple[list[Entry], int]],
+                  events: list[tuple[str, str | None, int]]) -> list[Update]:  # fmt: skip
+    stop = threading.Event()
+    watch = Watch(_Outage(reads, events, stop), "", idle=0.01)  # type: ignore[arg-type]
+    return [u for u in watch.updates(stop) if u.kind is Kind.RESET and u.revision]
+
+
+def test_a_store_restored_and_written_past_while_the_watch_was_away_is_restored() -> None:
+    before = [Entry("jails/a", "1", 10), Entry("hosts/h1", "x", 11)]
+    # seen: jails/b made at 12, hosts/h1 beaten at 14; then etcd is stopped and
+    # restored to revision 11, and the other agents write it past 14 before this
+    # watch is back: jails/b is gone, hosts/h1 was written again at 12
+    events = [("jails/b", "1", 12), ("hosts/h1", "y", 14)]
+    after = [Entry("jails/a", "1", 10), Entry("hosts/h1", "z", 12), Entry("dns/a", "r", 15)]
+    first, again = _after_outage([(before, 11), (after, 15)], events)
+    assert (first.revision, first.restored) == (11, False)
+    assert again.revision == 15 and again.restored
+    assert [e.key for e in again.entries] == ["jails/a", "hosts/h1", "dns/a"]
+
+
+def test_a_store_that_only_went_on_while_the_watch_was_away_is_not_restored() -> None:
+    before = [Entry("jails/a", "1", 10), Entry("hosts/h1", "x", 11)]
+    events = [("jails/b", "1", 12), ("jails/a", None, 13), ("hosts/h1", "y", 14)]
+    # the same history, written on: jails/b deleted, hosts/h1 beaten again
+    after = [Entry("hosts/h1", "w", 16), Entry("dns/c", "r", 15)]
+    first, again = _after_outage([(before, 11), (after, 16)], events)
+    assert not first.restored and not again.restored and again.revision == 16
+    # and one that answers with the same keys at the same revisions
+    same = [Entry("jails/b", "1", 12), Entry("hosts/h1", "y", 14)]
+    _, quiet = _after_outage([(before, 11), (same, 14)], events)
+    assert not quiet.restored
 
 
 def _engine(tmp_path: Path, store: MemoryStore) -> Engine:

@@ -16,7 +16,13 @@ reached, while the view keeps keys the restore took back. Every watch
 response's header carries the store's revision; one below ours makes the watch
 read the prefix again, and when that read is below ours too the ``reset`` says
 ``restored`` (a member that is merely behind answers the read at the current
-revision, so it gives an ordinary ``reset``).
+revision, so it gives an ordinary ``reset``). A restore needs etcd stopped, so
+a watch that lost its stream reads the prefix again before it watches on: a
+store restored meanwhile and written past our revision since would otherwise
+go unnoticed, its writes up to our revision skipped. That read is checked
+against the revision each key had when the watch last saw it: a key modified
+at or before our revision that the watch saw otherwise (or not at all) comes
+from another history, and the ``reset`` says ``restored`` too.
 """
 
 from __future__ import annotations
@@ -112,6 +118,7 @@ class Watch:
         self.idle = idle
         self.revision = 0  # last revision folded into the consumer's view
         self.resets = 0  # full reads after the first (compactions), for tests and logs
+        self.seen: dict[str, int] = {}  # key -> the revision that last modified it, as seen
 
     def updates(self, stop: threading.Event) -> Iterator[Update]:
         """Updates until ``stop`` is set (checked at least every ``idle`` seconds)."""
@@ -130,6 +137,9 @@ class Watch:
                 reset_needed = True
             except (StateError, Transient, OSError) as exc:
                 log.warning("etcd watch on %s: %s; retrying in %.1f s", self.prefix, exc, backoff)
+                # what happened meanwhile is read whole: a store restored while
+                # this watch was away may already be past its revision
+                reset_needed = True
                 yield Update(Kind.IDLE, self.revision)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self.idle)
@@ -138,11 +148,19 @@ class Watch:
 
     def _reset(self) -> Update:
         entries, revision = self.store.snapshot(self.prefix)
-        restored = 0 < revision < self.revision
+        # A key last modified at or before the revision this watch had seen must
+        # be what the watch saw of it then (the history is linear); one that is
+        # not comes from another history: a restore the store has since written
+        # past. A store still below that revision went back outright.
+        diverged = self.revision > 0 and any(
+            e.revision <= self.revision and self.seen.get(e.key) != e.revision for e in entries
+        )
+        restored = 0 < revision < self.revision or diverged
         if restored:
-            log.warning("etcd on %s went back from revision %d to %d: restored from a "
+            log.warning("etcd on %s went back from revision %d (now at %d): restored from a "
                         "snapshot", self.prefix, self.revision, revision)  # fmt: skip
         self.revision = revision
+        self.seen = {e.key: e.revision for e in entries}
         return Update(Kind.RESET, revision, entries=tuple(entries), restored=restored)
 
     def _body(self) -> dict[str, Any]:
@@ -167,6 +185,11 @@ class Watch:
                         raise Compacted(compact)
                     raise Transient(str(msg.get("cancel_reason") or "watch canceled"), safe=True)
                 events = tuple(self._event(ev) for ev in msg.get("events", []))
+                for ev in events:
+                    if ev.value is None:
+                        self.seen.pop(ev.key, None)
+                    else:
+                        self.seen[ev.key] = ev.revision
                 if events:
                     self.revision = max(self.revision, events[-1].revision)
                     yield Update(Kind.CHANGES, self.revision, events=events)
