@@ -20,6 +20,7 @@ This is the only module that writes into a jail root.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
 import secrets
@@ -73,23 +74,59 @@ def resolve_in_root(root: Path, inside: str) -> Path:
     return root.joinpath(*stack)
 
 
+# kept_open(): per thread (the agent serves requests on threads), the
+# directories opened so far, by (jail root, path inside)
+_KEPT: contextvars.ContextVar[dict[tuple[str, str], int] | None] = contextvars.ContextVar(
+    "jailfs_kept", default=None
+)
+
+
+@contextlib.contextmanager
+def kept_open(root: Path) -> Iterator[None]:
+    """Within: each directory of jail ``root`` that this module opens stays open
+    and serves the next file written or read there, one walk per directory
+    instead of one per file (on zfs-fuse every step of a walk is a round trip to
+    the daemon). A kept descriptor still names a directory of the jail's tree,
+    whatever the jail renames meanwhile, so rex never leaves it; it is meant for
+    rex's own writes before a start, when nothing of the jail runs."""
+    kept: dict[tuple[str, str], int] = {}
+    token = _KEPT.set(kept)
+    try:
+        yield
+    finally:
+        _KEPT.reset(token)
+        for fd in kept.values():
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def jail_dir(root: Path, inside: str, *, create: bool = True) -> Iterator[int]:
     """A descriptor of directory ``inside`` of the jail, made (0755) if needed."""
+    kept = _KEPT.get()
+    if kept is not None and (str(root), inside) in kept:
+        yield kept[str(root), inside]
+        return
+    fd = _open_jail_dir(root, inside, create)
+    if kept is not None:
+        kept[str(root), inside] = fd
+        yield fd
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _open_jail_dir(root: Path, inside: str, create: bool) -> int:
     parts = PurePosixPath(inside).parts
     if not parts or parts[0] != "/":
         raise UnsafePath(f"{inside!r} is not an absolute path inside the jail")
     if ".." in parts:
         # resolve_in_root drops a missing component that a ".." of the path
         # itself undoes (lexically): resolved first, nothing of it is made
-        fd = _walk(root, inside, list(resolve_in_root(root, inside).relative_to(root).parts),
-                   create, follow=False)  # fmt: skip
-    else:
-        fd = _walk(root, inside, list(parts[1:]), create, follow=True)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+        return _walk(root, inside, list(resolve_in_root(root, inside).relative_to(root).parts),
+                     create, follow=False)  # fmt: skip
+    return _walk(root, inside, list(parts[1:]), create, follow=True)
 
 
 def _walk(root: Path, inside: str, todo: list[str], create: bool, *, follow: bool) -> int:

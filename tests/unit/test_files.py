@@ -199,3 +199,31 @@ def test_files_rex_writes_get_their_mode_and_root_whatever_the_umask_and_group(
     assert d.stat().st_mode & 0o7777 == 0o755  # replace_files: root's, not writable by others
     if os.geteuid() == 0:
         assert (d.stat().st_uid, d.stat().st_gid) == (0, 0)
+
+
+def test_kept_open_walks_to_each_directory_once_and_closes_what_it_kept(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    walks: list[str] = []
+    real = jailfs._walk
+
+    def counting(*args: object, **kw: object) -> int:
+        walks.append(str(args[1]))
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jailfs, "_walk", counting)
+    before = len(os.listdir("/proc/self/fd"))
+    with jailfs.kept_open(root):
+        jailfs.write_file(root, "/etc/a", b"1")
+        jailfs.write_file(root, "/etc/b", b"2")
+        jailfs.replace_files(root, "/etc/ssl/rc", [("k", b"k", 0o600), ("c", b"c", 0o644)])
+        assert jailfs.read_small(root, "/etc/ssl/rc/k") == b"k"
+        assert jailfs.read_small(root, "/etc/a") == b"1"
+        assert len(os.listdir("/proc/self/fd")) > before
+    assert walks == ["/etc", "/etc/ssl/rc"]
+    assert len(os.listdir("/proc/self/fd")) == before
+    # /etc is a symlink to /usr/local/etc in this root: the files are there
+    assert (root / "usr/local/etc/b").read_bytes() == b"2"
+    jailfs.write_file(root, "/etc/a", b"3")
+    jailfs.write_file(root, "/etc/a", b"4")
+    assert walks[2:] == ["/etc", "/etc"]  # outside: a walk each

@@ -309,9 +309,10 @@ def start_record(eng: Engine, rec: JailRecord) -> None:
     host.progress.step(f"Starting {name}")
     # before anything of the jail runs: its /etc/rc may open connections at once
     eng.policy.guard(host)
-    write_jail_files(eng, spec, rec)
-    for hook in eng.hooks:
-        hook.prepare(host, rec, spec)
+    with jailfs.kept_open(spec.root):  # rex's writes before the start: a walk per directory
+        write_jail_files(eng, spec, rec)
+        for hook in eng.hooks:
+            hook.prepare(host, rec, spec)
     host.runtime.start(spec)
     try:
         for hook in eng.hooks:
