@@ -3,6 +3,7 @@ tests run for real, in milliseconds."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,16 @@ from rexcarcer.base import local as bases
 from rexcarcer.engine import build as builder
 from rexcarcer.engine import jails
 from rexcarcer.engine.base import Engine
-from rexcarcer.errors import BuildError, Conflict, NotFound, RuntimeBackendError
+from rexcarcer.errors import (
+    BuildError,
+    Conflict,
+    NotFound,
+    OutOfSpace,
+    RuntimeBackendError,
+)
+from rexcarcer.firewall import FirewallError
+from rexcarcer.host import Host
+from rexcarcer.netpolicy.policy import NetworkPolicy
 from rexcarcer.rexfile.ast import Base, Copy, Rexfile, Run
 from rexcarcer.runtime.fake import FakeRuntime
 from tests.unit.fakes import fake_engine
@@ -197,3 +207,53 @@ def fake_runtime_builds(eng: Engine) -> list[object]:
     runtime = eng.host.runtime
     assert isinstance(runtime, FakeRuntime)
     return list(runtime.builds)
+
+
+@dataclass(frozen=True)
+class _Guard(NetworkPolicy):
+    """The guard, counted, with whether the clone it runs beside was there yet."""
+
+    calls: list[bool] = field(default_factory=list)
+    fail: bool = False
+
+    def guard(self, host: Host) -> None:
+        self.calls.append(host.storage.exists("jails/app"))
+        if self.fail:
+            raise FirewallError("nft: cannot load the guard")
+
+
+def test_a_new_jail_is_guarded_once_while_it_is_cloned(tmp_path: Path) -> None:
+    eng = fake_engine(tmp_path)
+    guard = _Guard()
+    eng.policy = guard
+    jails.up(eng, rexfile(tmp_path), "app")
+    assert len(guard.calls) == 1  # the start did not guard again
+    assert jails.is_running(eng, "app")
+    jails.stop(eng, "app")
+    jails.start(eng, "app")  # a start of its own guards
+    assert len(guard.calls) == 2
+
+
+def test_a_guard_that_fails_beside_the_clone_rolls_back_the_clone(tmp_path: Path) -> None:
+    eng = fake_engine(tmp_path)
+    eng.policy = _Guard(fail=True)
+    with pytest.raises(FirewallError, match="rex up app failed: nft"):
+        jails.up(eng, rexfile(tmp_path), "app")
+    assert not eng.host.storage.exists("jails/app")  # cloned meanwhile, then rolled back
+    assert eng.host.store.list("") == []
+
+
+def test_a_clone_that_fails_beside_the_guard_is_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    eng = fake_engine(tmp_path)
+    guard = _Guard()
+    eng.policy = guard
+
+    def no_room(*args: object, **kw: object) -> None:
+        raise OutOfSpace("out of space for dataset pool/rex/jails/app")
+
+    monkeypatch.setattr(eng.host.storage, "clone_only", no_room)
+    with pytest.raises(OutOfSpace, match="rex up app failed: out of space"):
+        jails.up(eng, rexfile(tmp_path), "app")
+    assert len(guard.calls) == 1 and eng.host.store.list("") == []

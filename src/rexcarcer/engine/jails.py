@@ -11,6 +11,7 @@ for an update, goes back to the previous generation).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -313,9 +314,33 @@ def _create(
     host.progress.step(f"Cloning {image} to jails/{rec.name}")
     ready = _ready(rec)
     props = {**clone_props(rec), **persist.clone_copy(ready)}
-    host.storage.clone_only(image, f"jails/{rec.name}", props=props)
-    start(eng, rec.name)
+    _clone_while_guarding(eng, image, f"jails/{rec.name}", props)
+    start(eng, rec.name, guarded=True)
     persist.put_over(host, _ready(record(eng, rec.name) or rec), ready)
+
+
+def _clone_while_guarding(eng: Engine, image: str, dataset: str, props: dict[str, str]) -> None:
+    """The clone and the firewall guard at once. The guard must hold before
+    anything of the jail runs, and with the jail's address claimed (it is part
+    of the ruleset); the clone is one zfs process this thread would only wait
+    for, and touches nothing the guard reads (the store, the firewall). The
+    clone's error is raised when the guard's is not."""
+    failed: list[BaseException] = []
+
+    def clone() -> None:
+        try:
+            eng.host.storage.clone_only(image, dataset, props=props)
+        except BaseException as exc:  # raised in the caller's thread
+            failed.append(exc)
+
+    cloning = threading.Thread(target=clone, name=f"zfs clone {dataset}", daemon=True)
+    cloning.start()
+    try:
+        eng.policy.guard(eng.host)
+    finally:
+        cloning.join()
+    if failed:
+        raise failed[0]
 
 
 def _ready(rec: JailRecord) -> JailRecord:

@@ -287,19 +287,21 @@ def lock_name(name: str) -> str:
     return f"jail-{name}"
 
 
-def start(eng: Engine, name: str) -> None:
+def start(eng: Engine, name: str, *, guarded: bool = False) -> None:
+    """``guarded``: the caller made the firewall guard hold since it claimed
+    the jail's address (``NetPolicy.guard``), so the start does not again."""
     with eng.host.lock(lock_name(name)):
-        start_locked(eng, name)
+        start_locked(eng, name, guarded=guarded)
 
 
-def start_locked(eng: Engine, name: str) -> None:
+def start_locked(eng: Engine, name: str, *, guarded: bool = False) -> None:
     rec = require(eng, name)
-    start_record(eng, rec)
+    start_record(eng, rec, guarded=guarded)
     if not rec.wants_running:
         persist.put(eng.host, rec.replace(desired=Desired.RUNNING))
 
 
-def start_record(eng: Engine, rec: JailRecord) -> None:
+def start_record(eng: Engine, rec: JailRecord, *, guarded: bool = False) -> None:
     """Start the jail ``rec`` describes, whatever the store says (``rex move``
     starts a jail on its new host before that host's record is its record)."""
     host, name = eng.host, rec.name
@@ -307,8 +309,8 @@ def start_record(eng: Engine, rec: JailRecord) -> None:
     if rec.volumes:
         spec = dataclasses.replace(spec, mounts=volumes.attach(host, rec, spec.root))
     host.progress.step(f"Starting {name}")
-    # before anything of the jail runs: its /etc/rc may open connections at once
-    eng.policy.guard(host)
+    if not guarded:  # before anything of the jail runs: its /etc/rc may connect at once
+        eng.policy.guard(host)
     with jailfs.kept_open(spec.root):  # rex's writes before the start: a walk per directory
         write_jail_files(eng, spec, rec)
         for hook in eng.hooks:
