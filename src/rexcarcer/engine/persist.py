@@ -11,7 +11,8 @@ on the old record before it builds (update.py ``_swap_record``) stay in the
 store only: a run killed there leaves the previous copy, or none (the rebuild
 reports that dataset, and ``rex destroy NAME`` removes it). A new jail's
 clone carries the record it will have once started (``ready``, desired
-running) from its ``zfs clone -o``, so its ``rex up`` sets nothing after the
+running) from its ``zfs clone -o`` (zfs-clone(8): "-o property=value Sets the
+specified property"), so its ``rex up`` sets nothing after the
 start unless the start changed the record (``put_over``): a run killed
 between the clone and the end of the start leaves a dataset whose copy says
 ready, which a rebuild restores as a jail that wants to run (the agent starts

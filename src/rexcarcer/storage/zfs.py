@@ -64,7 +64,7 @@ SERIAL_LOCK = Path("/run/rexcarcer/zfs-fuse.lock")  # one zfs-fuse daemon per ma
 LAYOUT_SEEN: set[str] = set()
 # Where the layout's datasets were mounted when this process last listed them
 # (full name -> mountpoint): a dataset cloned below one inherits its mountpoint
-# with its own name appended (zfsprops(7) "mountpoint"), so a start asks zfs
+# with its own name appended (zfsconcepts(7), "Mount Points"), so a start asks zfs
 # where a new clone is only when it is not mounted there.
 KIND_MOUNTS: dict[str, Path] = {}
 
