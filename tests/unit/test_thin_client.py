@@ -22,6 +22,12 @@ def test_the_file_limit_is_the_parsers() -> None:
     assert thin.MAX_REXFILE == MAX_FILE
 
 
+def test_the_front_door_sends_the_thin_clients_verbs_to_it() -> None:
+    from rexcarcer.cli import fast
+
+    assert fast.THIN_VERBS == thin.VERBS  # kept apart: fast.py imports thin.py only for them
+
+
 @pytest.mark.parametrize(
     ("argv", "want"),
     [
