@@ -444,6 +444,8 @@ class LinuxRuntime:
                     )
 
     def _bridge_ready(self) -> bool:
+        if bridge_holds(self.bridge, self.host_address):  # the kernel says so: no `ip`
+            return True
         shown = self._ip("-o", "addr", "show", "dev", self.bridge, check=False)
         return shown.ok and f" {self.host_address} " in shown.stdout
 
@@ -808,6 +810,49 @@ def _init(info: Mapping[str, object]) -> process.Proc:
         "pid": info.get("init_pid"), "created": info.get("init_created"),
         "start": info.get("init_start"),
     })  # fmt: skip
+
+
+# linux/sockios.h and linux/if.h (struct ifreq: the name, then the union)
+SIOCGIFFLAGS, SIOCGIFADDR, SIOCGIFNETMASK, IFF_UP = 0x8913, 0x8915, 0x891B, 0x1
+
+
+def bridge_holds(name: str, address: IPInterface) -> bool:
+    """Whether link ``name`` of this network namespace is up with ``address``,
+    asked of the kernel in this process: the SIOCGIFFLAGS ioctl (netdevice(7)),
+    then for IPv4 SIOCGIFADDR and SIOCGIFNETMASK (the link's first address, the
+    one rex gives the bridge) and for IPv6 /proc/net/if_inet6 (this namespace's
+    addresses, ipv6(7)). False whenever it cannot tell: the caller asks `ip`.
+    (/sys/class/net lists the namespace sysfs was mounted in, not ours.)"""
+    ifreq = name.encode()[:15].ljust(40, b"\0")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            flags = int.from_bytes(fcntl.ioctl(sock, SIOCGIFFLAGS, ifreq)[16:18], sys.byteorder)
+            if not flags & IFF_UP:
+                return False
+            if address.version == 6:
+                return _inet6_holds(name, address)
+            ip = fcntl.ioctl(sock, SIOCGIFADDR, ifreq)[20:24]
+            mask = fcntl.ioctl(sock, SIOCGIFNETMASK, ifreq)[20:24]
+    except OSError:
+        return False
+    return (ip == address.ip.packed
+            and mask == address.network.netmask.packed)  # fmt: skip
+
+
+def _inet6_holds(name: str, address: IPInterface) -> bool:
+    """/proc/net/if_inet6: address (32 hex digits), index, prefix length (hex),
+    scope, flags, link name; one line an address."""
+    want = address.ip.packed.hex()
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                cols = line.split()
+                if (len(cols) == 6 and cols[5] == name and cols[0] == want
+                        and int(cols[2], 16) == address.network.prefixlen):  # fmt: skip
+                    return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 def _link_exists(name: str) -> bool:
