@@ -4,6 +4,7 @@ tests/cluster → ``cluster``."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -81,10 +82,17 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     POOL_DIRS[name] = work
     yield name
     _sweep_netns(TOKEN)
-    for _ in range(30):
-        if sh("zpool", "destroy", "-f", name, check=False).returncode == 0:
+    # zfs-fuse can call the pool busy for a while after the last test let go of
+    # it; a pool given up on stays in the daemon, its file gone, until it stops
+    for _ in range(150):
+        done = sh("zpool", "destroy", "-f", name, check=False)
+        if done.returncode == 0 or sh("zpool", "list", name, check=False).returncode != 0:
             break
         time.sleep(0.2)
+    else:
+        why = done.stderr.strip()
+        sys.stderr.write(f"\nwarning: test pool {name} could not be destroyed: {why}; "
+                         f"`zpool destroy -f {name}` removes it\n")  # fmt: skip
     img.unlink(missing_ok=True)
 
 
