@@ -318,6 +318,11 @@ def test_a_jail_that_cannot_come_back_leaves_dns(rex: Rex, tmp_path: Path) -> No
                 wait_until(lambda: "late waits for broken" in _since(units.log, log_at)
                            and "cannot start broken (attempt 1" in _since(units.log, log_at),
                            "the agent's log of broken failing and late waiting")  # fmt: skip
+                # the agent logs the failed start, then takes the earlier boot's
+                # records down and says so: the names are checked after that
+                wait_until(lambda: all(f"jails: {n} has not run since the host booted" in
+                                       _since(units.log, log_at) for n in ("broken", "late")),
+                           "the agent's log of their records withdrawn")  # fmt: skip
                 d = dns_ready(rex)
                 wait_until(lambda: _answers(d, f"fine.jail.{ZONE}") == [ips["fine"]],
                            "fine's name")  # fmt: skip
